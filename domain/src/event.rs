@@ -1,0 +1,156 @@
+//! Domain events and the envelopes that carry them to and from an event store.
+
+use std::collections::BTreeMap;
+
+use bytes::Bytes;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::id::{CausationId, CorrelationId, EventId};
+use crate::stream::{Position, StreamId, StreamVersion};
+
+/// A fact that happened in the domain, named in the past tense.
+///
+/// The type name is what is stored next to the payload; it must stay stable when the Rust
+/// type is renamed. The schema version is the version of this event type's payload shape,
+/// raised whenever the shape changes (stored older versions are upcast when read).
+///
+/// ```
+/// use flext_domain::DomainEvent;
+///
+/// enum AccountEvent { Opened { owner: String }, Deposited { amount: i64 } }
+///
+/// impl DomainEvent for AccountEvent {
+///     fn event_type(&self) -> &'static str {
+///         match self {
+///             AccountEvent::Opened { .. } => "account.opened",
+///             AccountEvent::Deposited { .. } => "account.deposited",
+///         }
+///     }
+/// }
+/// assert_eq!(AccountEvent::Deposited { amount: 5 }.schema_version(), 1);
+/// ```
+pub trait DomainEvent {
+    /// The stable type name, e.g. `account.deposited`.
+    fn event_type(&self) -> &'static str;
+
+    /// The current schema version of this event's type; 1 unless overridden.
+    fn schema_version(&self) -> u32 {
+        1
+    }
+}
+
+/// Metadata recorded with every event.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EventMetadata {
+    /// The business action this event belongs to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub correlation_id: Option<CorrelationId>,
+    /// The command or event that caused this event.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub causation_id: Option<CausationId>,
+    /// User headers (tenant, trace context, ...), sorted by key.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub headers: BTreeMap<String, String>,
+}
+
+impl EventMetadata {
+    /// Metadata with a correlation and a causation id.
+    pub fn caused_by(correlation_id: CorrelationId, causation_id: CausationId) -> Self {
+        EventMetadata {
+            correlation_id: Some(correlation_id),
+            causation_id: Some(causation_id),
+            headers: BTreeMap::new(),
+        }
+    }
+
+    /// Adds a user header.
+    #[must_use]
+    pub fn with_header(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        self.headers.insert(key.into(), value.into());
+        self
+    }
+}
+
+/// An event to append: the store assigns its stream version, global position and time.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewEvent {
+    /// Unique within the stream; appending the same id at the same version again is an
+    /// idempotent no-op. Use a UUID v7 ([`EventId::new`](crate::Id::new)).
+    pub event_id: EventId,
+    /// The stable type name ([`DomainEvent::event_type`]).
+    pub event_type: String,
+    /// The payload's schema version ([`DomainEvent::schema_version`]).
+    pub schema_version: u32,
+    /// The encoded payload (its encoding is the codec's; JSON by default).
+    pub payload: Bytes,
+    /// Correlation, causation and user headers.
+    pub metadata: EventMetadata,
+}
+
+impl NewEvent {
+    /// A new event of schema version 1 with empty metadata.
+    pub fn new(
+        event_id: EventId,
+        event_type: impl Into<String>,
+        payload: impl Into<Bytes>,
+    ) -> Self {
+        NewEvent {
+            event_id,
+            event_type: event_type.into(),
+            schema_version: 1,
+            payload: payload.into(),
+            metadata: EventMetadata::default(),
+        }
+    }
+
+    /// Sets the schema version.
+    #[must_use]
+    pub fn with_schema_version(mut self, version: u32) -> Self {
+        self.schema_version = version;
+        self
+    }
+
+    /// Sets the metadata.
+    #[must_use]
+    pub fn with_metadata(mut self, metadata: EventMetadata) -> Self {
+        self.metadata = metadata;
+        self
+    }
+}
+
+/// An event as stored: what was appended plus where and when the store put it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecordedEvent {
+    /// The id it was appended with.
+    pub event_id: EventId,
+    /// The stream it belongs to.
+    pub stream_id: StreamId,
+    /// Its version in the stream (the first event is 1).
+    pub stream_version: StreamVersion,
+    /// Its position in the store's global order.
+    pub position: Position,
+    /// When the store recorded it.
+    pub recorded_at: DateTime<Utc>,
+    /// The stable type name.
+    pub event_type: String,
+    /// The schema version the payload was written with (before any upcasting).
+    pub schema_version: u32,
+    /// The encoded payload as stored.
+    pub payload: Bytes,
+    /// Correlation, causation and user headers.
+    pub metadata: EventMetadata,
+}
+
+impl RecordedEvent {
+    /// The event as it was appended (without the store's stream version, position, time).
+    pub fn to_new_event(&self) -> NewEvent {
+        NewEvent {
+            event_id: self.event_id,
+            event_type: self.event_type.clone(),
+            schema_version: self.schema_version,
+            payload: self.payload.clone(),
+            metadata: self.metadata.clone(),
+        }
+    }
+}

@@ -1,0 +1,72 @@
+//! flext: a kernel for event-sourced, CQRS services in Rust, with pure domain types behind
+//! port traits.
+//!
+//! This facade re-exports the workspace's crates behind features, so an application
+//! depends on `flext` alone. [`prelude`] brings the traits into scope.
+//!
+//! ```
+//! use flext::prelude::*;
+//! use flext::{AggregateRoot, Error, ErrorCode, Id};
+//!
+//! #[derive(Default)]
+//! struct Account { open: bool }
+//! #[derive(Debug)]
+//! struct Opened;
+//! impl DomainEvent for Opened {
+//!     fn event_type(&self) -> &'static str { "account.opened" }
+//! }
+//! impl Aggregate for Account {
+//!     const TYPE: &'static str = "account";
+//!     type Event = Opened;
+//!     fn apply(&mut self, _: &Opened) { self.open = true; }
+//! }
+//! impl Account {
+//!     fn open(&self) -> Result<Vec<Opened>, Error> {
+//!         if self.open { return Err(Error::already_exists("ACCOUNT_OPEN", "already open")); }
+//!         Ok(vec![Opened])
+//!     }
+//! }
+//!
+//! let mut account = AggregateRoot::<Account>::new(Id::new());
+//! account.execute(Account::open)?;
+//! let again = account.execute(Account::open).tap_err(|e| eprintln!("{e}"));
+//! assert_eq!(again.unwrap_err().code(), ErrorCode::AlreadyExists);
+//! # Ok::<(), Error>(())
+//! ```
+//!
+//! | feature | default | what it adds |
+//! |---|---|---|
+//! | `ports` | yes | [`ports`]: the clock and id-generator ports |
+//! | `testing` | no | [`testing`]: the given/when/then aggregate fixture |
+
+pub use flext_domain::{
+    Aggregate, AggregateRoot, CausationId, CorrelationId, DomainEvent, Entity, Error, ErrorCode,
+    EventId, EventMetadata, ExpectedVersion, FieldViolation, Id, NewEvent, Position, REDACTED,
+    RecordedEvent, Result, ResultExt, StreamId, StreamVersion, Validation, ValueObject,
+    WRONG_EXPECTED_VERSION, is_sensitive_key, join_field_path, traverse, wrong_expected_version,
+};
+pub use flext_domain::{entity_identity_eq, reexport};
+
+/// The given/when/then aggregate fixture (feature `testing`).
+#[cfg(feature = "testing")]
+pub mod testing {
+    pub use flext_domain::testing::{AggregateFixture, Outcome};
+}
+
+/// The port traits and their simple implementations (feature `ports`).
+#[cfg(feature = "ports")]
+pub mod ports {
+    pub use flext_ports::{Clock, FixedClock, IdGenerator, SequentialIds, SystemClock, UuidV7Ids};
+}
+
+/// The traits an application uses every day, to glob-import: `use flext::prelude::*;`.
+pub mod prelude {
+    pub use flext_domain::{Aggregate, DomainEvent, Entity, ResultExt, ValueObject};
+    #[cfg(feature = "ports")]
+    pub use flext_ports::{Clock, IdGenerator};
+}
+
+/// The README's quick start, compiled and run as a doctest.
+#[cfg(all(doctest, feature = "testing"))]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;
