@@ -139,13 +139,13 @@ impl Graph {
         }
         for name in &self.workspace {
             let p = &self.packages[name];
-            if p.manifest.contains("/adapters/") {
-                if let Some(path) = self.path(name, "flext-application") {
-                    out.push(format!(
-                        "adapter {name} depends on flext-application: {}",
-                        path.join(" -> ")
-                    ));
-                }
+            if p.manifest.contains("/adapters/")
+                && let Some(path) = self.path(name, "flext-application")
+            {
+                out.push(format!(
+                    "adapter {name} depends on flext-application: {}",
+                    path.join(" -> ")
+                ));
             }
         }
         out

@@ -126,6 +126,9 @@ impl StreamVersion {
     /// The version of a stream with no events.
     pub const INITIAL: StreamVersion = StreamVersion(0);
 
+    /// The highest version: reading backward from here starts at the stream's last event.
+    pub const LATEST: StreamVersion = StreamVersion(u64::MAX);
+
     /// The version after `n` more events; saturates instead of overflowing.
     pub const fn advanced(self, n: u64) -> StreamVersion {
         StreamVersion(self.0.saturating_add(n))

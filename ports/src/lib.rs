@@ -1,6 +1,7 @@
-//! flext's port traits: the clock and id generator the application is given, so that
-//! domain code stays pure and tests stay deterministic. The event store, snapshot store,
-//! checkpoint store, codec and handler ports join them as they are built.
+//! flext's port traits: what the application needs from the world. The event store and
+//! snapshot store (implemented by `flext-memory`, `flext-sqlite` and `flext-postgres`), the
+//! event codec, and the clock and id generator that keep domain code pure and tests
+//! deterministic.
 //!
 //! ```
 //! use flext_ports::{Clock, FixedClock, IdGenerator, SequentialIds};
@@ -16,7 +17,18 @@
 //! ```
 
 mod clock;
+mod codec;
+mod event_store;
 mod ids;
+mod json;
+mod snapshot;
 
 pub use clock::{Clock, FixedClock, SystemClock};
+pub use codec::EventCodec;
+pub use event_store::{
+    AppendOutcome, EventStore, MAX_EVENT_TYPE_LEN, MAX_EVENTS_PER_APPEND, ReadDirection,
+    StoredEvent, corrupted_event, resolve_rejected_append, validate_append,
+};
 pub use ids::{IdGenerator, SequentialIds, UuidV7Ids};
+pub use json::{JsonCodec, Upcasters};
+pub use snapshot::{Snapshot, SnapshotStore};

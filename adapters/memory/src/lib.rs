@@ -1,0 +1,28 @@
+//! flext's in-memory event and snapshot stores: the same contract as the SQL adapters,
+//! for tests and for embedded use where durability is not needed.
+//!
+//! ```
+//! use flext_domain::{EventId, ExpectedVersion, NewEvent, Position, StreamId, StreamVersion};
+//! use flext_memory::InMemoryEventStore;
+//! use flext_ports::EventStore;
+//!
+//! # fn block_on<F: std::future::Future>(f: F) -> F::Output {
+//! #     let waker = std::task::Waker::noop();
+//! #     let mut cx = std::task::Context::from_waker(&waker);
+//! #     let mut f = std::pin::pin!(f);
+//! #     loop { if let std::task::Poll::Ready(v) = f.as_mut().poll(&mut cx) { return v; } }
+//! # }
+//! # block_on(async {
+//! let store = InMemoryEventStore::new();
+//! let stream = StreamId::new("account-1")?;
+//! let event = NewEvent::new(EventId::new(), "account.opened", &b"{}"[..]);
+//! let outcome = store.append(&stream, ExpectedVersion::NoStream, vec![event]).await?;
+//! assert_eq!(outcome.stream_version, StreamVersion(1));
+//! assert_eq!(store.read_all(Position::START, 10).await?.len(), 1);
+//! # Ok::<(), flext_domain::Error>(())
+//! # }).unwrap();
+//! ```
+
+mod store;
+
+pub use store::{InMemoryEventStore, PendingAppend};

@@ -1,0 +1,362 @@
+//! The in-memory store: one global log of slots behind a mutex.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use flext_domain::{
+    Error, EventId, ExpectedVersion, NewEvent, Position, RecordedEvent, StreamId, StreamVersion,
+};
+use flext_ports::{
+    AppendOutcome, Clock, EventStore, ReadDirection, Snapshot, SnapshotStore, StoredEvent,
+    SystemClock, resolve_rejected_append, validate_append,
+};
+
+/// One position of the global log.
+enum Slot {
+    /// Appended and visible.
+    Committed(RecordedEvent),
+    /// Appended by a [`PendingAppend`] that has not committed: invisible, and read-all
+    /// stops here until it commits or is dropped.
+    Pending(RecordedEvent),
+    /// A dropped pending append: a hole in the positions.
+    Aborted,
+}
+
+#[derive(Default)]
+struct State {
+    /// Index `i` holds position `i + 1`.
+    log: Vec<Slot>,
+    /// Per stream, the log indexes of its events in version order (pending ones included).
+    streams: HashMap<StreamId, Vec<usize>>,
+    /// Every event id, with its log index.
+    ids: HashMap<EventId, usize>,
+    snapshots: HashMap<StreamId, Snapshot>,
+}
+
+impl State {
+    fn event(&self, index: usize) -> Option<&RecordedEvent> {
+        match self.log.get(index) {
+            Some(Slot::Committed(e) | Slot::Pending(e)) => Some(e),
+            _ => None,
+        }
+    }
+
+    fn version(&self, stream: &StreamId) -> StreamVersion {
+        StreamVersion(self.streams.get(stream).map_or(0, |v| v.len() as u64))
+    }
+
+    /// Reserves positions and versions for `events` as pending slots, or says why not.
+    fn reserve(
+        &mut self,
+        stream: &StreamId,
+        expected: ExpectedVersion,
+        events: Vec<NewEvent>,
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> Result<Reserved, Error> {
+        validate_append(&events)?;
+        let actual = self.version(stream);
+        let reused = events.iter().any(|e| self.ids.contains_key(&e.event_id));
+        if reused || !expected.accepts(actual) {
+            let existing: Vec<StoredEvent> = events
+                .iter()
+                .filter_map(|e| self.ids.get(&e.event_id))
+                .filter_map(|&i| self.event(i))
+                .map(|r| StoredEvent {
+                    event_id: r.event_id,
+                    stream_id: r.stream_id.clone(),
+                    stream_version: r.stream_version,
+                    position: r.position,
+                    event_type: r.event_type.clone(),
+                    schema_version: r.schema_version,
+                    payload: r.payload.clone(),
+                })
+                .collect();
+            return resolve_rejected_append(stream, expected, actual, &events, &existing)
+                .map(Reserved::Replayed);
+        }
+        let first_index = self.log.len();
+        let mut positions = Vec::with_capacity(events.len());
+        for (i, e) in events.into_iter().enumerate() {
+            let index = first_index + i;
+            let position = Position(index as u64 + 1);
+            positions.push(position);
+            self.ids.insert(e.event_id, index);
+            self.streams.entry(stream.clone()).or_default().push(index);
+            self.log.push(Slot::Pending(RecordedEvent {
+                event_id: e.event_id,
+                stream_id: stream.clone(),
+                stream_version: actual.advanced(i as u64 + 1),
+                position,
+                recorded_at: now,
+                event_type: e.event_type,
+                schema_version: e.schema_version,
+                payload: e.payload,
+                metadata: e.metadata,
+            }));
+        }
+        Ok(Reserved::New(AppendOutcome {
+            stream_version: actual.advanced(positions.len() as u64),
+            positions,
+        }))
+    }
+
+    fn commit(&mut self, outcome: &AppendOutcome) {
+        for p in &outcome.positions {
+            let slot = &mut self.log[p.0 as usize - 1];
+            if let Slot::Pending(e) = std::mem::replace(slot, Slot::Aborted) {
+                *slot = Slot::Committed(e);
+            }
+        }
+    }
+
+    fn abort(&mut self, stream: &StreamId, outcome: &AppendOutcome) {
+        for p in &outcome.positions {
+            let index = p.0 as usize - 1;
+            if let Slot::Pending(e) = std::mem::replace(&mut self.log[index], Slot::Aborted) {
+                self.ids.remove(&e.event_id);
+            }
+        }
+        if let Some(indexes) = self.streams.get_mut(stream) {
+            indexes.retain(|i| !matches!(self.log[*i], Slot::Aborted));
+            if indexes.is_empty() {
+                self.streams.remove(stream);
+            }
+        }
+    }
+}
+
+enum Reserved {
+    New(AppendOutcome),
+    Replayed(AppendOutcome),
+}
+
+/// An event and snapshot store in memory. Clones share the same data.
+///
+/// Appends take one mutex for the time it takes to copy the events in; positions are dense
+/// (1, 2, 3, ...) except where a [`PendingAppend`] was dropped.
+#[derive(Clone)]
+pub struct InMemoryEventStore {
+    state: Arc<Mutex<State>>,
+    clock: Arc<dyn Clock>,
+}
+
+impl Default for InMemoryEventStore {
+    fn default() -> Self {
+        InMemoryEventStore::new()
+    }
+}
+
+impl std::fmt::Debug for InMemoryEventStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("InMemoryEventStore").finish_non_exhaustive()
+    }
+}
+
+impl InMemoryEventStore {
+    /// An empty store recording times from the system clock.
+    pub fn new() -> Self {
+        InMemoryEventStore::with_clock(SystemClock)
+    }
+
+    /// An empty store recording times from `clock`.
+    pub fn with_clock(clock: impl Clock + 'static) -> Self {
+        InMemoryEventStore {
+            state: Arc::new(Mutex::new(State::default())),
+            clock: Arc::new(clock),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // A panic while holding the lock cannot leave the state half-written (every
+        // mutation is completed before anything that could panic), so a poisoned lock
+        // is still consistent.
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Reserves positions and versions for an append that becomes visible only when
+    /// [`PendingAppend::commit`] is called, and disappears if the handle is dropped: the
+    /// in-memory twin of an open database transaction. While it is pending, `read_all`
+    /// returns nothing past its first position. The conformance suite uses it to prove
+    /// gap safety.
+    pub fn begin_append(
+        &self,
+        stream: &StreamId,
+        expected: ExpectedVersion,
+        events: Vec<NewEvent>,
+    ) -> Result<PendingAppend, Error> {
+        let now = self.clock.now();
+        let reserved = self.lock().reserve(stream, expected, events, now)?;
+        Ok(match reserved {
+            Reserved::New(outcome) => PendingAppend {
+                store: Some(self.clone()),
+                stream: stream.clone(),
+                outcome,
+            },
+            Reserved::Replayed(outcome) => PendingAppend {
+                store: None,
+                stream: stream.clone(),
+                outcome,
+            },
+        })
+    }
+
+    /// Replaces the stored payload of one event, behind the store's back (for tests of
+    /// corrupted data). Returns whether the event exists.
+    pub fn overwrite_payload(
+        &self,
+        stream: &StreamId,
+        version: StreamVersion,
+        payload: bytes::Bytes,
+    ) -> bool {
+        let mut state = self.lock();
+        let index = state
+            .streams
+            .get(stream)
+            .and_then(|v| v.get((version.0 as usize).wrapping_sub(1)))
+            .copied();
+        match index.map(|i| &mut state.log[i]) {
+            Some(Slot::Committed(e) | Slot::Pending(e)) => {
+                e.payload = payload;
+                true
+            }
+            _ => false,
+        }
+    }
+}
+
+/// An append whose events are reserved but not yet visible; see
+/// [`InMemoryEventStore::begin_append`]. Dropping it without committing aborts it.
+pub struct PendingAppend {
+    store: Option<InMemoryEventStore>,
+    stream: StreamId,
+    outcome: AppendOutcome,
+}
+
+impl PendingAppend {
+    /// The versions and positions the events will have.
+    pub fn outcome(&self) -> &AppendOutcome {
+        &self.outcome
+    }
+
+    /// Makes the events visible.
+    pub fn commit(mut self) -> AppendOutcome {
+        if let Some(store) = self.store.take() {
+            store.lock().commit(&self.outcome);
+        }
+        self.outcome.clone()
+    }
+}
+
+impl Drop for PendingAppend {
+    fn drop(&mut self) {
+        if let Some(store) = self.store.take() {
+            store.lock().abort(&self.stream, &self.outcome);
+        }
+    }
+}
+
+impl EventStore for InMemoryEventStore {
+    async fn append(
+        &self,
+        stream: &StreamId,
+        expected: ExpectedVersion,
+        events: Vec<NewEvent>,
+    ) -> Result<AppendOutcome, Error> {
+        let now = self.clock.now();
+        let mut state = self.lock();
+        match state.reserve(stream, expected, events, now)? {
+            Reserved::New(outcome) => {
+                state.commit(&outcome);
+                Ok(outcome)
+            }
+            Reserved::Replayed(outcome) => Ok(outcome),
+        }
+    }
+
+    async fn read_stream(
+        &self,
+        stream: &StreamId,
+        from: StreamVersion,
+        max_count: usize,
+        direction: ReadDirection,
+    ) -> Result<Vec<RecordedEvent>, Error> {
+        let state = self.lock();
+        let Some(indexes) = state.streams.get(stream) else {
+            return Ok(Vec::new());
+        };
+        let committed = |i: &usize| match &state.log[*i] {
+            Slot::Committed(e) => Some(e.clone()),
+            _ => None,
+        };
+        let events = match direction {
+            ReadDirection::Forward => {
+                let start = (from.0.max(1) - 1).min(indexes.len() as u64) as usize;
+                indexes[start..]
+                    .iter()
+                    .filter_map(committed)
+                    .take(max_count)
+                    .collect()
+            }
+            ReadDirection::Backward => {
+                let end = from.0.min(indexes.len() as u64) as usize;
+                indexes[..end]
+                    .iter()
+                    .rev()
+                    .filter_map(committed)
+                    .take(max_count)
+                    .collect()
+            }
+        };
+        Ok(events)
+    }
+
+    async fn read_all(
+        &self,
+        after: Position,
+        max_count: usize,
+    ) -> Result<Vec<RecordedEvent>, Error> {
+        let state = self.lock();
+        let start = after.0.min(state.log.len() as u64) as usize;
+        let mut out = Vec::with_capacity(max_count.min(state.log.len() - start));
+        for slot in &state.log[start..] {
+            if out.len() == max_count {
+                break;
+            }
+            match slot {
+                Slot::Committed(e) => out.push(e.clone()),
+                Slot::Pending(_) => break,
+                Slot::Aborted => {}
+            }
+        }
+        Ok(out)
+    }
+
+    async fn stream_version(&self, stream: &StreamId) -> Result<StreamVersion, Error> {
+        let state = self.lock();
+        let indexes = state.streams.get(stream);
+        let committed = indexes.map_or(0, |v| {
+            v.iter()
+                .filter(|i| matches!(state.log[**i], Slot::Committed(_)))
+                .count()
+        });
+        Ok(StreamVersion(committed as u64))
+    }
+}
+
+impl SnapshotStore for InMemoryEventStore {
+    async fn save_snapshot(&self, snapshot: Snapshot) -> Result<(), Error> {
+        let mut state = self.lock();
+        let newer = state
+            .snapshots
+            .get(&snapshot.stream_id)
+            .is_none_or(|s| s.version <= snapshot.version);
+        if newer {
+            state.snapshots.insert(snapshot.stream_id.clone(), snapshot);
+        }
+        Ok(())
+    }
+
+    async fn load_snapshot(&self, stream: &StreamId) -> Result<Option<Snapshot>, Error> {
+        Ok(self.lock().snapshots.get(stream).cloned())
+    }
+}

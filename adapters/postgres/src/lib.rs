@@ -1,0 +1,25 @@
+//! flext's PostgreSQL event and snapshot store (sqlx), with the same contract as every
+//! other flext store.
+//!
+//! An append is one statement (one round trip in autocommit): it checks the expected
+//! version, numbers the events and inserts them all. Writers to different streams share
+//! no lock. Read-all is gap-safe without a global lock or a timeout: positions are derived
+//! from the writing transaction's id, and a reader only returns rows of transactions older
+//! than every transaction still running.
+//!
+//! ```no_run
+//! use flext_domain::{EventId, ExpectedVersion, NewEvent, StreamId};
+//! use flext_ports::EventStore;
+//! use flext_postgres::PgEventStore;
+//!
+//! # async fn run() -> Result<(), flext_domain::Error> {
+//! let store = PgEventStore::connect("postgres://localhost/app").await?;
+//! let stream = StreamId::new("account-1")?;
+//! let event = NewEvent::new(EventId::new(), "account.opened", &b"{}"[..]);
+//! store.append(&stream, ExpectedVersion::NoStream, vec![event]).await?;
+//! # Ok(()) }
+//! ```
+
+mod store;
+
+pub use store::{MIGRATIONS_TABLE, PgEventStore, PgStoreBuilder, PgWriteTransaction, migrator};

@@ -1,0 +1,605 @@
+//! The PostgreSQL store: one-statement appends, xid-ordered positions, a sqlx pool.
+
+use std::str::FromStr;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use chrono::{DateTime, Utc};
+use flext_domain::{
+    CausationId, CorrelationId, Error, EventId, EventMetadata, ExpectedVersion, NewEvent, Position,
+    RecordedEvent, StreamId, StreamVersion,
+};
+use flext_ports::{
+    AppendOutcome, Clock, EventStore, ReadDirection, Snapshot, SnapshotStore, StoredEvent,
+    SystemClock, corrupted_event, resolve_rejected_append, validate_append,
+};
+use sqlx::error::ErrorKind;
+use sqlx::migrate::Migrator;
+use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions, PgRow};
+use sqlx::{Connection, Postgres, Row, Transaction};
+use uuid::Uuid;
+
+/// The table in which this adapter records its applied migrations, apart from the host
+/// application's `_sqlx_migrations`.
+pub const MIGRATIONS_TABLE: &str = "_flext_pg_migrations";
+
+/// The adapter's embedded migrations, recorded in [`MIGRATIONS_TABLE`].
+pub fn migrator() -> Migrator {
+    let mut m = sqlx::migrate!("./migrations");
+    m.dangerous_set_table_name(MIGRATIONS_TABLE);
+    m
+}
+
+/// Events one transaction may append: positions give each transaction 2^20 slots.
+const MAX_EVENTS_PER_TRANSACTION: usize = (1 << 20) - 1;
+
+/// How often an `Any` or `StreamExists` append retries after losing a race for a version.
+const VERSION_RACE_RETRIES: usize = 64;
+
+const COLUMNS: &str = "position, event_id, stream_id, version, event_type, schema_version, \
+                       payload, correlation_id, causation_id, headers, recorded_at";
+
+const APPEND_SQL: &str = "\
+WITH cur AS (
+    SELECT coalesce(max(version), 0) AS v FROM flext_events WHERE stream_id = $1
+), tx AS (
+    SELECT pg_current_xact_id()::text::bigint << 20 AS lo
+), slot AS (
+    SELECT tx.lo + coalesce((SELECT max(position) FROM flext_events
+                              WHERE position > tx.lo AND position < tx.lo + 1048576) - tx.lo, 0) AS base
+    FROM tx
+)
+INSERT INTO flext_events (position, event_id, stream_id, version, event_type, schema_version,
+                          payload, correlation_id, causation_id, headers, recorded_at)
+SELECT slot.base + e.ord, e.id, $1, cur.v + e.ord, e.t, e.sv, e.p, e.c, e.ca, e.h, $2
+FROM cur, slot,
+     unnest($5::uuid[], $6::text[], $7::int4[], $8::bytea[], $9::uuid[], $10::uuid[], $11::text[])
+         WITH ORDINALITY AS e(id, t, sv, p, c, ca, h, ord)
+WHERE cur.v BETWEEN $3 AND $4
+RETURNING position, version";
+
+const READ_ALL_SQL: &str = "\
+SELECT position, event_id, stream_id, version, event_type, schema_version, payload,
+       correlation_id, causation_id, headers, recorded_at
+FROM flext_events
+WHERE position > $1
+  AND position < (pg_snapshot_xmin(pg_current_snapshot())::text::bigint << 20)
+ORDER BY position
+LIMIT $2";
+
+fn db_error(what: &str, e: sqlx::Error) -> Error {
+    let err = match &e {
+        sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) => {
+            Error::unavailable(
+                "STORE_UNAVAILABLE",
+                format!("PostgreSQL store unavailable while {what}"),
+            )
+        }
+        _ => Error::internal(
+            "STORE_ERROR",
+            format!("PostgreSQL store failed while {what}"),
+        ),
+    };
+    err.with_source(e)
+}
+
+fn to_i64(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+fn limit(max_count: usize) -> i64 {
+    i64::try_from(max_count).unwrap_or(i64::MAX)
+}
+
+/// Configures and connects a [`PgEventStore`].
+#[derive(Debug, Clone)]
+pub struct PgStoreBuilder {
+    url: String,
+    schema: Option<String>,
+    max_connections: u32,
+}
+
+impl PgStoreBuilder {
+    /// Keeps the store's tables (and its migrations table) in `schema`, created if
+    /// missing, by setting the pool's `search_path`. The name must be a plain identifier
+    /// (`[A-Za-z_][A-Za-z0-9_]*`, at most 63 bytes).
+    pub fn schema(mut self, schema: impl Into<String>) -> Self {
+        self.schema = Some(schema.into());
+        self
+    }
+
+    /// The pool's size (default 10).
+    pub fn max_connections(mut self, n: u32) -> Self {
+        self.max_connections = n.max(1);
+        self
+    }
+
+    /// Connects, creates the schema if one was named, runs the migrations.
+    pub async fn connect(self) -> Result<PgEventStore, Error> {
+        let mut options = PgConnectOptions::from_str(&self.url).map_err(|e| {
+            Error::invalid_argument("INVALID_DATABASE_URL", "the PostgreSQL URL is invalid")
+                .with_source(e)
+        })?;
+        if let Some(schema) = &self.schema {
+            let valid = schema.len() <= 63
+                && schema
+                    .chars()
+                    .next()
+                    .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+                && schema
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '_');
+            if !valid {
+                return Err(Error::invalid_argument(
+                    "INVALID_SCHEMA_NAME",
+                    format!("{schema:?} is not a plain identifier"),
+                ));
+            }
+            let mut conn = PgConnection::connect_with(&options)
+                .await
+                .map_err(|e| db_error("connecting", e))?;
+            sqlx::query(sqlx::AssertSqlSafe(format!(
+                "CREATE SCHEMA IF NOT EXISTS \"{schema}\""
+            )))
+            .execute(&mut conn)
+            .await
+            .map_err(|e| db_error("creating the schema", e))?;
+            options = options.options([("search_path", schema.as_str())]);
+        }
+        let pool = PgPoolOptions::new()
+            .max_connections(self.max_connections)
+            .test_before_acquire(false)
+            .connect_with(options)
+            .await
+            .map_err(|e| db_error("connecting", e))?;
+        PgEventStore::with_pool(pool).await
+    }
+}
+
+/// An event and snapshot store in PostgreSQL (13 or newer). Clones share the pool.
+#[derive(Clone)]
+pub struct PgEventStore {
+    pool: PgPool,
+    clock: Arc<dyn Clock>,
+}
+
+impl std::fmt::Debug for PgEventStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PgEventStore").finish_non_exhaustive()
+    }
+}
+
+impl PgEventStore {
+    /// A builder for the store at `url`.
+    pub fn builder(url: impl Into<String>) -> PgStoreBuilder {
+        PgStoreBuilder {
+            url: url.into(),
+            schema: None,
+            max_connections: 10,
+        }
+    }
+
+    /// Connects to `url` with the defaults and runs the migrations.
+    pub async fn connect(url: &str) -> Result<Self, Error> {
+        PgEventStore::builder(url).connect().await
+    }
+
+    /// Uses an existing pool (its `search_path` decides the schema) and runs the
+    /// migrations.
+    pub async fn with_pool(pool: PgPool) -> Result<Self, Error> {
+        migrator().run(&pool).await.map_err(|e| {
+            Error::unavailable(
+                "MIGRATION_FAILED",
+                "the PostgreSQL store's migrations failed",
+            )
+            .with_source(e)
+        })?;
+        Ok(PgEventStore {
+            pool,
+            clock: Arc::new(SystemClock),
+        })
+    }
+
+    /// Records times from `clock` instead of the system clock.
+    pub fn with_clock(mut self, clock: impl Clock + 'static) -> Self {
+        self.clock = Arc::new(clock);
+        self
+    }
+
+    /// The pool, for queries of your own.
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    /// Begins a transaction in which appends and your own statements commit together
+    /// (exactly-once read models, outbox rows).
+    pub async fn transaction(&self) -> Result<PgWriteTransaction, Error> {
+        let tx = self
+            .pool
+            .begin()
+            .await
+            .map_err(|e| db_error("beginning a transaction", e))?;
+        Ok(PgWriteTransaction {
+            tx,
+            store: self.clone(),
+            appended: 0,
+        })
+    }
+
+    async fn resolve(
+        &self,
+        stream: &StreamId,
+        expected: ExpectedVersion,
+        events: &[NewEvent],
+    ) -> Result<AppendOutcome, Error> {
+        let actual = self.stream_version(stream).await?;
+        let ids: Vec<Uuid> = events.iter().map(|e| e.event_id.as_uuid()).collect();
+        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {COLUMNS} FROM flext_events WHERE event_id = ANY($1)"
+        )))
+        .bind(&ids)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(|e| db_error("looking up event ids", e))?;
+        let existing = rows
+            .iter()
+            .map(|row| {
+                decode_row(row).map(|r| StoredEvent {
+                    event_id: r.event_id,
+                    stream_id: r.stream_id,
+                    stream_version: r.stream_version,
+                    position: r.position,
+                    event_type: r.event_type,
+                    schema_version: r.schema_version,
+                    payload: r.payload,
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        resolve_rejected_append(stream, expected, actual, events, &existing)
+    }
+
+    async fn append_with(
+        &self,
+        conn: &mut PgConnection,
+        stream: &StreamId,
+        expected: ExpectedVersion,
+        events: Vec<NewEvent>,
+        retry_races: bool,
+    ) -> Result<AppendOutcome, Error> {
+        validate_append(&events)?;
+        let columns = Columns::of(&events);
+        let bounds = match expected {
+            ExpectedVersion::Any => (0, i64::MAX),
+            ExpectedVersion::NoStream => (0, 0),
+            ExpectedVersion::StreamExists => (1, i64::MAX),
+            ExpectedVersion::Exact(v) => (to_i64(v.0), to_i64(v.0)),
+        };
+        let now = self.clock.now();
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let result = sqlx::query(APPEND_SQL)
+                .bind(stream.as_str())
+                .bind(now)
+                .bind(bounds.0)
+                .bind(bounds.1)
+                .bind(&columns.ids)
+                .bind(&columns.types)
+                .bind(&columns.schema_versions)
+                .bind(&columns.payloads)
+                .bind(&columns.correlations)
+                .bind(&columns.causations)
+                .bind(&columns.headers)
+                .fetch_all(&mut *conn)
+                .await;
+            match result {
+                Ok(rows) if rows.is_empty() => {
+                    return self.resolve(stream, expected, &events).await;
+                }
+                Ok(rows) => return outcome(&rows),
+                Err(sqlx::Error::Database(e)) if e.kind() == ErrorKind::UniqueViolation => {
+                    let version_race = e.constraint() == Some("flext_events_stream_version_key");
+                    let may_retry = matches!(
+                        expected,
+                        ExpectedVersion::Any | ExpectedVersion::StreamExists
+                    );
+                    if version_race && may_retry && retry_races && attempt < VERSION_RACE_RETRIES {
+                        continue;
+                    }
+                    return self.resolve(stream, expected, &events).await;
+                }
+                Err(e) => return Err(db_error("appending", e)),
+            }
+        }
+    }
+}
+
+/// The append's events as one array per column.
+struct Columns {
+    ids: Vec<Uuid>,
+    types: Vec<String>,
+    schema_versions: Vec<i32>,
+    payloads: Vec<Vec<u8>>,
+    correlations: Vec<Option<Uuid>>,
+    causations: Vec<Option<Uuid>>,
+    headers: Vec<Option<String>>,
+}
+
+impl Columns {
+    fn of(events: &[NewEvent]) -> Columns {
+        let n = events.len();
+        let mut c = Columns {
+            ids: Vec::with_capacity(n),
+            types: Vec::with_capacity(n),
+            schema_versions: Vec::with_capacity(n),
+            payloads: Vec::with_capacity(n),
+            correlations: Vec::with_capacity(n),
+            causations: Vec::with_capacity(n),
+            headers: Vec::with_capacity(n),
+        };
+        for e in events {
+            c.ids.push(e.event_id.as_uuid());
+            c.types.push(e.event_type.clone());
+            c.schema_versions
+                .push(i32::try_from(e.schema_version).unwrap_or(i32::MAX));
+            c.payloads.push(e.payload.to_vec());
+            c.correlations
+                .push(e.metadata.correlation_id.map(|id| id.as_uuid()));
+            c.causations
+                .push(e.metadata.causation_id.map(|id| id.as_uuid()));
+            c.headers.push(if e.metadata.headers.is_empty() {
+                None
+            } else {
+                serde_json::to_string(&e.metadata.headers).ok()
+            });
+        }
+        c
+    }
+}
+
+fn outcome(rows: &[PgRow]) -> Result<AppendOutcome, Error> {
+    let mut pairs = rows
+        .iter()
+        .map(|r| Ok((r.try_get::<i64, _>(0)?, r.try_get::<i64, _>(1)?)))
+        .collect::<Result<Vec<(i64, i64)>, sqlx::Error>>()
+        .map_err(|e| db_error("reading the append's result", e))?;
+    pairs.sort_unstable_by_key(|(_, v)| *v);
+    let last = pairs.last().map_or(0, |(_, v)| *v);
+    Ok(AppendOutcome {
+        stream_version: StreamVersion(last as u64),
+        positions: pairs.iter().map(|(p, _)| Position(*p as u64)).collect(),
+    })
+}
+
+/// A transaction on one pooled connection; see [`PgEventStore::transaction`]. Dropping it
+/// without committing rolls it back.
+pub struct PgWriteTransaction {
+    tx: Transaction<'static, Postgres>,
+    store: PgEventStore,
+    appended: usize,
+}
+
+impl PgWriteTransaction {
+    /// Appends within this transaction, with the same rules as [`EventStore::append`]. A
+    /// violated expectation leaves the transaction usable; a lost race for a version
+    /// aborts it (PostgreSQL aborts a transaction on a unique violation), so roll back.
+    /// One transaction may append at most 1,048,575 events.
+    pub async fn append(
+        &mut self,
+        stream: &StreamId,
+        expected: ExpectedVersion,
+        events: Vec<NewEvent>,
+    ) -> Result<AppendOutcome, Error> {
+        if self.appended + events.len() > MAX_EVENTS_PER_TRANSACTION {
+            return Err(Error::resource_exhausted(
+                "TOO_MANY_EVENTS_IN_TRANSACTION",
+                format!("one transaction may append at most {MAX_EVENTS_PER_TRANSACTION} events"),
+            ));
+        }
+        let n = events.len();
+        let out = self
+            .store
+            .append_with(&mut self.tx, stream, expected, events, false)
+            .await?;
+        self.appended += n;
+        Ok(out)
+    }
+
+    /// The connection, for statements of your own in this transaction.
+    pub fn connection(&mut self) -> &mut PgConnection {
+        &mut self.tx
+    }
+
+    /// Commits.
+    pub async fn commit(self) -> Result<(), Error> {
+        self.tx
+            .commit()
+            .await
+            .map_err(|e| db_error("committing", e))
+    }
+
+    /// Rolls back.
+    pub async fn rollback(self) -> Result<(), Error> {
+        self.tx
+            .rollback()
+            .await
+            .map_err(|e| db_error("rolling back", e))
+    }
+}
+
+fn decode_row(row: &PgRow) -> Result<RecordedEvent, Error> {
+    let position: i64 = row
+        .try_get(0)
+        .map_err(|e| corrupted_event("?", -1, format_args!("unreadable position: {e}")))?;
+    let stream: String = row.try_get(2).map_err(|e| {
+        corrupted_event(
+            "?",
+            -1,
+            format_args!("the event at position {position} has an unreadable stream id: {e}"),
+        )
+    })?;
+    let version: i64 = row
+        .try_get(3)
+        .map_err(|e| corrupted_event(&stream, -1, format_args!("unreadable version: {e}")))?;
+    let bad = |what: &str, e: &dyn std::fmt::Display| {
+        corrupted_event(&stream, version, format_args!("{what}: {e}"))
+    };
+    let event_id: Uuid = row.try_get(1).map_err(|e| bad("unreadable event id", &e))?;
+    let event_type: String = row
+        .try_get(4)
+        .map_err(|e| bad("unreadable event type", &e))?;
+    let schema_version: i32 = row
+        .try_get(5)
+        .map_err(|e| bad("unreadable schema version", &e))?;
+    let payload: Vec<u8> = row.try_get(6).map_err(|e| bad("unreadable payload", &e))?;
+    let correlation: Option<Uuid> = row
+        .try_get(7)
+        .map_err(|e| bad("unreadable correlation id", &e))?;
+    let causation: Option<Uuid> = row
+        .try_get(8)
+        .map_err(|e| bad("unreadable causation id", &e))?;
+    let headers: Option<String> = row.try_get(9).map_err(|e| bad("unreadable headers", &e))?;
+    let recorded_at: DateTime<Utc> = row
+        .try_get(10)
+        .map_err(|e| bad("unreadable recorded time", &e))?;
+    let headers = match headers {
+        None => Default::default(),
+        Some(text) => serde_json::from_str(&text)
+            .map_err(|e| bad("headers are not a JSON object of strings", &e))?,
+    };
+    let stream_id = StreamId::new(&stream).map_err(|e| bad("invalid stream id", &e))?;
+    let schema_version =
+        u32::try_from(schema_version).map_err(|e| bad("invalid schema version", &e))?;
+    Ok(RecordedEvent {
+        event_id: EventId::from_uuid(event_id),
+        stream_id,
+        stream_version: StreamVersion(version as u64),
+        position: Position(position as u64),
+        recorded_at,
+        event_type,
+        schema_version,
+        payload: Bytes::from(payload),
+        metadata: EventMetadata {
+            correlation_id: correlation.map(CorrelationId::from_uuid),
+            causation_id: causation.map(CausationId::from_uuid),
+            headers,
+        },
+    })
+}
+
+impl EventStore for PgEventStore {
+    async fn append(
+        &self,
+        stream: &StreamId,
+        expected: ExpectedVersion,
+        events: Vec<NewEvent>,
+    ) -> Result<AppendOutcome, Error> {
+        let mut conn = self
+            .pool
+            .acquire()
+            .await
+            .map_err(|e| db_error("acquiring a connection", e))?;
+        self.append_with(&mut conn, stream, expected, events, true)
+            .await
+    }
+
+    async fn read_stream(
+        &self,
+        stream: &StreamId,
+        from: StreamVersion,
+        max_count: usize,
+        direction: ReadDirection,
+    ) -> Result<Vec<RecordedEvent>, Error> {
+        let sql = match direction {
+            ReadDirection::Forward => {
+                "SELECT position, event_id, stream_id, version, event_type, schema_version, payload, \
+                 correlation_id, causation_id, headers, recorded_at FROM flext_events \
+                 WHERE stream_id = $1 AND version >= $2 ORDER BY version ASC LIMIT $3"
+            }
+            ReadDirection::Backward => {
+                "SELECT position, event_id, stream_id, version, event_type, schema_version, payload, \
+                 correlation_id, causation_id, headers, recorded_at FROM flext_events \
+                 WHERE stream_id = $1 AND version <= $2 ORDER BY version DESC LIMIT $3"
+            }
+        };
+        let rows = sqlx::query(sql)
+            .bind(stream.as_str())
+            .bind(to_i64(from.0))
+            .bind(limit(max_count))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(|e| db_error("reading a stream", e))?;
+        rows.iter().map(decode_row).collect()
+    }
+
+    async fn read_all(
+        &self,
+        after: Position,
+        max_count: usize,
+    ) -> Result<Vec<RecordedEvent>, Error> {
+        let rows = sqlx::query(READ_ALL_SQL)
+            .bind(to_i64(after.0))
+            .bind(limit(max_count))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(|e| db_error("reading all events", e))?;
+        rows.iter().map(decode_row).collect()
+    }
+
+    async fn stream_version(&self, stream: &StreamId) -> Result<StreamVersion, Error> {
+        let v: i64 = sqlx::query_scalar(
+            "SELECT coalesce(max(version), 0) FROM flext_events WHERE stream_id = $1",
+        )
+        .bind(stream.as_str())
+        .fetch_one(&self.pool)
+        .await
+        .map_err(|e| db_error("reading a stream version", e))?;
+        Ok(StreamVersion(v as u64))
+    }
+}
+
+impl SnapshotStore for PgEventStore {
+    async fn save_snapshot(&self, snapshot: Snapshot) -> Result<(), Error> {
+        sqlx::query(
+            "INSERT INTO flext_snapshots (stream_id, version, schema_version, state) \
+             VALUES ($1, $2, $3, $4) \
+             ON CONFLICT (stream_id) DO UPDATE SET version = excluded.version, \
+             schema_version = excluded.schema_version, state = excluded.state \
+             WHERE excluded.version >= flext_snapshots.version",
+        )
+        .bind(snapshot.stream_id.as_str())
+        .bind(to_i64(snapshot.version.0))
+        .bind(i32::try_from(snapshot.schema_version).unwrap_or(i32::MAX))
+        .bind(snapshot.state.as_ref())
+        .execute(&self.pool)
+        .await
+        .map_err(|e| db_error("saving a snapshot", e))?;
+        Ok(())
+    }
+
+    async fn load_snapshot(&self, stream: &StreamId) -> Result<Option<Snapshot>, Error> {
+        let row = sqlx::query(
+            "SELECT version, schema_version, state FROM flext_snapshots WHERE stream_id = $1",
+        )
+        .bind(stream.as_str())
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(|e| db_error("loading a snapshot", e))?;
+        let Some(row) = row else { return Ok(None) };
+        let decoded: Result<(i64, i32, Vec<u8>), sqlx::Error> =
+            (|| Ok((row.try_get(0)?, row.try_get(1)?, row.try_get(2)?)))();
+        // A snapshot is a cache: one that cannot be read is as good as none.
+        let Ok((version, schema_version, state)) = decoded else {
+            return Ok(None);
+        };
+        let Ok(schema_version) = u32::try_from(schema_version) else {
+            return Ok(None);
+        };
+        Ok(Some(Snapshot {
+            stream_id: stream.clone(),
+            version: StreamVersion(version.max(0) as u64),
+            schema_version,
+            state: Bytes::from(state),
+        }))
+    }
+}

@@ -1,0 +1,652 @@
+//! The SQLite store: one queued writer connection, a pool of readers.
+
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use chrono::{DateTime, Utc};
+use flext_domain::{
+    CausationId, CorrelationId, Error, EventId, EventMetadata, ExpectedVersion, NewEvent, Position,
+    RecordedEvent, StreamId, StreamVersion,
+};
+use flext_ports::{
+    AppendOutcome, Clock, EventStore, ReadDirection, Snapshot, SnapshotStore, StoredEvent,
+    SystemClock, corrupted_event, resolve_rejected_append, validate_append,
+};
+use sqlx::error::ErrorKind;
+use sqlx::migrate::Migrator;
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
+    SqliteSynchronous,
+};
+use sqlx::{AssertSqlSafe, Connection, Row, SqliteConnection};
+use tokio::sync::{Mutex, OwnedMutexGuard};
+use uuid::Uuid;
+
+/// The table in which this adapter records its applied migrations, apart from the host
+/// application's `_sqlx_migrations`.
+pub const MIGRATIONS_TABLE: &str = "_flext_sqlite_migrations";
+
+/// The adapter's embedded migrations, recorded in [`MIGRATIONS_TABLE`].
+pub fn migrator() -> Migrator {
+    let mut m = sqlx::migrate!("./migrations");
+    m.dangerous_set_table_name(MIGRATIONS_TABLE);
+    m
+}
+
+/// How hard SQLite works to make a commit durable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Synchronous {
+    /// Every commit survives power loss (`synchronous=FULL`). The default.
+    #[default]
+    Full,
+    /// Commits survive a crash of the program but the last ones may be lost on power loss
+    /// (`synchronous=NORMAL` in WAL mode); about twice the commit rate.
+    Normal,
+}
+
+/// Rows per INSERT statement: 7 bound values per row stays far below SQLite's limit.
+const ROWS_PER_STATEMENT: usize = 500;
+
+const COLUMNS: &str = "position, event_id, stream_id, version, event_type, schema_version, \
+                       payload, correlation_id, causation_id, headers, recorded_at";
+
+fn db_error(what: &str, e: sqlx::Error) -> Error {
+    let code_error = match &e {
+        sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) => {
+            Error::unavailable(
+                "STORE_UNAVAILABLE",
+                format!("SQLite store unavailable while {what}"),
+            )
+        }
+        _ => Error::internal("STORE_ERROR", format!("SQLite store failed while {what}")),
+    };
+    code_error.with_source(e)
+}
+
+fn to_i64(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+fn limit(max_count: usize) -> i64 {
+    i64::try_from(max_count).unwrap_or(i64::MAX)
+}
+
+struct Writer {
+    conn: SqliteConnection,
+    /// A write transaction was begun and its handle dropped without commit or rollback.
+    open_tx: bool,
+}
+
+impl Writer {
+    async fn settle(&mut self) -> Result<(), Error> {
+        if self.open_tx {
+            sqlx::query("ROLLBACK")
+                .execute(&mut self.conn)
+                .await
+                .map_err(|e| db_error("rolling back an abandoned transaction", e))?;
+            self.open_tx = false;
+        }
+        Ok(())
+    }
+}
+
+/// Configures and opens a [`SqliteEventStore`].
+#[derive(Debug, Clone)]
+pub struct SqliteStoreBuilder {
+    path: PathBuf,
+    synchronous: Synchronous,
+    readers: u32,
+}
+
+impl SqliteStoreBuilder {
+    /// Commit durability (default [`Synchronous::Full`]).
+    pub fn synchronous(mut self, synchronous: Synchronous) -> Self {
+        self.synchronous = synchronous;
+        self
+    }
+
+    /// Reader connections in the pool (default 4).
+    pub fn readers(mut self, readers: u32) -> Self {
+        self.readers = readers.max(1);
+        self
+    }
+
+    /// Opens (creating if missing) the database file, runs the migrations and returns the
+    /// store.
+    pub async fn open(self) -> Result<SqliteEventStore, Error> {
+        let options = SqliteConnectOptions::new()
+            .filename(&self.path)
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(match self.synchronous {
+                Synchronous::Full => SqliteSynchronous::Full,
+                Synchronous::Normal => SqliteSynchronous::Normal,
+            })
+            .busy_timeout(Duration::from_secs(30));
+        let readers = SqlitePoolOptions::new()
+            .max_connections(self.readers)
+            .test_before_acquire(false)
+            .connect_with(options.clone())
+            .await
+            .map_err(|e| db_error(&format!("opening {}", self.path.display()), e))?;
+        migrator().run(&readers).await.map_err(|e| {
+            Error::unavailable("MIGRATION_FAILED", "the SQLite store's migrations failed")
+                .with_source(e)
+        })?;
+        let conn = SqliteConnection::connect_with(&options)
+            .await
+            .map_err(|e| db_error("opening the writer connection", e))?;
+        Ok(SqliteEventStore {
+            readers,
+            writer: Arc::new(Mutex::new(Writer {
+                conn,
+                open_tx: false,
+            })),
+            clock: Arc::new(SystemClock),
+        })
+    }
+}
+
+/// An event and snapshot store in one SQLite file. Clones share the connections.
+#[derive(Clone)]
+pub struct SqliteEventStore {
+    readers: SqlitePool,
+    writer: Arc<Mutex<Writer>>,
+    clock: Arc<dyn Clock>,
+}
+
+impl std::fmt::Debug for SqliteEventStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SqliteEventStore").finish_non_exhaustive()
+    }
+}
+
+impl SqliteEventStore {
+    /// A builder for the store in the file at `path`.
+    pub fn builder(path: impl AsRef<Path>) -> SqliteStoreBuilder {
+        SqliteStoreBuilder {
+            path: path.as_ref().to_owned(),
+            synchronous: Synchronous::Full,
+            readers: 4,
+        }
+    }
+
+    /// Opens the store in the file at `path` with the defaults.
+    pub async fn open(path: impl AsRef<Path>) -> Result<Self, Error> {
+        SqliteEventStore::builder(path).open().await
+    }
+
+    /// Opens the store at a `sqlite:` URL (`sqlite://events.db`, `sqlite:events.db`).
+    pub async fn open_url(url: &str) -> Result<Self, Error> {
+        let options = SqliteConnectOptions::from_str(url).map_err(|e| {
+            Error::invalid_argument(
+                "INVALID_DATABASE_URL",
+                format!("{url:?} is not a SQLite URL"),
+            )
+            .with_source(e)
+        })?;
+        SqliteEventStore::open(options.get_filename()).await
+    }
+
+    /// Records times from `clock` instead of the system clock.
+    pub fn with_clock(mut self, clock: impl Clock + 'static) -> Self {
+        self.clock = Arc::new(clock);
+        self
+    }
+
+    /// The pool of reader connections, for queries of your own (read models in the same
+    /// file, diagnostics).
+    pub fn reader_pool(&self) -> &SqlitePool {
+        &self.readers
+    }
+
+    /// Begins a write transaction on the store's one writer connection: appends and your
+    /// own statements in it commit together (exactly-once read models). Every other write
+    /// waits until it commits, rolls back or is dropped (a drop rolls back).
+    pub async fn transaction(&self) -> Result<SqliteWriteTransaction, Error> {
+        let mut writer = self.writer.clone().lock_owned().await;
+        writer.settle().await?;
+        sqlx::query("BEGIN IMMEDIATE")
+            .execute(&mut writer.conn)
+            .await
+            .map_err(|e| db_error("beginning a transaction", e))?;
+        writer.open_tx = true;
+        Ok(SqliteWriteTransaction {
+            writer,
+            clock: self.clock.clone(),
+        })
+    }
+}
+
+/// A write transaction on the store's writer connection; see
+/// [`SqliteEventStore::transaction`].
+pub struct SqliteWriteTransaction {
+    writer: OwnedMutexGuard<Writer>,
+    clock: Arc<dyn Clock>,
+}
+
+impl SqliteWriteTransaction {
+    /// Appends within this transaction, with the same rules as [`EventStore::append`].
+    pub async fn append(
+        &mut self,
+        stream: &StreamId,
+        expected: ExpectedVersion,
+        events: Vec<NewEvent>,
+    ) -> Result<AppendOutcome, Error> {
+        let now = self.clock.now();
+        append_on(&mut self.writer.conn, stream, expected, events, now).await
+    }
+
+    /// The connection, for statements of your own in this transaction.
+    pub fn connection(&mut self) -> &mut SqliteConnection {
+        &mut self.writer.conn
+    }
+
+    /// Commits everything done in the transaction.
+    pub async fn commit(mut self) -> Result<(), Error> {
+        sqlx::query("COMMIT")
+            .execute(&mut self.writer.conn)
+            .await
+            .map_err(|e| db_error("committing", e))?;
+        self.writer.open_tx = false;
+        Ok(())
+    }
+
+    /// Rolls back everything done in the transaction.
+    pub async fn rollback(mut self) -> Result<(), Error> {
+        self.writer.settle().await
+    }
+}
+
+fn insert_sql(rows: usize) -> String {
+    let mut sql = String::with_capacity(400 + rows * 48);
+    sql.push_str(
+        "INSERT INTO flext_events (event_id, stream_id, version, event_type, schema_version, \
+         payload, correlation_id, causation_id, headers, recorded_at) \
+         SELECT e.column1, ?1, cur.v + e.column2, e.column3, e.column4, e.column5, e.column6, \
+         e.column7, e.column8, ?2 \
+         FROM (SELECT coalesce(max(version), 0) AS v FROM flext_events WHERE stream_id = ?1) AS cur, \
+         (VALUES ",
+    );
+    for r in 0..rows {
+        let p = 5 + r * 7;
+        if r > 0 {
+            sql.push_str(", ");
+        }
+        sql.push_str(&format!(
+            "(?{}, {}, ?{}, ?{}, ?{}, ?{}, ?{}, ?{})",
+            p,
+            r + 1,
+            p + 1,
+            p + 2,
+            p + 3,
+            p + 4,
+            p + 5,
+            p + 6
+        ));
+    }
+    sql.push_str(
+        ") AS e WHERE cur.v BETWEEN ?3 AND ?4 ORDER BY e.column2 RETURNING position, version",
+    );
+    sql
+}
+
+fn headers_json(metadata: &EventMetadata) -> Option<String> {
+    if metadata.headers.is_empty() {
+        None
+    } else {
+        serde_json::to_string(&metadata.headers).ok()
+    }
+}
+
+/// The bounds on the stream's current version that `expected` allows.
+fn version_bounds(expected: ExpectedVersion) -> (i64, i64) {
+    match expected {
+        ExpectedVersion::Any => (0, i64::MAX),
+        ExpectedVersion::NoStream => (0, 0),
+        ExpectedVersion::StreamExists => (1, i64::MAX),
+        ExpectedVersion::Exact(v) => (to_i64(v.0), to_i64(v.0)),
+    }
+}
+
+async fn insert_chunk(
+    conn: &mut SqliteConnection,
+    stream: &StreamId,
+    bounds: (i64, i64),
+    events: &[NewEvent],
+    now_micros: i64,
+) -> Result<Vec<(i64, i64)>, sqlx::Error> {
+    let sql = insert_sql(events.len());
+    let mut q = sqlx::query(AssertSqlSafe(sql))
+        .bind(stream.as_str())
+        .bind(now_micros)
+        .bind(bounds.0)
+        .bind(bounds.1);
+    for e in events {
+        q = q
+            .bind(e.event_id.as_uuid())
+            .bind(e.event_type.as_str())
+            .bind(i64::from(e.schema_version))
+            .bind(e.payload.as_ref())
+            .bind(e.metadata.correlation_id.map(|c| c.as_uuid()))
+            .bind(e.metadata.causation_id.map(|c| c.as_uuid()))
+            .bind(headers_json(&e.metadata));
+    }
+    let rows = q.fetch_all(&mut *conn).await?;
+    let mut out: Vec<(i64, i64)> = rows
+        .iter()
+        .map(|r| Ok((r.try_get::<i64, _>(0)?, r.try_get::<i64, _>(1)?)))
+        .collect::<Result<_, sqlx::Error>>()?;
+    out.sort_unstable_by_key(|(_, version)| *version);
+    Ok(out)
+}
+
+/// The append on one connection: one statement when it fits, else a savepoint around
+/// several. Returns `None` when the expectation or an id was rejected.
+async fn try_insert(
+    conn: &mut SqliteConnection,
+    stream: &StreamId,
+    expected: ExpectedVersion,
+    events: &[NewEvent],
+    now_micros: i64,
+) -> Result<Option<Vec<(i64, i64)>>, sqlx::Error> {
+    let bounds = version_bounds(expected);
+    if events.len() <= ROWS_PER_STATEMENT {
+        let rows = insert_chunk(conn, stream, bounds, events, now_micros).await?;
+        return Ok((!rows.is_empty()).then_some(rows));
+    }
+    sqlx::query("SAVEPOINT flext_append")
+        .execute(&mut *conn)
+        .await?;
+    let mut all = Vec::with_capacity(events.len());
+    let mut result = Ok(true);
+    for (i, chunk) in events.chunks(ROWS_PER_STATEMENT).enumerate() {
+        let b = if i == 0 { bounds } else { (0, i64::MAX) };
+        match insert_chunk(conn, stream, b, chunk, now_micros).await {
+            Ok(rows) if rows.is_empty() => {
+                result = Ok(false);
+                break;
+            }
+            Ok(rows) => all.extend(rows),
+            Err(e) => {
+                result = Err(e);
+                break;
+            }
+        }
+    }
+    match result {
+        Ok(true) => {
+            sqlx::query("RELEASE flext_append")
+                .execute(&mut *conn)
+                .await?;
+            Ok(Some(all))
+        }
+        other => {
+            sqlx::query("ROLLBACK TO flext_append")
+                .execute(&mut *conn)
+                .await?;
+            sqlx::query("RELEASE flext_append")
+                .execute(&mut *conn)
+                .await?;
+            other.map(|_| None)
+        }
+    }
+}
+
+async fn append_on(
+    conn: &mut SqliteConnection,
+    stream: &StreamId,
+    expected: ExpectedVersion,
+    events: Vec<NewEvent>,
+    now: DateTime<Utc>,
+) -> Result<AppendOutcome, Error> {
+    validate_append(&events)?;
+    let inserted = match try_insert(conn, stream, expected, &events, now.timestamp_micros()).await {
+        Ok(rows) => rows,
+        Err(sqlx::Error::Database(e)) if e.kind() == ErrorKind::UniqueViolation => None,
+        Err(e) => return Err(db_error("appending", e)),
+    };
+    if let Some(rows) = inserted {
+        let last = rows.last().map_or(0, |(_, v)| *v);
+        return Ok(AppendOutcome {
+            stream_version: StreamVersion(last as u64),
+            positions: rows.iter().map(|(p, _)| Position(*p as u64)).collect(),
+        });
+    }
+    let actual = stream_version_on(&mut *conn, stream).await?;
+    let existing = stored_with_ids(&mut *conn, &events).await?;
+    resolve_rejected_append(stream, expected, actual, &events, &existing)
+}
+
+async fn stream_version_on(
+    conn: &mut SqliteConnection,
+    stream: &StreamId,
+) -> Result<StreamVersion, Error> {
+    let v: i64 = sqlx::query_scalar(
+        "SELECT coalesce(max(version), 0) FROM flext_events WHERE stream_id = ?1",
+    )
+    .bind(stream.as_str())
+    .fetch_one(&mut *conn)
+    .await
+    .map_err(|e| db_error("reading a stream version", e))?;
+    Ok(StreamVersion(v as u64))
+}
+
+async fn stored_with_ids(
+    conn: &mut SqliteConnection,
+    events: &[NewEvent],
+) -> Result<Vec<StoredEvent>, Error> {
+    let mut out = Vec::new();
+    for chunk in events.chunks(ROWS_PER_STATEMENT) {
+        let placeholders: Vec<String> = (1..=chunk.len()).map(|i| format!("?{i}")).collect();
+        let sql = format!(
+            "SELECT {COLUMNS} FROM flext_events WHERE event_id IN ({})",
+            placeholders.join(", ")
+        );
+        let mut q = sqlx::query(AssertSqlSafe(sql));
+        for e in chunk {
+            q = q.bind(e.event_id.as_uuid());
+        }
+        let rows = q
+            .fetch_all(&mut *conn)
+            .await
+            .map_err(|e| db_error("looking up event ids", e))?;
+        for row in &rows {
+            let r = decode_row(row)?;
+            out.push(StoredEvent {
+                event_id: r.event_id,
+                stream_id: r.stream_id,
+                stream_version: r.stream_version,
+                position: r.position,
+                event_type: r.event_type,
+                schema_version: r.schema_version,
+                payload: r.payload,
+            });
+        }
+    }
+    Ok(out)
+}
+
+fn decode_row(row: &SqliteRow) -> Result<RecordedEvent, Error> {
+    let position: i64 = row
+        .try_get(0)
+        .map_err(|e| corrupted_event("?", -1, format_args!("unreadable position: {e}")))?;
+    let stream: String = row.try_get(2).map_err(|e| {
+        corrupted_event(
+            "?",
+            -1,
+            format_args!("the event at position {position} has an unreadable stream id: {e}"),
+        )
+    })?;
+    let version: i64 = row
+        .try_get(3)
+        .map_err(|e| corrupted_event(&stream, -1, format_args!("unreadable version: {e}")))?;
+    let bad = |what: &str, e: &dyn std::fmt::Display| {
+        corrupted_event(&stream, version, format_args!("{what}: {e}"))
+    };
+    let event_id: Uuid = row.try_get(1).map_err(|e| bad("unreadable event id", &e))?;
+    let event_type: String = row
+        .try_get(4)
+        .map_err(|e| bad("unreadable event type", &e))?;
+    let schema_version: i64 = row
+        .try_get(5)
+        .map_err(|e| bad("unreadable schema version", &e))?;
+    let payload: Vec<u8> = row.try_get(6).map_err(|e| bad("unreadable payload", &e))?;
+    let correlation: Option<Uuid> = row
+        .try_get(7)
+        .map_err(|e| bad("unreadable correlation id", &e))?;
+    let causation: Option<Uuid> = row
+        .try_get(8)
+        .map_err(|e| bad("unreadable causation id", &e))?;
+    let headers: Option<String> = row.try_get(9).map_err(|e| bad("unreadable headers", &e))?;
+    let recorded: i64 = row
+        .try_get(10)
+        .map_err(|e| bad("unreadable recorded time", &e))?;
+    let headers = match headers {
+        None => Default::default(),
+        Some(text) => serde_json::from_str(&text)
+            .map_err(|e| bad("headers are not a JSON object of strings", &e))?,
+    };
+    let stream_id = StreamId::new(&stream).map_err(|e| bad("invalid stream id", &e))?;
+    let schema_version =
+        u32::try_from(schema_version).map_err(|e| bad("invalid schema version", &e))?;
+    let recorded_at = DateTime::<Utc>::from_timestamp_micros(recorded)
+        .ok_or_else(|| bad("recorded time out of range", &recorded))?;
+    Ok(RecordedEvent {
+        event_id: EventId::from_uuid(event_id),
+        stream_id,
+        stream_version: StreamVersion(version as u64),
+        position: Position(position as u64),
+        recorded_at,
+        event_type,
+        schema_version,
+        payload: Bytes::from(payload),
+        metadata: EventMetadata {
+            correlation_id: correlation.map(CorrelationId::from_uuid),
+            causation_id: causation.map(CausationId::from_uuid),
+            headers,
+        },
+    })
+}
+
+impl EventStore for SqliteEventStore {
+    async fn append(
+        &self,
+        stream: &StreamId,
+        expected: ExpectedVersion,
+        events: Vec<NewEvent>,
+    ) -> Result<AppendOutcome, Error> {
+        validate_append(&events)?;
+        let now = self.clock.now();
+        let mut writer = self.writer.lock().await;
+        writer.settle().await?;
+        append_on(&mut writer.conn, stream, expected, events, now).await
+    }
+
+    async fn read_stream(
+        &self,
+        stream: &StreamId,
+        from: StreamVersion,
+        max_count: usize,
+        direction: ReadDirection,
+    ) -> Result<Vec<RecordedEvent>, Error> {
+        let sql = match direction {
+            ReadDirection::Forward => {
+                "SELECT position, event_id, stream_id, version, event_type, schema_version, payload, \
+                 correlation_id, causation_id, headers, recorded_at FROM flext_events \
+                 WHERE stream_id = ?1 AND version >= ?2 ORDER BY version ASC LIMIT ?3"
+            }
+            ReadDirection::Backward => {
+                "SELECT position, event_id, stream_id, version, event_type, schema_version, payload, \
+                 correlation_id, causation_id, headers, recorded_at FROM flext_events \
+                 WHERE stream_id = ?1 AND version <= ?2 ORDER BY version DESC LIMIT ?3"
+            }
+        };
+        let rows = sqlx::query(sql)
+            .bind(stream.as_str())
+            .bind(to_i64(from.0))
+            .bind(limit(max_count))
+            .fetch_all(&self.readers)
+            .await
+            .map_err(|e| db_error("reading a stream", e))?;
+        rows.iter().map(decode_row).collect()
+    }
+
+    async fn read_all(
+        &self,
+        after: Position,
+        max_count: usize,
+    ) -> Result<Vec<RecordedEvent>, Error> {
+        let rows = sqlx::query(
+            "SELECT position, event_id, stream_id, version, event_type, schema_version, payload, \
+             correlation_id, causation_id, headers, recorded_at FROM flext_events \
+             WHERE position > ?1 ORDER BY position ASC LIMIT ?2",
+        )
+        .bind(to_i64(after.0))
+        .bind(limit(max_count))
+        .fetch_all(&self.readers)
+        .await
+        .map_err(|e| db_error("reading all events", e))?;
+        rows.iter().map(decode_row).collect()
+    }
+
+    async fn stream_version(&self, stream: &StreamId) -> Result<StreamVersion, Error> {
+        let mut conn = self
+            .readers
+            .acquire()
+            .await
+            .map_err(|e| db_error("acquiring a reader", e))?;
+        stream_version_on(&mut conn, stream).await
+    }
+}
+
+impl SnapshotStore for SqliteEventStore {
+    async fn save_snapshot(&self, snapshot: Snapshot) -> Result<(), Error> {
+        let mut writer = self.writer.lock().await;
+        writer.settle().await?;
+        sqlx::query(
+            "INSERT INTO flext_snapshots (stream_id, version, schema_version, state) \
+             VALUES (?1, ?2, ?3, ?4) \
+             ON CONFLICT (stream_id) DO UPDATE SET version = excluded.version, \
+             schema_version = excluded.schema_version, state = excluded.state \
+             WHERE excluded.version >= flext_snapshots.version",
+        )
+        .bind(snapshot.stream_id.as_str())
+        .bind(to_i64(snapshot.version.0))
+        .bind(i64::from(snapshot.schema_version))
+        .bind(snapshot.state.as_ref())
+        .execute(&mut writer.conn)
+        .await
+        .map_err(|e| db_error("saving a snapshot", e))?;
+        Ok(())
+    }
+
+    async fn load_snapshot(&self, stream: &StreamId) -> Result<Option<Snapshot>, Error> {
+        let row = sqlx::query(
+            "SELECT version, schema_version, state FROM flext_snapshots WHERE stream_id = ?1",
+        )
+        .bind(stream.as_str())
+        .fetch_optional(&self.readers)
+        .await
+        .map_err(|e| db_error("loading a snapshot", e))?;
+        let Some(row) = row else { return Ok(None) };
+        let decoded: Result<(i64, i64, Vec<u8>), sqlx::Error> =
+            (|| Ok((row.try_get(0)?, row.try_get(1)?, row.try_get(2)?)))();
+        // A snapshot is a cache: one that cannot be read is as good as none.
+        let Ok((version, schema_version, state)) = decoded else {
+            return Ok(None);
+        };
+        let Ok(schema_version) = u32::try_from(schema_version) else {
+            return Ok(None);
+        };
+        Ok(Some(Snapshot {
+            stream_id: stream.clone(),
+            version: StreamVersion(version.max(0) as u64),
+            schema_version,
+            state: Bytes::from(state),
+        }))
+    }
+}

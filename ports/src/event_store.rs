@@ -1,0 +1,355 @@
+//! The event-store port: append with an expected version, read a stream, read all in order.
+
+use std::collections::HashSet;
+use std::future::Future;
+use std::sync::Arc;
+
+use flext_domain::{
+    Error, ErrorCode, EventId, ExpectedVersion, FieldViolation, NewEvent, Position, RecordedEvent,
+    StreamId, StreamVersion, wrong_expected_version,
+};
+
+/// The most events one append may carry.
+pub const MAX_EVENTS_PER_APPEND: usize = 10_000;
+
+/// The longest event type name, in bytes.
+pub const MAX_EVENT_TYPE_LEN: usize = 255;
+
+/// Which way [`EventStore::read_stream`] walks a stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ReadDirection {
+    /// From `from` up: versions `from, from + 1, ...`.
+    Forward,
+    /// From `from` down: versions `from, from - 1, ...`; start at
+    /// [`StreamVersion::LATEST`] for the newest events.
+    Backward,
+}
+
+/// What a successful append did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AppendOutcome {
+    /// The stream's version after the append: the version of its last event.
+    pub stream_version: StreamVersion,
+    /// The global position of each appended event, in order.
+    pub positions: Vec<Position>,
+}
+
+impl AppendOutcome {
+    /// The position of the last appended event (what read-your-writes waits for).
+    pub fn last_position(&self) -> Option<Position> {
+        self.positions.last().copied()
+    }
+}
+
+/// Stores events in streams and in one global order.
+///
+/// Every adapter passes the conformance suite in `flext-testkit`, so they are
+/// interchangeable. The rules all of them keep:
+///
+/// - `append` is atomic: all events or none. It honours the [`ExpectedVersion`]; a violated
+///   expectation is an `Aborted` error with reason `WRONG_EXPECTED_VERSION` and details
+///   `stream`, `expected`, `actual` (see [`flext_domain::wrong_expected_version`]).
+/// - Idempotence: appending events whose ids are already in the stream at the versions this
+///   append would give them, with the same type and payload, returns the original outcome
+///   and writes nothing; this holds for every expectation but `Any`. Event ids are unique in
+///   the whole store: an id reused in any other way is an `AlreadyExists` error with reason
+///   `EVENT_ID_REUSED` naming the id and where it is stored.
+/// - `read_all` is gap-safe: it returns events in increasing position order, and an event
+///   that is not returned by a call (because it was not yet committed) gets a position
+///   greater than every position that call returned. A reader that checkpoints the last
+///   position it saw never misses an event.
+/// - A stored row that cannot be read back is a `DataLoss` error with reason
+///   `CORRUPTED_EVENT` naming its stream and version; the other events stay readable.
+pub trait EventStore: Send + Sync {
+    /// Appends `events` to `stream` if `expected` holds, assigning versions and positions.
+    fn append(
+        &self,
+        stream: &StreamId,
+        expected: ExpectedVersion,
+        events: Vec<NewEvent>,
+    ) -> impl Future<Output = Result<AppendOutcome, Error>> + Send;
+
+    /// Up to `max_count` events of `stream` starting at version `from` (inclusive), in
+    /// `direction`. A stream that does not exist reads as empty.
+    fn read_stream(
+        &self,
+        stream: &StreamId,
+        from: StreamVersion,
+        max_count: usize,
+        direction: ReadDirection,
+    ) -> impl Future<Output = Result<Vec<RecordedEvent>, Error>> + Send;
+
+    /// Up to `max_count` events with a position greater than `after`, in position order.
+    fn read_all(
+        &self,
+        after: Position,
+        max_count: usize,
+    ) -> impl Future<Output = Result<Vec<RecordedEvent>, Error>> + Send;
+
+    /// The stream's current version; 0 if it does not exist.
+    fn stream_version(
+        &self,
+        stream: &StreamId,
+    ) -> impl Future<Output = Result<StreamVersion, Error>> + Send;
+}
+
+impl<S: EventStore + ?Sized> EventStore for Arc<S> {
+    fn append(
+        &self,
+        stream: &StreamId,
+        expected: ExpectedVersion,
+        events: Vec<NewEvent>,
+    ) -> impl Future<Output = Result<AppendOutcome, Error>> + Send {
+        (**self).append(stream, expected, events)
+    }
+    fn read_stream(
+        &self,
+        stream: &StreamId,
+        from: StreamVersion,
+        max_count: usize,
+        direction: ReadDirection,
+    ) -> impl Future<Output = Result<Vec<RecordedEvent>, Error>> + Send {
+        (**self).read_stream(stream, from, max_count, direction)
+    }
+    fn read_all(
+        &self,
+        after: Position,
+        max_count: usize,
+    ) -> impl Future<Output = Result<Vec<RecordedEvent>, Error>> + Send {
+        (**self).read_all(after, max_count)
+    }
+    fn stream_version(
+        &self,
+        stream: &StreamId,
+    ) -> impl Future<Output = Result<StreamVersion, Error>> + Send {
+        (**self).stream_version(stream)
+    }
+}
+
+/// Checks an append's input before any adapter touches storage: at least one and at most
+/// [`MAX_EVENTS_PER_APPEND`] events, non-empty event types of at most
+/// [`MAX_EVENT_TYPE_LEN`] bytes without control characters, and no event id twice. Every
+/// problem is an `InvalidArgument` error with field violations naming the event index.
+pub fn validate_append(events: &[NewEvent]) -> Result<(), Error> {
+    if events.is_empty() {
+        return Err(Error::invalid_argument(
+            "NO_EVENTS",
+            "an append needs at least one event",
+        ));
+    }
+    if events.len() > MAX_EVENTS_PER_APPEND {
+        return Err(Error::invalid_argument(
+            "TOO_MANY_EVENTS",
+            format!(
+                "an append carries at most {MAX_EVENTS_PER_APPEND} events, this one has {}",
+                events.len()
+            ),
+        ));
+    }
+    let mut violations = Vec::new();
+    let mut seen = HashSet::with_capacity(events.len());
+    for (i, e) in events.iter().enumerate() {
+        let t = &e.event_type;
+        let problem = if t.is_empty() {
+            Some("must not be empty".to_owned())
+        } else if t.len() > MAX_EVENT_TYPE_LEN {
+            Some(format!("is longer than {MAX_EVENT_TYPE_LEN} bytes"))
+        } else if t.chars().any(char::is_control) {
+            Some("contains a control character".to_owned())
+        } else {
+            None
+        };
+        if let Some(p) = problem {
+            violations.push(FieldViolation::new(
+                format!("events[{i}].event_type"),
+                ErrorCode::InvalidArgument,
+                "INVALID_EVENT_TYPE",
+                p,
+            ));
+        }
+        if !seen.insert(e.event_id) {
+            violations.push(FieldViolation::new(
+                format!("events[{i}].event_id"),
+                ErrorCode::InvalidArgument,
+                "DUPLICATE_EVENT_ID",
+                format!("{} appears twice in this append", e.event_id),
+            ));
+        }
+    }
+    if violations.is_empty() {
+        Ok(())
+    } else {
+        Err(
+            Error::invalid_argument("INVALID_APPEND", "the append is invalid")
+                .with_field_violations(violations),
+        )
+    }
+}
+
+/// What an adapter found already stored under the ids of an append that could not be
+/// written as asked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredEvent {
+    /// The stored event's id.
+    pub event_id: EventId,
+    /// Where it is stored.
+    pub stream_id: StreamId,
+    /// Its version there.
+    pub stream_version: StreamVersion,
+    /// Its position.
+    pub position: Position,
+    /// Its type.
+    pub event_type: String,
+    /// Its schema version.
+    pub schema_version: u32,
+    /// Its payload.
+    pub payload: bytes::Bytes,
+}
+
+/// Decides the outcome of an append that could not be written as asked (its expectation
+/// failed, or an id or version was taken), from the stream's `actual` version and the
+/// events already stored under the append's ids (`existing`, in any order).
+///
+/// - No id stored: the expectation was violated, a `WRONG_EXPECTED_VERSION` conflict.
+/// - Every id stored in `stream`, in order, at the versions the append would have given
+///   them, with the same type, schema version and payload, and `expected` is not `Any`:
+///   the original outcome (an idempotent retry).
+/// - Anything else: `EVENT_ID_REUSED`, naming the first id and where it is stored.
+pub fn resolve_rejected_append(
+    stream: &StreamId,
+    expected: ExpectedVersion,
+    actual: StreamVersion,
+    events: &[NewEvent],
+    existing: &[StoredEvent],
+) -> Result<AppendOutcome, Error> {
+    if existing.is_empty() {
+        return Err(wrong_expected_version(stream, expected, actual));
+    }
+    let find = |id: EventId| existing.iter().find(|s| s.event_id == id);
+    let first_version = match expected {
+        ExpectedVersion::Exact(v) => Some(v.advanced(1)),
+        ExpectedVersion::NoStream => Some(StreamVersion(1)),
+        ExpectedVersion::StreamExists => find(events[0].event_id)
+            .filter(|s| &s.stream_id == stream)
+            .map(|s| s.stream_version),
+        ExpectedVersion::Any => None,
+    };
+    let replay = first_version.and_then(|first| {
+        let mut positions = Vec::with_capacity(events.len());
+        for (i, e) in events.iter().enumerate() {
+            let s = find(e.event_id)?;
+            let same = &s.stream_id == stream
+                && s.stream_version == first.advanced(i as u64)
+                && s.event_type == e.event_type
+                && s.schema_version == e.schema_version
+                && s.payload == e.payload;
+            if !same {
+                return None;
+            }
+            positions.push(s.position);
+        }
+        Some(AppendOutcome {
+            stream_version: first.advanced(events.len() as u64 - 1),
+            positions,
+        })
+    });
+    if let Some(outcome) = replay {
+        return Ok(outcome);
+    }
+    let (event, stored) = events
+        .iter()
+        .find_map(|e| find(e.event_id).map(|s| (e, s)))
+        .unwrap_or((&events[0], &existing[0]));
+    Err(Error::already_exists(
+        "EVENT_ID_REUSED",
+        format!(
+            "event id {} is already stored as version {} of stream {:?}; an id may only be \
+             appended again as an exact retry of the same append",
+            event.event_id,
+            stored.stream_version,
+            stored.stream_id.as_str()
+        ),
+    )
+    .with_detail("event_id", stored.event_id.to_string())
+    .with_detail("stream", stored.stream_id.as_str())
+    .with_detail("version", stored.stream_version.0))
+}
+
+/// The `DataLoss` error for a stored event that cannot be read back.
+pub fn corrupted_event(stream: &str, version: i64, what: impl std::fmt::Display) -> Error {
+    Error::data_loss(
+        "CORRUPTED_EVENT",
+        format!("event {version} of stream {stream:?} cannot be read: {what}"),
+    )
+    .with_detail("stream", stream)
+    .with_detail("version", version)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ev(n: u128, payload: &'static [u8]) -> NewEvent {
+        NewEvent::new(EventId::from_uuid(uuid::Uuid::from_u128(n)), "t", payload)
+    }
+
+    fn stored(e: &NewEvent, stream: &StreamId, version: u64) -> StoredEvent {
+        StoredEvent {
+            event_id: e.event_id,
+            stream_id: stream.clone(),
+            stream_version: StreamVersion(version),
+            position: Position(version * 10),
+            event_type: e.event_type.clone(),
+            schema_version: e.schema_version,
+            payload: e.payload.clone(),
+        }
+    }
+
+    #[test]
+    fn validation_names_each_bad_event() {
+        let mut bad = ev(1, b"x");
+        bad.event_type = String::new();
+        let err = validate_append(&[bad, ev(2, b"y"), ev(2, b"z")]).expect_err("invalid");
+        let fields: Vec<_> = err
+            .field_violations()
+            .iter()
+            .map(|v| v.field.as_str())
+            .collect();
+        assert_eq!(fields, ["events[0].event_type", "events[2].event_id"]);
+        assert_eq!(
+            validate_append(&[]).expect_err("empty").reason(),
+            "NO_EVENTS"
+        );
+    }
+
+    #[test]
+    fn exact_retry_is_idempotent_and_changed_payload_is_reuse() {
+        let s = StreamId::new("s").expect("valid");
+        let events = [ev(1, b"a"), ev(2, b"b")];
+        let existing = [stored(&events[0], &s, 4), stored(&events[1], &s, 5)];
+        let expected = ExpectedVersion::Exact(StreamVersion(3));
+        let ok = resolve_rejected_append(&s, expected, StreamVersion(5), &events, &existing)
+            .expect("idempotent");
+        assert_eq!(ok.stream_version, StreamVersion(5));
+        assert_eq!(ok.positions, [Position(40), Position(50)]);
+
+        let changed = [ev(1, b"a"), ev(2, b"B")];
+        let err = resolve_rejected_append(&s, expected, StreamVersion(5), &changed, &existing)
+            .expect_err("reuse");
+        assert_eq!(err.reason(), "EVENT_ID_REUSED");
+
+        let any = resolve_rejected_append(
+            &s,
+            ExpectedVersion::Any,
+            StreamVersion(5),
+            &events,
+            &existing,
+        )
+        .expect_err("any is not idempotent");
+        assert_eq!(any.code(), ErrorCode::AlreadyExists);
+
+        let conflict = resolve_rejected_append(&s, expected, StreamVersion(7), &[ev(9, b"z")], &[])
+            .expect_err("conflict");
+        assert_eq!(conflict.reason(), flext_domain::WRONG_EXPECTED_VERSION);
+    }
+}

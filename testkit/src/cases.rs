@@ -1,0 +1,1082 @@
+//! The conformance cases: generic async functions over a [`Harness`]. Each takes a fresh
+//! harness, asserts, and hands the harness back for cleanup.
+
+use std::collections::{HashMap, HashSet};
+use std::time::Duration;
+
+use bytes::Bytes;
+use flext_domain::{
+    CausationId, CorrelationId, Error, ErrorCode, EventId, EventMetadata, ExpectedVersion,
+    NewEvent, Position, RecordedEvent, StreamId, StreamVersion, WRONG_EXPECTED_VERSION,
+};
+use flext_ports::{EventCodec, EventStore, JsonCodec, ReadDirection, Snapshot, SnapshotStore};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+use crate::{Harness, Held};
+
+/// The event type the cases write.
+pub const EVENT_TYPE: &str = "test.happened";
+
+/// The typed event behind the cases' payloads, to decode them through the JSON codec.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Happened {
+    /// A number identifying the event within its case.
+    pub n: u64,
+}
+
+impl flext_domain::DomainEvent for Happened {
+    fn event_type(&self) -> &'static str {
+        EVENT_TYPE
+    }
+}
+
+/// A stream id from text the cases know is valid.
+pub fn stream(name: &str) -> StreamId {
+    StreamId::new(name).expect("a valid stream id")
+}
+
+/// A new event with a fresh id and the payload `{"n": n}`.
+pub fn event(n: u64) -> NewEvent {
+    NewEvent::new(
+        EventId::new(),
+        EVENT_TYPE,
+        json!({ "n": n }).to_string().into_bytes(),
+    )
+}
+
+/// Events `{"n": first}` .. `{"n": first + count - 1}`.
+pub fn events(first: u64, count: u64) -> Vec<NewEvent> {
+    (first..first + count).map(event).collect()
+}
+
+fn n_of(e: &RecordedEvent) -> u64 {
+    let typed: Happened = JsonCodec::new()
+        .decode(e)
+        .expect("a decodable test payload");
+    typed.n
+}
+
+fn versions(events: &[RecordedEvent]) -> Vec<u64> {
+    events.iter().map(|e| e.stream_version.0).collect()
+}
+
+fn assert_conflict(err: &Error, stream: &StreamId, expected: ExpectedVersion, actual: u64) {
+    assert_eq!(err.code(), ErrorCode::CONFLICT, "{err}");
+    assert_eq!(err.reason(), WRONG_EXPECTED_VERSION, "{err}");
+    assert_eq!(err.detail("stream"), Some(&json!(stream.as_str())), "{err}");
+    assert_eq!(
+        err.detail("expected"),
+        Some(&serde_json::to_value(expected).expect("serializable")),
+        "{err}"
+    );
+    assert_eq!(err.detail("actual"), Some(&json!(actual)), "{err}");
+}
+
+/// Reads all events after `after` until at least `count` are visible. A PostgreSQL reader
+/// sees a commit only once every older writing transaction of the cluster has ended, and
+/// other tests run at the same time, so a read right after an append may need a retry.
+pub async fn read_all_until<S: EventStore>(
+    store: &S,
+    after: Position,
+    count: usize,
+) -> Vec<RecordedEvent> {
+    let mut out: Vec<RecordedEvent> = Vec::new();
+    let mut cursor = after;
+    for _ in 0..4_000 {
+        let page = store.read_all(cursor, 1_000).await.expect("read_all");
+        if let Some(last) = page.last() {
+            cursor = last.position;
+        }
+        let empty = page.is_empty();
+        out.extend(page);
+        if out.len() >= count {
+            return out;
+        }
+        if empty {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+    panic!(
+        "only {} of {count} events became visible after {after}",
+        out.len()
+    );
+}
+
+/// `NoStream` on a missing stream creates it at version 1.
+pub async fn no_stream_creates_the_stream<H: Harness>(h: H) -> H {
+    let store = h.store();
+    let s = stream("order-1");
+    let out = store
+        .append(&s, ExpectedVersion::NoStream, events(1, 1))
+        .await
+        .expect("append");
+    assert_eq!(out.stream_version, StreamVersion(1));
+    assert_eq!(out.positions.len(), 1);
+    assert_eq!(
+        store.stream_version(&s).await.expect("version"),
+        StreamVersion(1)
+    );
+    h
+}
+
+/// `NoStream` on an existing stream is a conflict carrying expected and actual.
+pub async fn no_stream_on_existing_stream_conflicts<H: Harness>(h: H) -> H {
+    let store = h.store();
+    let s = stream("order-1");
+    store
+        .append(&s, ExpectedVersion::NoStream, events(1, 2))
+        .await
+        .expect("append");
+    let err = store
+        .append(&s, ExpectedVersion::NoStream, events(3, 1))
+        .await
+        .expect_err("conflict");
+    assert_conflict(&err, &s, ExpectedVersion::NoStream, 2);
+    h
+}
+
+/// `Exact(n)` on a stream at `n` appends.
+pub async fn exact_version_matching_succeeds<H: Harness>(h: H) -> H {
+    let store = h.store();
+    let s = stream("order-1");
+    store
+        .append(&s, ExpectedVersion::NoStream, events(1, 2))
+        .await
+        .expect("append");
+    let out = store
+        .append(&s, ExpectedVersion::Exact(StreamVersion(2)), events(3, 1))
+        .await
+        .expect("append at 2");
+    assert_eq!(out.stream_version, StreamVersion(3));
+    h
+}
+
+/// `Exact(n)` on a stream past `n` conflicts, with the actual version.
+pub async fn exact_version_behind_conflicts_with_values<H: Harness>(h: H) -> H {
+    let store = h.store();
+    let s = stream("order-1");
+    store
+        .append(&s, ExpectedVersion::NoStream, events(1, 3))
+        .await
+        .expect("append");
+    let expected = ExpectedVersion::Exact(StreamVersion(1));
+    let err = store
+        .append(&s, expected, events(4, 1))
+        .await
+        .expect_err("conflict");
+    assert_conflict(&err, &s, expected, 3);
+    h
+}
+
+/// `Exact(n)` on a stream short of `n` conflicts and writes nothing (no gap of versions).
+pub async fn exact_version_ahead_conflicts_and_leaves_no_gap<H: Harness>(h: H) -> H {
+    let store = h.store();
+    let s = stream("order-1");
+    store
+        .append(&s, ExpectedVersion::NoStream, events(1, 2))
+        .await
+        .expect("append");
+    let expected = ExpectedVersion::Exact(StreamVersion(5));
+    let err = store
+        .append(&s, expected, events(3, 1))
+        .await
+        .expect_err("conflict");
+    assert_conflict(&err, &s, expected, 2);
+    let read = store
+        .read_stream(&s, StreamVersion(1), 10, ReadDirection::Forward)
+        .await
+        .expect("read");
+    assert_eq!(versions(&read), [1, 2]);
+    h
+}
+
+/// `Exact(0)` is `NoStream`: it creates a stream and conflicts on an existing one.
+pub async fn exact_zero_behaves_as_no_stream<H: Harness>(h: H) -> H {
+    let store = h.store();
+    let s = stream("order-1");
+    let zero = ExpectedVersion::Exact(StreamVersion(0));
+    store
+        .append(&s, zero, events(1, 1))
+        .await
+        .expect("create with Exact(0)");
+    let err = store
+        .append(&s, zero, events(2, 1))
+        .await
+        .expect_err("conflict");
+    assert_conflict(&err, &s, zero, 1);
+    h
+}
+
+/// `StreamExists` on a missing stream conflicts with actual 0.
+pub async fn stream_exists_on_missing_stream_conflicts<H: Harness>(h: H) -> H {
+    let store = h.store();
+    let s = stream("order-1");
+    let err = store
+        .append(&s, ExpectedVersion::StreamExists, events(1, 1))
+        .await
+        .expect_err("conflict");
+    assert_conflict(&err, &s, ExpectedVersion::StreamExists, 0);
+    assert_eq!(
+        store.stream_version(&s).await.expect("version"),
+        StreamVersion(0)
+    );
+    h
+}
+
+/// `StreamExists` on an existing stream appends after its last event.
+pub async fn stream_exists_on_existing_stream_appends<H: Harness>(h: H) -> H {
+    let store = h.store();
+    let s = stream("order-1");
+    store
+        .append(&s, ExpectedVersion::NoStream, events(1, 2))
+        .await
+        .expect("append");
+    let out = store
+        .append(&s, ExpectedVersion::StreamExists, events(3, 2))
+        .await
+        .expect("append");
+    assert_eq!(out.stream_version, StreamVersion(4));
+    h
+}
+
+/// `Any` appends whatever the stream's state.
+pub async fn any_appends_to_missing_and_existing_streams<H: Harness>(h: H) -> H {
+    let store = h.store();
+    let s = stream("order-1");
+    let first = store
+        .append(&s, ExpectedVersion::Any, events(1, 1))
+        .await
+        .expect("create");
+    assert_eq!(first.stream_version, StreamVersion(1));
+    let second = store
+        .append(&s, ExpectedVersion::Any, events(2, 1))
+        .await
+        .expect("append");
+    assert_eq!(second.stream_version, StreamVersion(2));
+    h
+}
+
+/// A multi-event append gets consecutive versions and increasing positions, in order.
+pub async fn multi_event_append_is_consecutive<H: Harness>(h: H) -> H {
+    let store = h.store();
+    let s = stream("order-1");
+    let out = store
+        .append(&s, ExpectedVersion::NoStream, events(1, 5))
+        .await
+        .expect("append");
+    assert_eq!(out.stream_version, StreamVersion(5));
+    assert!(
+        out.positions.windows(2).all(|w| w[0] < w[1]),
+        "{:?}",
+        out.positions
+    );
+    let read = store
+        .read_stream(&s, StreamVersion(1), 10, ReadDirection::Forward)
+        .await
+        .expect("read");
+    assert_eq!(versions(&read), [1, 2, 3, 4, 5]);
+    assert_eq!(read.iter().map(n_of).collect::<Vec<_>>(), [1, 2, 3, 4, 5]);
+    assert_eq!(
+        read.iter().map(|e| e.position).collect::<Vec<_>>(),
+        out.positions
+    );
+    h
+}
+
+/// A rejected multi-event append leaves nothing behind, in the stream or in read-all.
+pub async fn failed_multi_event_append_leaves_nothing<H: Harness>(h: H) -> H {
+    let store = h.store();
+    let s = stream("order-1");
+    let first = store
+        .append(&s, ExpectedVersion::NoStream, events(1, 1))
+        .await
+        .expect("append");
+    let rejected = events(2, 4);
+    let err = store
+        .append(&s, ExpectedVersion::NoStream, rejected.clone())
+        .await
+        .expect_err("conflict");
+    assert_eq!(err.code(), ErrorCode::CONFLICT);
+    assert_eq!(
+        store.stream_version(&s).await.expect("version"),
+        StreamVersion(1)
+    );
+    // A later append shows nothing of the rejected one came before it.
+    let later = store
+        .append(&s, ExpectedVersion::Exact(StreamVersion(1)), events(9, 1))
+        .await
+        .expect("append");
+    let all = read_all_until(&store, Position::START, 2).await;
+    assert_eq!(all.iter().map(n_of).collect::<Vec<_>>(), [1, 9]);
+    assert_eq!(all[0].position, first.positions[0]);
+    assert_eq!(all[1].position, later.positions[0]);
+    h
+}
+
+/// One append carrying the same event id twice is invalid and writes nothing.
+pub async fn duplicate_ids_in_one_append_are_invalid<H: Harness>(h: H) -> H {
+    let store = h.store();
+    let s = stream("order-1");
+    let e = event(1);
+    let mut twin = event(2);
+    twin.event_id = e.event_id;
+    let err = store
+        .append(&s, ExpectedVersion::Any, vec![e, twin])
+        .await
+        .expect_err("invalid");
+    assert_eq!(err.code(), ErrorCode::InvalidArgument);
+    assert_eq!(err.field_violations()[0].field, "events[1].event_id");
+    assert_eq!(
+        store.stream_version(&s).await.expect("version"),
+        StreamVersion(0)
+    );
+    h
+}
+
+/// An append of no events is invalid.
+pub async fn empty_append_is_invalid<H: Harness>(h: H) -> H {
+    let store = h.store();
+    let err = store
+        .append(&stream("order-1"), ExpectedVersion::Any, Vec::new())
+        .await
+        .expect_err("invalid");
+    assert_eq!(err.reason(), "NO_EVENTS");
+    h
+}
+
+/// Re-sending a `NoStream` append returns the original outcome and writes nothing.
+pub async fn idempotent_retry_with_no_stream<H: Harness>(h: H) -> H {
+    let store = h.store();
+    let s = stream("order-1");
+    let batch = events(1, 3);
+    let first = store
+        .append(&s, ExpectedVersion::NoStream, batch.clone())
+        .await
+        .expect("append");
+    let again = store
+        .append(&s, ExpectedVersion::NoStream, batch)
+        .await
+        .expect("idempotent");
+    assert_eq!(again, first);
+    assert_eq!(
+        store.stream_version(&s).await.expect("version"),
+        StreamVersion(3)
+    );
+    h
+}
+
+/// Re-sending an `Exact` append is idempotent even after the stream moved on.
+pub async fn idempotent_retry_with_exact_after_stream_moved_on<H: Harness>(h: H) -> H {
+    let store = h.store();
+    let s = stream("order-1");
+    store
+        .append(&s, ExpectedVersion::NoStream, events(1, 1))
+        .await
+        .expect("append");
+    let batch = events(2, 2);
+    let expected = ExpectedVersion::Exact(StreamVersion(1));
+    let first = store
+        .append(&s, expected, batch.clone())
+        .await
+        .expect("append");
+    store
+        .append(&s, ExpectedVersion::Exact(StreamVersion(3)), events(4, 1))
+        .await
+        .expect("append");
+    let again = store.append(&s, expected, batch).await.expect("idempotent");
+    assert_eq!(again, first);
+    assert_eq!(
+        store.stream_version(&s).await.expect("version"),
+        StreamVersion(4)
+    );
+    h
+}
+
+/// Re-sending a `StreamExists` append is idempotent.
+pub async fn idempotent_retry_with_stream_exists<H: Harness>(h: H) -> H {
+    let store = h.store();
+    let s = stream("order-1");
+    store
+        .append(&s, ExpectedVersion::NoStream, events(1, 1))
+        .await
+        .expect("append");
+    let batch = events(2, 2);
+    let first = store
+        .append(&s, ExpectedVersion::StreamExists, batch.clone())
+        .await
+        .expect("append");
+    let again = store
+        .append(&s, ExpectedVersion::StreamExists, batch)
+        .await
+        .expect("idempotent");
+    assert_eq!(again, first);
+    assert_eq!(
+        store.stream_version(&s).await.expect("version"),
+        StreamVersion(3)
+    );
+    h
+}
+
+/// An id appended again with another payload is refused, naming where it is stored.
+pub async fn reused_id_with_other_payload_is_refused<H: Harness>(h: H) -> H {
+    let store = h.store();
+    let s = stream("order-1");
+    let e = event(1);
+    store
+        .append(&s, ExpectedVersion::NoStream, vec![e.clone()])
+        .await
+        .expect("append");
+    let mut changed = e.clone();
+    changed.payload = Bytes::from_static(br#"{"n":2}"#);
+    let err = store
+        .append(&s, ExpectedVersion::NoStream, vec![changed])
+        .await
+        .expect_err("reuse");
+    assert_eq!(err.code(), ErrorCode::AlreadyExists, "{err}");
+    assert_eq!(err.reason(), "EVENT_ID_REUSED");
+    assert_eq!(err.detail("event_id"), Some(&json!(e.event_id.to_string())));
+    assert_eq!(err.detail("version"), Some(&json!(1)));
+    let read = store
+        .read_stream(&s, StreamVersion(1), 10, ReadDirection::Forward)
+        .await
+        .expect("read");
+    assert_eq!(read.iter().map(n_of).collect::<Vec<_>>(), [1]);
+    h
+}
+
+/// An id stored in one stream cannot be appended to another.
+pub async fn reused_id_in_another_stream_is_refused<H: Harness>(h: H) -> H {
+    let store = h.store();
+    let e = event(1);
+    store
+        .append(&stream("a"), ExpectedVersion::NoStream, vec![e.clone()])
+        .await
+        .expect("append");
+    let err = store
+        .append(&stream("b"), ExpectedVersion::NoStream, vec![e])
+        .await
+        .expect_err("reuse");
+    assert_eq!(err.reason(), "EVENT_ID_REUSED", "{err}");
+    assert_eq!(err.detail("stream"), Some(&json!("a")));
+    assert_eq!(
+        store.stream_version(&stream("b")).await.expect("version"),
+        StreamVersion(0)
+    );
+    h
+}
+
+/// `Any` is not idempotent: a re-sent batch is refused rather than stored twice.
+pub async fn retry_with_any_is_refused_not_duplicated<H: Harness>(h: H) -> H {
+    let store = h.store();
+    let s = stream("order-1");
+    let batch = events(1, 2);
+    store
+        .append(&s, ExpectedVersion::Any, batch.clone())
+        .await
+        .expect("append");
+    let err = store
+        .append(&s, ExpectedVersion::Any, batch)
+        .await
+        .expect_err("refused");
+    assert_eq!(err.reason(), "EVENT_ID_REUSED", "{err}");
+    assert_eq!(
+        store.stream_version(&s).await.expect("version"),
+        StreamVersion(2)
+    );
+    h
+}
+
+/// Reading a stream forward from a version, in pages.
+pub async fn read_stream_forward_pages<H: Harness>(h: H) -> H {
+    let store = h.store();
+    let s = stream("order-1");
+    store
+        .append(&s, ExpectedVersion::NoStream, events(1, 7))
+        .await
+        .expect("append");
+    store
+        .append(&stream("other"), ExpectedVersion::NoStream, events(100, 3))
+        .await
+        .expect("append");
+    let mut seen = Vec::new();
+    let mut from = StreamVersion(1);
+    loop {
+        let page = store
+            .read_stream(&s, from, 3, ReadDirection::Forward)
+            .await
+            .expect("read");
+        assert!(page.len() <= 3);
+        let Some(last) = page.last() else { break };
+        from = last.stream_version.advanced(1);
+        seen.extend(versions(&page));
+    }
+    assert_eq!(seen, [1, 2, 3, 4, 5, 6, 7]);
+    let tail = store
+        .read_stream(&s, StreamVersion(6), 100, ReadDirection::Forward)
+        .await
+        .expect("read");
+    assert_eq!(versions(&tail), [6, 7]);
+    h
+}
+
+/// Reading a stream backward from the end and from a version, in pages.
+pub async fn read_stream_backward_pages<H: Harness>(h: H) -> H {
+    let store = h.store();
+    let s = stream("order-1");
+    store
+        .append(&s, ExpectedVersion::NoStream, events(1, 7))
+        .await
+        .expect("append");
+    let newest = store
+        .read_stream(&s, StreamVersion::LATEST, 3, ReadDirection::Backward)
+        .await
+        .expect("read");
+    assert_eq!(versions(&newest), [7, 6, 5]);
+    let next = store
+        .read_stream(&s, StreamVersion(4), 3, ReadDirection::Backward)
+        .await
+        .expect("read");
+    assert_eq!(versions(&next), [4, 3, 2]);
+    let last = store
+        .read_stream(&s, StreamVersion(1), 3, ReadDirection::Backward)
+        .await
+        .expect("read");
+    assert_eq!(versions(&last), [1]);
+    let none = store
+        .read_stream(&s, StreamVersion(0), 3, ReadDirection::Backward)
+        .await
+        .expect("read");
+    assert!(none.is_empty());
+    h
+}
+
+/// A stream that does not exist reads as empty, at version 0.
+pub async fn missing_stream_reads_empty_at_version_zero<H: Harness>(h: H) -> H {
+    let store = h.store();
+    let s = stream("nobody");
+    assert_eq!(
+        store.stream_version(&s).await.expect("version"),
+        StreamVersion(0)
+    );
+    for direction in [ReadDirection::Forward, ReadDirection::Backward] {
+        let read = store
+            .read_stream(&s, StreamVersion(1), 10, direction)
+            .await
+            .expect("read");
+        assert!(read.is_empty());
+    }
+    h
+}
+
+/// Read-all returns every stream's events in position order, in pages that resume.
+pub async fn read_all_is_in_position_order_and_pages<H: Harness>(h: H) -> H {
+    let store = h.store();
+    let mut order = Vec::new();
+    for round in 0..4u64 {
+        for name in ["a", "b", "c"] {
+            let s = stream(name);
+            let n = round * 10 + order.len() as u64;
+            store
+                .append(&s, ExpectedVersion::Any, vec![event(n)])
+                .await
+                .expect("append");
+            order.push(n);
+        }
+    }
+    let all = read_all_until(&store, Position::START, order.len()).await;
+    assert_eq!(all.iter().map(n_of).collect::<Vec<_>>(), order);
+    assert!(all.windows(2).all(|w| w[0].position < w[1].position));
+    let mut paged = Vec::new();
+    let mut after = Position::START;
+    loop {
+        let page = store.read_all(after, 5).await.expect("read_all");
+        assert!(page.len() <= 5);
+        let Some(last) = page.last() else { break };
+        after = last.position;
+        paged.extend(page.iter().map(n_of));
+    }
+    assert_eq!(paged, order);
+    h
+}
+
+/// Reading all after the last position, or with a count of zero, returns nothing.
+pub async fn read_all_past_the_end_is_empty<H: Harness>(h: H) -> H {
+    let store = h.store();
+    let out = store
+        .append(&stream("a"), ExpectedVersion::Any, events(1, 2))
+        .await
+        .expect("append");
+    read_all_until(&store, Position::START, 2).await;
+    let last = out.last_position().expect("a position");
+    assert!(store.read_all(last, 10).await.expect("read_all").is_empty());
+    assert!(
+        store
+            .read_all(Position(u64::MAX), 10)
+            .await
+            .expect("read_all")
+            .is_empty()
+    );
+    assert!(
+        store
+            .read_all(Position::START, 0)
+            .await
+            .expect("read_all")
+            .is_empty()
+    );
+    h
+}
+
+/// Every field of an appended event comes back as written, plus version, position, time.
+pub async fn recorded_events_keep_every_field<H: Harness>(h: H) -> H {
+    let store = h.store();
+    let s = stream("order-1");
+    let correlation = CorrelationId::new();
+    let causation = CausationId::new();
+    let e = NewEvent::new(
+        EventId::new(),
+        "order.placed",
+        Bytes::from_static(b"\x00\x01binary\xff"),
+    )
+    .with_schema_version(3)
+    .with_metadata(
+        EventMetadata::caused_by(correlation, causation)
+            .with_header("tenant", "acme")
+            .with_header(
+                "traceparent",
+                "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
+            ),
+    );
+    let plain = event(2);
+    let out = store
+        .append(
+            &s,
+            ExpectedVersion::NoStream,
+            vec![e.clone(), plain.clone()],
+        )
+        .await
+        .expect("append");
+    let read = store
+        .read_stream(&s, StreamVersion(1), 10, ReadDirection::Forward)
+        .await
+        .expect("read");
+    assert_eq!(read.len(), 2);
+    let r = &read[0];
+    assert_eq!(r.to_new_event(), e);
+    assert_eq!(r.stream_id, s);
+    assert_eq!(r.stream_version, StreamVersion(1));
+    assert_eq!(r.position, out.positions[0]);
+    assert!(
+        r.recorded_at.timestamp() > 1_600_000_000,
+        "recorded time {}",
+        r.recorded_at
+    );
+    assert_eq!(read[1].to_new_event(), plain);
+    assert_eq!(read[1].metadata, EventMetadata::default());
+    let all = read_all_until(&store, Position::START, 2).await;
+    assert_eq!(&all[..], &read[..]);
+    h
+}
+
+/// An append of 2,500 events round-trips in order (adapters that batch statements split it).
+pub async fn large_append_round_trips_in_order<H: Harness>(h: H) -> H {
+    let store = h.store();
+    let s = stream("bulk");
+    let out = store
+        .append(&s, ExpectedVersion::NoStream, events(1, 2_500))
+        .await
+        .expect("append");
+    assert_eq!(out.stream_version, StreamVersion(2_500));
+    assert_eq!(out.positions.len(), 2_500);
+    let read = store
+        .read_stream(&s, StreamVersion(1), 5_000, ReadDirection::Forward)
+        .await
+        .expect("read");
+    assert_eq!(
+        read.iter().map(n_of).collect::<Vec<_>>(),
+        (1..=2_500).collect::<Vec<_>>()
+    );
+    assert_eq!(
+        read.iter().map(|e| e.position).collect::<Vec<_>>(),
+        out.positions
+    );
+    h
+}
+
+/// 8 writers race on one stream with `Exact`: one success per version, no gaps, and every
+/// loser gets the typed conflict.
+pub async fn concurrent_exact_writers_on_one_stream<H: Harness>(h: H) -> H {
+    let store = h.store();
+    let s = stream("contended");
+    const WRITERS: u64 = 8;
+    const ROUNDS: u64 = 12;
+    let mut tasks = Vec::new();
+    for w in 0..WRITERS {
+        let store = store.clone();
+        let s = s.clone();
+        tasks.push(tokio::spawn(async move {
+            let (mut wins, mut conflicts) = (Vec::new(), 0u64);
+            let mut n = 0;
+            while (wins.len() as u64) < ROUNDS {
+                let current = store.stream_version(&s).await.expect("version");
+                n += 1;
+                let e = event(w * 1_000_000 + n);
+                match store
+                    .append(&s, ExpectedVersion::Exact(current), vec![e])
+                    .await
+                {
+                    Ok(out) => {
+                        assert_eq!(out.stream_version, current.advanced(1));
+                        wins.push(out.stream_version.0);
+                    }
+                    Err(err) => {
+                        assert_eq!(err.code(), ErrorCode::CONFLICT, "{err}");
+                        assert_eq!(err.reason(), WRONG_EXPECTED_VERSION, "{err}");
+                        conflicts += 1;
+                    }
+                }
+            }
+            (wins, conflicts)
+        }));
+    }
+    let mut all_wins = Vec::new();
+    for t in tasks {
+        let (wins, _conflicts) = t.await.expect("writer task");
+        all_wins.extend(wins);
+    }
+    all_wins.sort_unstable();
+    let expected: Vec<u64> = (1..=WRITERS * ROUNDS).collect();
+    assert_eq!(all_wins, expected, "exactly one success per version");
+    let read = store
+        .read_stream(&s, StreamVersion(1), 1_000, ReadDirection::Forward)
+        .await
+        .expect("read");
+    assert_eq!(versions(&read), expected);
+    h
+}
+
+/// 8 writers on distinct streams and a reader tailing read-all: the reader sees every event
+/// exactly once, each stream in version order, positions increasing.
+pub async fn concurrent_writers_on_distinct_streams_with_tailing_reader<H: Harness>(h: H) -> H {
+    let store = h.store();
+    const WRITERS: u64 = 8;
+    const APPENDS: u64 = 25;
+    let total = (WRITERS * APPENDS * 2) as usize;
+    let reader = {
+        let store = store.clone();
+        tokio::spawn(async move {
+            let mut seen: Vec<RecordedEvent> = Vec::new();
+            let mut after = Position::START;
+            let mut idle = 0u32;
+            while seen.len() < total {
+                let page = store.read_all(after, 37).await.expect("read_all");
+                if let Some(last) = page.last() {
+                    assert!(last.position > after);
+                    after = last.position;
+                    idle = 0;
+                } else {
+                    idle += 1;
+                    assert!(idle < 10_000, "reader starved at {} of {total}", seen.len());
+                    tokio::time::sleep(Duration::from_millis(1)).await;
+                }
+                seen.extend(page);
+            }
+            // Nothing more may appear: every event was delivered once.
+            assert!(
+                store
+                    .read_all(after, 10)
+                    .await
+                    .expect("read_all")
+                    .is_empty()
+            );
+            seen
+        })
+    };
+    let mut writers = Vec::new();
+    for w in 0..WRITERS {
+        let store = store.clone();
+        writers.push(tokio::spawn(async move {
+            let s = stream(&format!("writer-{w}"));
+            for i in 0..APPENDS {
+                let expected = ExpectedVersion::Exact(StreamVersion(i * 2));
+                let batch = events(w * 1_000 + i * 2, 2);
+                store.append(&s, expected, batch).await.expect("append");
+            }
+        }));
+    }
+    for w in writers {
+        w.await.expect("writer task");
+    }
+    let seen = reader.await.expect("reader task");
+    assert_eq!(seen.len(), total);
+    let ids: HashSet<EventId> = seen.iter().map(|e| e.event_id).collect();
+    assert_eq!(ids.len(), total, "every event exactly once");
+    assert!(seen.windows(2).all(|w| w[0].position < w[1].position));
+    let mut per_stream: HashMap<&str, Vec<u64>> = HashMap::new();
+    for e in &seen {
+        per_stream
+            .entry(e.stream_id.as_str())
+            .or_default()
+            .push(e.stream_version.0);
+    }
+    assert_eq!(per_stream.len(), WRITERS as usize);
+    for (s, v) in per_stream {
+        assert_eq!(
+            v,
+            (1..=APPENDS * 2).collect::<Vec<_>>(),
+            "stream {s} in version order"
+        );
+    }
+    h
+}
+
+/// Gap safety: while an append with a lower position is held open, an append committed
+/// after it is not returned past it; once it commits, a checkpointed reader gets both, the
+/// held one first.
+pub async fn read_all_is_gap_safe_with_a_held_transaction<H: Harness>(h: H) -> H {
+    let store = h.store();
+    let base = store
+        .append(&stream("before"), ExpectedVersion::NoStream, events(1, 1))
+        .await
+        .expect("append");
+    let seen_before = read_all_until(&store, Position::START, 1).await;
+    assert_eq!(seen_before.len(), 1);
+    let checkpoint = base.positions[0];
+
+    let held = h
+        .hold_append(&stream("slow"), ExpectedVersion::NoStream, events(2, 1))
+        .await
+        .expect("held append");
+    let fast = {
+        let store = store.clone();
+        tokio::spawn(async move {
+            store
+                .append(&stream("fast"), ExpectedVersion::NoStream, events(3, 1))
+                .await
+        })
+    };
+    let fast = if H::SERIALIZED_WRITERS {
+        // The second writer waits for the first: it cannot commit ahead of it at all.
+        for _ in 0..20 {
+            tokio::time::sleep(Duration::from_millis(2)).await;
+            assert!(
+                store
+                    .read_all(checkpoint, 10)
+                    .await
+                    .expect("read_all")
+                    .is_empty()
+            );
+        }
+        assert!(
+            !fast.is_finished(),
+            "a serialized store let a second writer past an open one"
+        );
+        Err(fast)
+    } else {
+        let committed = fast.await.expect("fast task").expect("fast append");
+        Ok(committed)
+    };
+    // The later commit must not be visible past the open one.
+    for _ in 0..5 {
+        let visible = store.read_all(checkpoint, 10).await.expect("read_all");
+        assert!(
+            visible.is_empty(),
+            "read-all returned {:?} past an open append",
+            versions(&visible)
+        );
+        tokio::task::yield_now().await;
+    }
+    let held_out = held.commit().await.expect("commit held");
+    let fast_out = match fast {
+        Ok(out) => out,
+        Err(task) => task.await.expect("fast task").expect("fast append"),
+    };
+    assert!(
+        held_out.positions[0] < fast_out.positions[0],
+        "the held append, begun first, has the lower position"
+    );
+    let after = read_all_until(&store, checkpoint, 2).await;
+    assert_eq!(
+        after.iter().map(n_of).collect::<Vec<_>>(),
+        [2, 3],
+        "the checkpointed reader misses nothing"
+    );
+    h
+}
+
+/// Stream ids with quotes, semicolons, SQL, Unicode and 1,000 characters are stored and
+/// read back literally, and are distinct from their look-alikes.
+pub async fn hostile_stream_ids_are_stored_literally<H: Harness>(h: H) -> H {
+    let store = h.store();
+    let long = "x".repeat(1_000);
+    let ids = [
+        "o'reilly",
+        "\"quoted\"",
+        "a;b",
+        "'; DROP TABLE flext_events; --",
+        "%_wild*cards?",
+        "ümlaut-流-🦀",
+        "back\\slash",
+        long.as_str(),
+        "x",
+    ];
+    for (i, id) in ids.iter().enumerate() {
+        let s = stream(id);
+        store
+            .append(&s, ExpectedVersion::NoStream, events(i as u64, 1))
+            .await
+            .expect("append");
+    }
+    for (i, id) in ids.iter().enumerate() {
+        let s = stream(id);
+        let read = store
+            .read_stream(&s, StreamVersion(1), 10, ReadDirection::Forward)
+            .await
+            .expect("read");
+        assert_eq!(read.len(), 1, "stream {id:?}");
+        assert_eq!(read[0].stream_id.as_str(), *id);
+        assert_eq!(n_of(&read[0]), i as u64);
+    }
+    let all = read_all_until(&store, Position::START, ids.len()).await;
+    let stored: HashSet<&str> = all.iter().map(|e| e.stream_id.as_str()).collect();
+    assert_eq!(stored, ids.iter().copied().collect::<HashSet<_>>());
+    h
+}
+
+/// Event types and header values with SQL and JSON metacharacters are stored literally.
+pub async fn hostile_types_and_headers_are_stored_literally<H: Harness>(h: H) -> H {
+    let store = h.store();
+    let s = stream("h");
+    let mut e = event(1);
+    e.event_type = "type'); DELETE FROM flext_events; --".into();
+    e.metadata = EventMetadata::default()
+        .with_header("quote\"key", "va'lue\\\"}")
+        .with_header("", "empty key")
+        .with_header("unicode", "流🦀");
+    store
+        .append(&s, ExpectedVersion::NoStream, vec![e.clone()])
+        .await
+        .expect("append");
+    let read = store
+        .read_stream(&s, StreamVersion(1), 1, ReadDirection::Forward)
+        .await
+        .expect("read");
+    assert_eq!(read[0].to_new_event(), e);
+    h
+}
+
+/// A payload corrupted behind the store's back decodes to a typed `DataLoss` error naming
+/// stream and version; the stream's other events still read and decode.
+pub async fn corrupted_payload_is_a_typed_error_and_the_rest_stays_readable<H: Harness>(h: H) -> H {
+    let store = h.store();
+    let s = stream("damaged");
+    store
+        .append(&s, ExpectedVersion::NoStream, events(1, 3))
+        .await
+        .expect("append");
+    h.corrupt_payload(&s, StreamVersion(2)).await;
+    let read = store
+        .read_stream(&s, StreamVersion(1), 10, ReadDirection::Forward)
+        .await
+        .expect("read");
+    assert_eq!(versions(&read), [1, 2, 3]);
+    let codec = JsonCodec::new();
+    let err = EventCodec::<Happened>::decode(&codec, &read[1]).expect_err("corrupt");
+    assert_eq!(err.code(), ErrorCode::DataLoss, "{err}");
+    assert_eq!(err.reason(), "CORRUPTED_EVENT");
+    assert_eq!(err.detail("stream"), Some(&json!("damaged")));
+    assert_eq!(err.detail("version"), Some(&json!(2)));
+    assert_eq!(n_of(&read[0]), 1);
+    assert_eq!(n_of(&read[2]), 3);
+    h
+}
+
+/// Stored metadata corrupted behind the store's back reads as a typed `DataLoss` error
+/// naming stream and version; the events around it still read.
+pub async fn corrupted_metadata_is_a_typed_error_and_the_rest_stays_readable<H: Harness>(
+    h: H,
+) -> H {
+    let store = h.store();
+    let s = stream("damaged");
+    let mut batch = events(1, 3);
+    for e in &mut batch {
+        e.metadata = EventMetadata::default().with_header("k", "v");
+    }
+    store
+        .append(&s, ExpectedVersion::NoStream, batch)
+        .await
+        .expect("append");
+    if !h.corrupt_metadata(&s, StreamVersion(2)).await {
+        return h;
+    }
+    let err = store
+        .read_stream(&s, StreamVersion(1), 10, ReadDirection::Forward)
+        .await
+        .expect_err("corrupt row");
+    assert_eq!(err.code(), ErrorCode::DataLoss, "{err}");
+    assert_eq!(err.reason(), "CORRUPTED_EVENT");
+    assert_eq!(err.detail("stream"), Some(&json!("damaged")));
+    assert_eq!(err.detail("version"), Some(&json!(2)));
+    let before = store
+        .read_stream(&s, StreamVersion(1), 1, ReadDirection::Forward)
+        .await
+        .expect("read");
+    let after = store
+        .read_stream(&s, StreamVersion(3), 1, ReadDirection::Forward)
+        .await
+        .expect("read");
+    assert_eq!((n_of(&before[0]), n_of(&after[0])), (1, 3));
+    h
+}
+
+fn snapshot(s: &StreamId, version: u64, state: &'static [u8]) -> Snapshot {
+    Snapshot {
+        stream_id: s.clone(),
+        version: StreamVersion(version),
+        schema_version: 1,
+        state: Bytes::from_static(state),
+    }
+}
+
+/// The latest saved snapshot of a stream is the one loaded; streams do not mix.
+pub async fn snapshots_keep_the_latest<H: Harness>(h: H) -> H {
+    let store = h.store();
+    let s = stream("agg");
+    assert_eq!(store.load_snapshot(&s).await.expect("load"), None);
+    store
+        .save_snapshot(snapshot(&s, 10, b"ten"))
+        .await
+        .expect("save");
+    store
+        .save_snapshot(snapshot(&s, 20, b"twenty"))
+        .await
+        .expect("save");
+    store
+        .save_snapshot(snapshot(&stream("other"), 5, b"five"))
+        .await
+        .expect("save");
+    assert_eq!(
+        store.load_snapshot(&s).await.expect("load"),
+        Some(snapshot(&s, 20, b"twenty"))
+    );
+    h
+}
+
+/// Saving a snapshot older than the stored one keeps the newer.
+pub async fn older_snapshot_does_not_replace_newer<H: Harness>(h: H) -> H {
+    let store = h.store();
+    let s = stream("agg");
+    store
+        .save_snapshot(snapshot(&s, 20, b"twenty"))
+        .await
+        .expect("save");
+    store
+        .save_snapshot(snapshot(&s, 10, b"ten"))
+        .await
+        .expect("save");
+    assert_eq!(
+        store.load_snapshot(&s).await.expect("load"),
+        Some(snapshot(&s, 20, b"twenty"))
+    );
+    h
+}

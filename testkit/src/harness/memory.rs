@@ -1,0 +1,62 @@
+//! The harness for `flext-memory`.
+
+use bytes::Bytes;
+use flext_domain::{Error, ExpectedVersion, NewEvent, StreamId, StreamVersion};
+use flext_memory::{InMemoryEventStore, PendingAppend};
+use flext_ports::AppendOutcome;
+
+use crate::{Harness, Held};
+
+/// Runs the suite on [`InMemoryEventStore`].
+pub struct MemoryHarness {
+    store: InMemoryEventStore,
+}
+
+/// A pending in-memory append.
+pub struct MemoryHeld(PendingAppend);
+
+impl Held for MemoryHeld {
+    async fn commit(self) -> Result<AppendOutcome, Error> {
+        Ok(self.0.commit())
+    }
+}
+
+impl Harness for MemoryHarness {
+    type Store = InMemoryEventStore;
+    type Held = MemoryHeld;
+    const SERIALIZED_WRITERS: bool = false;
+
+    async fn fresh() -> Self {
+        MemoryHarness {
+            store: InMemoryEventStore::new(),
+        }
+    }
+
+    fn store(&self) -> InMemoryEventStore {
+        self.store.clone()
+    }
+
+    async fn hold_append(
+        &self,
+        stream: &StreamId,
+        expected: ExpectedVersion,
+        events: Vec<NewEvent>,
+    ) -> Result<MemoryHeld, Error> {
+        self.store
+            .begin_append(stream, expected, events)
+            .map(MemoryHeld)
+    }
+
+    async fn corrupt_payload(&self, stream: &StreamId, version: StreamVersion) {
+        let found =
+            self.store
+                .overwrite_payload(stream, version, Bytes::from_static(b"\x00garbage{"));
+        assert!(found, "no event {version} in {stream}");
+    }
+
+    async fn corrupt_metadata(&self, _stream: &StreamId, _version: StreamVersion) -> bool {
+        false
+    }
+
+    async fn cleanup(self) {}
+}

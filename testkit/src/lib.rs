@@ -1,0 +1,153 @@
+//! flext's event-store conformance suite: every adapter runs the same generic cases, so
+//! swapping one store for another changes nothing a user can observe.
+//!
+//! An adapter's `tests/conformance.rs` is one line:
+//!
+//! ```text
+//! flext_testkit::event_store_conformance!(flext_testkit::harness::MemoryHarness);
+//! ```
+//!
+//! The macro expands to one `#[test]` per case in [`cases`], each on a fresh store made by
+//! the [`Harness`]. A harness also provides the two hooks the suite cannot get through the
+//! port: holding an append's transaction open (gap safety) and corrupting a stored row.
+//!
+//! | feature | harness |
+//! |---|---|
+//! | `memory` | [`harness::MemoryHarness`] |
+//! | `sqlite` | [`harness::SqliteHarness`] (a fresh file per test) |
+//! | `postgres` | [`harness::PgHarness`] (a fresh schema per test in `DATABASE_URL`) |
+
+use std::future::Future;
+
+use flext_domain::{Error, ExpectedVersion, NewEvent, StreamId, StreamVersion};
+use flext_ports::{AppendOutcome, EventStore, SnapshotStore};
+
+pub mod cases;
+pub mod harness;
+
+/// What the conformance suite needs from an adapter.
+pub trait Harness: Send + Sync + Sized + 'static {
+    /// The store under test.
+    type Store: EventStore + SnapshotStore + Clone + 'static;
+    /// An append whose transaction is held open until [`Held::commit`].
+    type Held: Held;
+
+    /// Whether appends to different streams wait for each other (SQLite has one writer),
+    /// so a held append blocks every other append until it commits.
+    const SERIALIZED_WRITERS: bool;
+
+    /// A harness around a fresh, empty store.
+    fn fresh() -> impl Future<Output = Self> + Send;
+
+    /// The store (clones share data).
+    fn store(&self) -> Self::Store;
+
+    /// Appends in a transaction that stays open until the returned handle commits.
+    fn hold_append(
+        &self,
+        stream: &StreamId,
+        expected: ExpectedVersion,
+        events: Vec<NewEvent>,
+    ) -> impl Future<Output = Result<Self::Held, Error>> + Send;
+
+    /// Overwrites the payload of one stored event with bytes no codec decodes.
+    fn corrupt_payload(
+        &self,
+        stream: &StreamId,
+        version: StreamVersion,
+    ) -> impl Future<Output = ()> + Send;
+
+    /// Overwrites the stored metadata of one event with garbage, behind the store's back;
+    /// `false` if this store keeps no metadata it could fail to read (memory).
+    fn corrupt_metadata(
+        &self,
+        stream: &StreamId,
+        version: StreamVersion,
+    ) -> impl Future<Output = bool> + Send;
+
+    /// Removes what `fresh` created (a schema, a file).
+    fn cleanup(self) -> impl Future<Output = ()> + Send;
+}
+
+/// An append held open by [`Harness::hold_append`].
+pub trait Held: Send + 'static {
+    /// Commits the held append.
+    fn commit(self) -> impl Future<Output = Result<AppendOutcome, Error>> + Send;
+}
+
+/// Runs one case on a fresh harness in a multi-threaded runtime, then cleans up.
+pub fn run_case<H, F, Fut>(case: F)
+where
+    H: Harness,
+    F: FnOnce(H) -> Fut,
+    Fut: Future<Output = H>,
+{
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(4)
+        .enable_all()
+        .build()
+        .expect("a tokio runtime");
+    runtime.block_on(async {
+        let harness = H::fresh().await;
+        let harness = case(harness).await;
+        harness.cleanup().await;
+    });
+}
+
+/// Expands to one `#[test]` per conformance case for the given [`Harness`] type.
+#[macro_export]
+macro_rules! event_store_conformance {
+    ($harness:ty) => {
+        $crate::__conformance_cases!(
+            $harness;
+            no_stream_creates_the_stream,
+            no_stream_on_existing_stream_conflicts,
+            exact_version_matching_succeeds,
+            exact_version_behind_conflicts_with_values,
+            exact_version_ahead_conflicts_and_leaves_no_gap,
+            exact_zero_behaves_as_no_stream,
+            stream_exists_on_missing_stream_conflicts,
+            stream_exists_on_existing_stream_appends,
+            any_appends_to_missing_and_existing_streams,
+            multi_event_append_is_consecutive,
+            failed_multi_event_append_leaves_nothing,
+            duplicate_ids_in_one_append_are_invalid,
+            empty_append_is_invalid,
+            idempotent_retry_with_no_stream,
+            idempotent_retry_with_exact_after_stream_moved_on,
+            idempotent_retry_with_stream_exists,
+            reused_id_with_other_payload_is_refused,
+            reused_id_in_another_stream_is_refused,
+            retry_with_any_is_refused_not_duplicated,
+            read_stream_forward_pages,
+            read_stream_backward_pages,
+            missing_stream_reads_empty_at_version_zero,
+            read_all_is_in_position_order_and_pages,
+            read_all_past_the_end_is_empty,
+            recorded_events_keep_every_field,
+            large_append_round_trips_in_order,
+            concurrent_exact_writers_on_one_stream,
+            concurrent_writers_on_distinct_streams_with_tailing_reader,
+            read_all_is_gap_safe_with_a_held_transaction,
+            hostile_stream_ids_are_stored_literally,
+            hostile_types_and_headers_are_stored_literally,
+            corrupted_payload_is_a_typed_error_and_the_rest_stays_readable,
+            corrupted_metadata_is_a_typed_error_and_the_rest_stays_readable,
+            snapshots_keep_the_latest,
+            older_snapshot_does_not_replace_newer,
+        );
+    };
+}
+
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __conformance_cases {
+    ($harness:ty; $($case:ident),* $(,)?) => {
+        $(
+            #[test]
+            fn $case() {
+                $crate::run_case::<$harness, _, _>($crate::cases::$case::<$harness>);
+            }
+        )*
+    };
+}
