@@ -142,55 +142,77 @@ where
 
     fn decode(&self, recorded: &RecordedEvent) -> Result<E, Error> {
         let stored = recorded.schema_version;
+        let known = E::current_schema_version(&recorded.event_type);
         let corrupted = |e: serde_json::Error| {
+            let hint = if known.is_none() {
+                format!(
+                    " (it was stored with schema version {stored}; if the type's shape changed \
+                     since, an upcaster from version {stored} is missing)"
+                )
+            } else {
+                String::new()
+            };
             corrupted_event(
                 recorded.stream_id.as_str(),
                 recorded.stream_version.0 as i64,
-                format_args!("its {} payload does not decode: {e}", recorded.event_type),
-            )
-        };
-        let (event, reached) = if self.upcasters.has_step(&recorded.event_type, stored) {
-            let value: Value = serde_json::from_slice(&recorded.payload).map_err(corrupted)?;
-            let (value, reached) = self.upcasters.upcast(&recorded.event_type, stored, value)?;
-            (
-                serde_json::from_value::<E>(value).map_err(corrupted)?,
-                reached,
-            )
-        } else {
-            (
-                serde_json::from_slice::<E>(&recorded.payload).map_err(corrupted)?,
-                stored,
-            )
-        };
-        let current = event.schema_version();
-        if reached == current {
-            return Ok(event);
-        }
-        let err = if reached < current {
-            Error::unimplemented(
-                "MISSING_UPCASTER",
-                format!(
-                    "no upcaster for {} from schema version {reached} to {} (stored as {stored}, current {current})",
-                    recorded.event_type,
-                    reached + 1
-                ),
-            )
-        } else {
-            Error::failed_precondition(
-                "SCHEMA_VERSION_TOO_NEW",
-                format!(
-                    "{} was stored with schema version {reached}; this program reads up to {current}",
+                format_args!(
+                    "its {} payload does not decode: {e}{hint}",
                     recorded.event_type
                 ),
             )
         };
-        Err(err
-            .with_detail("event_type", recorded.event_type.as_str())
-            .with_detail("stored_version", stored)
-            .with_detail("current_version", current)
-            .with_detail("stream", recorded.stream_id.as_str())
-            .with_detail("version", recorded.stream_version.0))
+        let event = if self.upcasters.has_step(&recorded.event_type, stored) {
+            let value: Value = serde_json::from_slice(&recorded.payload).map_err(corrupted)?;
+            let (value, reached) = self.upcasters.upcast(&recorded.event_type, stored, value)?;
+            if let Some(current) = known {
+                check_version(recorded, reached, current)?;
+            }
+            let event = serde_json::from_value::<E>(value).map_err(corrupted)?;
+            check_version(recorded, reached, event.schema_version())?;
+            event
+        } else {
+            if let Some(current) = known {
+                check_version(recorded, stored, current)?;
+            }
+            let event = serde_json::from_slice::<E>(&recorded.payload).map_err(corrupted)?;
+            check_version(recorded, stored, event.schema_version())?;
+            event
+        };
+        Ok(event)
     }
+}
+
+/// `Ok` when the payload's version after upcasting is the type's current one; otherwise
+/// the missing-upcaster or too-new error naming type and versions.
+fn check_version(recorded: &RecordedEvent, reached: u32, current: u32) -> Result<(), Error> {
+    if reached == current {
+        return Ok(());
+    }
+    let stored = recorded.schema_version;
+    let err = if reached < current {
+        Error::unimplemented(
+            "MISSING_UPCASTER",
+            format!(
+                "no upcaster for {} from schema version {reached} to {} (stored as {stored}, current {current})",
+                recorded.event_type,
+                reached + 1
+            ),
+        )
+    } else {
+        Error::failed_precondition(
+            "SCHEMA_VERSION_TOO_NEW",
+            format!(
+                "{} was stored with schema version {reached}; this program reads up to {current}",
+                recorded.event_type
+            ),
+        )
+    };
+    Err(err
+        .with_detail("event_type", recorded.event_type.as_str())
+        .with_detail("stored_version", stored)
+        .with_detail("current_version", current)
+        .with_detail("stream", recorded.stream_id.as_str())
+        .with_detail("version", recorded.stream_version.0))
 }
 
 #[cfg(test)]
@@ -269,6 +291,43 @@ mod tests {
         let newer = EventCodec::<Ev>::decode(&codec, &recorded(4, r#"{"Deposited":{"cents":7}}"#))
             .expect_err("too new");
         assert_eq!(newer.reason(), "SCHEMA_VERSION_TOO_NEW");
+    }
+
+    #[derive(Debug, PartialEq, Serialize, Deserialize)]
+    enum Known {
+        Deposited { cents: i64 },
+    }
+    impl DomainEvent for Known {
+        fn event_type(&self) -> &'static str {
+            "deposited"
+        }
+        fn schema_version(&self) -> u32 {
+            2
+        }
+        fn current_schema_version(_: &str) -> Option<u32> {
+            Some(2)
+        }
+    }
+
+    #[test]
+    fn a_type_that_knows_its_version_reports_the_missing_step_before_decoding() {
+        let err = EventCodec::<Known>::decode(
+            &JsonCodec::new(),
+            &recorded(1, r#"{"Deposited":{"amount":5}}"#),
+        )
+        .expect_err("missing step");
+        assert_eq!(err.reason(), "MISSING_UPCASTER", "{err}");
+        let unknown = EventCodec::<Ev>::decode(
+            &JsonCodec::new(),
+            &recorded(1, r#"{"Deposited":{"amount":5}}"#),
+        )
+        .expect_err("undecodable");
+        assert!(
+            unknown
+                .message()
+                .contains("an upcaster from version 1 is missing"),
+            "{unknown}"
+        );
     }
 
     #[test]

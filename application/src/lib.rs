@@ -1,0 +1,38 @@
+//! flext's application layer: the aggregate [`Repository`], which loads aggregates
+//! (snapshot, then the events after it, upcast), saves what their decisions record with
+//! the right expectation, and runs whole commands with retries and an optional cache.
+//! Buses, projections and plugins build on it.
+//!
+//! ```
+//! use flext_application::Repository;
+//! use flext_domain::{Aggregate, DomainEvent, Error, EventMetadata, Id};
+//! use flext_memory::InMemoryEventStore;
+//! use serde::{Deserialize, Serialize};
+//!
+//! #[derive(Default)]
+//! struct Counter { value: u32 }
+//! #[derive(Serialize, Deserialize)]
+//! struct Incremented;
+//! impl DomainEvent for Incremented {
+//!     fn event_type(&self) -> &'static str { "counter.incremented" }
+//! }
+//! impl Aggregate for Counter {
+//!     const TYPE: &'static str = "counter";
+//!     type Event = Incremented;
+//!     fn apply(&mut self, _: &Incremented) { self.value += 1; }
+//! }
+//!
+//! # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+//! let repo = Repository::<Counter, _>::new(InMemoryEventStore::new()).with_cache(1_000);
+//! let id = Id::new();
+//! for _ in 0..3 {
+//!     repo.execute(id, &EventMetadata::default(), |_| Ok(vec![Incremented])).await?;
+//! }
+//! assert_eq!(repo.load(id).await?.state().value, 3);
+//! # Ok::<(), Error>(())
+//! # }).unwrap();
+//! ```
+
+mod repository;
+
+pub use repository::{Executed, Repository, RetryPolicy};
