@@ -36,7 +36,11 @@
 //!
 //! | feature | default | what it adds |
 //! |---|---|---|
-//! | `ports` | yes | [`ports`]: the clock and id-generator ports |
+//! | `ports` | yes | [`ports`]: event store, snapshot store, codec, clock and id-generator ports |
+//! | `application` | no | [`application`]: the aggregate repository |
+//! | `memory` | no | [`memory`]: the in-memory event store |
+//! | `sqlite` | no | [`sqlite`]: the SQLite event store |
+//! | `postgres` | no | [`postgres`]: the PostgreSQL event store |
 //! | `testing` | no | [`testing`]: the given/when/then aggregate fixture |
 
 pub use flext_domain::{
@@ -56,14 +60,44 @@ pub mod testing {
 /// The port traits and their simple implementations (feature `ports`).
 #[cfg(feature = "ports")]
 pub mod ports {
-    pub use flext_ports::{Clock, FixedClock, IdGenerator, SequentialIds, SystemClock, UuidV7Ids};
+    pub use flext_ports::{
+        AppendOutcome, Clock, EventCodec, EventStore, FixedClock, IdGenerator, JsonCodec,
+        MAX_EVENTS_PER_APPEND, ReadDirection, SequentialIds, Snapshot, SnapshotStore, SystemClock,
+        Upcasters, UuidV7Ids,
+    };
+}
+
+/// The application layer (feature `application`).
+#[cfg(feature = "application")]
+pub mod application {
+    pub use flext_application::{Executed, Repository, RetryPolicy};
+}
+
+/// The in-memory event store (feature `memory`).
+#[cfg(feature = "memory")]
+pub mod memory {
+    pub use flext_memory::{InMemoryEventStore, PendingAppend};
+}
+
+/// The SQLite event store (feature `sqlite`).
+#[cfg(feature = "sqlite")]
+pub mod sqlite {
+    pub use flext_sqlite::{
+        SqliteEventStore, SqliteStoreBuilder, SqliteWriteTransaction, Synchronous, migrator,
+    };
+}
+
+/// The PostgreSQL event store (feature `postgres`).
+#[cfg(feature = "postgres")]
+pub mod postgres {
+    pub use flext_postgres::{PgEventStore, PgStoreBuilder, PgWriteTransaction, migrator};
 }
 
 /// The traits an application uses every day, to glob-import: `use flext::prelude::*;`.
 pub mod prelude {
     pub use flext_domain::{Aggregate, DomainEvent, Entity, ResultExt, ValueObject};
     #[cfg(feature = "ports")]
-    pub use flext_ports::{Clock, IdGenerator};
+    pub use flext_ports::{Clock, EventCodec, EventStore, IdGenerator, SnapshotStore};
 }
 
 /// The README's quick start, compiled and run as a doctest.

@@ -10,8 +10,8 @@ use flext_domain::{
     StreamVersion, WRONG_EXPECTED_VERSION,
 };
 use flext_ports::{
-    AppendOutcome, EventCodec, EventStore, IdGenerator, JsonCodec, ReadDirection, Snapshot,
-    SnapshotStore, UuidV7Ids,
+    AppendOutcome, EventCodec, EventStore, IdGenerator, JsonCodec, Snapshot, SnapshotStore,
+    UuidV7Ids,
 };
 use lru::LruCache;
 use serde::Serialize;
@@ -209,15 +209,15 @@ where
         };
         loop {
             let from = root.version().advanced(1);
-            let page = self
+            let codec = &self.codec;
+            let fed = self
                 .store
-                .read_stream(&stream, from, LOAD_PAGE, ReadDirection::Forward)
+                .replay_stream(&stream, from, LOAD_PAGE, |stored| {
+                    let event = codec.decode(stored)?;
+                    root.apply_at(stored.stream_version, &event)
+                })
                 .await?;
-            for recorded in &page {
-                let event = self.codec.decode(recorded)?;
-                root.apply_at(recorded.stream_version, &event)?;
-            }
-            if page.len() < LOAD_PAGE {
+            if fed < LOAD_PAGE {
                 return Ok(root);
             }
         }
@@ -280,6 +280,31 @@ where
         root.take_uncommitted();
         self.maybe_snapshot(root, before).await;
         Ok(outcome)
+    }
+
+    /// Saves a snapshot of `root`'s state now (at its current version). Without
+    /// [`with_snapshots`](Repository::with_snapshots) this is a `FailedPrecondition` error.
+    pub async fn snapshot(&self, root: &AggregateRoot<A>) -> Result<(), Error> {
+        let Some(policy) = &self.snapshots else {
+            return Err(Error::failed_precondition(
+                "SNAPSHOTS_OFF",
+                "this repository was built without with_snapshots",
+            ));
+        };
+        let state = (policy.encode)(root.state()).map_err(|e| {
+            Error::invalid_argument(
+                "UNENCODABLE_STATE",
+                format!("the state does not encode: {e}"),
+            )
+        })?;
+        self.store
+            .save_snapshot(Snapshot {
+                stream_id: root.stream_id(),
+                version: root.committed_version(),
+                schema_version: policy.schema_version,
+                state: Bytes::from(state),
+            })
+            .await
     }
 
     async fn maybe_snapshot(&self, root: &AggregateRoot<A>, before: StreamVersion) {

@@ -154,7 +154,34 @@ pub struct RecordedEvent {
     pub metadata: EventMetadata,
 }
 
+/// A borrowed view of a stored event: what decoding needs, straight from where the store
+/// holds it (a row buffer, a recorded event), without copying the payload.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EventRef<'a> {
+    /// The stream the event belongs to.
+    pub stream_id: &'a StreamId,
+    /// Its version in the stream.
+    pub stream_version: StreamVersion,
+    /// Its stable type name.
+    pub event_type: &'a str,
+    /// The schema version its payload was written with.
+    pub schema_version: u32,
+    /// The encoded payload as stored.
+    pub payload: &'a [u8],
+}
+
 impl RecordedEvent {
+    /// The borrowed view of this event that codecs decode.
+    pub fn as_event_ref(&self) -> EventRef<'_> {
+        EventRef {
+            stream_id: &self.stream_id,
+            stream_version: self.stream_version,
+            event_type: &self.event_type,
+            schema_version: self.schema_version,
+            payload: &self.payload,
+        }
+    }
+
     /// The event as it was appended (without the store's stream version, position, time).
     pub fn to_new_event(&self) -> NewEvent {
         NewEvent {

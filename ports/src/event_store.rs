@@ -5,8 +5,8 @@ use std::future::Future;
 use std::sync::Arc;
 
 use flext_domain::{
-    Error, ErrorCode, EventId, ExpectedVersion, FieldViolation, NewEvent, Position, RecordedEvent,
-    StreamId, StreamVersion, wrong_expected_version,
+    Error, ErrorCode, EventId, EventRef, ExpectedVersion, FieldViolation, NewEvent, Position,
+    RecordedEvent, StreamId, StreamVersion, wrong_expected_version,
 };
 
 /// The most events one append may carry.
@@ -91,9 +91,39 @@ pub trait EventStore: Send + Sync {
         &self,
         stream: &StreamId,
     ) -> impl Future<Output = Result<StreamVersion, Error>> + Send;
+
+    /// Feeds up to `max_count` events of `stream` from version `from`, in version order,
+    /// to `apply` as borrowed views, and returns how many it fed. This is what rebuilding
+    /// an aggregate needs: SQL adapters read only the columns a decode uses and lend the
+    /// payload straight from the row, without building [`RecordedEvent`]s. An error from
+    /// `apply` stops the replay and is returned.
+    ///
+    /// The default reads with [`EventStore::read_stream`].
+    fn replay_stream<F>(
+        &self,
+        stream: &StreamId,
+        from: StreamVersion,
+        max_count: usize,
+        mut apply: F,
+    ) -> impl Future<Output = Result<usize, Error>> + Send
+    where
+        F: FnMut(EventRef<'_>) -> Result<(), Error> + Send,
+        Self: Sized,
+    {
+        async move {
+            let events = self
+                .read_stream(stream, from, max_count, ReadDirection::Forward)
+                .await?;
+            for e in &events {
+                apply(e.as_event_ref())?;
+            }
+            Ok(events.len())
+        }
+    }
 }
 
-impl<S: EventStore + ?Sized> EventStore for Arc<S> {
+/// Forwards every method, the fast [`EventStore::replay_stream`] of the store included.
+impl<S: EventStore> EventStore for Arc<S> {
     fn append(
         &self,
         stream: &StreamId,
@@ -123,6 +153,18 @@ impl<S: EventStore + ?Sized> EventStore for Arc<S> {
         stream: &StreamId,
     ) -> impl Future<Output = Result<StreamVersion, Error>> + Send {
         (**self).stream_version(stream)
+    }
+    fn replay_stream<F>(
+        &self,
+        stream: &StreamId,
+        from: StreamVersion,
+        max_count: usize,
+        apply: F,
+    ) -> impl Future<Output = Result<usize, Error>> + Send
+    where
+        F: FnMut(EventRef<'_>) -> Result<(), Error> + Send,
+    {
+        (**self).replay_stream(stream, from, max_count, apply)
     }
 }
 

@@ -5,7 +5,7 @@ use std::fmt;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use flext_domain::{DomainEvent, Error, RecordedEvent};
+use flext_domain::{DomainEvent, Error, EventRef};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
@@ -140,9 +140,9 @@ where
         })
     }
 
-    fn decode(&self, recorded: &RecordedEvent) -> Result<E, Error> {
+    fn decode(&self, recorded: EventRef<'_>) -> Result<E, Error> {
         let stored = recorded.schema_version;
-        let known = E::current_schema_version(&recorded.event_type);
+        let known = E::current_schema_version(recorded.event_type);
         let corrupted = |e: serde_json::Error| {
             let hint = if known.is_none() {
                 format!(
@@ -161,21 +161,21 @@ where
                 ),
             )
         };
-        let event = if self.upcasters.has_step(&recorded.event_type, stored) {
-            let value: Value = serde_json::from_slice(&recorded.payload).map_err(corrupted)?;
-            let (value, reached) = self.upcasters.upcast(&recorded.event_type, stored, value)?;
+        let event = if self.upcasters.has_step(recorded.event_type, stored) {
+            let value: Value = serde_json::from_slice(recorded.payload).map_err(corrupted)?;
+            let (value, reached) = self.upcasters.upcast(recorded.event_type, stored, value)?;
             if let Some(current) = known {
-                check_version(recorded, reached, current)?;
+                check_version(&recorded, reached, current)?;
             }
             let event = serde_json::from_value::<E>(value).map_err(corrupted)?;
-            check_version(recorded, reached, event.schema_version())?;
+            check_version(&recorded, reached, event.schema_version())?;
             event
         } else {
             if let Some(current) = known {
-                check_version(recorded, stored, current)?;
+                check_version(&recorded, stored, current)?;
             }
-            let event = serde_json::from_slice::<E>(&recorded.payload).map_err(corrupted)?;
-            check_version(recorded, stored, event.schema_version())?;
+            let event = serde_json::from_slice::<E>(recorded.payload).map_err(corrupted)?;
+            check_version(&recorded, stored, event.schema_version())?;
             event
         };
         Ok(event)
@@ -184,7 +184,7 @@ where
 
 /// `Ok` when the payload's version after upcasting is the type's current one; otherwise
 /// the missing-upcaster or too-new error naming type and versions.
-fn check_version(recorded: &RecordedEvent, reached: u32, current: u32) -> Result<(), Error> {
+fn check_version(recorded: &EventRef<'_>, reached: u32, current: u32) -> Result<(), Error> {
     if reached == current {
         return Ok(());
     }
@@ -208,7 +208,7 @@ fn check_version(recorded: &RecordedEvent, reached: u32, current: u32) -> Result
         )
     };
     Err(err
-        .with_detail("event_type", recorded.event_type.as_str())
+        .with_detail("event_type", recorded.event_type)
         .with_detail("stored_version", stored)
         .with_detail("current_version", current)
         .with_detail("stream", recorded.stream_id.as_str())
@@ -218,7 +218,7 @@ fn check_version(recorded: &RecordedEvent, reached: u32, current: u32) -> Result
 #[cfg(test)]
 mod tests {
     use super::*;
-    use flext_domain::{EventId, EventMetadata, Position, StreamId, StreamVersion};
+    use flext_domain::{EventId, EventMetadata, Position, RecordedEvent, StreamId, StreamVersion};
     use serde::Deserialize;
 
     #[derive(Debug, PartialEq, Serialize, Deserialize)]
@@ -268,11 +268,11 @@ mod tests {
     fn upcasts_step_by_step_and_decodes_current_directly() {
         let codec = JsonCodec::with_upcasters(upcasters());
         let v1: Ev = codec
-            .decode(&recorded(1, r#"{"Deposited":{"amount":5}}"#))
+            .decode(recorded(1, r#"{"Deposited":{"amount":5}}"#).as_event_ref())
             .expect("v1");
         assert_eq!(v1, Ev::Deposited { cents: 500 });
         let v3: Ev = codec
-            .decode(&recorded(3, r#"{"Deposited":{"cents":7}}"#))
+            .decode(recorded(3, r#"{"Deposited":{"cents":7}}"#).as_event_ref())
             .expect("v3");
         assert_eq!(v3, Ev::Deposited { cents: 7 });
     }
@@ -280,16 +280,22 @@ mod tests {
     #[test]
     fn a_missing_step_names_type_and_versions() {
         let codec = JsonCodec::new();
-        let err = EventCodec::<Ev>::decode(&codec, &recorded(2, r#"{"Deposited":{"cents":7}}"#))
-            .expect_err("missing step");
+        let err = EventCodec::<Ev>::decode(
+            &codec,
+            recorded(2, r#"{"Deposited":{"cents":7}}"#).as_event_ref(),
+        )
+        .expect_err("missing step");
         assert_eq!(err.reason(), "MISSING_UPCASTER");
         assert!(
             err.message()
                 .contains("deposited from schema version 2 to 3"),
             "{err}"
         );
-        let newer = EventCodec::<Ev>::decode(&codec, &recorded(4, r#"{"Deposited":{"cents":7}}"#))
-            .expect_err("too new");
+        let newer = EventCodec::<Ev>::decode(
+            &codec,
+            recorded(4, r#"{"Deposited":{"cents":7}}"#).as_event_ref(),
+        )
+        .expect_err("too new");
         assert_eq!(newer.reason(), "SCHEMA_VERSION_TOO_NEW");
     }
 
@@ -313,13 +319,13 @@ mod tests {
     fn a_type_that_knows_its_version_reports_the_missing_step_before_decoding() {
         let err = EventCodec::<Known>::decode(
             &JsonCodec::new(),
-            &recorded(1, r#"{"Deposited":{"amount":5}}"#),
+            recorded(1, r#"{"Deposited":{"amount":5}}"#).as_event_ref(),
         )
         .expect_err("missing step");
         assert_eq!(err.reason(), "MISSING_UPCASTER", "{err}");
         let unknown = EventCodec::<Ev>::decode(
             &JsonCodec::new(),
-            &recorded(1, r#"{"Deposited":{"amount":5}}"#),
+            recorded(1, r#"{"Deposited":{"amount":5}}"#).as_event_ref(),
         )
         .expect_err("undecodable");
         assert!(
@@ -332,8 +338,11 @@ mod tests {
 
     #[test]
     fn garbage_is_data_loss_naming_stream_and_version() {
-        let err = EventCodec::<Ev>::decode(&JsonCodec::new(), &recorded(3, "\u{1}garbage"))
-            .expect_err("corrupt");
+        let err = EventCodec::<Ev>::decode(
+            &JsonCodec::new(),
+            recorded(3, "\u{1}garbage").as_event_ref(),
+        )
+        .expect_err("corrupt");
         assert_eq!(err.code(), flext_domain::ErrorCode::DataLoss);
         assert!(
             err.message().contains("event 7 of stream \"acc-1\""),

@@ -52,7 +52,7 @@ pub fn events(first: u64, count: u64) -> Vec<NewEvent> {
 
 fn n_of(e: &RecordedEvent) -> u64 {
     let typed: Happened = JsonCodec::new()
-        .decode(e)
+        .decode(e.as_event_ref())
         .expect("a decodable test payload");
     typed.n
 }
@@ -569,6 +569,71 @@ pub async fn missing_stream_reads_empty_at_version_zero<H: Harness>(h: H) -> H {
     h
 }
 
+/// Replaying a stream feeds the same events as reading it, in pages, and stops at the
+/// first error the consumer returns.
+pub async fn replay_stream_feeds_what_read_stream_returns<H: Harness>(h: H) -> H {
+    let store = h.store();
+    let s = stream("order-1");
+    store
+        .append(&s, ExpectedVersion::NoStream, events(1, 7))
+        .await
+        .expect("append");
+    store
+        .append(&stream("other"), ExpectedVersion::NoStream, events(100, 2))
+        .await
+        .expect("append");
+    let read = store
+        .read_stream(&s, StreamVersion(1), 100, ReadDirection::Forward)
+        .await
+        .expect("read");
+    let mut fed = Vec::new();
+    let mut from = StreamVersion(1);
+    loop {
+        let n = store
+            .replay_stream(&s, from, 3, |e| {
+                assert_eq!(e.stream_id, &s);
+                fed.push((
+                    e.stream_version,
+                    e.event_type.to_owned(),
+                    e.schema_version,
+                    e.payload.to_vec(),
+                ));
+                Ok(())
+            })
+            .await
+            .expect("replay");
+        if n == 0 {
+            break;
+        }
+        from = from.advanced(n as u64);
+    }
+    let expected: Vec<_> = read
+        .iter()
+        .map(|e| {
+            (
+                e.stream_version,
+                e.event_type.clone(),
+                e.schema_version,
+                e.payload.to_vec(),
+            )
+        })
+        .collect();
+    assert_eq!(fed, expected);
+    let mut seen = 0;
+    let err = store
+        .replay_stream(&s, StreamVersion(1), 100, |e| {
+            seen += 1;
+            if e.stream_version == StreamVersion(3) {
+                return Err(Error::internal("STOP", "consumer stops"));
+            }
+            Ok(())
+        })
+        .await
+        .expect_err("stopped");
+    assert_eq!((err.reason(), seen), ("STOP", 3));
+    h
+}
+
 /// Read-all returns every stream's events in position order, in pages that resume.
 pub async fn read_all_is_in_position_order_and_pages<H: Harness>(h: H) -> H {
     let store = h.store();
@@ -981,7 +1046,7 @@ pub async fn corrupted_payload_is_a_typed_error_and_the_rest_stays_readable<H: H
         .expect("read");
     assert_eq!(versions(&read), [1, 2, 3]);
     let codec = JsonCodec::new();
-    let err = EventCodec::<Happened>::decode(&codec, &read[1]).expect_err("corrupt");
+    let err = EventCodec::<Happened>::decode(&codec, read[1].as_event_ref()).expect_err("corrupt");
     assert_eq!(err.code(), ErrorCode::DataLoss, "{err}");
     assert_eq!(err.reason(), "CORRUPTED_EVENT");
     assert_eq!(err.detail("stream"), Some(&json!("damaged")));

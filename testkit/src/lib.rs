@@ -122,6 +122,7 @@ macro_rules! event_store_conformance {
             read_stream_forward_pages,
             read_stream_backward_pages,
             missing_stream_reads_empty_at_version_zero,
+            replay_stream_feeds_what_read_stream_returns,
             read_all_is_in_position_order_and_pages,
             read_all_past_the_end_is_empty,
             recorded_events_keep_every_field,

@@ -6,8 +6,8 @@ use std::sync::Arc;
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use flext_domain::{
-    CausationId, CorrelationId, Error, EventId, EventMetadata, ExpectedVersion, NewEvent, Position,
-    RecordedEvent, StreamId, StreamVersion,
+    CausationId, CorrelationId, Error, EventId, EventMetadata, EventRef, ExpectedVersion, NewEvent,
+    Position, RecordedEvent, StreamId, StreamVersion,
 };
 use flext_ports::{
     AppendOutcome, Clock, EventStore, ReadDirection, Snapshot, SnapshotStore, StoredEvent,
@@ -244,7 +244,7 @@ impl PgEventStore {
         let existing = rows
             .iter()
             .map(|row| {
-                decode_row(row).map(|r| StoredEvent {
+                decode_row(row, &mut None).map(|r| StoredEvent {
                     event_id: r.event_id,
                     stream_id: r.stream_id,
                     stream_version: r.stream_version,
@@ -314,19 +314,19 @@ impl PgEventStore {
     }
 }
 
-/// The append's events as one array per column.
-struct Columns {
+/// The append's events as one array per column, borrowing from the events.
+struct Columns<'a> {
     ids: Vec<Uuid>,
-    types: Vec<String>,
+    types: Vec<&'a str>,
     schema_versions: Vec<i32>,
-    payloads: Vec<Vec<u8>>,
+    payloads: Vec<&'a [u8]>,
     correlations: Vec<Option<Uuid>>,
     causations: Vec<Option<Uuid>>,
     headers: Vec<Option<String>>,
 }
 
-impl Columns {
-    fn of(events: &[NewEvent]) -> Columns {
+impl<'a> Columns<'a> {
+    fn of(events: &'a [NewEvent]) -> Columns<'a> {
         let n = events.len();
         let mut c = Columns {
             ids: Vec::with_capacity(n),
@@ -339,10 +339,10 @@ impl Columns {
         };
         for e in events {
             c.ids.push(e.event_id.as_uuid());
-            c.types.push(e.event_type.clone());
+            c.types.push(&e.event_type);
             c.schema_versions
                 .push(i32::try_from(e.schema_version).unwrap_or(i32::MAX));
-            c.payloads.push(e.payload.to_vec());
+            c.payloads.push(&e.payload);
             c.correlations
                 .push(e.metadata.correlation_id.map(|id| id.as_uuid()));
             c.causations
@@ -427,7 +427,9 @@ impl PgWriteTransaction {
     }
 }
 
-fn decode_row(row: &PgRow) -> Result<RecordedEvent, Error> {
+/// Decodes one row; `last_stream` carries the previous row's stream id, reused (one
+/// shared string, no allocation) while consecutive rows belong to the same stream.
+fn decode_row(row: &PgRow, last_stream: &mut Option<StreamId>) -> Result<RecordedEvent, Error> {
     let position: i64 = row
         .try_get(0)
         .map_err(|e| corrupted_event("?", -1, format_args!("unreadable position: {e}")))?;
@@ -467,7 +469,14 @@ fn decode_row(row: &PgRow) -> Result<RecordedEvent, Error> {
         Some(text) => serde_json::from_str(&text)
             .map_err(|e| bad("headers are not a JSON object of strings", &e))?,
     };
-    let stream_id = StreamId::new(&stream).map_err(|e| bad("invalid stream id", &e))?;
+    let stream_id = match last_stream {
+        Some(last) if last.as_str() == stream => last.clone(),
+        _ => {
+            let id = StreamId::new(&stream).map_err(|e| bad("invalid stream id", &e))?;
+            *last_stream = Some(id.clone());
+            id
+        }
+    };
     let schema_version =
         u32::try_from(schema_version).map_err(|e| bad("invalid schema version", &e))?;
     Ok(RecordedEvent {
@@ -529,7 +538,8 @@ impl EventStore for PgEventStore {
             .fetch_all(&self.pool)
             .await
             .map_err(|e| db_error("reading a stream", e))?;
-        rows.iter().map(decode_row).collect()
+        let mut last = Some(stream.clone());
+        rows.iter().map(|r| decode_row(r, &mut last)).collect()
     }
 
     async fn read_all(
@@ -543,7 +553,8 @@ impl EventStore for PgEventStore {
             .fetch_all(&self.pool)
             .await
             .map_err(|e| db_error("reading all events", e))?;
-        rows.iter().map(decode_row).collect()
+        let mut last = None;
+        rows.iter().map(|r| decode_row(r, &mut last)).collect()
     }
 
     async fn stream_version(&self, stream: &StreamId) -> Result<StreamVersion, Error> {
@@ -555,6 +566,52 @@ impl EventStore for PgEventStore {
         .await
         .map_err(|e| db_error("reading a stream version", e))?;
         Ok(StreamVersion(v as u64))
+    }
+
+    async fn replay_stream<F>(
+        &self,
+        stream: &StreamId,
+        from: StreamVersion,
+        max_count: usize,
+        mut apply: F,
+    ) -> Result<usize, Error>
+    where
+        F: FnMut(EventRef<'_>) -> Result<(), Error> + Send,
+    {
+        let rows = sqlx::query(
+            "SELECT version, event_type, schema_version, payload FROM flext_events \
+             WHERE stream_id = $1 AND version >= $2 ORDER BY version ASC LIMIT $3",
+        )
+        .bind(stream.as_str())
+        .bind(to_i64(from.0))
+        .bind(limit(max_count))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(|e| db_error("replaying a stream", e))?;
+        for row in &rows {
+            let version: i64 = row.try_get(0).map_err(|e| {
+                corrupted_event(stream.as_str(), -1, format_args!("unreadable version: {e}"))
+            })?;
+            let bad = |what: &str, e: &dyn std::fmt::Display| {
+                corrupted_event(stream.as_str(), version, format_args!("{what}: {e}"))
+            };
+            let event_type: &str = row
+                .try_get(1)
+                .map_err(|e| bad("unreadable event type", &e))?;
+            let schema_version: i32 = row
+                .try_get(2)
+                .map_err(|e| bad("unreadable schema version", &e))?;
+            let payload: &[u8] = row.try_get(3).map_err(|e| bad("unreadable payload", &e))?;
+            apply(EventRef {
+                stream_id: stream,
+                stream_version: StreamVersion(version as u64),
+                event_type,
+                schema_version: u32::try_from(schema_version)
+                    .map_err(|e| bad("invalid schema version", &e))?,
+                payload,
+            })?;
+        }
+        Ok(rows.len())
     }
 }
 

@@ -8,8 +8,8 @@ use std::time::Duration;
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use flext_domain::{
-    CausationId, CorrelationId, Error, EventId, EventMetadata, ExpectedVersion, NewEvent, Position,
-    RecordedEvent, StreamId, StreamVersion,
+    CausationId, CorrelationId, Error, EventId, EventMetadata, EventRef, ExpectedVersion, NewEvent,
+    Position, RecordedEvent, StreamId, StreamVersion,
 };
 use flext_ports::{
     AppendOutcome, Clock, EventStore, ReadDirection, Snapshot, SnapshotStore, StoredEvent,
@@ -261,36 +261,31 @@ impl SqliteWriteTransaction {
     }
 }
 
+/// The one-statement append of `rows` events. It checks the stream's version against the
+/// bounds, numbers versions and positions from the current maxima, and inserts. Only
+/// anonymous `?` placeholders: SQLite looks a numbered one up by a linear scan, so
+/// binding n of them costs O(n^2). Bind order: stream id, recorded time, stream id, the
+/// rows (7 values each), the two bounds.
 fn insert_sql(rows: usize) -> String {
-    let mut sql = String::with_capacity(400 + rows * 48);
+    let mut sql = String::with_capacity(600 + rows * 26);
     sql.push_str(
-        "INSERT INTO flext_events (event_id, stream_id, version, event_type, schema_version, \
-         payload, correlation_id, causation_id, headers, recorded_at) \
-         SELECT e.column1, ?1, cur.v + e.column2, e.column3, e.column4, e.column5, e.column6, \
-         e.column7, e.column8, ?2 \
-         FROM (SELECT coalesce(max(version), 0) AS v FROM flext_events WHERE stream_id = ?1) AS cur, \
+        "INSERT INTO flext_events (position, event_id, stream_id, version, event_type, \
+         schema_version, payload, correlation_id, causation_id, headers, recorded_at) \
+         SELECT top.p + e.column2, e.column1, ?, cur.v + e.column2, e.column3, e.column4, \
+         e.column5, e.column6, e.column7, e.column8, ? \
+         FROM (SELECT coalesce(max(version), 0) AS v FROM flext_events WHERE stream_id = ?) AS cur, \
+         (SELECT coalesce(max(position), 0) AS p FROM flext_events) AS top, \
          (VALUES ",
     );
     for r in 0..rows {
-        let p = 5 + r * 7;
         if r > 0 {
             sql.push_str(", ");
         }
-        sql.push_str(&format!(
-            "(?{}, {}, ?{}, ?{}, ?{}, ?{}, ?{}, ?{})",
-            p,
-            r + 1,
-            p + 1,
-            p + 2,
-            p + 3,
-            p + 4,
-            p + 5,
-            p + 6
-        ));
+        sql.push_str("(?, ");
+        sql.push_str(&(r + 1).to_string());
+        sql.push_str(", ?, ?, ?, ?, ?, ?)");
     }
-    sql.push_str(
-        ") AS e WHERE cur.v BETWEEN ?3 AND ?4 ORDER BY e.column2 RETURNING position, version",
-    );
+    sql.push_str(") AS e WHERE cur.v BETWEEN ? AND ? RETURNING position, version");
     sql
 }
 
@@ -323,8 +318,7 @@ async fn insert_chunk(
     let mut q = sqlx::query(AssertSqlSafe(sql))
         .bind(stream.as_str())
         .bind(now_micros)
-        .bind(bounds.0)
-        .bind(bounds.1);
+        .bind(stream.as_str());
     for e in events {
         q = q
             .bind(e.event_id.as_uuid())
@@ -335,6 +329,7 @@ async fn insert_chunk(
             .bind(e.metadata.causation_id.map(|c| c.as_uuid()))
             .bind(headers_json(&e.metadata));
     }
+    q = q.bind(bounds.0).bind(bounds.1);
     let rows = q.fetch_all(&mut *conn).await?;
     let mut out: Vec<(i64, i64)> = rows
         .iter()
@@ -441,7 +436,7 @@ async fn stored_with_ids(
 ) -> Result<Vec<StoredEvent>, Error> {
     let mut out = Vec::new();
     for chunk in events.chunks(ROWS_PER_STATEMENT) {
-        let placeholders: Vec<String> = (1..=chunk.len()).map(|i| format!("?{i}")).collect();
+        let placeholders = vec!["?"; chunk.len()];
         let sql = format!(
             "SELECT {COLUMNS} FROM flext_events WHERE event_id IN ({})",
             placeholders.join(", ")
@@ -455,7 +450,7 @@ async fn stored_with_ids(
             .await
             .map_err(|e| db_error("looking up event ids", e))?;
         for row in &rows {
-            let r = decode_row(row)?;
+            let r = decode_row(row, &mut None)?;
             out.push(StoredEvent {
                 event_id: r.event_id,
                 stream_id: r.stream_id,
@@ -470,7 +465,9 @@ async fn stored_with_ids(
     Ok(out)
 }
 
-fn decode_row(row: &SqliteRow) -> Result<RecordedEvent, Error> {
+/// Decodes one row; `last_stream` carries the previous row's stream id, reused (one
+/// shared string, no allocation) while consecutive rows belong to the same stream.
+fn decode_row(row: &SqliteRow, last_stream: &mut Option<StreamId>) -> Result<RecordedEvent, Error> {
     let position: i64 = row
         .try_get(0)
         .map_err(|e| corrupted_event("?", -1, format_args!("unreadable position: {e}")))?;
@@ -510,7 +507,14 @@ fn decode_row(row: &SqliteRow) -> Result<RecordedEvent, Error> {
         Some(text) => serde_json::from_str(&text)
             .map_err(|e| bad("headers are not a JSON object of strings", &e))?,
     };
-    let stream_id = StreamId::new(&stream).map_err(|e| bad("invalid stream id", &e))?;
+    let stream_id = match last_stream {
+        Some(last) if last.as_str() == stream => last.clone(),
+        _ => {
+            let id = StreamId::new(&stream).map_err(|e| bad("invalid stream id", &e))?;
+            *last_stream = Some(id.clone());
+            id
+        }
+    };
     let schema_version =
         u32::try_from(schema_version).map_err(|e| bad("invalid schema version", &e))?;
     let recorded_at = DateTime::<Utc>::from_timestamp_micros(recorded)
@@ -572,7 +576,8 @@ impl EventStore for SqliteEventStore {
             .fetch_all(&self.readers)
             .await
             .map_err(|e| db_error("reading a stream", e))?;
-        rows.iter().map(decode_row).collect()
+        let mut last = Some(stream.clone());
+        rows.iter().map(|r| decode_row(r, &mut last)).collect()
     }
 
     async fn read_all(
@@ -590,7 +595,8 @@ impl EventStore for SqliteEventStore {
         .fetch_all(&self.readers)
         .await
         .map_err(|e| db_error("reading all events", e))?;
-        rows.iter().map(decode_row).collect()
+        let mut last = None;
+        rows.iter().map(|r| decode_row(r, &mut last)).collect()
     }
 
     async fn stream_version(&self, stream: &StreamId) -> Result<StreamVersion, Error> {
@@ -600,6 +606,52 @@ impl EventStore for SqliteEventStore {
             .await
             .map_err(|e| db_error("acquiring a reader", e))?;
         stream_version_on(&mut conn, stream).await
+    }
+
+    async fn replay_stream<F>(
+        &self,
+        stream: &StreamId,
+        from: StreamVersion,
+        max_count: usize,
+        mut apply: F,
+    ) -> Result<usize, Error>
+    where
+        F: FnMut(EventRef<'_>) -> Result<(), Error> + Send,
+    {
+        let rows = sqlx::query(
+            "SELECT version, event_type, schema_version, payload FROM flext_events \
+             WHERE stream_id = ?1 AND version >= ?2 ORDER BY version ASC LIMIT ?3",
+        )
+        .bind(stream.as_str())
+        .bind(to_i64(from.0))
+        .bind(limit(max_count))
+        .fetch_all(&self.readers)
+        .await
+        .map_err(|e| db_error("replaying a stream", e))?;
+        for row in &rows {
+            let version: i64 = row.try_get(0).map_err(|e| {
+                corrupted_event(stream.as_str(), -1, format_args!("unreadable version: {e}"))
+            })?;
+            let bad = |what: &str, e: &dyn std::fmt::Display| {
+                corrupted_event(stream.as_str(), version, format_args!("{what}: {e}"))
+            };
+            let event_type: &str = row
+                .try_get(1)
+                .map_err(|e| bad("unreadable event type", &e))?;
+            let schema_version: i64 = row
+                .try_get(2)
+                .map_err(|e| bad("unreadable schema version", &e))?;
+            let payload: &[u8] = row.try_get(3).map_err(|e| bad("unreadable payload", &e))?;
+            apply(EventRef {
+                stream_id: stream,
+                stream_version: StreamVersion(version as u64),
+                event_type,
+                schema_version: u32::try_from(schema_version)
+                    .map_err(|e| bad("invalid schema version", &e))?,
+                payload,
+            })?;
+        }
+        Ok(rows.len())
     }
 }
 
