@@ -184,11 +184,13 @@ impl RawPg {
     async fn insert(&self, stream: &str, version: i64, payload: &[u8]) -> Result<(), sqlx::Error> {
         sqlx::query(
             "INSERT INTO raw_events (event_id, stream_id, version, event_type, schema_version, payload) \
-             VALUES ($1, $2, $3, 'counter.incremented', 1, $4)",
+             VALUES ($1, $2, $3, $4, $5, $6)",
         )
         .bind(uuid::Uuid::now_v7())
         .bind(stream)
         .bind(version)
+        .bind("counter.incremented")
+        .bind(1i32)
         .bind(payload)
         .execute(&self.0)
         .await
@@ -209,13 +211,17 @@ impl RawPg {
         let ids: Vec<uuid::Uuid> = (0..n).map(|_| uuid::Uuid::now_v7()).collect();
         let versions: Vec<i64> = (0..n as i64).map(|i| first_version + i).collect();
         let payloads: Vec<&[u8]> = vec![payload; n];
+        let types: Vec<&str> = vec!["counter.incremented"; n];
+        let schema_versions: Vec<i32> = vec![1; n];
         sqlx::query(
             "INSERT INTO raw_events (event_id, stream_id, version, event_type, schema_version, payload) \
-             SELECT id, $1, v, 'counter.incremented', 1, p FROM unnest($2::uuid[], $3::int8[], $4::bytea[]) AS t(id, v, p)",
+             SELECT id, $1, v, t, sv, p FROM unnest($2::uuid[], $3::int8[], $4::text[], $5::int4[], $6::bytea[]) AS x(id, v, t, sv, p)",
         )
         .bind(stream)
         .bind(&ids)
         .bind(&versions)
+        .bind(&types)
+        .bind(&schema_versions)
         .bind(&payloads)
         .execute(&self.0)
         .await
@@ -315,11 +321,13 @@ impl RawSqlite {
     async fn insert(&self, stream: &str, version: i64, payload: &[u8]) -> Result<(), sqlx::Error> {
         sqlx::query(
             "INSERT INTO raw_events (event_id, stream_id, version, event_type, schema_version, payload, recorded_at) \
-             VALUES (?1, ?2, ?3, 'counter.incremented', 1, ?4, ?5)",
+             VALUES (?, ?, ?, ?, ?, ?, ?)",
         )
         .bind(uuid::Uuid::now_v7())
         .bind(stream)
         .bind(version)
+        .bind("counter.incremented")
+        .bind(1i64)
         .bind(payload)
         .bind(chrono::Utc::now().timestamp_micros())
         .execute(&self.0)
@@ -338,6 +346,8 @@ impl RawSqlite {
     }
 
     async fn append_batch(&self, stream: &str, first_version: i64, n: usize, payload: &[u8]) {
+        // Each row binds its own id, version, type, schema version and payload, as a
+        // hand-written store would; anonymous placeholders, bound in order.
         let mut sql = String::from(
             "INSERT INTO raw_events (event_id, stream_id, version, event_type, schema_version, payload, recorded_at) VALUES ",
         );
@@ -345,18 +355,19 @@ impl RawSqlite {
             if i > 0 {
                 sql.push(',');
             }
-            sql.push_str(&format!(
-                "(?{}, ?1, ?{}, 'counter.incremented', 1, ?2, ?3)",
-                4 + 2 * i,
-                5 + 2 * i
-            ));
+            sql.push_str("(?, ?, ?, ?, ?, ?, ?)");
         }
-        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql))
-            .bind(stream)
-            .bind(payload)
-            .bind(chrono::Utc::now().timestamp_micros());
+        let now = chrono::Utc::now().timestamp_micros();
+        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
         for i in 0..n {
-            q = q.bind(uuid::Uuid::now_v7()).bind(first_version + i as i64);
+            q = q
+                .bind(uuid::Uuid::now_v7())
+                .bind(stream)
+                .bind(first_version + i as i64)
+                .bind("counter.incremented")
+                .bind(1i64)
+                .bind(payload)
+                .bind(now);
         }
         q.execute(&self.0).await.expect("raw batch");
     }

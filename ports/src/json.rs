@@ -1,6 +1,6 @@
 //! The JSON codec and the upcasting contract: stored payloads are upgraded step by step.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::sync::Arc;
 
@@ -37,12 +37,17 @@ type Step = Arc<dyn Fn(Value) -> Result<Value, Error> + Send + Sync>;
 /// ```
 #[derive(Clone, Default)]
 pub struct Upcasters {
-    steps: HashMap<(String, u32), Step>,
+    /// Event type -> from-version -> step; looked up by `&str` without allocating.
+    steps: HashMap<String, BTreeMap<u32, Step>>,
 }
 
 impl fmt::Debug for Upcasters {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let mut keys: Vec<_> = self.steps.keys().collect();
+        let mut keys: Vec<(&str, u32)> = self
+            .steps
+            .iter()
+            .flat_map(|(t, v)| v.keys().map(move |k| (t.as_str(), *k)))
+            .collect();
         keys.sort();
         f.debug_struct("Upcasters").field("steps", &keys).finish()
     }
@@ -60,8 +65,8 @@ impl Upcasters {
     where
         F: Fn(Value) -> Result<Value, Error> + Send + Sync + 'static,
     {
-        let key = (event_type.to_owned(), from_version);
-        if self.steps.contains_key(&key) {
+        let per_type = self.steps.entry(event_type.to_owned()).or_default();
+        if per_type.contains_key(&from_version) {
             return Err(Error::already_exists(
                 "DUPLICATE_UPCASTER",
                 format!(
@@ -69,14 +74,15 @@ impl Upcasters {
                 ),
             ));
         }
-        self.steps.insert(key, Arc::new(step));
+        per_type.insert(from_version, Arc::new(step));
         Ok(self)
     }
 
     /// Whether a step from `from_version` of `event_type` is registered.
     pub fn has_step(&self, event_type: &str, from_version: u32) -> bool {
         self.steps
-            .contains_key(&(event_type.to_owned(), from_version))
+            .get(event_type)
+            .is_some_and(|per_type| per_type.contains_key(&from_version))
     }
 
     /// Runs every step from `version` on, returning the payload and the version reached.
@@ -86,14 +92,15 @@ impl Upcasters {
         mut version: u32,
         mut payload: Value,
     ) -> Result<(Value, u32), Error> {
-        let mut key = (event_type.to_owned(), version);
-        while let Some(step) = self.steps.get(&key) {
+        let Some(per_type) = self.steps.get(event_type) else {
+            return Ok((payload, version));
+        };
+        while let Some(step) = per_type.get(&version) {
             payload = step(payload).map_err(|e| {
                 e.with_detail("event_type", event_type)
                     .with_detail("from_version", version)
             })?;
             version += 1;
-            key.1 = version;
         }
         Ok((payload, version))
     }

@@ -1,6 +1,7 @@
 -- flext's PostgreSQL event store.
 --
--- position = (writing transaction's xid8 << 20) + index within that transaction. Readers
+-- position = (writing transaction's xid8 << 20) + index of the event among those the
+-- transaction appended (1, 2, ...). Readers
 -- return only rows whose transaction is older than every transaction still running
 -- (pg_snapshot_xmin), so an event that commits later always sorts after what a reader
 -- has seen. See ARCHITECTURE.md, "Gap-safe read-all".
