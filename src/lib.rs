@@ -101,6 +101,11 @@ pub mod prelude {
 }
 
 /// The README's quick start, compiled and run as a doctest.
-#[cfg(all(doctest, feature = "testing"))]
+#[cfg(all(
+    doctest,
+    feature = "testing",
+    feature = "application",
+    feature = "sqlite"
+))]
 #[doc = include_str!("../README.md")]
 pub struct ReadmeDoctests;

@@ -331,11 +331,16 @@ impl PgEventStore {
                 }
             };
             match result {
-                Ok(rows) if rows.is_empty() => return self.resolve(stream, expected, &events).await,
+                Ok(rows) if rows.is_empty() => {
+                    return self.resolve(stream, expected, &events).await;
+                }
                 Ok(rows) => return outcome(&rows),
                 Err(sqlx::Error::Database(e)) if e.kind() == ErrorKind::UniqueViolation => {
                     let version_race = e.constraint() == Some("flext_events_stream_version_key");
-                    let may_retry = matches!(expected, ExpectedVersion::Any | ExpectedVersion::StreamExists);
+                    let may_retry = matches!(
+                        expected,
+                        ExpectedVersion::Any | ExpectedVersion::StreamExists
+                    );
                     if version_race && may_retry && retry_races && attempt < VERSION_RACE_RETRIES {
                         continue;
                     }

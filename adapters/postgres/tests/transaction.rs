@@ -14,7 +14,9 @@ async fn store() -> PgEventStore {
 }
 
 fn events(n: usize) -> Vec<NewEvent> {
-    (0..n).map(|_| NewEvent::new(EventId::new(), "t", &b"{}"[..])).collect()
+    (0..n)
+        .map(|_| NewEvent::new(EventId::new(), "t", &b"{}"[..]))
+        .collect()
 }
 
 #[tokio::test]
@@ -22,18 +24,40 @@ async fn several_appends_and_own_statements_commit_together() {
     let store = store().await;
     let (a, b) = (StreamId::new("a").unwrap(), StreamId::new("b").unwrap());
     let mut tx = store.transaction().await.unwrap();
-    let first = tx.append(&a, ExpectedVersion::NoStream, events(2)).await.unwrap();
-    let second = tx.append(&b, ExpectedVersion::NoStream, events(3)).await.unwrap();
-    let third = tx.append(&a, ExpectedVersion::Exact(StreamVersion(2)), events(1)).await.unwrap();
-    sqlx::query("CREATE TABLE read_model (n int)").execute(tx.connection()).await.unwrap();
+    let first = tx
+        .append(&a, ExpectedVersion::NoStream, events(2))
+        .await
+        .unwrap();
+    let second = tx
+        .append(&b, ExpectedVersion::NoStream, events(3))
+        .await
+        .unwrap();
+    let third = tx
+        .append(&a, ExpectedVersion::Exact(StreamVersion(2)), events(1))
+        .await
+        .unwrap();
+    sqlx::query("CREATE TABLE read_model (n int)")
+        .execute(tx.connection())
+        .await
+        .unwrap();
     let positions: Vec<Position> = [first.positions, second.positions, third.positions].concat();
     assert!(positions.windows(2).all(|w| w[0] < w[1]), "{positions:?}");
-    assert_eq!(store.stream_version(&a).await.unwrap(), StreamVersion(0), "nothing visible before commit");
+    assert_eq!(
+        store.stream_version(&a).await.unwrap(),
+        StreamVersion(0),
+        "nothing visible before commit"
+    );
     tx.commit().await.unwrap();
     assert_eq!(store.stream_version(&a).await.unwrap(), StreamVersion(3));
     let all = store.read_all(Position::START, 100).await.unwrap();
-    assert_eq!(all.iter().map(|e| e.position).collect::<Vec<_>>(), positions);
-    sqlx::query("SELECT count(*) FROM read_model").execute(store.pool()).await.unwrap();
+    assert_eq!(
+        all.iter().map(|e| e.position).collect::<Vec<_>>(),
+        positions
+    );
+    sqlx::query("SELECT count(*) FROM read_model")
+        .execute(store.pool())
+        .await
+        .unwrap();
 }
 
 #[tokio::test]
@@ -42,9 +66,14 @@ async fn a_dropped_transaction_leaves_nothing() {
     let a = StreamId::new("a").unwrap();
     {
         let mut tx = store.transaction().await.unwrap();
-        tx.append(&a, ExpectedVersion::NoStream, events(2)).await.unwrap();
+        tx.append(&a, ExpectedVersion::NoStream, events(2))
+            .await
+            .unwrap();
     }
     assert_eq!(store.stream_version(&a).await.unwrap(), StreamVersion(0));
-    let out = store.append(&a, ExpectedVersion::NoStream, events(1)).await.unwrap();
+    let out = store
+        .append(&a, ExpectedVersion::NoStream, events(1))
+        .await
+        .unwrap();
     assert_eq!(out.stream_version, StreamVersion(1));
 }

@@ -303,7 +303,10 @@ async fn heads(conn: &mut SqliteConnection, stream: &StreamId) -> Result<(i64, i
     .fetch_one(&mut *conn)
     .await
     .map_err(|e| db_error("reading the stream's head", e))?;
-    let read = |i| row.try_get::<i64, _>(i).map_err(|e| db_error("reading the stream's head", e));
+    let read = |i| {
+        row.try_get::<i64, _>(i)
+            .map_err(|e| db_error("reading the stream's head", e))
+    };
     Ok((read(0)?, read(1)?))
 }
 
@@ -346,19 +349,33 @@ async fn insert_all(
     if events.len() <= ROWS_PER_STATEMENT {
         return insert_chunk(conn, stream, version + 1, position + 1, events, now_micros).await;
     }
-    sqlx::query("SAVEPOINT flext_append").execute(&mut *conn).await?;
+    sqlx::query("SAVEPOINT flext_append")
+        .execute(&mut *conn)
+        .await?;
     let mut result = Ok(());
     for (i, chunk) in events.chunks(ROWS_PER_STATEMENT).enumerate() {
         let done = (i * ROWS_PER_STATEMENT) as i64;
-        result = insert_chunk(conn, stream, version + done + 1, position + done + 1, chunk, now_micros).await;
+        result = insert_chunk(
+            conn,
+            stream,
+            version + done + 1,
+            position + done + 1,
+            chunk,
+            now_micros,
+        )
+        .await;
         if result.is_err() {
             break;
         }
     }
     if result.is_err() {
-        sqlx::query("ROLLBACK TO flext_append").execute(&mut *conn).await?;
+        sqlx::query("ROLLBACK TO flext_append")
+            .execute(&mut *conn)
+            .await?;
     }
-    sqlx::query("RELEASE flext_append").execute(&mut *conn).await?;
+    sqlx::query("RELEASE flext_append")
+        .execute(&mut *conn)
+        .await?;
     result
 }
 
@@ -383,7 +400,16 @@ async fn append_on(
             let existing = stored_with_ids(&mut *conn, &events).await?;
             return resolve_rejected_append(stream, expected, actual, &events, &existing);
         }
-        match insert_all(&mut *conn, stream, version, position, &events, now.timestamp_micros()).await {
+        match insert_all(
+            &mut *conn,
+            stream,
+            version,
+            position,
+            &events,
+            now.timestamp_micros(),
+        )
+        .await
+        {
             Ok(()) => {
                 return Ok(AppendOutcome {
                     stream_version: StreamVersion((version + n) as u64),
@@ -403,7 +429,10 @@ async fn append_on(
     }
     Err(Error::unavailable(
         "WRITE_CONTENTION",
-        format!("other writers of the SQLite file kept taking stream {:?}'s next version", stream.as_str()),
+        format!(
+            "other writers of the SQLite file kept taking stream {:?}'s next version",
+            stream.as_str()
+        ),
     ))
 }
 

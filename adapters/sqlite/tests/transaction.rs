@@ -11,7 +11,9 @@ async fn store() -> SqliteEventStore {
 }
 
 fn events(n: usize) -> Vec<NewEvent> {
-    (0..n).map(|_| NewEvent::new(EventId::new(), "t", &b"{}"[..])).collect()
+    (0..n)
+        .map(|_| NewEvent::new(EventId::new(), "t", &b"{}"[..]))
+        .collect()
 }
 
 #[tokio::test]
@@ -19,15 +21,34 @@ async fn several_appends_and_own_statements_commit_together() {
     let store = store().await;
     let (a, b) = (StreamId::new("a").unwrap(), StreamId::new("b").unwrap());
     let mut tx = store.transaction().await.unwrap();
-    let first = tx.append(&a, ExpectedVersion::NoStream, events(2)).await.unwrap();
-    let second = tx.append(&b, ExpectedVersion::NoStream, events(3)).await.unwrap();
-    sqlx::query("CREATE TABLE read_model (n int)").execute(tx.connection()).await.unwrap();
-    assert_eq!(store.stream_version(&a).await.unwrap(), StreamVersion(0), "nothing visible before commit");
+    let first = tx
+        .append(&a, ExpectedVersion::NoStream, events(2))
+        .await
+        .unwrap();
+    let second = tx
+        .append(&b, ExpectedVersion::NoStream, events(3))
+        .await
+        .unwrap();
+    sqlx::query("CREATE TABLE read_model (n int)")
+        .execute(tx.connection())
+        .await
+        .unwrap();
+    assert_eq!(
+        store.stream_version(&a).await.unwrap(),
+        StreamVersion(0),
+        "nothing visible before commit"
+    );
     tx.commit().await.unwrap();
     let positions: Vec<Position> = [first.positions, second.positions].concat();
     let all = store.read_all(Position::START, 100).await.unwrap();
-    assert_eq!(all.iter().map(|e| e.position).collect::<Vec<_>>(), positions);
-    sqlx::query("SELECT count(*) FROM read_model").execute(store.reader_pool()).await.unwrap();
+    assert_eq!(
+        all.iter().map(|e| e.position).collect::<Vec<_>>(),
+        positions
+    );
+    sqlx::query("SELECT count(*) FROM read_model")
+        .execute(store.reader_pool())
+        .await
+        .unwrap();
 }
 
 #[tokio::test]
@@ -36,9 +57,14 @@ async fn a_dropped_transaction_is_rolled_back_before_the_next_write() {
     let a = StreamId::new("a").unwrap();
     {
         let mut tx = store.transaction().await.unwrap();
-        tx.append(&a, ExpectedVersion::NoStream, events(2)).await.unwrap();
+        tx.append(&a, ExpectedVersion::NoStream, events(2))
+            .await
+            .unwrap();
     }
-    let out = store.append(&a, ExpectedVersion::NoStream, events(1)).await.unwrap();
+    let out = store
+        .append(&a, ExpectedVersion::NoStream, events(1))
+        .await
+        .unwrap();
     assert_eq!(out.stream_version, StreamVersion(1));
     assert_eq!(store.read_all(Position::START, 10).await.unwrap().len(), 1);
 }
