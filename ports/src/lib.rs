@@ -21,6 +21,7 @@ mod codec;
 mod event_store;
 mod ids;
 mod json;
+mod message;
 mod snapshot;
 
 pub use clock::{Clock, FixedClock, SystemClock};
@@ -31,4 +32,5 @@ pub use event_store::{
 };
 pub use ids::{IdGenerator, SequentialIds, UuidV7Ids};
 pub use json::{JsonCodec, Upcasters};
+pub use message::{Command, CommandHandler, Context, EventHandler, Query, QueryHandler};
 pub use snapshot::{Snapshot, SnapshotStore};

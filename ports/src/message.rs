@@ -1,0 +1,319 @@
+//! Messages and their handlers: commands (one handler, an output), queries (one handler, an
+//! output), events (any number of handlers), and the `Context` every call carries.
+
+use std::any::{Any, TypeId};
+use std::collections::HashMap;
+use std::fmt;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use flext_domain::{CausationId, CorrelationId, Error, EventMetadata, RecordedEvent, Validation};
+use uuid::Uuid;
+
+/// A request to change the system, handled by exactly one [`CommandHandler`].
+///
+/// `Clone` because behaviors may run the handler again (retry on conflict). `validate`
+/// checks the command's own fields and records every violation; the validation behavior
+/// calls it before the handler. (It is a method rather than a separate `Validate` trait:
+/// behaviors are shared by every command of a bus, so a separate trait would have to be
+/// implemented by all of them.)
+pub trait Command: Clone + Send + Sync + 'static {
+    /// What a successful handling returns.
+    type Output: Send + 'static;
+
+    /// A stable name for errors, traces and metrics (e.g. `account.open`).
+    const NAME: &'static str;
+
+    /// Records every violation of the command's own fields; none by default.
+    fn validate(&self, violations: &mut Validation) {
+        let _ = violations;
+    }
+}
+
+/// A request for information, handled by exactly one [`QueryHandler`]; it changes nothing.
+pub trait Query: Clone + Send + Sync + 'static {
+    /// The answer.
+    type Output: Send + 'static;
+
+    /// A stable name for errors, traces and metrics (e.g. `account.balance`).
+    const NAME: &'static str;
+
+    /// Records every violation of the query's own fields; none by default.
+    fn validate(&self, violations: &mut Validation) {
+        let _ = violations;
+    }
+}
+
+/// Handles one command type.
+pub trait CommandHandler<C: Command>: Send + Sync + 'static {
+    /// Handles `command` in `ctx`.
+    fn handle(
+        &self,
+        command: C,
+        ctx: &Context,
+    ) -> impl Future<Output = Result<C::Output, Error>> + Send;
+}
+
+/// Handles one query type.
+pub trait QueryHandler<Q: Query>: Send + Sync + 'static {
+    /// Answers `query` in `ctx`.
+    fn handle(
+        &self,
+        query: Q,
+        ctx: &Context,
+    ) -> impl Future<Output = Result<Q::Output, Error>> + Send;
+}
+
+/// Reacts to one event type; an event may have any number of handlers.
+pub trait EventHandler<E: Send + Sync + 'static>: Send + Sync + 'static {
+    /// Handles `event`; `ctx` carries the event's correlation id and has the event's id as
+    /// causation, so commands dispatched from here continue the same business action.
+    fn handle(&self, event: &E, ctx: &Context) -> impl Future<Output = Result<(), Error>> + Send;
+}
+
+/// Values of any type, one per type, shared cheaply between clones of a [`Context`].
+#[derive(Clone, Default)]
+struct Values(Option<Arc<HashMap<TypeId, Arc<dyn Any + Send + Sync>>>>);
+
+/// What travels with every command, query and event through the buses: the ids that tie
+/// one business action together, who and for whom, until when, and user values.
+///
+/// Cloning is cheap (shared pointers). A fresh context starts a business action: its
+/// correlation id is its own message id. [`Context::child`] continues one (a command
+/// dispatched while handling another); [`Context::for_event`] continues one from a recorded
+/// event.
+#[derive(Clone)]
+pub struct Context {
+    message_id: Uuid,
+    correlation_id: CorrelationId,
+    causation_id: Option<CausationId>,
+    tenant: Option<Arc<str>>,
+    principal: Option<Arc<dyn Any + Send + Sync>>,
+    deadline: Option<Instant>,
+    values: Values,
+}
+
+impl fmt::Debug for Context {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Context")
+            .field("message_id", &self.message_id)
+            .field("correlation_id", &self.correlation_id)
+            .field("causation_id", &self.causation_id)
+            .field("tenant", &self.tenant)
+            .field("principal", &self.principal.as_ref().map(|_| "..."))
+            .field("deadline", &self.deadline)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Default for Context {
+    fn default() -> Self {
+        Context::new()
+    }
+}
+
+impl Context {
+    /// A context that starts a business action, with a fresh UUID v7 message id.
+    pub fn new() -> Self {
+        Context::with_message_id(Uuid::now_v7())
+    }
+
+    /// A context that starts a business action for the message with `id` (a command id
+    /// the caller chose, for idempotency).
+    pub fn with_message_id(id: Uuid) -> Self {
+        Context {
+            message_id: id,
+            correlation_id: CorrelationId::from_uuid(id),
+            causation_id: None,
+            tenant: None,
+            principal: None,
+            deadline: None,
+            values: Values::default(),
+        }
+    }
+
+    /// The context of a message caused by this one: a new message id, the same
+    /// correlation id, tenant, principal, deadline and values, and this message's id as
+    /// the causation id.
+    pub fn child(&self) -> Self {
+        Context {
+            message_id: Uuid::now_v7(),
+            causation_id: Some(CausationId::from_uuid(self.message_id)),
+            ..self.clone()
+        }
+    }
+
+    /// The context for handling a recorded event: the event's id as message id and as the
+    /// causation of whatever the handler dispatches, and the event's correlation id (or
+    /// its own id if it has none).
+    pub fn for_event(event: &RecordedEvent) -> Self {
+        let id = event.event_id.as_uuid();
+        Context {
+            message_id: id,
+            correlation_id: event
+                .metadata
+                .correlation_id
+                .unwrap_or(CorrelationId::from_uuid(id)),
+            causation_id: event.metadata.causation_id,
+            tenant: event
+                .metadata
+                .headers
+                .get("tenant")
+                .map(|t| Arc::from(t.as_str())),
+            principal: None,
+            deadline: None,
+            values: Values::default(),
+        }
+    }
+
+    /// The metadata for events recorded while handling this message: its correlation id,
+    /// and its message id as their causation.
+    pub fn event_metadata(&self) -> EventMetadata {
+        let mut metadata =
+            EventMetadata::caused_by(self.correlation_id, CausationId::from_uuid(self.message_id));
+        if let Some(tenant) = &self.tenant {
+            metadata = metadata.with_header("tenant", tenant.as_ref());
+        }
+        metadata
+    }
+
+    /// Sets the tenant.
+    #[must_use]
+    pub fn with_tenant(mut self, tenant: impl AsRef<str>) -> Self {
+        self.tenant = Some(Arc::from(tenant.as_ref()));
+        self
+    }
+
+    /// Sets the principal (who acts), opaque to flext.
+    #[must_use]
+    pub fn with_principal<P: Any + Send + Sync>(mut self, principal: P) -> Self {
+        self.principal = Some(Arc::new(principal));
+        self
+    }
+
+    /// Sets the deadline.
+    #[must_use]
+    pub fn with_deadline(mut self, deadline: Instant) -> Self {
+        self.deadline = Some(deadline);
+        self
+    }
+
+    /// Sets the deadline to `timeout` from now.
+    #[must_use]
+    pub fn with_timeout(self, timeout: Duration) -> Self {
+        self.with_deadline(Instant::now() + timeout)
+    }
+
+    /// Adds a user value, one per type (a second value of a type replaces the first).
+    #[must_use]
+    pub fn with_value<T: Any + Send + Sync>(mut self, value: T) -> Self {
+        let mut map = self.values.0.as_deref().cloned().unwrap_or_default();
+        map.insert(TypeId::of::<T>(), Arc::new(value));
+        self.values = Values(Some(Arc::new(map)));
+        self
+    }
+
+    /// The id of the message this context belongs to.
+    pub fn message_id(&self) -> Uuid {
+        self.message_id
+    }
+
+    /// The business action's correlation id.
+    pub fn correlation_id(&self) -> CorrelationId {
+        self.correlation_id
+    }
+
+    /// The id of the message that caused this one, if any.
+    pub fn causation_id(&self) -> Option<CausationId> {
+        self.causation_id
+    }
+
+    /// The tenant, if set.
+    pub fn tenant(&self) -> Option<&str> {
+        self.tenant.as_deref()
+    }
+
+    /// The principal, if it was set with type `P`.
+    pub fn principal<P: Any>(&self) -> Option<&P> {
+        self.principal.as_deref().and_then(|p| p.downcast_ref())
+    }
+
+    /// The deadline, if set.
+    pub fn deadline(&self) -> Option<Instant> {
+        self.deadline
+    }
+
+    /// The user value of type `T`, if set.
+    pub fn value<T: Any>(&self) -> Option<&T> {
+        self.values
+            .0
+            .as_ref()?
+            .get(&TypeId::of::<T>())
+            .and_then(|v| v.downcast_ref())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use flext_domain::{EventId, Position, StreamId, StreamVersion};
+
+    #[test]
+    fn child_contexts_continue_the_business_action() {
+        let root = Context::new().with_tenant("acme").with_value(42u32);
+        let child = root.child();
+        assert_eq!(child.correlation_id(), root.correlation_id());
+        assert_eq!(
+            child.causation_id().map(|c| c.as_uuid()),
+            Some(root.message_id())
+        );
+        assert_ne!(child.message_id(), root.message_id());
+        assert_eq!(child.tenant(), Some("acme"));
+        assert_eq!(child.value::<u32>(), Some(&42));
+        let meta = child.event_metadata();
+        assert_eq!(meta.correlation_id, Some(root.correlation_id()));
+        assert_eq!(
+            meta.causation_id.map(|c| c.as_uuid()),
+            Some(child.message_id())
+        );
+        assert_eq!(meta.headers.get("tenant").map(String::as_str), Some("acme"));
+    }
+
+    #[test]
+    fn an_event_context_takes_the_event_correlation_and_id() {
+        let command = Context::new();
+        let event = RecordedEvent {
+            event_id: EventId::new(),
+            stream_id: StreamId::new("s").expect("valid"),
+            stream_version: StreamVersion(1),
+            position: Position(1),
+            recorded_at: chrono::DateTime::UNIX_EPOCH,
+            event_type: "t".into(),
+            schema_version: 1,
+            payload: bytes::Bytes::new(),
+            metadata: command.event_metadata(),
+        };
+        let ctx = Context::for_event(&event);
+        assert_eq!(ctx.correlation_id(), command.correlation_id());
+        let follow_up = ctx.child();
+        assert_eq!(follow_up.correlation_id(), command.correlation_id());
+        assert_eq!(
+            follow_up.causation_id().map(|c| c.as_uuid()),
+            Some(event.event_id.as_uuid())
+        );
+    }
+
+    #[test]
+    fn principal_and_values_are_typed() {
+        #[derive(Debug, PartialEq)]
+        struct User(&'static str);
+        let ctx = Context::new()
+            .with_principal(User("ada"))
+            .with_value("x")
+            .with_value("y");
+        assert_eq!(ctx.principal::<User>(), Some(&User("ada")));
+        assert_eq!(ctx.principal::<String>(), None);
+        assert_eq!(ctx.value::<&str>(), Some(&"y"));
+    }
+}
