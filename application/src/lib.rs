@@ -1,7 +1,8 @@
 //! flext's application layer: the aggregate [`Repository`], which loads aggregates
 //! (snapshot, then the events after it, upcast), saves what their decisions record with
-//! the right expectation, and runs whole commands with retries and an optional cache.
-//! Buses, projections and plugins build on it.
+//! the right expectation, and runs whole commands with retries and an optional cache; and
+//! the [`Registry`] of handlers from which the [`CommandBus`], [`QueryBus`] and
+//! [`EventBus`] are built, with a [`Pipeline`] of behaviors around every dispatch.
 //!
 //! ```
 //! use flext_application::Repository;
@@ -33,6 +34,13 @@
 //! # }).unwrap();
 //! ```
 
+mod behavior;
+mod bus;
+mod catch;
+mod pipeline;
 mod repository;
 
+pub use behavior::{MetricsLayer, RetryLayer, TimeoutLayer, TracingLayer, ValidationLayer};
+pub use bus::{CommandBus, EventBus, HandlerOutcome, QueryBus, Registry};
+pub use pipeline::{Behavior, BoxFuture, Message, MessageKind, Next, Pipeline, Reply};
 pub use repository::{Executed, Repository, RetryPolicy};

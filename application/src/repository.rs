@@ -53,7 +53,7 @@ impl RetryPolicy {
 
     /// The delay before retry `n` (1-based): a random duration up to the capped
     /// exponential bound ("full jitter"), so racing writers spread out.
-    fn delay(&self, n: u32) -> Duration {
+    pub(crate) fn delay(&self, n: u32) -> Duration {
         let exp = self
             .base_delay
             .saturating_mul(1u32 << n.saturating_sub(1).min(16));

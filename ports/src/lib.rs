@@ -22,6 +22,7 @@ mod event_store;
 mod ids;
 mod json;
 mod message;
+mod metrics;
 mod snapshot;
 
 pub use clock::{Clock, FixedClock, SystemClock};
@@ -33,4 +34,5 @@ pub use event_store::{
 pub use ids::{IdGenerator, SequentialIds, UuidV7Ids};
 pub use json::{JsonCodec, Upcasters};
 pub use message::{Command, CommandHandler, Context, EventHandler, Query, QueryHandler};
+pub use metrics::{Labels, Metrics};
 pub use snapshot::{Snapshot, SnapshotStore};

@@ -1,0 +1,386 @@
+//! The registry of handlers and the buses built from it, keyed by `TypeId`.
+
+use std::any::{Any, TypeId, type_name};
+use std::collections::HashMap;
+use std::fmt;
+use std::panic::Location;
+use std::sync::Arc;
+
+use flext_domain::Error;
+use flext_ports::{Command, CommandHandler, Context, EventHandler, Query, QueryHandler};
+
+use crate::catch::CatchPanic;
+use crate::pipeline::{Behavior, BoxFuture, Message, MessageKind, Next, Pipeline, Reply};
+
+/// One handler of messages `M` answering `O`, behind a pointer the bus can store.
+trait DynHandler<M, O>: Send + Sync {
+    fn call<'a>(&'a self, message: M, ctx: &'a Context) -> BoxFuture<'a, Result<O, Error>>;
+}
+
+struct CommandAdapter<H>(H);
+struct QueryAdapter<H>(H);
+
+impl<C: Command, H: CommandHandler<C>> DynHandler<C, C::Output> for CommandAdapter<H> {
+    fn call<'a>(&'a self, message: C, ctx: &'a Context) -> BoxFuture<'a, Result<C::Output, Error>> {
+        Box::pin(self.0.handle(message, ctx))
+    }
+}
+
+impl<Q: Query, H: QueryHandler<Q>> DynHandler<Q, Q::Output> for QueryAdapter<H> {
+    fn call<'a>(&'a self, message: Q, ctx: &'a Context) -> BoxFuture<'a, Result<Q::Output, Error>> {
+        Box::pin(self.0.handle(message, ctx))
+    }
+}
+
+/// A registered command or query handler: an `Arc<dyn DynHandler<M, O>>` behind `Any`.
+#[derive(Clone)]
+struct Entry {
+    message_type: TypeId,
+    name: &'static str,
+    handler: Arc<dyn Any + Send + Sync>,
+    site: &'static Location<'static>,
+}
+
+trait DynEventHandler<E>: Send + Sync {
+    fn call<'a>(&'a self, event: &'a E, ctx: &'a Context) -> BoxFuture<'a, Result<(), Error>>;
+}
+
+struct EventAdapter<H>(H);
+
+impl<E: Send + Sync + 'static, H: EventHandler<E>> DynEventHandler<E> for EventAdapter<H> {
+    fn call<'a>(&'a self, event: &'a E, ctx: &'a Context) -> BoxFuture<'a, Result<(), Error>> {
+        Box::pin(self.0.handle(event, ctx))
+    }
+}
+
+#[derive(Clone)]
+struct EventEntry {
+    handler_name: &'static str,
+    handler: Arc<dyn Any + Send + Sync>,
+    site: &'static Location<'static>,
+}
+
+/// Where handlers are registered, by hand or by the attribute macros, before the buses are
+/// built. Registration records the caller's `file:line`, so a duplicate names both sites.
+///
+/// ```
+/// use flext_application::{Pipeline, Registry, ValidationLayer};
+/// use flext_domain::Error;
+/// use flext_ports::{Command, CommandHandler, Context};
+///
+/// #[derive(Clone)]
+/// struct Ping;
+/// impl Command for Ping {
+///     type Output = &'static str;
+///     const NAME: &'static str = "ping";
+/// }
+/// struct Pong;
+/// impl CommandHandler<Ping> for Pong {
+///     async fn handle(&self, _: Ping, _: &Context) -> Result<&'static str, Error> { Ok("pong") }
+/// }
+///
+/// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
+/// let bus = Registry::new()
+///     .command::<Ping, _>(Pong)
+///     .command_bus(Pipeline::new().layer(ValidationLayer))?;
+/// assert_eq!(bus.dispatch(Ping, &Context::new()).await?, "pong");
+///
+/// let twice = Registry::new().command::<Ping, _>(Pong).command::<Ping, _>(Pong).command_bus(Pipeline::new());
+/// assert_eq!(twice.unwrap_err().reason(), "DUPLICATE_HANDLER");
+/// # Ok::<(), Error>(())
+/// # }).unwrap();
+/// ```
+#[derive(Clone, Default)]
+pub struct Registry {
+    commands: Vec<Entry>,
+    queries: Vec<Entry>,
+    events: HashMap<TypeId, Vec<EventEntry>>,
+}
+
+impl fmt::Debug for Registry {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Registry")
+            .field(
+                "commands",
+                &self.commands.iter().map(|e| e.name).collect::<Vec<_>>(),
+            )
+            .field(
+                "queries",
+                &self.queries.iter().map(|e| e.name).collect::<Vec<_>>(),
+            )
+            .field("event_types", &self.events.len())
+            .finish()
+    }
+}
+
+impl Registry {
+    /// An empty registry.
+    pub fn new() -> Self {
+        Registry::default()
+    }
+
+    /// Registers `handler` as the one handler of command `C`.
+    #[track_caller]
+    pub fn command<C: Command, H: CommandHandler<C>>(mut self, handler: H) -> Self {
+        let dynamic: Arc<dyn DynHandler<C, C::Output>> = Arc::new(CommandAdapter(handler));
+        self.commands.push(Entry {
+            message_type: TypeId::of::<C>(),
+            name: C::NAME,
+            handler: Arc::new(dynamic),
+            site: Location::caller(),
+        });
+        self
+    }
+
+    /// Registers `handler` as the one handler of query `Q`.
+    #[track_caller]
+    pub fn query<Q: Query, H: QueryHandler<Q>>(mut self, handler: H) -> Self {
+        let dynamic: Arc<dyn DynHandler<Q, Q::Output>> = Arc::new(QueryAdapter(handler));
+        self.queries.push(Entry {
+            message_type: TypeId::of::<Q>(),
+            name: Q::NAME,
+            handler: Arc::new(dynamic),
+            site: Location::caller(),
+        });
+        self
+    }
+
+    /// Adds `handler` to the handlers of event type `E` (any number per type; they run in
+    /// registration order).
+    #[track_caller]
+    pub fn event<E: Send + Sync + 'static, H: EventHandler<E>>(mut self, handler: H) -> Self {
+        let dynamic: Arc<dyn DynEventHandler<E>> = Arc::new(EventAdapter(handler));
+        self.events
+            .entry(TypeId::of::<E>())
+            .or_default()
+            .push(EventEntry {
+                handler_name: type_name::<H>(),
+                handler: Arc::new(dynamic),
+                site: Location::caller(),
+            });
+        self
+    }
+
+    /// The command bus with `pipeline` around every handler. Two handlers for one command
+    /// type are an `AlreadyExists`/`DUPLICATE_HANDLER` error naming both sites.
+    pub fn command_bus(&self, pipeline: Pipeline) -> Result<CommandBus, Error> {
+        Dispatcher::build(MessageKind::Command, &self.commands, pipeline)
+            .map(|inner| CommandBus { inner })
+    }
+
+    /// The query bus with `pipeline` around every handler; duplicates as for commands.
+    pub fn query_bus(&self, pipeline: Pipeline) -> Result<QueryBus, Error> {
+        Dispatcher::build(MessageKind::Query, &self.queries, pipeline)
+            .map(|inner| QueryBus { inner })
+    }
+
+    /// The event bus.
+    pub fn event_bus(&self) -> EventBus {
+        EventBus {
+            handlers: Arc::new(self.events.clone()),
+        }
+    }
+}
+
+/// What command and query buses share: a map from message type to handler, and the
+/// behaviors.
+#[derive(Clone)]
+struct Dispatcher {
+    kind: MessageKind,
+    handlers: Arc<HashMap<TypeId, Entry>>,
+    behaviors: Arc<[Arc<dyn Behavior>]>,
+}
+
+impl Dispatcher {
+    fn build(
+        kind: MessageKind,
+        entries: &[Entry],
+        pipeline: Pipeline,
+    ) -> Result<Dispatcher, Error> {
+        let mut handlers: HashMap<TypeId, Entry> = HashMap::with_capacity(entries.len());
+        for entry in entries {
+            if let Some(first) = handlers.get(&entry.message_type) {
+                return Err(Error::already_exists(
+                    "DUPLICATE_HANDLER",
+                    format!(
+                        "{} {} has two handlers, registered at {} and at {}",
+                        kind.as_str(),
+                        entry.name,
+                        first.site,
+                        entry.site
+                    ),
+                )
+                .with_detail("message_type", entry.name)
+                .with_detail("first_site", first.site.to_string())
+                .with_detail("second_site", entry.site.to_string()));
+            }
+            handlers.insert(entry.message_type, entry.clone());
+        }
+        Ok(Dispatcher {
+            kind,
+            handlers: Arc::new(handlers),
+            behaviors: pipeline.behaviors(),
+        })
+    }
+
+    async fn dispatch<M, O>(
+        &self,
+        name: &'static str,
+        view: fn(&M) -> Message<'_>,
+        message: M,
+        ctx: &Context,
+    ) -> Result<O, Error>
+    where
+        M: Clone + Send + Sync + 'static,
+        O: Send + 'static,
+    {
+        let handler = self
+            .handlers
+            .get(&TypeId::of::<M>())
+            .and_then(|entry| entry.handler.downcast_ref::<Arc<dyn DynHandler<M, O>>>())
+            .ok_or_else(|| {
+                Error::not_found(
+                    "NO_HANDLER",
+                    format!("no handler is registered for {} {name}", self.kind.as_str()),
+                )
+                .with_detail("message_type", name)
+                .with_detail("rust_type", type_name::<M>())
+            })?;
+        if self.behaviors.is_empty() {
+            return CatchPanic::new(handler.call(message, ctx), name).await;
+        }
+        let terminal = || -> BoxFuture<'_, Result<Reply, Error>> {
+            let message = message.clone();
+            Box::pin(async move {
+                CatchPanic::new(handler.call(message, ctx), name)
+                    .await
+                    .map(|output| Reply(Box::new(output)))
+            })
+        };
+        let seen = view(&message);
+        let reply = Next::new(&self.behaviors, seen, ctx, &terminal)
+            .run()
+            .await?;
+        reply.0.downcast::<O>().map(|output| *output).map_err(|_| {
+            Error::internal(
+                "REPLY_TYPE_MISMATCH",
+                format!(
+                    "a behavior answered {} {name} with a value of another type",
+                    self.kind.as_str()
+                ),
+            )
+        })
+    }
+}
+
+/// Dispatches each command to its one handler through the pipeline. Cheap to clone;
+/// `Send + Sync`, built once.
+#[derive(Clone)]
+pub struct CommandBus {
+    inner: Dispatcher,
+}
+
+impl fmt::Debug for CommandBus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CommandBus")
+            .field("handlers", &self.inner.handlers.len())
+            .field("behaviors", &self.inner.behaviors.len())
+            .finish()
+    }
+}
+
+impl CommandBus {
+    /// Runs `command` through the pipeline and its handler. No handler is a
+    /// `NotFound`/`NO_HANDLER` error naming the command; a handler that panics yields
+    /// `Internal`/`HANDLER_PANICKED` and the bus goes on serving.
+    pub async fn dispatch<C: Command>(
+        &self,
+        command: C,
+        ctx: &Context,
+    ) -> Result<C::Output, Error> {
+        self.inner
+            .dispatch(C::NAME, |c| Message::of_command::<C>(c), command, ctx)
+            .await
+    }
+}
+
+/// Dispatches each query to its one handler through the pipeline.
+#[derive(Clone)]
+pub struct QueryBus {
+    inner: Dispatcher,
+}
+
+impl fmt::Debug for QueryBus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("QueryBus")
+            .field("handlers", &self.inner.handlers.len())
+            .field("behaviors", &self.inner.behaviors.len())
+            .finish()
+    }
+}
+
+impl QueryBus {
+    /// Answers `query`; errors as for [`CommandBus::dispatch`].
+    pub async fn ask<Q: Query>(&self, query: Q, ctx: &Context) -> Result<Q::Output, Error> {
+        self.inner
+            .dispatch(Q::NAME, |q| Message::of_query::<Q>(q), query, ctx)
+            .await
+    }
+}
+
+/// What one event handler did with a published event.
+#[derive(Debug)]
+pub struct HandlerOutcome {
+    /// The handler's Rust type name (for logs; not a stable contract).
+    pub handler: &'static str,
+    /// Where it was registered.
+    pub site: &'static Location<'static>,
+    /// Its result; a panic is `Internal`/`HANDLER_PANICKED`.
+    pub result: Result<(), Error>,
+}
+
+/// Delivers each event to every handler of its type.
+#[derive(Clone)]
+pub struct EventBus {
+    handlers: Arc<HashMap<TypeId, Vec<EventEntry>>>,
+}
+
+impl fmt::Debug for EventBus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("EventBus")
+            .field("event_types", &self.handlers.len())
+            .finish()
+    }
+}
+
+impl EventBus {
+    /// Runs every handler of `E` on `event`, in registration order, and returns every
+    /// outcome: a failing or panicking handler neither stops the others nor is swallowed.
+    pub async fn publish<E: Send + Sync + 'static>(
+        &self,
+        event: &E,
+        ctx: &Context,
+    ) -> Vec<HandlerOutcome> {
+        let Some(entries) = self.handlers.get(&TypeId::of::<E>()) else {
+            return Vec::new();
+        };
+        let mut outcomes = Vec::with_capacity(entries.len());
+        for entry in entries {
+            let result = match entry.handler.downcast_ref::<Arc<dyn DynEventHandler<E>>>() {
+                Some(handler) => {
+                    CatchPanic::new(handler.call(event, ctx), entry.handler_name).await
+                }
+                None => Err(Error::internal(
+                    "HANDLER_TYPE_MISMATCH",
+                    "an event handler of another type",
+                )),
+            };
+            outcomes.push(HandlerOutcome {
+                handler: entry.handler_name,
+                site: entry.site,
+                result,
+            });
+        }
+        outcomes
+    }
+}

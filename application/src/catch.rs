@@ -1,0 +1,44 @@
+//! A future that turns a panic while polling into flext's internal error.
+
+use std::future::Future;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use flext_domain::Error;
+
+/// Polls `inner`; a panic in a poll becomes `Internal`/`HANDLER_PANICKED` naming `what`.
+pub(crate) struct CatchPanic<F: ?Sized> {
+    inner: Pin<Box<F>>,
+    what: &'static str,
+}
+
+impl<F: ?Sized> CatchPanic<F> {
+    pub(crate) fn new(inner: Pin<Box<F>>, what: &'static str) -> Self {
+        CatchPanic { inner, what }
+    }
+}
+
+impl<T, F: Future<Output = Result<T, Error>> + ?Sized> Future for CatchPanic<F> {
+    type Output = Result<T, Error>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let what = self.what;
+        let inner = self.inner.as_mut();
+        match catch_unwind(AssertUnwindSafe(|| inner.poll(cx))) {
+            Ok(poll) => poll,
+            Err(panic) => {
+                let message = panic
+                    .downcast_ref::<&str>()
+                    .map(|s| (*s).to_owned())
+                    .or_else(|| panic.downcast_ref::<String>().cloned())
+                    .unwrap_or_else(|| "a non-string panic payload".to_owned());
+                Poll::Ready(Err(Error::internal(
+                    "HANDLER_PANICKED",
+                    format!("the handler of {what} panicked: {message}"),
+                )
+                .with_detail("message_type", what)))
+            }
+        }
+    }
+}
