@@ -11,10 +11,20 @@ use flext_ports::{Command, CommandHandler, Context, EventHandler, Query, QueryHa
 
 use crate::catch::CatchPanic;
 use crate::pipeline::{Behavior, BoxFuture, Message, MessageKind, Next, Pipeline, Reply};
+use crate::typemap::TypeMap;
 
 /// One handler of messages `M` answering `O`, behind a pointer the bus can store.
 trait DynHandler<M, O>: Send + Sync {
     fn call<'a>(&'a self, message: M, ctx: &'a Context) -> BoxFuture<'a, Result<O, Error>>;
+
+    /// The call as the end of a pipeline: panics caught and the output boxed as a
+    /// [`Reply`], in one boxed future.
+    fn call_reply<'a>(
+        &'a self,
+        message: M,
+        ctx: &'a Context,
+        name: &'static str,
+    ) -> BoxFuture<'a, Result<Reply, Error>>;
 }
 
 struct CommandAdapter<H>(H);
@@ -24,11 +34,35 @@ impl<C: Command, H: CommandHandler<C>> DynHandler<C, C::Output> for CommandAdapt
     fn call<'a>(&'a self, message: C, ctx: &'a Context) -> BoxFuture<'a, Result<C::Output, Error>> {
         Box::pin(self.0.handle(message, ctx))
     }
+    fn call_reply<'a>(
+        &'a self,
+        message: C,
+        ctx: &'a Context,
+        name: &'static str,
+    ) -> BoxFuture<'a, Result<Reply, Error>> {
+        Box::pin(async move {
+            CatchPanic::new(self.0.handle(message, ctx), name)
+                .await
+                .map(|output| Reply(Box::new(output)))
+        })
+    }
 }
 
 impl<Q: Query, H: QueryHandler<Q>> DynHandler<Q, Q::Output> for QueryAdapter<H> {
     fn call<'a>(&'a self, message: Q, ctx: &'a Context) -> BoxFuture<'a, Result<Q::Output, Error>> {
         Box::pin(self.0.handle(message, ctx))
+    }
+    fn call_reply<'a>(
+        &'a self,
+        message: Q,
+        ctx: &'a Context,
+        name: &'static str,
+    ) -> BoxFuture<'a, Result<Reply, Error>> {
+        Box::pin(async move {
+            CatchPanic::new(self.0.handle(message, ctx), name)
+                .await
+                .map(|output| Reply(Box::new(output)))
+        })
     }
 }
 
@@ -187,7 +221,7 @@ impl Registry {
 #[derive(Clone)]
 struct Dispatcher {
     kind: MessageKind,
-    handlers: Arc<HashMap<TypeId, Entry>>,
+    handlers: Arc<TypeMap<Entry>>,
     behaviors: Arc<[Arc<dyn Behavior>]>,
 }
 
@@ -197,7 +231,7 @@ impl Dispatcher {
         entries: &[Entry],
         pipeline: Pipeline,
     ) -> Result<Dispatcher, Error> {
-        let mut handlers: HashMap<TypeId, Entry> = HashMap::with_capacity(entries.len());
+        let mut handlers: TypeMap<Entry> = TypeMap::default();
         for entry in entries {
             if let Some(first) = handlers.get(&entry.message_type) {
                 return Err(Error::already_exists(
@@ -249,14 +283,7 @@ impl Dispatcher {
         if self.behaviors.is_empty() {
             return CatchPanic::new(handler.call(message, ctx), name).await;
         }
-        let terminal = || -> BoxFuture<'_, Result<Reply, Error>> {
-            let message = message.clone();
-            Box::pin(async move {
-                CatchPanic::new(handler.call(message, ctx), name)
-                    .await
-                    .map(|output| Reply(Box::new(output)))
-            })
-        };
+        let terminal = || handler.call_reply(message.clone(), ctx, name);
         let seen = view(&message);
         let reply = Next::new(&self.behaviors, seen, ctx, &terminal)
             .run()

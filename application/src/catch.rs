@@ -7,24 +7,28 @@ use std::task::{Context, Poll};
 
 use flext_domain::Error;
 
-/// Polls `inner`; a panic in a poll becomes `Internal`/`HANDLER_PANICKED` naming `what`.
-pub(crate) struct CatchPanic<F: ?Sized> {
-    inner: Pin<Box<F>>,
-    what: &'static str,
+pin_project_lite::pin_project! {
+    /// Polls `inner`; a panic in a poll becomes `Internal`/`HANDLER_PANICKED` naming `what`.
+    pub(crate) struct CatchPanic<F> {
+        #[pin]
+        inner: F,
+        what: &'static str,
+    }
 }
 
-impl<F: ?Sized> CatchPanic<F> {
-    pub(crate) fn new(inner: Pin<Box<F>>, what: &'static str) -> Self {
+impl<F> CatchPanic<F> {
+    pub(crate) fn new(inner: F, what: &'static str) -> Self {
         CatchPanic { inner, what }
     }
 }
 
-impl<T, F: Future<Output = Result<T, Error>> + ?Sized> Future for CatchPanic<F> {
+impl<T, F: Future<Output = Result<T, Error>>> Future for CatchPanic<F> {
     type Output = Result<T, Error>;
 
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let what = self.what;
-        let inner = self.inner.as_mut();
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let what = *this.what;
+        let inner = this.inner;
         match catch_unwind(AssertUnwindSafe(|| inner.poll(cx))) {
             Ok(poll) => poll,
             Err(panic) => {

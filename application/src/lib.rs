@@ -39,8 +39,11 @@ mod bus;
 mod catch;
 mod pipeline;
 mod repository;
+mod services;
+mod typemap;
 
 pub use behavior::{MetricsLayer, RetryLayer, TimeoutLayer, TracingLayer, ValidationLayer};
 pub use bus::{CommandBus, EventBus, HandlerOutcome, QueryBus, Registry};
 pub use pipeline::{Behavior, BoxFuture, Message, MessageKind, Next, Pipeline, Reply};
 pub use repository::{Executed, Repository, RetryPolicy};
+pub use services::{Scope, Services, ServicesBuilder};

@@ -1,0 +1,83 @@
+//! Dispatch overhead: a no-op command through the bus (no behaviors, three behaviors)
+//! next to a direct call of the same handler, and a container resolve next to a
+//! `Result::map` of the same value. Futures are polled once with a no-op waker: the
+//! handler is ready at once, so what is measured is the bus, not a runtime.
+
+use std::future::Future;
+use std::hint::black_box;
+use std::pin::pin;
+use std::task::{Context as TaskContext, Poll, Waker};
+
+use criterion::{Criterion, criterion_group, criterion_main};
+use flext_application::{MetricsLayer, Pipeline, Registry, RetryLayer, Services, ValidationLayer};
+use flext_domain::Error;
+use flext_ports::{Command, CommandHandler, Context};
+
+#[derive(Clone)]
+struct Noop(u64);
+
+impl Command for Noop {
+    type Output = u64;
+    const NAME: &'static str = "bench.noop";
+}
+
+struct NoopHandler;
+
+impl CommandHandler<Noop> for NoopHandler {
+    async fn handle(&self, command: Noop, _: &Context) -> Result<u64, Error> {
+        Ok(command.0)
+    }
+}
+
+fn ready<F: Future>(f: F) -> F::Output {
+    let mut cx = TaskContext::from_waker(Waker::noop());
+    match pin!(f).poll(&mut cx) {
+        Poll::Ready(v) => v,
+        Poll::Pending => unreachable!("the no-op handler is ready at once"),
+    }
+}
+
+struct Config {
+    limit: u64,
+}
+
+fn dispatch(c: &mut Criterion) {
+    let ctx = Context::new();
+    let registry = Registry::new().command::<Noop, _>(NoopHandler);
+    let bare = registry.command_bus(Pipeline::new()).expect("bus");
+    let layered = registry
+        .command_bus(
+            Pipeline::new()
+                .layer(RetryLayer::default())
+                .layer(MetricsLayer::new(()))
+                .layer(ValidationLayer),
+        )
+        .expect("bus");
+    let handler = NoopHandler;
+
+    let mut group = c.benchmark_group("command");
+    group.bench_function("direct handler call", |b| {
+        b.iter(|| ready(handler.handle(Noop(black_box(7)), &ctx)))
+    });
+    group.bench_function("bus, no behaviors", |b| {
+        b.iter(|| ready(bare.dispatch(Noop(black_box(7)), &ctx)))
+    });
+    group.bench_function("bus, three behaviors", |b| {
+        b.iter(|| ready(layered.dispatch(Noop(black_box(7)), &ctx)))
+    });
+    group.finish();
+
+    let services = Services::builder().singleton(Config { limit: 10 }).build();
+    let value: Result<Config, Error> = Ok(Config { limit: 10 });
+    let mut group = c.benchmark_group("container");
+    group.bench_function("resolve a singleton", |b| {
+        b.iter(|| black_box(&services).get::<Config>().map(|c| c.limit))
+    });
+    group.bench_function("Result::map of the same value", |b| {
+        b.iter(|| black_box(&value).as_ref().map(|c| c.limit))
+    });
+    group.finish();
+}
+
+criterion_group!(benches, dispatch);
+criterion_main!(benches);
