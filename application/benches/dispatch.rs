@@ -9,9 +9,13 @@ use std::pin::pin;
 use std::task::{Context as TaskContext, Poll, Waker};
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use flext_application::{MetricsLayer, Pipeline, Registry, RetryLayer, Services, ValidationLayer};
+use std::time::Duration;
+
+use flext_application::{
+    MetricsLayer, Pipeline, QueryCache, Registry, RetryLayer, Services, ValidationLayer,
+};
 use flext_domain::Error;
-use flext_ports::{Command, CommandHandler, Context};
+use flext_ports::{Command, CommandHandler, Context, Query, QueryHandler};
 
 #[derive(Clone)]
 struct Noop(u64);
@@ -37,6 +41,20 @@ fn ready<F: Future>(f: F) -> F::Output {
     }
 }
 
+#[derive(Clone, PartialEq, Eq, Hash)]
+struct Lookup(u64);
+
+impl Query for Lookup {
+    type Output = u64;
+    const NAME: &'static str = "bench.lookup";
+}
+
+impl QueryHandler<Lookup> for NoopHandler {
+    async fn handle(&self, query: Lookup, _: &Context) -> Result<u64, Error> {
+        Ok(query.0)
+    }
+}
+
 struct Config {
     limit: u64,
 }
@@ -57,13 +75,31 @@ fn dispatch(c: &mut Criterion) {
 
     let mut group = c.benchmark_group("command");
     group.bench_function("direct handler call", |b| {
-        b.iter(|| ready(handler.handle(Noop(black_box(7)), &ctx)))
+        b.iter(|| {
+            ready(CommandHandler::<Noop>::handle(
+                &handler,
+                Noop(black_box(7)),
+                &ctx,
+            ))
+        })
     });
     group.bench_function("bus, no behaviors", |b| {
         b.iter(|| ready(bare.dispatch(Noop(black_box(7)), &ctx)))
     });
     group.bench_function("bus, three behaviors", |b| {
         b.iter(|| ready(layered.dispatch(Noop(black_box(7)), &ctx)))
+    });
+    group.finish();
+
+    let cache = QueryCache::<Lookup>::new(1_000, Duration::from_secs(3_600));
+    let queries = Registry::new()
+        .query::<Lookup, _>(NoopHandler)
+        .query_bus(Pipeline::new().layer(cache.layer()))
+        .expect("bus");
+    ready(queries.ask(Lookup(7), &ctx)).expect("fill the cache");
+    let mut group = c.benchmark_group("query");
+    group.bench_function("cache hit", |b| {
+        b.iter(|| ready(queries.ask(Lookup(black_box(7)), &ctx)))
     });
     group.finish();
 

@@ -1,0 +1,120 @@
+//! The query cache through the query bus: hits by value, TTL, bound, invalidation by
+//! named event types, and other query types passing through.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+use flext_application::{Pipeline, QueryCache, Registry};
+use flext_domain::{
+    Error, EventId, EventMetadata, Position, RecordedEvent, StreamId, StreamVersion,
+};
+use flext_ports::{Context, Query, QueryHandler};
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct Balance {
+    account: u32,
+}
+impl Query for Balance {
+    type Output = u32;
+    const NAME: &'static str = "account.balance";
+}
+
+#[derive(Debug, Clone)]
+struct Uncached;
+impl Query for Uncached {
+    type Output = u32;
+    const NAME: &'static str = "uncached";
+}
+
+struct Counting(Arc<AtomicU32>);
+impl QueryHandler<Balance> for Counting {
+    async fn handle(&self, q: Balance, _: &Context) -> Result<u32, Error> {
+        self.0.fetch_add(1, Ordering::SeqCst);
+        Ok(q.account * 10)
+    }
+}
+impl QueryHandler<Uncached> for Counting {
+    async fn handle(&self, _: Uncached, _: &Context) -> Result<u32, Error> {
+        Ok(self.0.fetch_add(1, Ordering::SeqCst))
+    }
+}
+
+fn recorded(event_type: &str) -> RecordedEvent {
+    RecordedEvent {
+        event_id: EventId::new(),
+        stream_id: StreamId::new("account-1").expect("valid"),
+        stream_version: StreamVersion(1),
+        position: Position(1),
+        recorded_at: chrono::DateTime::UNIX_EPOCH,
+        event_type: event_type.into(),
+        schema_version: 1,
+        payload: Default::default(),
+        metadata: EventMetadata::default(),
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn answers_are_cached_by_value_until_ttl_bound_or_named_event() {
+    let calls = Arc::new(AtomicU32::new(0));
+    let cache = QueryCache::<Balance>::new(2, Duration::from_secs(60))
+        .invalidated_by(["account.deposited"]);
+    let registry = Registry::new()
+        .query::<Balance, _>(Counting(calls.clone()))
+        .query::<Uncached, _>(Counting(calls.clone()))
+        .event::<RecordedEvent, _>(cache.invalidator());
+    let bus = registry
+        .query_bus(Pipeline::new().layer(cache.layer()))
+        .expect("bus");
+    let events = registry.event_bus();
+    let ctx = Context::new();
+    let ask = |account| bus.ask(Balance { account }, &ctx);
+
+    assert_eq!(ask(1).await.unwrap(), 10);
+    assert_eq!(ask(1).await.unwrap(), 10);
+    assert_eq!(calls.load(Ordering::SeqCst), 1, "second ask is a hit");
+    assert_eq!(ask(2).await.unwrap(), 20);
+    assert_eq!(
+        calls.load(Ordering::SeqCst),
+        2,
+        "another value is another key"
+    );
+
+    // Bounded: a third key evicts the least recently used (1 was used before 2).
+    ask(3).await.unwrap();
+    assert_eq!(cache.len(), 2);
+    ask(1).await.unwrap();
+    assert_eq!(
+        calls.load(Ordering::SeqCst),
+        4,
+        "1 was evicted and asked again"
+    );
+
+    // TTL.
+    tokio::time::advance(Duration::from_secs(61)).await;
+    ask(1).await.unwrap();
+    assert_eq!(calls.load(Ordering::SeqCst), 5, "expired");
+
+    // Invalidation by a named event type only.
+    events.publish(&recorded("account.renamed"), &ctx).await;
+    ask(1).await.unwrap();
+    assert_eq!(
+        calls.load(Ordering::SeqCst),
+        5,
+        "an unnamed event type keeps the cache"
+    );
+    let outcomes = events.publish(&recorded("account.deposited"), &ctx).await;
+    assert!(outcomes.iter().all(|o| o.result.is_ok()));
+    assert!(cache.is_empty());
+    ask(1).await.unwrap();
+    assert_eq!(
+        calls.load(Ordering::SeqCst),
+        6,
+        "a named event type empties the cache"
+    );
+
+    // Other query types pass through the layer untouched.
+    let a = bus.ask(Uncached, &ctx).await.unwrap();
+    let b = bus.ask(Uncached, &ctx).await.unwrap();
+    assert_ne!(a, b);
+}
