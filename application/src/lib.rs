@@ -37,6 +37,7 @@
 mod behavior;
 mod bus;
 mod catch;
+mod idempotency;
 mod pipeline;
 mod query_cache;
 mod repository;
@@ -45,6 +46,7 @@ mod typemap;
 
 pub use behavior::{MetricsLayer, RetryLayer, TimeoutLayer, TracingLayer, ValidationLayer};
 pub use bus::{CommandBus, EventBus, HandlerOutcome, QueryBus, Registry};
+pub use idempotency::IdempotencyLayer;
 pub use pipeline::{Behavior, BoxFuture, Message, MessageKind, Next, Pipeline, Reply};
 pub use query_cache::{QueryCache, QueryCacheInvalidator, QueryCacheLayer};
 pub use repository::{Executed, Repository, RetryPolicy};

@@ -84,6 +84,11 @@ impl<'a> Message<'a> {
         })
     }
 
+    /// The message's Rust type, for behaviors that keep something per type.
+    pub fn type_id(&self) -> std::any::TypeId {
+        Any::type_id(self.body)
+    }
+
     /// Command or query.
     pub fn kind(&self) -> MessageKind {
         self.kind

@@ -19,6 +19,7 @@
 mod clock;
 mod codec;
 mod event_store;
+mod idempotency;
 mod ids;
 mod json;
 mod message;
@@ -31,6 +32,7 @@ pub use event_store::{
     AppendOutcome, EventStore, MAX_EVENT_TYPE_LEN, MAX_EVENTS_PER_APPEND, ReadDirection,
     StoredEvent, corrupted_event, resolve_rejected_append, validate_append,
 };
+pub use idempotency::{Claim, IdempotencyRecord, IdempotencyStore, decode_error, encode_error};
 pub use ids::{IdGenerator, SequentialIds, UuidV7Ids};
 pub use json::{JsonCodec, Upcasters};
 pub use message::{Command, CommandHandler, Context, EventHandler, Query, QueryHandler};

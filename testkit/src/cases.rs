@@ -9,7 +9,10 @@ use flext_domain::{
     CausationId, CorrelationId, Error, ErrorCode, EventId, EventMetadata, ExpectedVersion,
     NewEvent, Position, RecordedEvent, StreamId, StreamVersion, WRONG_EXPECTED_VERSION,
 };
-use flext_ports::{EventCodec, EventStore, JsonCodec, ReadDirection, Snapshot, SnapshotStore};
+use flext_ports::{
+    Claim, EventCodec, EventStore, IdempotencyRecord, IdempotencyStore, JsonCodec, ReadDirection,
+    Snapshot, SnapshotStore,
+};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
@@ -1143,5 +1146,107 @@ pub async fn older_snapshot_does_not_replace_newer<H: Harness>(h: H) -> H {
         store.load_snapshot(&s).await.expect("load"),
         Some(snapshot(&s, 20, b"twenty"))
     );
+    h
+}
+
+const HOUR: Duration = Duration::from_secs(3_600);
+
+fn done(claim: Claim) -> IdempotencyRecord {
+    match claim {
+        Claim::Done(record) => record,
+        other => panic!("expected a stored outcome, got {other:?}"),
+    }
+}
+
+/// A completed command id returns its first output, with its message type.
+pub async fn idempotency_keeps_the_first_output<H: Harness>(h: H) -> H {
+    let store = h.store();
+    let id = uuid::Uuid::now_v7();
+    assert!(matches!(
+        store.claim(id, "order.place", HOUR).await.expect("claim"),
+        Claim::Claimed
+    ));
+    let record = IdempotencyRecord {
+        message_type: "order.place".into(),
+        outcome: Ok(Bytes::from_static(b"\x00{\"id\":7}")),
+    };
+    store.complete(id, record).await.expect("complete");
+    let first = done(store.claim(id, "order.place", HOUR).await.expect("claim"));
+    assert_eq!(first.message_type, "order.place");
+    assert_eq!(
+        first.outcome.expect("an output"),
+        Bytes::from_static(b"\x00{\"id\":7}")
+    );
+    let other = uuid::Uuid::now_v7();
+    assert!(matches!(
+        store
+            .claim(other, "order.place", HOUR)
+            .await
+            .expect("claim"),
+        Claim::Claimed
+    ));
+    h
+}
+
+/// A command that ended with an error returns that error again, whole.
+pub async fn idempotency_keeps_the_first_error<H: Harness>(h: H) -> H {
+    let store = h.store();
+    let id = uuid::Uuid::now_v7();
+    store.claim(id, "order.place", HOUR).await.expect("claim");
+    let refused =
+        Error::failed_precondition("OUT_OF_STOCK", "nothing left").with_detail("sku", "A-1");
+    let record = IdempotencyRecord {
+        message_type: "order.place".into(),
+        outcome: Err(refused),
+    };
+    store.complete(id, record).await.expect("complete");
+    let err = done(store.claim(id, "order.place", HOUR).await.expect("claim"))
+        .outcome
+        .expect_err("an error");
+    assert_eq!(
+        (err.code(), err.reason(), err.message()),
+        (
+            ErrorCode::FailedPrecondition,
+            "OUT_OF_STOCK",
+            "nothing left"
+        )
+    );
+    assert_eq!(err.detail("sku"), Some(&json!("A-1")));
+    h
+}
+
+/// A second claim while the first runs is in progress; a claim older than the stale
+/// limit is taken over.
+pub async fn idempotency_reports_in_progress_and_takes_over_stale_claims<H: Harness>(h: H) -> H {
+    let store = h.store();
+    let id = uuid::Uuid::now_v7();
+    assert!(matches!(
+        store.claim(id, "order.place", HOUR).await.expect("claim"),
+        Claim::Claimed
+    ));
+    assert!(matches!(
+        store.claim(id, "order.place", HOUR).await.expect("claim"),
+        Claim::InProgress
+    ));
+    assert!(matches!(
+        store
+            .claim(id, "order.place", Duration::ZERO)
+            .await
+            .expect("claim"),
+        Claim::Claimed
+    ));
+    h
+}
+
+/// A released claim (transient failure) lets the next dispatch run the command.
+pub async fn idempotency_release_lets_a_retry_run<H: Harness>(h: H) -> H {
+    let store = h.store();
+    let id = uuid::Uuid::now_v7();
+    store.claim(id, "order.place", HOUR).await.expect("claim");
+    store.release(id).await.expect("release");
+    assert!(matches!(
+        store.claim(id, "order.place", HOUR).await.expect("claim"),
+        Claim::Claimed
+    ));
     h
 }

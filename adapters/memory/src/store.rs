@@ -7,8 +7,8 @@ use flext_domain::{
     Error, EventId, ExpectedVersion, NewEvent, Position, RecordedEvent, StreamId, StreamVersion,
 };
 use flext_ports::{
-    AppendOutcome, Clock, EventStore, ReadDirection, Snapshot, SnapshotStore, StoredEvent,
-    SystemClock, resolve_rejected_append, validate_append,
+    AppendOutcome, Claim, Clock, EventStore, IdempotencyRecord, IdempotencyStore, ReadDirection,
+    Snapshot, SnapshotStore, StoredEvent, SystemClock, resolve_rejected_append, validate_append,
 };
 
 /// One position of the global log.
@@ -31,6 +31,8 @@ struct State {
     /// Every event id, with its log index.
     ids: HashMap<EventId, usize>,
     snapshots: HashMap<StreamId, Snapshot>,
+    /// Command outcomes by command id: claimed at (pending) or done.
+    idempotency: HashMap<uuid::Uuid, Result<IdempotencyRecord, std::time::Instant>>,
 }
 
 impl State {
@@ -358,5 +360,44 @@ impl SnapshotStore for InMemoryEventStore {
 
     async fn load_snapshot(&self, stream: &StreamId) -> Result<Option<Snapshot>, Error> {
         Ok(self.lock().snapshots.get(stream).cloned())
+    }
+}
+
+impl IdempotencyStore for InMemoryEventStore {
+    async fn claim(
+        &self,
+        id: uuid::Uuid,
+        message_type: &str,
+        stale_after: std::time::Duration,
+    ) -> Result<Claim, Error> {
+        let mut state = self.lock();
+        let now = std::time::Instant::now();
+        match state.idempotency.get(&id) {
+            Some(Ok(record)) => Ok(Claim::Done(IdempotencyRecord {
+                message_type: record.message_type.clone(),
+                outcome: record.outcome.clone(),
+            })),
+            Some(Err(claimed_at)) if now.duration_since(*claimed_at) < stale_after => {
+                Ok(Claim::InProgress)
+            }
+            _ => {
+                let _ = message_type;
+                state.idempotency.insert(id, Err(now));
+                Ok(Claim::Claimed)
+            }
+        }
+    }
+
+    async fn complete(&self, id: uuid::Uuid, record: IdempotencyRecord) -> Result<(), Error> {
+        self.lock().idempotency.insert(id, Ok(record));
+        Ok(())
+    }
+
+    async fn release(&self, id: uuid::Uuid) -> Result<(), Error> {
+        let mut state = self.lock();
+        if matches!(state.idempotency.get(&id), Some(Err(_))) {
+            state.idempotency.remove(&id);
+        }
+        Ok(())
     }
 }

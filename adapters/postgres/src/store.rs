@@ -10,8 +10,9 @@ use flext_domain::{
     Position, RecordedEvent, StreamId, StreamVersion,
 };
 use flext_ports::{
-    AppendOutcome, Clock, EventStore, ReadDirection, Snapshot, SnapshotStore, StoredEvent,
-    SystemClock, corrupted_event, resolve_rejected_append, validate_append,
+    AppendOutcome, Claim, Clock, EventStore, IdempotencyRecord, IdempotencyStore, ReadDirection,
+    Snapshot, SnapshotStore, StoredEvent, SystemClock, corrupted_event, decode_error, encode_error,
+    resolve_rejected_append, validate_append,
 };
 use sqlx::error::ErrorKind;
 use sqlx::migrate::Migrator;
@@ -701,4 +702,89 @@ impl SnapshotStore for PgEventStore {
             state: Bytes::from(state),
         }))
     }
+}
+
+impl IdempotencyStore for PgEventStore {
+    async fn claim(
+        &self,
+        id: Uuid,
+        message_type: &str,
+        stale_after: std::time::Duration,
+    ) -> Result<Claim, Error> {
+        let now = self.clock.now().timestamp_micros();
+        let stale = now.saturating_sub(i64::try_from(stale_after.as_micros()).unwrap_or(i64::MAX));
+        let claimed = sqlx::query(
+            "INSERT INTO flext_idempotency (command_id, message_type, state, claimed_at) \
+             VALUES ($1, $2, 'pending', $3) \
+             ON CONFLICT (command_id) DO UPDATE SET message_type = excluded.message_type, \
+             claimed_at = excluded.claimed_at \
+             WHERE flext_idempotency.state = 'pending' AND flext_idempotency.claimed_at <= $4",
+        )
+        .bind(id)
+        .bind(message_type)
+        .bind(now)
+        .bind(stale)
+        .execute(&self.pool)
+        .await
+        .map_err(|e| db_error("claiming a command id", e))?;
+        if claimed.rows_affected() == 1 {
+            return Ok(Claim::Claimed);
+        }
+        let row = sqlx::query("SELECT state, message_type, output, error FROM flext_idempotency WHERE command_id = $1")
+            .bind(id)
+            .fetch_one(&self.pool)
+            .await
+            .map_err(|e| db_error("reading a command outcome", e))?;
+        stored_claim(id, &row)
+    }
+
+    async fn complete(&self, id: Uuid, record: IdempotencyRecord) -> Result<(), Error> {
+        let (output, error) = match &record.outcome {
+            Ok(bytes) => (Some(bytes.to_vec()), None),
+            Err(e) => (None, Some(encode_error(e))),
+        };
+        sqlx::query("UPDATE flext_idempotency SET state = 'done', output = $1, error = $2 WHERE command_id = $3")
+            .bind(output)
+            .bind(error)
+            .bind(id)
+            .execute(&self.pool)
+            .await
+            .map_err(|e| db_error("storing a command outcome", e))?;
+        Ok(())
+    }
+
+    async fn release(&self, id: Uuid) -> Result<(), Error> {
+        sqlx::query("DELETE FROM flext_idempotency WHERE command_id = $1 AND state = 'pending'")
+            .bind(id)
+            .execute(&self.pool)
+            .await
+            .map_err(|e| db_error("releasing a command id", e))?;
+        Ok(())
+    }
+}
+
+fn stored_claim(id: Uuid, row: &PgRow) -> Result<Claim, Error> {
+    let read = |e: sqlx::Error| {
+        Error::data_loss(
+            "CORRUPTED_IDEMPOTENCY_RECORD",
+            format!("the record of command {id} cannot be read"),
+        )
+        .with_source(e)
+    };
+    let state: String = row.try_get(0).map_err(read)?;
+    if state != "done" {
+        return Ok(Claim::InProgress);
+    }
+    let message_type: String = row.try_get(1).map_err(read)?;
+    let output: Option<Vec<u8>> = row.try_get(2).map_err(read)?;
+    let error: Option<String> = row.try_get(3).map_err(read)?;
+    let outcome = match (output, error) {
+        (_, Some(text)) => Err(decode_error(id, &text)),
+        (Some(bytes), None) => Ok(Bytes::from(bytes)),
+        (None, None) => Ok(Bytes::new()),
+    };
+    Ok(Claim::Done(IdempotencyRecord {
+        message_type,
+        outcome,
+    }))
 }

@@ -1,0 +1,185 @@
+//! The idempotency behavior: a command id seen before returns its first outcome instead of
+//! running the command again.
+
+use std::any::TypeId;
+use std::time::Duration;
+
+use bytes::Bytes;
+use flext_domain::{Error, ErrorCode};
+use flext_ports::{Claim, Command, Context, IdempotencyRecord, IdempotencyStore};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::pipeline::{Behavior, BoxFuture, Message, Next, Reply};
+use crate::typemap::TypeMap;
+
+#[derive(Clone, Copy)]
+struct OutputCodec {
+    encode: fn(&Reply) -> Result<Bytes, Error>,
+    decode: fn(&[u8]) -> Result<Reply, Error>,
+}
+
+fn encode<C: Command>(reply: &Reply) -> Result<Bytes, Error>
+where
+    C::Output: Serialize,
+{
+    let output = reply.downcast_ref::<C::Output>().ok_or_else(|| {
+        Error::internal(
+            "REPLY_TYPE_MISMATCH",
+            format!("{} answered with another type", C::NAME),
+        )
+    })?;
+    serde_json::to_vec(output).map(Bytes::from).map_err(|e| {
+        Error::internal(
+            "UNENCODABLE_OUTPUT",
+            format!("the output of {} cannot be stored: {e}", C::NAME),
+        )
+    })
+}
+
+fn decode<C: Command>(bytes: &[u8]) -> Result<Reply, Error>
+where
+    C::Output: DeserializeOwned,
+{
+    serde_json::from_slice::<C::Output>(bytes)
+        .map(Reply::new)
+        .map_err(|e| {
+            Error::data_loss(
+                "CORRUPTED_IDEMPOTENCY_RECORD",
+                format!("the stored output of {} cannot be read: {e}", C::NAME),
+            )
+        })
+}
+
+/// Whether an error may go away on a retry, so it must not become a command's stored
+/// outcome (its claim is released instead).
+fn transient(code: ErrorCode) -> bool {
+    matches!(
+        code,
+        ErrorCode::Unavailable
+            | ErrorCode::Aborted
+            | ErrorCode::DeadlineExceeded
+            | ErrorCode::Cancelled
+            | ErrorCode::ResourceExhausted
+            | ErrorCode::Internal
+            | ErrorCode::Unknown
+            | ErrorCode::DataLoss
+    )
+}
+
+/// Runs each opted-in command at most once per command id (the context's message id): a
+/// command sent again returns the first outcome, output or error, from the
+/// [`IdempotencyStore`]. Transient failures (unavailable, conflict, deadline, internal...)
+/// are not stored, so a retry runs the command again. While a first dispatch runs, a second
+/// one with the same id gets `Aborted`/`COMMAND_IN_PROGRESS`; an id reused for another
+/// command type is `AlreadyExists`/`COMMAND_ID_REUSED`. Commands not opted in pass through.
+///
+/// ```
+/// use flext_application::{IdempotencyLayer, Pipeline};
+/// use flext_memory::InMemoryEventStore;
+/// use flext_ports::Command;
+///
+/// #[derive(Clone)]
+/// struct PlaceOrder;
+/// impl Command for PlaceOrder {
+///     type Output = u64;
+///     const NAME: &'static str = "order.place";
+/// }
+///
+/// let pipeline = Pipeline::new()
+///     .layer(IdempotencyLayer::new(InMemoryEventStore::new()).command::<PlaceOrder>());
+/// # let _ = pipeline;
+/// ```
+pub struct IdempotencyLayer<S> {
+    store: S,
+    stale_after: Duration,
+    codecs: TypeMap<OutputCodec>,
+}
+
+impl<S: IdempotencyStore + 'static> IdempotencyLayer<S> {
+    /// Records outcomes in `store`; a claim left unfinished for 5 minutes (its process
+    /// died) may be taken over.
+    pub fn new(store: S) -> Self {
+        IdempotencyLayer {
+            store,
+            stale_after: Duration::from_secs(300),
+            codecs: TypeMap::default(),
+        }
+    }
+
+    /// How long an unfinished claim blocks the same id.
+    pub fn stale_after(mut self, stale_after: Duration) -> Self {
+        self.stale_after = stale_after;
+        self
+    }
+
+    /// Makes command `C` idempotent; its output is stored as JSON.
+    pub fn command<C: Command>(mut self) -> Self
+    where
+        C::Output: Serialize + DeserializeOwned,
+    {
+        self.codecs.insert(
+            TypeId::of::<C>(),
+            OutputCodec {
+                encode: encode::<C>,
+                decode: decode::<C>,
+            },
+        );
+        self
+    }
+}
+
+impl<S: IdempotencyStore + 'static> Behavior for IdempotencyLayer<S> {
+    fn handle<'a>(
+        &'a self,
+        message: Message<'a>,
+        ctx: &'a Context,
+        next: Next<'a>,
+    ) -> BoxFuture<'a, Result<Reply, Error>> {
+        let Some(codec) = self.codecs.get(&message.type_id()).copied() else {
+            return next.run();
+        };
+        let id = ctx.message_id();
+        let name = message.name();
+        Box::pin(async move {
+            match self.store.claim(id, name, self.stale_after).await? {
+                Claim::Done(record) if record.message_type != name => Err(Error::already_exists(
+                    "COMMAND_ID_REUSED",
+                    format!(
+                        "command id {id} was used for {} and is now sent with {name}",
+                        record.message_type
+                    ),
+                )
+                .with_detail("command_id", id.to_string())),
+                Claim::Done(record) => match record.outcome {
+                    Ok(bytes) => (codec.decode)(&bytes),
+                    Err(e) => Err(e),
+                },
+                Claim::InProgress => Err(Error::conflict(
+                    "COMMAND_IN_PROGRESS",
+                    format!("{name} with command id {id} is running now"),
+                )
+                .with_detail("command_id", id.to_string())),
+                Claim::Claimed => {
+                    let result = next.run().await;
+                    let stored = match &result {
+                        Ok(reply) => Some(Ok((codec.encode)(reply)?)),
+                        Err(e) if transient(e.code()) => None,
+                        Err(e) => Some(Err(e.clone())),
+                    };
+                    match stored {
+                        Some(outcome) => {
+                            let record = IdempotencyRecord {
+                                message_type: name.to_owned(),
+                                outcome,
+                            };
+                            self.store.complete(id, record).await?;
+                        }
+                        None => self.store.release(id).await?,
+                    }
+                    result
+                }
+            }
+        })
+    }
+}

@@ -1,0 +1,168 @@
+//! The idempotency behavior through the command bus, on every idempotency store.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use flext_application::{IdempotencyLayer, Pipeline, Registry};
+use flext_domain::{Error, ErrorCode};
+use flext_memory::InMemoryEventStore;
+use flext_ports::{Command, CommandHandler, Context, IdempotencyStore};
+use flext_postgres::PgEventStore;
+use flext_sqlite::SqliteEventStore;
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone)]
+struct PlaceOrder {
+    sku: &'static str,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct Placed {
+    order: u32,
+}
+
+impl Command for PlaceOrder {
+    type Output = Placed;
+    const NAME: &'static str = "order.place";
+}
+
+#[derive(Debug, Clone)]
+struct CancelOrder;
+impl Command for CancelOrder {
+    type Output = ();
+    const NAME: &'static str = "order.cancel";
+}
+
+/// Counts runs; the `slow` order waits at `gate` until released, after saying it started.
+struct Shop(Arc<AtomicU32>, Arc<Gate>);
+
+#[derive(Default)]
+struct Gate {
+    started: tokio::sync::Notify,
+    release: tokio::sync::Notify,
+}
+
+impl CommandHandler<PlaceOrder> for Shop {
+    async fn handle(&self, c: PlaceOrder, _: &Context) -> Result<Placed, Error> {
+        let n = self.0.fetch_add(1, Ordering::SeqCst) + 1;
+        match c.sku {
+            "gone" => Err(Error::failed_precondition("OUT_OF_STOCK", "nothing left")),
+            "flaky" if n == 1 => Err(Error::unavailable("WAREHOUSE_DOWN", "try again")),
+            "slow" => {
+                self.1.started.notify_one();
+                self.1.release.notified().await;
+                Ok(Placed { order: n })
+            }
+            _ => Ok(Placed { order: n }),
+        }
+    }
+}
+
+impl CommandHandler<CancelOrder> for Shop {
+    async fn handle(&self, _: CancelOrder, _: &Context) -> Result<(), Error> {
+        Ok(())
+    }
+}
+
+async fn first_outcome_is_returned<S: IdempotencyStore + Clone + 'static>(store: S) {
+    let runs = Arc::new(AtomicU32::new(0));
+    let gate = Arc::new(Gate::default());
+    let bus = Registry::new()
+        .command::<PlaceOrder, _>(Shop(runs.clone(), gate.clone()))
+        .command::<CancelOrder, _>(Shop(runs.clone(), gate.clone()))
+        .command_bus(
+            Pipeline::new().layer(
+                IdempotencyLayer::new(store)
+                    .command::<PlaceOrder>()
+                    .command::<CancelOrder>(),
+            ),
+        )
+        .expect("ok");
+
+    // The same command id twice: one run, the same output.
+    let ctx = Context::new();
+    let first = bus
+        .dispatch(PlaceOrder { sku: "a" }, &ctx)
+        .await
+        .expect("ok");
+    let again = bus
+        .dispatch(PlaceOrder { sku: "a" }, &ctx)
+        .await
+        .expect("ok");
+    assert_eq!((first.clone(), again), (Placed { order: 1 }, first));
+    assert_eq!(runs.load(Ordering::SeqCst), 1);
+    // A new id runs again.
+    assert_eq!(
+        bus.dispatch(PlaceOrder { sku: "a" }, &Context::new())
+            .await
+            .expect("ok"),
+        Placed { order: 2 }
+    );
+
+    // A business refusal is the first outcome too.
+    let refused = Context::new();
+    let e1 = bus
+        .dispatch(PlaceOrder { sku: "gone" }, &refused)
+        .await
+        .expect_err("an error");
+    let e2 = bus
+        .dispatch(PlaceOrder { sku: "gone" }, &refused)
+        .await
+        .expect_err("an error");
+    assert_eq!((e1.reason(), e2.reason()), ("OUT_OF_STOCK", "OUT_OF_STOCK"));
+    assert_eq!(runs.load(Ordering::SeqCst), 3);
+
+    // A transient failure is not stored: the retry runs.
+    runs.store(0, Ordering::SeqCst);
+    let flaky = Context::new();
+    assert_eq!(
+        bus.dispatch(PlaceOrder { sku: "flaky" }, &flaky)
+            .await
+            .expect_err("an error")
+            .code(),
+        ErrorCode::Unavailable
+    );
+    assert_eq!(
+        bus.dispatch(PlaceOrder { sku: "flaky" }, &flaky)
+            .await
+            .expect("ok"),
+        Placed { order: 2 }
+    );
+
+    // The id of one command type sent with another.
+    let err = bus.dispatch(CancelOrder, &ctx).await.expect_err("an error");
+    assert_eq!(err.reason(), "COMMAND_ID_REUSED", "{err}");
+
+    // A second dispatch while the first runs.
+    let slow = Context::new();
+    let (a, b) = tokio::join!(bus.dispatch(PlaceOrder { sku: "slow" }, &slow), async {
+        gate.started.notified().await;
+        let second = bus.dispatch(PlaceOrder { sku: "slow" }, &slow).await;
+        gate.release.notify_one();
+        second
+    });
+    assert!(a.is_ok());
+    assert_eq!(b.expect_err("an error").reason(), "COMMAND_IN_PROGRESS");
+}
+
+#[tokio::test]
+async fn memory() {
+    first_outcome_is_returned(InMemoryEventStore::new()).await;
+}
+
+#[tokio::test]
+async fn sqlite() {
+    let path =
+        std::env::temp_dir().join(format!("flext-idem-{}.db", uuid::Uuid::now_v7().simple()));
+    first_outcome_is_returned(SqliteEventStore::open(path).await.expect("ok")).await;
+}
+
+#[tokio::test]
+async fn postgres() {
+    let store = PgEventStore::builder(flext_testkit::harness::database_url())
+        .schema(format!("flext_idem_{}", uuid::Uuid::now_v7().simple()))
+        .connect()
+        .await
+        .expect("ok");
+    first_outcome_is_returned(store).await;
+}
