@@ -41,6 +41,7 @@
 //! | `memory` | no | [`memory`]: the in-memory event store |
 //! | `sqlite` | no | [`sqlite`]: the SQLite event store |
 //! | `postgres` | no | [`postgres`]: the PostgreSQL event store |
+//! | `macros` | no | `#[command_handler]`, `#[query_handler]`, `#[event_handler]`, `#[derive(DomainEvent)]` |
 //! | `testing` | no | [`testing`]: the given/when/then aggregate fixture |
 
 pub use flext_domain::{
@@ -61,16 +62,34 @@ pub mod testing {
 #[cfg(feature = "ports")]
 pub mod ports {
     pub use flext_ports::{
-        AppendOutcome, Clock, EventCodec, EventStore, FixedClock, IdGenerator, JsonCodec,
-        MAX_EVENTS_PER_APPEND, ReadDirection, SequentialIds, Snapshot, SnapshotStore, SystemClock,
-        Upcasters, UuidV7Ids,
+        AppendOutcome, Claim, Clock, Command, CommandHandler, Context, EventCodec, EventHandler,
+        EventStore, FixedClock, IdGenerator, IdempotencyRecord, IdempotencyStore, JsonCodec,
+        Labels, MAX_EVENTS_PER_APPEND, Metrics, Query, QueryHandler, ReadDirection, SequentialIds,
+        Snapshot, SnapshotStore, SystemClock, Upcasters, UuidV7Ids,
     };
 }
 
 /// The application layer (feature `application`).
 #[cfg(feature = "application")]
 pub mod application {
-    pub use flext_application::{Executed, Repository, RetryPolicy};
+    pub use flext_application::{
+        Behavior, BoxFuture, CommandBus, Dep, EventBus, Executed, FromServices, HandlerOutcome,
+        IdempotencyLayer, Message, MessageKind, MetricsLayer, Next, Pipeline, QueryBus, QueryCache,
+        QueryCacheInvalidator, QueryCacheLayer, Registration, Registry, Reply, Repository,
+        RetryLayer, RetryPolicy, Scope, Services, ServicesBuilder, Site, TimeoutLayer,
+        TracingLayer, ValidationLayer,
+    };
+}
+
+/// The attribute macros (feature `macros`): sugar over [`application::Registry`].
+#[cfg(feature = "macros")]
+pub use flext_macros::{DomainEvent, command_handler, event_handler, query_handler};
+
+/// Support paths for the macros' generated code; not a public API.
+#[cfg(feature = "macros")]
+#[doc(hidden)]
+pub mod __private {
+    pub use flext_application::__private::inventory;
 }
 
 /// The in-memory event store (feature `memory`).
@@ -95,9 +114,14 @@ pub mod postgres {
 
 /// The traits an application uses every day, to glob-import: `use flext::prelude::*;`.
 pub mod prelude {
+    #[cfg(feature = "application")]
+    pub use flext_application::{Behavior, FromServices};
     pub use flext_domain::{Aggregate, DomainEvent, Entity, ResultExt, ValueObject};
     #[cfg(feature = "ports")]
-    pub use flext_ports::{Clock, EventCodec, EventStore, IdGenerator, SnapshotStore};
+    pub use flext_ports::{
+        Clock, Command, CommandHandler, EventCodec, EventHandler, EventStore, IdGenerator,
+        IdempotencyStore, Metrics, Query, QueryHandler, SnapshotStore,
+    };
 }
 
 /// The README's quick start, compiled and run as a doctest.

@@ -11,7 +11,36 @@ use flext_ports::{Command, CommandHandler, Context, EventHandler, Query, QueryHa
 
 use crate::catch::CatchPanic;
 use crate::pipeline::{Behavior, BoxFuture, Message, MessageKind, Next, Pipeline, Reply};
+use crate::services::Services;
 use crate::typemap::TypeMap;
+
+/// Where a handler was registered: `file:line`, from `#[track_caller]` or from the
+/// attribute macros.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Site {
+    /// The source file.
+    pub file: &'static str,
+    /// The line.
+    pub line: u32,
+}
+
+impl Site {
+    /// The caller's site.
+    #[track_caller]
+    pub fn caller() -> Site {
+        let l = Location::caller();
+        Site {
+            file: l.file(),
+            line: l.line(),
+        }
+    }
+}
+
+impl fmt::Display for Site {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}", self.file, self.line)
+    }
+}
 
 /// One handler of messages `M` answering `O`, behind a pointer the bus can store.
 trait DynHandler<M, O>: Send + Sync {
@@ -72,7 +101,7 @@ struct Entry {
     message_type: TypeId,
     name: &'static str,
     handler: Arc<dyn Any + Send + Sync>,
-    site: &'static Location<'static>,
+    site: Site,
 }
 
 trait DynEventHandler<E>: Send + Sync {
@@ -91,7 +120,7 @@ impl<E: Send + Sync + 'static, H: EventHandler<E>> DynEventHandler<E> for EventA
 struct EventEntry {
     handler_name: &'static str,
     handler: Arc<dyn Any + Send + Sync>,
-    site: &'static Location<'static>,
+    site: Site,
 }
 
 /// Where handlers are registered, by hand or by the attribute macros, before the buses are
@@ -155,26 +184,36 @@ impl Registry {
 
     /// Registers `handler` as the one handler of command `C`.
     #[track_caller]
-    pub fn command<C: Command, H: CommandHandler<C>>(mut self, handler: H) -> Self {
+    pub fn command<C: Command, H: CommandHandler<C>>(self, handler: H) -> Self {
+        self.command_at(handler, Site::caller())
+    }
+
+    /// [`Registry::command`] with an explicit registration site (what the macros use).
+    pub fn command_at<C: Command, H: CommandHandler<C>>(mut self, handler: H, site: Site) -> Self {
         let dynamic: Arc<dyn DynHandler<C, C::Output>> = Arc::new(CommandAdapter(handler));
         self.commands.push(Entry {
             message_type: TypeId::of::<C>(),
             name: C::NAME,
             handler: Arc::new(dynamic),
-            site: Location::caller(),
+            site,
         });
         self
     }
 
     /// Registers `handler` as the one handler of query `Q`.
     #[track_caller]
-    pub fn query<Q: Query, H: QueryHandler<Q>>(mut self, handler: H) -> Self {
+    pub fn query<Q: Query, H: QueryHandler<Q>>(self, handler: H) -> Self {
+        self.query_at(handler, Site::caller())
+    }
+
+    /// [`Registry::query`] with an explicit registration site.
+    pub fn query_at<Q: Query, H: QueryHandler<Q>>(mut self, handler: H, site: Site) -> Self {
         let dynamic: Arc<dyn DynHandler<Q, Q::Output>> = Arc::new(QueryAdapter(handler));
         self.queries.push(Entry {
             message_type: TypeId::of::<Q>(),
             name: Q::NAME,
             handler: Arc::new(dynamic),
-            site: Location::caller(),
+            site,
         });
         self
     }
@@ -182,7 +221,16 @@ impl Registry {
     /// Adds `handler` to the handlers of event type `E` (any number per type; they run in
     /// registration order).
     #[track_caller]
-    pub fn event<E: Send + Sync + 'static, H: EventHandler<E>>(mut self, handler: H) -> Self {
+    pub fn event<E: Send + Sync + 'static, H: EventHandler<E>>(self, handler: H) -> Self {
+        self.event_at(handler, Site::caller())
+    }
+
+    /// [`Registry::event`] with an explicit registration site.
+    pub fn event_at<E: Send + Sync + 'static, H: EventHandler<E>>(
+        mut self,
+        handler: H,
+        site: Site,
+    ) -> Self {
         let dynamic: Arc<dyn DynEventHandler<E>> = Arc::new(EventAdapter(handler));
         self.events
             .entry(TypeId::of::<E>())
@@ -190,9 +238,21 @@ impl Registry {
             .push(EventEntry {
                 handler_name: type_name::<H>(),
                 handler: Arc::new(dynamic),
-                site: Location::caller(),
+                site,
             });
         self
+    }
+
+    /// Adds every handler registered with the attribute macros (`#[command_handler]`,
+    /// `#[query_handler]`, `#[event_handler]`), their dependencies resolved from
+    /// `services` at dispatch. Macro-registered event handlers of one type run in an
+    /// unspecified order; register by hand where order matters.
+    pub fn with_registered(self, services: &Services) -> Self {
+        inventory::iter::<Registration>
+            .into_iter()
+            .fold(self, |registry, registration| {
+                (registration.register)(registry, services)
+            })
     }
 
     /// The command bus with `pipeline` around every handler. Two handlers for one command
@@ -300,6 +360,15 @@ impl Dispatcher {
     }
 }
 
+/// A handler registration made by an attribute macro, collected with `inventory`.
+#[derive(Debug)]
+pub struct Registration {
+    /// Adds the handler to a registry, given the services its dependencies come from.
+    pub register: fn(Registry, &Services) -> Registry,
+}
+
+inventory::collect!(Registration);
+
 /// Dispatches each command to its one handler through the pipeline. Cheap to clone;
 /// `Send + Sync`, built once.
 #[derive(Clone)]
@@ -361,7 +430,7 @@ pub struct HandlerOutcome {
     /// The handler's Rust type name (for logs; not a stable contract).
     pub handler: &'static str,
     /// Where it was registered.
-    pub site: &'static Location<'static>,
+    pub site: Site,
     /// Its result; a panic is `Internal`/`HANDLER_PANICKED`.
     pub result: Result<(), Error>,
 }

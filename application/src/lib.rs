@@ -45,9 +45,14 @@ mod services;
 mod typemap;
 
 pub use behavior::{MetricsLayer, RetryLayer, TimeoutLayer, TracingLayer, ValidationLayer};
-pub use bus::{CommandBus, EventBus, HandlerOutcome, QueryBus, Registry};
+pub use bus::{CommandBus, EventBus, HandlerOutcome, QueryBus, Registration, Registry, Site};
 pub use idempotency::IdempotencyLayer;
 pub use pipeline::{Behavior, BoxFuture, Message, MessageKind, Next, Pipeline, Reply};
 pub use query_cache::{QueryCache, QueryCacheInvalidator, QueryCacheLayer};
 pub use repository::{Executed, Repository, RetryPolicy};
-pub use services::{Scope, Services, ServicesBuilder};
+pub use services::{Dep, FromServices, Scope, Services, ServicesBuilder};
+
+#[doc(hidden)]
+pub mod __private {
+    pub use inventory;
+}

@@ -282,3 +282,52 @@ mod tests {
         send_sync::<Scope>();
     }
 }
+
+/// A value a macro-registered handler takes as an extra argument, resolved from the
+/// [`Services`] at dispatch (like axum's extractors).
+pub trait FromServices: Sized {
+    /// Resolves the value; a missing service is `NotFound`/`MISSING_SERVICE`.
+    fn from_services(services: &Services) -> Result<Self, Error>;
+}
+
+/// A singleton of type `T` from the container, as a handler argument:
+/// `async fn handle(cmd: Open, ctx: &Context, repo: Dep<AccountRepo>)`.
+/// It dereferences to `T`.
+#[derive(Debug)]
+pub struct Dep<T: ?Sized> {
+    inner: Arc<T>,
+}
+
+impl<T: ?Sized> Dep<T> {
+    /// The shared service.
+    pub fn into_arc(self) -> Arc<T> {
+        self.inner
+    }
+}
+
+impl<T: ?Sized> Clone for Dep<T> {
+    fn clone(&self) -> Self {
+        Dep {
+            inner: self.inner.clone(),
+        }
+    }
+}
+
+impl<T: ?Sized> std::ops::Deref for Dep<T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        &self.inner
+    }
+}
+
+impl<T: Any + Send + Sync> FromServices for Dep<T> {
+    fn from_services(services: &Services) -> Result<Self, Error> {
+        services.get_arc::<T>().map(|inner| Dep { inner })
+    }
+}
+
+impl FromServices for Services {
+    fn from_services(services: &Services) -> Result<Self, Error> {
+        Ok(services.clone())
+    }
+}

@@ -1,0 +1,399 @@
+//! flext's attribute macros, sugar over the public registration API: the handler macros
+//! submit a [`Registration`] through `inventory`, which `Registry::with_registered` reads;
+//! `#[derive(DomainEvent)]` writes the `DomainEvent` impl from attributes. Use them
+//! through the `flext` facade (feature `macros`): the generated code names `::flext`.
+//!
+//! [`Registration`]: https://docs.rs/flext-application
+
+use proc_macro::TokenStream;
+use proc_macro2::{Span, TokenStream as TokenStream2};
+use quote::{format_ident, quote, quote_spanned};
+use syn::spanned::Spanned;
+use syn::{Data, DeriveInput, Error, FnArg, ItemFn, LitInt, LitStr, Pat, ReturnType, Type};
+
+#[derive(Clone, Copy)]
+enum Kind {
+    Command,
+    Query,
+    Event,
+}
+
+impl Kind {
+    fn attr(self) -> &'static str {
+        match self {
+            Kind::Command => "command_handler",
+            Kind::Query => "query_handler",
+            Kind::Event => "event_handler",
+        }
+    }
+    fn noun(self) -> &'static str {
+        match self {
+            Kind::Command => "command",
+            Kind::Query => "query",
+            Kind::Event => "event",
+        }
+    }
+}
+
+/// Registers an `async fn (command: C, ctx: &Context, deps...) -> Result<C::Output, Error>`
+/// as the handler of command `C`. Extra arguments implement `FromServices` (such as
+/// `Dep<T>`) and are resolved from the services at dispatch.
+///
+/// ```ignore
+/// #[command_handler]
+/// async fn open(cmd: OpenAccount, ctx: &Context, repo: Dep<Accounts>) -> Result<Id<Account>, Error> { .. }
+/// ```
+#[proc_macro_attribute]
+pub fn command_handler(attr: TokenStream, item: TokenStream) -> TokenStream {
+    handler(Kind::Command, attr, item)
+}
+
+/// Registers an `async fn (query: Q, ctx: &Context, deps...) -> Result<Q::Output, Error>`
+/// as the handler of query `Q`.
+#[proc_macro_attribute]
+pub fn query_handler(attr: TokenStream, item: TokenStream) -> TokenStream {
+    handler(Kind::Query, attr, item)
+}
+
+/// Adds an `async fn (event: &E, ctx: &Context, deps...) -> Result<(), Error>` to the
+/// handlers of event type `E`.
+#[proc_macro_attribute]
+pub fn event_handler(attr: TokenStream, item: TokenStream) -> TokenStream {
+    handler(Kind::Event, attr, item)
+}
+
+fn handler(kind: Kind, attr: TokenStream, item: TokenStream) -> TokenStream {
+    let attr = TokenStream2::from(attr);
+    let function: ItemFn = match syn::parse(item) {
+        Ok(f) => f,
+        Err(e) => return e.to_compile_error().into(),
+    };
+    let expanded = if attr.is_empty() {
+        expand_handler(kind, &function)
+    } else {
+        Err(Error::new(
+            attr.span(),
+            format!("#[{}] takes no arguments", kind.attr()),
+        ))
+    };
+    match expanded {
+        Ok(tokens) => tokens.into(),
+        Err(e) => {
+            let e = e.to_compile_error();
+            quote!(#function #e).into()
+        }
+    }
+}
+
+fn expand_handler(kind: Kind, f: &ItemFn) -> syn::Result<TokenStream2> {
+    let sig = &f.sig;
+    let name = &sig.ident;
+    if sig.asyncness.is_none() {
+        return Err(Error::new(
+            sig.fn_token.span(),
+            format!(
+                "#[{}] goes on an `async fn`\n  hint: write `async fn {name}(...)`",
+                kind.attr()
+            ),
+        ));
+    }
+    if !sig.generics.params.is_empty() {
+        return Err(Error::new(
+            sig.generics.span(),
+            "a handler cannot be generic\n  hint: write one handler per message type",
+        ));
+    }
+    let mut inputs = sig.inputs.iter();
+    let example = match kind {
+        Kind::Command => "`command: OpenAccount`",
+        Kind::Query => "`query: AccountBalance`",
+        Kind::Event => "`event: &AccountOpened`",
+    };
+    let first = match inputs.next() {
+        Some(FnArg::Typed(arg)) => arg,
+        Some(FnArg::Receiver(r)) => {
+            return Err(Error::new(
+                r.span(),
+                format!("#[{}] goes on a free `async fn`, not a method", kind.attr()),
+            ));
+        }
+        None => {
+            return Err(Error::new(
+                sig.paren_token.span.join(),
+                format!(
+                    "the first argument must be the {}, e.g. {example}",
+                    kind.noun()
+                ),
+            ));
+        }
+    };
+    let message = match (kind, &*first.ty) {
+        (Kind::Event, Type::Reference(r)) => (*r.elem).clone(),
+        (Kind::Event, other) => {
+            return Err(Error::new(
+                other.span(),
+                format!("an event handler takes the event by reference, e.g. {example}"),
+            ));
+        }
+        (_, Type::Reference(r)) => {
+            return Err(Error::new(
+                r.span(),
+                format!("the {} is taken by value, e.g. {example}", kind.noun()),
+            ));
+        }
+        (_, other) => other.clone(),
+    };
+    match inputs.next() {
+        Some(FnArg::Typed(arg)) if matches!(&*arg.ty, Type::Reference(_)) => {}
+        Some(other) => {
+            return Err(Error::new(
+                other.span(),
+                "the second argument must be the context: `ctx: &Context`",
+            ));
+        }
+        None => {
+            return Err(Error::new(
+                sig.paren_token.span.join(),
+                "the second argument must be the context: `ctx: &Context`",
+            ));
+        }
+    }
+    let mut dep_names = Vec::new();
+    let mut dep_lets = Vec::new();
+    for (i, arg) in inputs.enumerate() {
+        let FnArg::Typed(arg) = arg else {
+            return Err(Error::new(arg.span(), "unexpected receiver"));
+        };
+        if !matches!(
+            &*arg.pat,
+            Pat::Ident(_) | Pat::Wild(_) | Pat::TupleStruct(_)
+        ) {
+            return Err(Error::new(
+                arg.pat.span(),
+                "name the argument, e.g. `repo: Dep<Accounts>`",
+            ));
+        }
+        let ty = &arg.ty;
+        let var = format_ident!("__flext_dep_{}", i);
+        dep_lets.push(quote_spanned! {ty.span()=>
+            let #var = <#ty as ::flext::application::FromServices>::from_services(&self.services)?;
+        });
+        dep_names.push(var);
+    }
+    if let ReturnType::Default = sig.output {
+        return Err(Error::new(
+            name.span(),
+            "a handler returns `Result<Output, Error>`\n  hint: add `-> Result<..., Error>`",
+        ));
+    }
+    // A handler whose output is not the message's Output fails here, pointed at its
+    // return type.
+    let call = quote_spanned!(sig.output.span()=> #name(message, ctx, #(#dep_names),*).await);
+    let handler_type = format_ident!("__FlextHandler_{}", name);
+    let (trait_impl, register) = match kind {
+        Kind::Command => (
+            quote_spanned! {name.span()=>
+                impl ::flext::ports::CommandHandler<#message> for #handler_type {
+                    #[allow(clippy::manual_async_fn)]
+                    fn handle(
+                        &self,
+                        message: #message,
+                        ctx: &::flext::ports::Context,
+                    ) -> impl ::core::future::Future<
+                        Output = ::core::result::Result<<#message as ::flext::ports::Command>::Output, ::flext::Error>,
+                    > + ::core::marker::Send {
+                        async move {
+                            #(#dep_lets)*
+                            #call
+                        }
+                    }
+                }
+            },
+            quote!(registry.command_at::<#message, _>),
+        ),
+        Kind::Query => (
+            quote_spanned! {name.span()=>
+                impl ::flext::ports::QueryHandler<#message> for #handler_type {
+                    #[allow(clippy::manual_async_fn)]
+                    fn handle(
+                        &self,
+                        message: #message,
+                        ctx: &::flext::ports::Context,
+                    ) -> impl ::core::future::Future<
+                        Output = ::core::result::Result<<#message as ::flext::ports::Query>::Output, ::flext::Error>,
+                    > + ::core::marker::Send {
+                        async move {
+                            #(#dep_lets)*
+                            #call
+                        }
+                    }
+                }
+            },
+            quote!(registry.query_at::<#message, _>),
+        ),
+        Kind::Event => (
+            quote_spanned! {name.span()=>
+                impl ::flext::ports::EventHandler<#message> for #handler_type {
+                    #[allow(clippy::manual_async_fn)]
+                    fn handle(
+                        &self,
+                        event: &#message,
+                        ctx: &::flext::ports::Context,
+                    ) -> impl ::core::future::Future<Output = ::core::result::Result<(), ::flext::Error>>
+                           + ::core::marker::Send {
+                        async move {
+                            #(#dep_lets)*
+                            #name(event, ctx, #(#dep_names),*).await
+                        }
+                    }
+                }
+            },
+            quote!(registry.event_at::<#message, _>),
+        ),
+    };
+    let line = quote_spanned!(name.span()=> ::core::line!());
+    Ok(quote! {
+        #f
+
+        #[doc(hidden)]
+        #[allow(non_camel_case_types)]
+        struct #handler_type {
+            services: ::flext::application::Services,
+        }
+
+        #trait_impl
+
+        ::flext::__private::inventory::submit! {
+            ::flext::application::Registration {
+                register: |registry, services| #register(
+                    #handler_type { services: ::core::clone::Clone::clone(services) },
+                    ::flext::application::Site { file: ::core::file!(), line: #line },
+                ),
+            }
+        }
+    })
+}
+
+/// Implements `DomainEvent` from `#[event(name = "...", version = N)]` on a struct or on
+/// every variant of an enum (`version` defaults to 1).
+///
+/// ```ignore
+/// #[derive(DomainEvent)]
+/// enum AccountEvent {
+///     #[event(name = "account.opened")]
+///     Opened { owner: String },
+///     #[event(name = "account.deposited", version = 2)]
+///     Deposited { cents: i64 },
+/// }
+/// ```
+#[proc_macro_derive(DomainEvent, attributes(event))]
+pub fn derive_domain_event(input: TokenStream) -> TokenStream {
+    let input: DeriveInput = match syn::parse(input) {
+        Ok(i) => i,
+        Err(e) => return e.to_compile_error().into(),
+    };
+    match expand_event(&input) {
+        Ok(tokens) => tokens.into(),
+        Err(e) => e.to_compile_error().into(),
+    }
+}
+
+struct EventAttr {
+    name: LitStr,
+    version: u32,
+}
+
+fn event_attr(attrs: &[syn::Attribute], span: Span, what: &str) -> syn::Result<EventAttr> {
+    let Some(attr) = attrs.iter().find(|a| a.path().is_ident("event")) else {
+        return Err(Error::new(
+            span,
+            format!(
+                "{what} needs `#[event(name = \"...\")]`\n  hint: the name is stored with every event: keep it stable, e.g. \"account.opened\""
+            ),
+        ));
+    };
+    let mut name = None;
+    let mut version = 1u32;
+    attr.parse_nested_meta(|meta| {
+        if meta.path.is_ident("name") {
+            let lit: LitStr = meta.value()?.parse()?;
+            if lit.value().trim().is_empty() {
+                return Err(Error::new(lit.span(), "the event name must not be empty"));
+            }
+            name = Some(lit);
+            Ok(())
+        } else if meta.path.is_ident("version") {
+            let lit: LitInt = meta.value()?.parse()?;
+            version = lit.base10_parse::<u32>()?;
+            if version == 0 {
+                return Err(Error::new(lit.span(), "schema versions start at 1"));
+            }
+            Ok(())
+        } else {
+            Err(meta.error("expected `name = \"...\"` or `version = N`"))
+        }
+    })?;
+    let name = name.ok_or_else(|| Error::new(attr.span(), "missing `name = \"...\"`"))?;
+    Ok(EventAttr { name, version })
+}
+
+fn expand_event(input: &DeriveInput) -> syn::Result<TokenStream2> {
+    let ident = &input.ident;
+    let (impl_generics, ty_generics, where_clause) = input.generics.split_for_impl();
+    let entries: Vec<(TokenStream2, EventAttr)> = match &input.data {
+        Data::Struct(_) => vec![(
+            quote!(_),
+            event_attr(&input.attrs, ident.span(), "the event")?,
+        )],
+        Data::Enum(e) => {
+            let mut out: Vec<(TokenStream2, EventAttr)> = Vec::new();
+            for v in &e.variants {
+                let attr = event_attr(&v.attrs, v.ident.span(), &format!("variant `{}`", v.ident))?;
+                if let Some((_, first)) = out
+                    .iter()
+                    .find(|(_, a)| a.name.value() == attr.name.value())
+                {
+                    let _ = first;
+                    return Err(Error::new(
+                        attr.name.span(),
+                        format!("the event name \"{}\" is used twice", attr.name.value()),
+                    ));
+                }
+                let vi = &v.ident;
+                out.push((quote!(Self::#vi { .. }), attr));
+            }
+            if out.is_empty() {
+                return Err(Error::new(
+                    ident.span(),
+                    "an event enum needs at least one variant",
+                ));
+            }
+            out
+        }
+        Data::Union(u) => {
+            return Err(Error::new(
+                u.union_token.span(),
+                "a union cannot be a domain event",
+            ));
+        }
+    };
+    let patterns: Vec<_> = entries.iter().map(|(p, _)| p).collect();
+    let names: Vec<_> = entries.iter().map(|(_, a)| &a.name).collect();
+    let versions: Vec<_> = entries.iter().map(|(_, a)| a.version).collect();
+    Ok(quote! {
+        impl #impl_generics ::flext::DomainEvent for #ident #ty_generics #where_clause {
+            fn event_type(&self) -> &'static str {
+                match self { #(#patterns => #names,)* }
+            }
+            fn schema_version(&self) -> u32 {
+                match self { #(#patterns => #versions,)* }
+            }
+            fn current_schema_version(event_type: &str) -> ::core::option::Option<u32> {
+                match event_type {
+                    #(#names => ::core::option::Option::Some(#versions),)*
+                    _ => ::core::option::Option::None,
+                }
+            }
+        }
+    })
+}

@@ -1,0 +1,10 @@
+use flext::DomainEvent;
+
+#[derive(DomainEvent)]
+enum Event {
+    #[event(name = "a")]
+    A,
+    B,
+}
+
+fn main() {}
