@@ -3,6 +3,7 @@
 use std::any::{Any, TypeId, type_name};
 use std::collections::HashMap;
 use std::fmt;
+use std::future::Future;
 use std::panic::Location;
 use std::sync::Arc;
 
@@ -317,13 +318,16 @@ impl Dispatcher {
         })
     }
 
-    async fn dispatch<M, O>(
-        &self,
+    /// Finds the handler now and returns the dispatch as a small future: without
+    /// behaviors it is the handler's own boxed future (one allocation); with behaviors
+    /// the pipeline runs in a second boxed future.
+    fn dispatch<'a, M, O>(
+        &'a self,
         name: &'static str,
         view: fn(&M) -> Message<'_>,
         message: M,
-        ctx: &Context,
-    ) -> Result<O, Error>
+        ctx: &'a Context,
+    ) -> Dispatch<'a, O>
     where
         M: Clone + Send + Sync + 'static,
         O: Send + 'static,
@@ -331,32 +335,74 @@ impl Dispatcher {
         let handler = self
             .handlers
             .get(&TypeId::of::<M>())
-            .and_then(|entry| entry.handler.downcast_ref::<Arc<dyn DynHandler<M, O>>>())
-            .ok_or_else(|| {
-                Error::not_found(
-                    "NO_HANDLER",
-                    format!("no handler is registered for {} {name}", self.kind.as_str()),
-                )
-                .with_detail("message_type", name)
-                .with_detail("rust_type", type_name::<M>())
-            })?;
-        if self.behaviors.is_empty() {
-            return CatchPanic::new(handler.call(message, ctx), name).await;
-        }
-        let terminal = || handler.call_reply(message.clone(), ctx, name);
-        let seen = view(&message);
-        let reply = Next::new(&self.behaviors, seen, ctx, &terminal)
-            .run()
-            .await?;
-        reply.0.downcast::<O>().map(|output| *output).map_err(|_| {
-            Error::internal(
-                "REPLY_TYPE_MISMATCH",
-                format!(
-                    "a behavior answered {} {name} with a value of another type",
-                    self.kind.as_str()
+            .and_then(|entry| entry.handler.downcast_ref::<Arc<dyn DynHandler<M, O>>>());
+        let Some(handler) = handler else {
+            return Dispatch::Ready {
+                error: Some(
+                    Error::not_found(
+                        "NO_HANDLER",
+                        format!("no handler is registered for {} {name}", self.kind.as_str()),
+                    )
+                    .with_detail("message_type", name)
+                    .with_detail("rust_type", type_name::<M>()),
                 ),
-            )
-        })
+            };
+        };
+        if self.behaviors.is_empty() {
+            return Dispatch::Direct {
+                future: CatchPanic::new(handler.call(message, ctx), name),
+            };
+        }
+        let kind = self.kind;
+        let behaviors = &self.behaviors;
+        Dispatch::Piped {
+            future: Box::pin(async move {
+                let terminal = || handler.call_reply(message.clone(), ctx, name);
+                let seen = view(&message);
+                let reply = Next::new(behaviors, seen, ctx, &terminal).run().await?;
+                reply.0.downcast::<O>().map(|output| *output).map_err(|_| {
+                    Error::internal(
+                        "REPLY_TYPE_MISMATCH",
+                        format!(
+                            "a behavior answered {} {name} with a value of another type",
+                            kind.as_str()
+                        ),
+                    )
+                })
+            }),
+        }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// A dispatch in flight (see [`Dispatcher::dispatch`]).
+    #[project = DispatchProjection]
+    enum Dispatch<'a, O> {
+        Ready { error: Option<Error> },
+        Direct { #[pin] future: CatchPanic<BoxFuture<'a, Result<O, Error>>> },
+        Piped { future: BoxFuture<'a, Result<O, Error>> },
+    }
+}
+
+impl<O> std::future::Future for Dispatch<'_, O> {
+    type Output = Result<O, Error>;
+
+    fn poll(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Self::Output> {
+        match self.project() {
+            DispatchProjection::Ready { error } => {
+                std::task::Poll::Ready(Err(error.take().unwrap_or_else(|| {
+                    Error::internal(
+                        "POLLED_AFTER_COMPLETION",
+                        "a dispatch was polled after it completed",
+                    )
+                })))
+            }
+            DispatchProjection::Direct { future } => future.poll(cx),
+            DispatchProjection::Piped { future } => future.as_mut().poll(cx),
+        }
     }
 }
 
@@ -389,14 +435,13 @@ impl CommandBus {
     /// Runs `command` through the pipeline and its handler. No handler is a
     /// `NotFound`/`NO_HANDLER` error naming the command; a handler that panics yields
     /// `Internal`/`HANDLER_PANICKED` and the bus goes on serving.
-    pub async fn dispatch<C: Command>(
-        &self,
+    pub fn dispatch<'a, C: Command>(
+        &'a self,
         command: C,
-        ctx: &Context,
-    ) -> Result<C::Output, Error> {
+        ctx: &'a Context,
+    ) -> impl Future<Output = Result<C::Output, Error>> + Send + 'a {
         self.inner
             .dispatch(C::NAME, |c| Message::of_command::<C>(c), command, ctx)
-            .await
     }
 }
 
@@ -417,10 +462,13 @@ impl fmt::Debug for QueryBus {
 
 impl QueryBus {
     /// Answers `query`; errors as for [`CommandBus::dispatch`].
-    pub async fn ask<Q: Query>(&self, query: Q, ctx: &Context) -> Result<Q::Output, Error> {
+    pub fn ask<'a, Q: Query>(
+        &'a self,
+        query: Q,
+        ctx: &'a Context,
+    ) -> impl Future<Output = Result<Q::Output, Error>> + Send + 'a {
         self.inner
             .dispatch(Q::NAME, |q| Message::of_query::<Q>(q), query, ctx)
-            .await
     }
 }
 
