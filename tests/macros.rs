@@ -148,3 +148,47 @@ fn derived_events_name_themselves_and_their_versions() {
         ("limit.changed", 2)
     );
 }
+
+/// A value made once per dispatch.
+struct UnitOfWork(u32);
+
+#[derive(Clone)]
+struct Twice;
+impl Command for Twice {
+    type Output = (u32, u32);
+    const NAME: &'static str = "twice";
+}
+
+#[command_handler]
+async fn twice(
+    _: Twice,
+    _: &Context,
+    a: Dep<UnitOfWork>,
+    b: Dep<UnitOfWork>,
+) -> Result<(u32, u32), Error> {
+    Ok((a.0, b.0))
+}
+
+#[tokio::test]
+async fn scoped_services_are_made_once_per_dispatch() {
+    static MADE: AtomicU32 = AtomicU32::new(0);
+    let services = Services::builder()
+        .singleton(Greeting("hi"))
+        .singleton(Seen::default())
+        .scoped(|_| Ok(UnitOfWork(MADE.fetch_add(1, Ordering::SeqCst))))
+        .build();
+    let bus = Registry::new()
+        .with_registered(&services)
+        .command_bus(Pipeline::new())
+        .unwrap();
+    assert_eq!(
+        bus.dispatch(Twice, &Context::new()).await.unwrap(),
+        (0, 0),
+        "shared within a dispatch"
+    );
+    assert_eq!(
+        bus.dispatch(Twice, &Context::new()).await.unwrap(),
+        (1, 1),
+        "new for the next dispatch"
+    );
+}

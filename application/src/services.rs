@@ -283,15 +283,17 @@ mod tests {
     }
 }
 
-/// A value a macro-registered handler takes as an extra argument, resolved from the
-/// [`Services`] at dispatch (like axum's extractors).
+/// A value a macro-registered handler takes as an extra argument, resolved at dispatch
+/// from that dispatch's [`Scope`] (like axum's extractors): singletons, factory values and
+/// scoped values made once for the dispatch.
 pub trait FromServices: Sized {
     /// Resolves the value; a missing service is `NotFound`/`MISSING_SERVICE`.
-    fn from_services(services: &Services) -> Result<Self, Error>;
+    fn from_services(scope: &Scope) -> Result<Self, Error>;
 }
 
-/// A singleton of type `T` from the container, as a handler argument:
-/// `async fn handle(cmd: Open, ctx: &Context, repo: Dep<AccountRepo>)`.
+/// A service of type `T` from the container, as a handler argument:
+/// `async fn handle(cmd: Open, ctx: &Context, repo: Dep<AccountRepo>)`. A singleton is
+/// shared, a factory makes a new one, a scoped value is the one of this dispatch.
 /// It dereferences to `T`.
 #[derive(Debug)]
 pub struct Dep<T: ?Sized> {
@@ -321,13 +323,19 @@ impl<T: ?Sized> std::ops::Deref for Dep<T> {
 }
 
 impl<T: Any + Send + Sync> FromServices for Dep<T> {
-    fn from_services(services: &Services) -> Result<Self, Error> {
-        services.get_arc::<T>().map(|inner| Dep { inner })
+    fn from_services(scope: &Scope) -> Result<Self, Error> {
+        scope.get::<T>().map(|inner| Dep { inner })
     }
 }
 
 impl FromServices for Services {
-    fn from_services(services: &Services) -> Result<Self, Error> {
-        Ok(services.clone())
+    fn from_services(scope: &Scope) -> Result<Self, Error> {
+        Ok(scope.services().clone())
+    }
+}
+
+impl FromServices for Scope {
+    fn from_services(scope: &Scope) -> Result<Self, Error> {
+        Ok(scope.clone())
     }
 }

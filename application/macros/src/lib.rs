@@ -176,10 +176,16 @@ fn expand_handler(kind: Kind, f: &ItemFn) -> syn::Result<TokenStream2> {
         let ty = &arg.ty;
         let var = format_ident!("__flext_dep_{}", i);
         dep_lets.push(quote_spanned! {ty.span()=>
-            let #var = <#ty as ::flext::application::FromServices>::from_services(&self.services)?;
+            let #var = <#ty as ::flext::application::FromServices>::from_services(&__flext_scope)?;
         });
         dep_names.push(var);
     }
+    // One scope per dispatch, shared by the handler's arguments; none without arguments.
+    let scope = if dep_lets.is_empty() {
+        quote!()
+    } else {
+        quote!(let __flext_scope = self.services.scope();)
+    };
     if let ReturnType::Default = sig.output {
         return Err(Error::new(
             name.span(),
@@ -203,6 +209,7 @@ fn expand_handler(kind: Kind, f: &ItemFn) -> syn::Result<TokenStream2> {
                         Output = ::core::result::Result<<#message as ::flext::ports::Command>::Output, ::flext::Error>,
                     > + ::core::marker::Send {
                         async move {
+                            #scope
                             #(#dep_lets)*
                             #call
                         }
@@ -223,6 +230,7 @@ fn expand_handler(kind: Kind, f: &ItemFn) -> syn::Result<TokenStream2> {
                         Output = ::core::result::Result<<#message as ::flext::ports::Query>::Output, ::flext::Error>,
                     > + ::core::marker::Send {
                         async move {
+                            #scope
                             #(#dep_lets)*
                             #call
                         }
@@ -242,6 +250,7 @@ fn expand_handler(kind: Kind, f: &ItemFn) -> syn::Result<TokenStream2> {
                     ) -> impl ::core::future::Future<Output = ::core::result::Result<(), ::flext::Error>>
                            + ::core::marker::Send {
                         async move {
+                            #scope
                             #(#dep_lets)*
                             #name(event, ctx, #(#dep_names),*).await
                         }
