@@ -197,48 +197,33 @@ fn expand_handler(kind: Kind, f: &ItemFn) -> syn::Result<TokenStream2> {
     let call = quote_spanned!(sig.output.span()=> #name(message, ctx, #(#dep_names),*).await);
     let handler_type = format_ident!("__FlextHandler_{}", name);
     let (trait_impl, register) = match kind {
-        Kind::Command => (
-            quote_spanned! {name.span()=>
-                impl ::flext::ports::CommandHandler<#message> for #handler_type {
-                    #[allow(clippy::manual_async_fn)]
-                    fn handle(
-                        &self,
-                        message: #message,
-                        ctx: &::flext::ports::Context,
-                    ) -> impl ::core::future::Future<
-                        Output = ::core::result::Result<<#message as ::flext::ports::Command>::Output, ::flext::Error>,
-                    > + ::core::marker::Send {
-                        async move {
-                            #scope
-                            #(#dep_lets)*
-                            #call
+        Kind::Command | Kind::Query => {
+            let (handler_trait, message_trait, register) = match kind {
+                Kind::Command => (quote!(CommandHandler), quote!(Command), quote!(command_at)),
+                _ => (quote!(QueryHandler), quote!(Query), quote!(query_at)),
+            };
+            (
+                quote_spanned! {name.span()=>
+                    impl ::flext::ports::#handler_trait<#message> for #handler_type {
+                        #[allow(clippy::manual_async_fn)]
+                        fn handle(
+                            &self,
+                            message: #message,
+                            ctx: &::flext::ports::Context,
+                        ) -> impl ::core::future::Future<
+                            Output = ::core::result::Result<<#message as ::flext::ports::#message_trait>::Output, ::flext::Error>,
+                        > + ::core::marker::Send {
+                            async move {
+                                #scope
+                                #(#dep_lets)*
+                                #call
+                            }
                         }
                     }
-                }
-            },
-            quote!(registry.command_at::<#message, _>),
-        ),
-        Kind::Query => (
-            quote_spanned! {name.span()=>
-                impl ::flext::ports::QueryHandler<#message> for #handler_type {
-                    #[allow(clippy::manual_async_fn)]
-                    fn handle(
-                        &self,
-                        message: #message,
-                        ctx: &::flext::ports::Context,
-                    ) -> impl ::core::future::Future<
-                        Output = ::core::result::Result<<#message as ::flext::ports::Query>::Output, ::flext::Error>,
-                    > + ::core::marker::Send {
-                        async move {
-                            #scope
-                            #(#dep_lets)*
-                            #call
-                        }
-                    }
-                }
-            },
-            quote!(registry.query_at::<#message, _>),
-        ),
+                },
+                quote!(registry.#register::<#message, _>),
+            )
+        }
         Kind::Event => (
             quote_spanned! {name.span()=>
                 impl ::flext::ports::EventHandler<#message> for #handler_type {
