@@ -7,7 +7,6 @@ use flext_application::{IdempotencyLayer, Pipeline, Registry};
 use flext_domain::{Error, ErrorCode};
 use flext_memory::InMemoryEventStore;
 use flext_ports::{Command, CommandHandler, Context, IdempotencyStore};
-use flext_postgres::PgEventStore;
 use flext_sqlite::SqliteEventStore;
 use serde::{Deserialize, Serialize};
 
@@ -159,10 +158,6 @@ async fn sqlite() {
 
 #[tokio::test]
 async fn postgres() {
-    let store = PgEventStore::builder(flext_testkit::harness::database_url())
-        .schema(format!("flext_idem_{}", uuid::Uuid::now_v7().simple()))
-        .connect()
-        .await
-        .expect("ok");
+    let store = flext_testkit::harness::fresh_pg_store("idem").await;
     first_outcome_is_returned(store).await;
 }

@@ -400,11 +400,7 @@ async fn sqlite() -> SqliteEventStore {
 }
 
 async fn postgres() -> PgEventStore {
-    PgEventStore::builder(flext_testkit::harness::database_url())
-        .schema(format!("flext_repo_{}", uuid::Uuid::now_v7().simple()))
-        .connect()
-        .await
-        .expect("postgres store")
+    flext_testkit::harness::fresh_pg_store("repo").await
 }
 
 macro_rules! on_every_store {

@@ -6,11 +6,7 @@ use flext_ports::EventStore;
 use flext_postgres::PgEventStore;
 
 async fn store() -> PgEventStore {
-    PgEventStore::builder(flext_testkit::harness::database_url())
-        .schema(format!("flext_tx_{}", uuid::Uuid::now_v7().simple()))
-        .connect()
-        .await
-        .expect("store")
+    flext_testkit::harness::fresh_pg_store("tx").await
 }
 
 fn events(n: usize) -> Vec<NewEvent> {

@@ -10,6 +10,6 @@ mod sqlite;
 #[cfg(feature = "memory")]
 pub use memory::MemoryHarness;
 #[cfg(feature = "postgres")]
-pub use postgres::{PgHarness, database_url};
+pub use postgres::{PgHarness, database_url, fresh_pg_store};
 #[cfg(feature = "sqlite")]
 pub use sqlite::SqliteHarness;

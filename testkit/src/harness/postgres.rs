@@ -17,6 +17,57 @@ pub fn database_url() -> String {
     })
 }
 
+/// The prefix of every schema the PostgreSQL tests create.
+const TEST_SCHEMA_PREFIX: &str = "flext_t_";
+
+/// A store in a fresh schema `flext_t_{purpose}_{uuid v7}` of the database at
+/// `DATABASE_URL`. The first call in a process also drops test schemas older than an hour
+/// (left behind by tests that panicked before cleaning up), read from the UUID's time.
+pub async fn fresh_pg_store(purpose: &str) -> PgEventStore {
+    static SWEPT: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+    let schema = format!(
+        "{TEST_SCHEMA_PREFIX}{purpose}_{}",
+        uuid::Uuid::now_v7().simple()
+    );
+    let store = PgEventStore::builder(database_url())
+        .schema(schema)
+        .max_connections(12)
+        .connect()
+        .await
+        .expect("connect to PostgreSQL at DATABASE_URL");
+    if !SWEPT.swap(true, std::sync::atomic::Ordering::SeqCst) {
+        sweep_stale_schemas(&store).await;
+    }
+    store
+}
+
+async fn sweep_stale_schemas(store: &PgEventStore) {
+    let names: Vec<String> =
+        sqlx::query_scalar("SELECT nspname::text FROM pg_namespace WHERE starts_with(nspname, $1)")
+            .bind(TEST_SCHEMA_PREFIX)
+            .fetch_all(store.pool())
+            .await
+            .unwrap_or_default();
+    let hour_ago = std::time::SystemTime::now() - std::time::Duration::from_secs(3_600);
+    for name in names {
+        let Some(stamp) = name
+            .rsplit('_')
+            .next()
+            .and_then(|id| uuid::Uuid::try_parse(id).ok())
+            .and_then(|id| id.get_timestamp())
+        else {
+            continue;
+        };
+        let (secs, _) = stamp.to_unix();
+        if std::time::UNIX_EPOCH + std::time::Duration::from_secs(secs) < hour_ago {
+            let drop = format!("DROP SCHEMA IF EXISTS \"{name}\" CASCADE");
+            let _ = sqlx::query(sqlx::AssertSqlSafe(drop))
+                .execute(store.pool())
+                .await;
+        }
+    }
+}
+
 /// Runs the suite on [`PgEventStore`], each test in its own schema, dropped afterwards.
 pub struct PgHarness {
     store: PgEventStore,
@@ -54,13 +105,11 @@ impl Harness for PgHarness {
     const SERIALIZED_WRITERS: bool = false;
 
     async fn fresh() -> Self {
-        let schema = format!("flext_test_{}", uuid::Uuid::now_v7().simple());
-        let store = PgEventStore::builder(database_url())
-            .schema(schema.clone())
-            .max_connections(12)
-            .connect()
+        let store = fresh_pg_store("conformance").await;
+        let schema: String = sqlx::query_scalar("SELECT current_schema()::text")
+            .fetch_one(store.pool())
             .await
-            .expect("connect to PostgreSQL at DATABASE_URL");
+            .expect("the store's schema");
         PgHarness { store, schema }
     }
 
