@@ -39,6 +39,7 @@ mod bus;
 mod catch;
 mod idempotency;
 mod pipeline;
+mod plugin;
 mod query_cache;
 mod repository;
 mod services;
@@ -48,6 +49,7 @@ pub use behavior::{MetricsLayer, RetryLayer, TimeoutLayer, TracingLayer, Validat
 pub use bus::{CommandBus, EventBus, HandlerOutcome, QueryBus, Registration, Registry, Site};
 pub use idempotency::IdempotencyLayer;
 pub use pipeline::{Behavior, BoxFuture, Message, MessageKind, Next, Pipeline, Reply};
+pub use plugin::{Manifest, PluginRegistry, RegistryHealth};
 pub use query_cache::{QueryCache, QueryCacheInvalidator, QueryCacheLayer};
 pub use repository::{Executed, Repository, RetryPolicy};
 pub use services::{Dep, FromServices, Scope, Services, ServicesBuilder};

@@ -24,6 +24,7 @@ mod ids;
 mod json;
 mod message;
 mod metrics;
+mod plugin;
 mod snapshot;
 
 pub use clock::{Clock, FixedClock, SystemClock};
@@ -37,4 +38,5 @@ pub use ids::{IdGenerator, SequentialIds, UuidV7Ids};
 pub use json::{JsonCodec, Upcasters};
 pub use message::{Command, CommandHandler, Context, EventHandler, Query, QueryHandler};
 pub use metrics::{Labels, Metrics};
+pub use plugin::{Health, HealthStatus, Plugin, PluginDependency, PluginFuture};
 pub use snapshot::{Snapshot, SnapshotStore};

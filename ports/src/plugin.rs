@@ -1,0 +1,117 @@
+//! The plugin port: a unit of functionality with a name, a version, dependencies, a
+//! lifecycle and a health report.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::pin::Pin;
+
+use flext_domain::Error;
+use serde::Serialize;
+
+/// The future a lifecycle hook returns.
+pub type PluginFuture<'a> = Pin<Box<dyn Future<Output = Result<(), Error>> + Send + 'a>>;
+
+/// A plugin another one needs: its name and a semver requirement (`"^1.2"`, `">=2, <3"`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PluginDependency {
+    /// The needed plugin's name.
+    pub name: String,
+    /// The versions that will do, as a semver requirement.
+    pub requirement: String,
+}
+
+impl PluginDependency {
+    /// A dependency on `name` at `requirement`.
+    pub fn new(name: impl Into<String>, requirement: impl Into<String>) -> Self {
+        PluginDependency {
+            name: name.into(),
+            requirement: requirement.into(),
+        }
+    }
+}
+
+/// How well something is doing; ordered from best to worst.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum HealthStatus {
+    /// Working.
+    Up,
+    /// Working with problems (failures isolated, a dependency slow).
+    Degraded,
+    /// Not working.
+    Down,
+}
+
+/// A health report: a status and details to explain it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Health {
+    /// The status.
+    pub status: HealthStatus,
+    /// Details, e.g. `{"reason": "3 handler panics"}`.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub details: BTreeMap<String, String>,
+}
+
+impl Health {
+    /// Up, no details.
+    pub fn up() -> Self {
+        Health {
+            status: HealthStatus::Up,
+            details: BTreeMap::new(),
+        }
+    }
+
+    /// Degraded, for `reason`.
+    pub fn degraded(reason: impl Into<String>) -> Self {
+        Health::up().with_status(HealthStatus::Degraded, reason)
+    }
+
+    /// Down, for `reason`.
+    pub fn down(reason: impl Into<String>) -> Self {
+        Health::up().with_status(HealthStatus::Down, reason)
+    }
+
+    fn with_status(mut self, status: HealthStatus, reason: impl Into<String>) -> Self {
+        self.status = status;
+        self.details.insert("reason".to_owned(), reason.into());
+        self
+    }
+}
+
+/// A plugin: named and versioned (semver), depending on other plugins, initialised with
+/// its configuration, started and stopped, reporting its health. Hooks default to doing
+/// nothing; a plugin implements the ones it needs. Hook futures are boxed so plugins can
+/// live behind `Arc<dyn Plugin>`.
+pub trait Plugin: Send + Sync + 'static {
+    /// The unique name, e.g. `audit`.
+    fn name(&self) -> &str;
+
+    /// The version, in semver (`1.4.0`).
+    fn version(&self) -> &str;
+
+    /// The plugins this one needs started before it.
+    fn dependencies(&self) -> Vec<PluginDependency> {
+        Vec::new()
+    }
+
+    /// Reads the configuration (the manifest's `settings`, or `null`).
+    fn init<'a>(&'a self, config: &'a serde_json::Value) -> PluginFuture<'a> {
+        let _ = config;
+        Box::pin(async { Ok(()) })
+    }
+
+    /// Starts working; its dependencies are started.
+    fn start(&self) -> PluginFuture<'_> {
+        Box::pin(async { Ok(()) })
+    }
+
+    /// Stops working; the plugins that depend on it are stopped.
+    fn stop(&self) -> PluginFuture<'_> {
+        Box::pin(async { Ok(()) })
+    }
+
+    /// How the plugin is doing.
+    fn health(&self) -> Health {
+        Health::up()
+    }
+}
