@@ -37,6 +37,7 @@
 mod behavior;
 mod bus;
 mod catch;
+mod hot_swap;
 mod idempotency;
 mod pipeline;
 mod plugin;
@@ -47,6 +48,7 @@ mod typemap;
 
 pub use behavior::{MetricsLayer, RetryLayer, TimeoutLayer, TracingLayer, ValidationLayer};
 pub use bus::{CommandBus, EventBus, HandlerOutcome, QueryBus, Registration, Registry, Site};
+pub use hot_swap::{HotSwap, Routed};
 pub use idempotency::IdempotencyLayer;
 pub use pipeline::{Behavior, BoxFuture, Message, MessageKind, Next, Pipeline, Reply};
 pub use plugin::{Manifest, PluginRegistry, RegistryHealth};

@@ -1,0 +1,268 @@
+//! Hot swap: a plugin replaced at run time by a new version, calls in flight finishing on
+//! the old one, new calls going to the new one, the old one stopped once it has drained.
+
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use flext_domain::Error;
+use flext_ports::{
+    Command, CommandHandler, Context, Health, Plugin, PluginFuture, Query, QueryHandler,
+};
+use tokio::sync::Notify;
+
+use crate::catch::CatchPanic;
+
+struct Instance<P> {
+    plugin: P,
+    in_flight: AtomicUsize,
+    drained: Notify,
+    panics: AtomicU32,
+    stopped: AtomicBool,
+}
+
+impl<P: Plugin> Instance<P> {
+    fn new(plugin: P) -> Arc<Self> {
+        Arc::new(Instance {
+            plugin,
+            in_flight: AtomicUsize::new(0),
+            drained: Notify::new(),
+            panics: AtomicU32::new(0),
+            stopped: AtomicBool::new(false),
+        })
+    }
+
+    /// Stops the plugin unless it was stopped already: every instance is stopped once.
+    async fn stop_once(&self) -> Result<(), Error> {
+        if self.stopped.swap(true, Ordering::SeqCst) {
+            return Ok(());
+        }
+        self.plugin.stop().await
+    }
+}
+
+/// A call in flight on one instance: counted while it lives.
+struct InFlight<P> {
+    instance: Arc<Instance<P>>,
+}
+
+impl<P> Drop for InFlight<P> {
+    fn drop(&mut self) {
+        if self.instance.in_flight.fetch_sub(1, Ordering::SeqCst) == 1 {
+            self.instance.drained.notify_waiters();
+        }
+    }
+}
+
+struct Shared<P> {
+    name: String,
+    version: String,
+    current: RwLock<Arc<Instance<P>>>,
+    config: Mutex<serde_json::Value>,
+    swapping: tokio::sync::Mutex<()>,
+}
+
+/// A plugin slot whose plugin can be replaced while it serves. Register the slot itself in
+/// the [`PluginRegistry`](crate::PluginRegistry) (it is a [`Plugin`] that forwards to the
+/// current instance), and its handlers in the handler registry with
+/// [`HotSwap::handler`]: every call goes to the instance current when the call starts, so
+/// all of a plugin's handlers switch together, in one pointer swap.
+///
+/// A handler that panics inside the plugin is a typed error for that call
+/// (`Internal`/`HANDLER_PANICKED`, with the plugin's name); the plugin's health turns
+/// degraded.
+pub struct HotSwap<P> {
+    shared: Arc<Shared<P>>,
+}
+
+impl<P> Clone for HotSwap<P> {
+    fn clone(&self) -> Self {
+        HotSwap {
+            shared: self.shared.clone(),
+        }
+    }
+}
+
+impl<P: Plugin> HotSwap<P> {
+    /// A slot serving `plugin`. Its name stays the slot's name; its version is the one the
+    /// registry resolves dependencies against.
+    pub fn new(plugin: P) -> Self {
+        HotSwap {
+            shared: Arc::new(Shared {
+                name: plugin.name().to_owned(),
+                version: plugin.version().to_owned(),
+                current: RwLock::new(Instance::new(plugin)),
+                config: Mutex::new(serde_json::Value::Null),
+                swapping: tokio::sync::Mutex::new(()),
+            }),
+        }
+    }
+
+    fn current(&self) -> Arc<Instance<P>> {
+        self.shared
+            .current
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    fn enter(&self) -> InFlight<P> {
+        let instance = self.current();
+        instance.in_flight.fetch_add(1, Ordering::SeqCst);
+        InFlight { instance }
+    }
+
+    /// The version of the plugin serving new calls now.
+    pub fn current_version(&self) -> String {
+        self.current().plugin.version().to_owned()
+    }
+
+    /// A handler that runs each call on the instance current when the call starts; the
+    /// plugin type implements [`CommandHandler`] or [`QueryHandler`] itself.
+    pub fn handler(&self) -> Routed<P> {
+        Routed { slot: self.clone() }
+    }
+
+    /// Replaces the plugin with `next`: initialises it with the slot's configuration and
+    /// starts it, then routes new calls to it, waits up to `drain` for the calls in flight
+    /// on the old one, and stops the old one (once). If `next` fails to start, the old one
+    /// keeps serving and the error names the cause. If the old one does not drain in time
+    /// it is stopped anyway and the swap reports `DeadlineExceeded`/`PLUGIN_DRAIN_TIMEOUT`.
+    pub async fn swap(&self, next: P, drain: Duration) -> Result<(), Error> {
+        if next.name() != self.shared.name {
+            return Err(Error::invalid_argument(
+                "PLUGIN_NAME_MISMATCH",
+                format!(
+                    "plugin {} cannot replace plugin {}",
+                    next.name(),
+                    self.shared.name
+                ),
+            ));
+        }
+        let _one_at_a_time = self.shared.swapping.lock().await;
+        let config = self
+            .shared
+            .config
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        let started = match next.init(&config).await {
+            Ok(()) => next.start().await,
+            Err(e) => Err(e),
+        };
+        if let Err(cause) = started {
+            let _ = next.stop().await;
+            return Err(Error::failed_precondition(
+                "PLUGIN_SWAP_FAILED",
+                format!(
+                    "version {} of plugin {} failed to start, version {} keeps serving: {}",
+                    next.version(),
+                    self.shared.name,
+                    self.current_version(),
+                    cause.message()
+                ),
+            )
+            .with_source(cause));
+        }
+        let old = {
+            let mut current = self
+                .shared
+                .current
+                .write()
+                .unwrap_or_else(|p| p.into_inner());
+            std::mem::replace(&mut *current, Instance::new(next))
+        };
+        let drained = tokio::time::timeout(drain, async {
+            loop {
+                let notified = old.drained.notified();
+                if old.in_flight.load(Ordering::SeqCst) == 0 {
+                    return;
+                }
+                notified.await;
+            }
+        })
+        .await;
+        old.stop_once().await?;
+        if drained.is_err() {
+            return Err(Error::deadline_exceeded(
+                "PLUGIN_DRAIN_TIMEOUT",
+                format!(
+                    "version {} of plugin {} still had calls in flight after {drain:?}; it was stopped",
+                    old.plugin.version(),
+                    self.shared.name
+                ),
+            ));
+        }
+        Ok(())
+    }
+}
+
+impl<P: Plugin> Plugin for HotSwap<P> {
+    fn name(&self) -> &str {
+        &self.shared.name
+    }
+
+    fn version(&self) -> &str {
+        &self.shared.version
+    }
+
+    fn dependencies(&self) -> Vec<flext_ports::PluginDependency> {
+        self.current().plugin.dependencies()
+    }
+
+    fn init<'a>(&'a self, config: &'a serde_json::Value) -> PluginFuture<'a> {
+        *self.shared.config.lock().unwrap_or_else(|p| p.into_inner()) = config.clone();
+        Box::pin(async move { self.current().plugin.init(config).await })
+    }
+
+    fn start(&self) -> PluginFuture<'_> {
+        Box::pin(async move { self.current().plugin.start().await })
+    }
+
+    fn stop(&self) -> PluginFuture<'_> {
+        Box::pin(async move { self.current().stop_once().await })
+    }
+
+    fn health(&self) -> Health {
+        let current = self.current();
+        match current.panics.load(Ordering::SeqCst) {
+            0 => current.plugin.health(),
+            n => Health::degraded(format!("{n} handler panic(s) isolated")),
+        }
+    }
+}
+
+/// The handler of a [`HotSwap`] slot: each call runs on the instance current when it
+/// starts.
+pub struct Routed<P> {
+    slot: HotSwap<P>,
+}
+
+impl<P: Plugin> Routed<P> {
+    /// Counts a panic against the instance that served the call and names the plugin.
+    fn settle<T>(&self, instance: &Instance<P>, result: Result<T, Error>) -> Result<T, Error> {
+        match result {
+            Err(e) if e.reason() == "HANDLER_PANICKED" => {
+                instance.panics.fetch_add(1, Ordering::SeqCst);
+                Err(e.with_detail("plugin", self.slot.shared.name.as_str()))
+            }
+            other => other,
+        }
+    }
+}
+
+impl<C: Command, P: Plugin + CommandHandler<C>> CommandHandler<C> for Routed<P> {
+    async fn handle(&self, command: C, ctx: &Context) -> Result<C::Output, Error> {
+        let in_flight = self.slot.enter();
+        let result = CatchPanic::new(in_flight.instance.plugin.handle(command, ctx), C::NAME).await;
+        self.settle(&in_flight.instance, result)
+    }
+}
+
+impl<Q: Query, P: Plugin + QueryHandler<Q>> QueryHandler<Q> for Routed<P> {
+    async fn handle(&self, query: Q, ctx: &Context) -> Result<Q::Output, Error> {
+        let in_flight = self.slot.enter();
+        let result = CatchPanic::new(in_flight.instance.plugin.handle(query, ctx), Q::NAME).await;
+        self.settle(&in_flight.instance, result)
+    }
+}
