@@ -41,7 +41,7 @@
 //! | `memory` | no | [`memory`]: the in-memory event store |
 //! | `sqlite` | no | [`sqlite`]: the SQLite event store |
 //! | `postgres` | no | [`postgres`]: the PostgreSQL event store |
-//! | `macros` | no | `#[command_handler]`, `#[query_handler]`, `#[event_handler]`, `#[derive(DomainEvent)]` |
+//! | `macros` | no | `#[command_handler]`, `#[query_handler]`, `#[event_handler]`, `#[plugin]`, `#[derive(DomainEvent)]` |
 //! | `testing` | no | [`testing`]: the given/when/then aggregate fixture |
 
 pub use flext_domain::{
@@ -63,8 +63,9 @@ pub mod testing {
 pub mod ports {
     pub use flext_ports::{
         AppendOutcome, Claim, Clock, Command, CommandHandler, Context, EventCodec, EventHandler,
-        EventStore, FixedClock, IdGenerator, IdempotencyRecord, IdempotencyStore, JsonCodec,
-        Labels, MAX_EVENTS_PER_APPEND, Metrics, Query, QueryHandler, ReadDirection, SequentialIds,
+        EventStore, FixedClock, Health, HealthStatus, IdGenerator, IdempotencyRecord,
+        IdempotencyStore, JsonCodec, Labels, MAX_EVENTS_PER_APPEND, Metrics, Plugin,
+        PluginDependency, PluginFuture, Query, QueryHandler, ReadDirection, SequentialIds,
         Snapshot, SnapshotStore, SystemClock, Upcasters, UuidV7Ids,
     };
 }
@@ -74,16 +75,17 @@ pub mod ports {
 pub mod application {
     pub use flext_application::{
         Behavior, BoxFuture, CommandBus, Dep, EventBus, Executed, FromServices, HandlerOutcome,
-        IdempotencyLayer, Message, MessageKind, MetricsLayer, Next, Pipeline, QueryBus, QueryCache,
-        QueryCacheInvalidator, QueryCacheLayer, Registration, Registry, Reply, Repository,
-        RetryLayer, RetryPolicy, Scope, Services, ServicesBuilder, Site, TimeoutLayer,
-        TracingLayer, ValidationLayer,
+        HotSwap, IdempotencyLayer, Manifest, Message, MessageKind, MetricsLayer, Next, Pipeline,
+        PluginRegistration, PluginRegistry, QueryBus, QueryCache, QueryCacheInvalidator,
+        QueryCacheLayer, Registration, Registry, RegistryHealth, Reply, Repository, RetryLayer,
+        RetryPolicy, Routed, Scope, Services, ServicesBuilder, Site, TimeoutLayer, TracingLayer,
+        ValidationLayer,
     };
 }
 
 /// The attribute macros (feature `macros`): sugar over [`application::Registry`].
 #[cfg(feature = "macros")]
-pub use flext_macros::{DomainEvent, command_handler, event_handler, query_handler};
+pub use flext_macros::{DomainEvent, command_handler, event_handler, plugin, query_handler};
 
 /// Support paths for the macros' generated code; not a public API.
 #[cfg(feature = "macros")]

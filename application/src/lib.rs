@@ -51,7 +51,7 @@ pub use bus::{CommandBus, EventBus, HandlerOutcome, QueryBus, Registration, Regi
 pub use hot_swap::{HotSwap, Routed};
 pub use idempotency::IdempotencyLayer;
 pub use pipeline::{Behavior, BoxFuture, Message, MessageKind, Next, Pipeline, Reply};
-pub use plugin::{Manifest, PluginRegistry, RegistryHealth};
+pub use plugin::{Manifest, PluginRegistration, PluginRegistry, RegistryHealth};
 pub use query_cache::{QueryCache, QueryCacheInvalidator, QueryCacheLayer};
 pub use repository::{Executed, Repository, RetryPolicy};
 pub use services::{Dep, FromServices, Scope, Services, ServicesBuilder};

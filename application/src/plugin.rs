@@ -44,6 +44,17 @@ struct Registered {
     site: Site,
 }
 
+/// A plugin registration made by `#[plugin]`, collected with `inventory`.
+#[derive(Debug)]
+pub struct PluginRegistration {
+    /// Makes the plugin.
+    pub make: fn() -> Arc<dyn Plugin>,
+    /// Where `#[plugin]` was written.
+    pub site: Site,
+}
+
+inventory::collect!(PluginRegistration);
+
 /// The registry's health: the worst of its started plugins', with each one's report.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct RegistryHealth {
@@ -143,6 +154,15 @@ impl PluginRegistry {
                 site,
             },
         );
+        Ok(self)
+    }
+
+    /// Adds every plugin registered with `#[plugin]`; a name registered twice is an error
+    /// naming both sites.
+    pub fn with_registered(&mut self) -> Result<&mut Self, Error> {
+        for registration in inventory::iter::<PluginRegistration> {
+            self.register_at((registration.make)(), registration.site)?;
+        }
         Ok(self)
     }
 

@@ -268,6 +268,66 @@ fn expand_handler(kind: Kind, f: &ItemFn) -> syn::Result<TokenStream2> {
     })
 }
 
+/// Registers a plugin type (it implements `Plugin` and `Default`) so that
+/// `PluginRegistry::with_registered` adds it.
+///
+/// ```ignore
+/// #[plugin]
+/// #[derive(Default)]
+/// struct Audit;
+/// impl Plugin for Audit { .. }
+/// ```
+#[proc_macro_attribute]
+pub fn plugin(attr: TokenStream, item: TokenStream) -> TokenStream {
+    let attr = TokenStream2::from(attr);
+    let item2 = TokenStream2::from(item.clone());
+    let parsed: syn::Item = match syn::parse(item) {
+        Ok(i) => i,
+        Err(e) => return e.to_compile_error().into(),
+    };
+    if !attr.is_empty() {
+        let e = Error::new(attr.span(), "#[plugin] takes no arguments").to_compile_error();
+        return quote!(#item2 #e).into();
+    }
+    let (ident, generics) = match &parsed {
+        syn::Item::Struct(s) => (&s.ident, &s.generics),
+        syn::Item::Enum(e) => (&e.ident, &e.generics),
+        other => {
+            let e = Error::new(
+                other.span(),
+                "#[plugin] goes on the plugin's type (a struct or enum implementing `Plugin` and `Default`)",
+            )
+            .to_compile_error();
+            return quote!(#item2 #e).into();
+        }
+    };
+    if !generics.params.is_empty() {
+        let e =
+            Error::new(generics.span(), "a #[plugin] type cannot be generic").to_compile_error();
+        return quote!(#item2 #e).into();
+    }
+    let line = quote_spanned!(ident.span()=> ::core::line!());
+    let make = quote_spanned! {ident.span()=>
+        {
+            fn __flext_make_plugin() -> ::std::sync::Arc<dyn ::flext::ports::Plugin> {
+                ::std::sync::Arc::new(<#ident as ::core::default::Default>::default())
+            }
+            __flext_make_plugin
+        }
+    };
+    quote! {
+        #item2
+
+        ::flext::__private::inventory::submit! {
+            ::flext::application::PluginRegistration {
+                make: #make,
+                site: ::flext::application::Site { file: ::core::file!(), line: #line },
+            }
+        }
+    }
+    .into()
+}
+
 /// Implements `DomainEvent` from `#[event(name = "...", version = N)]` on a struct or on
 /// every variant of an enum (`version` defaults to 1).
 ///

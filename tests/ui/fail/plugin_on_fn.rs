@@ -1,0 +1,6 @@
+use flext::plugin;
+
+#[plugin]
+fn not_a_type() {}
+
+fn main() {}
