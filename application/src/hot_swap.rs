@@ -223,6 +223,10 @@ impl<P: Plugin> Plugin for HotSwap<P> {
         Box::pin(async move { self.current().stop_once().await })
     }
 
+    fn contribute(&self, contributions: &mut flext_ports::Contributions) {
+        self.current().plugin.contribute(contributions);
+    }
+
     fn health(&self) -> Health {
         let current = self.current();
         match current.panics.load(Ordering::SeqCst) {

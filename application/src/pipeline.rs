@@ -262,6 +262,12 @@ impl Pipeline {
         self
     }
 
+    /// Adds a shared behavior (one a plugin contributed) inside the ones added before it.
+    pub fn layer_shared(mut self, behavior: Arc<dyn Behavior>) -> Self {
+        self.behaviors.push(behavior);
+        self
+    }
+
     /// How many behaviors there are.
     pub fn len(&self) -> usize {
         self.behaviors.len()

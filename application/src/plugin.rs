@@ -6,7 +6,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use flext_domain::Error;
-use flext_ports::{Health, HealthStatus, Plugin};
+use flext_ports::{Contributions, Health, HealthStatus, Plugin};
 use semver::{Version, VersionReq};
 use serde::{Deserialize, Serialize};
 
@@ -376,6 +376,17 @@ impl PluginRegistry {
             }
         }
         first_error.map_or(Ok(()), Err)
+    }
+
+    /// The contributions of every started plugin, in start order.
+    pub fn contributions(&self) -> Contributions {
+        let mut all = Contributions::new();
+        for name in &self.started {
+            let mut own = Contributions::new();
+            self.plugins[name].plugin.contribute(&mut own);
+            all.extend(own);
+        }
+        all
     }
 
     /// The started plugins, in start order.

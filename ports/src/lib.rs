@@ -38,5 +38,5 @@ pub use ids::{IdGenerator, SequentialIds, UuidV7Ids};
 pub use json::{JsonCodec, Upcasters};
 pub use message::{Command, CommandHandler, Context, EventHandler, Query, QueryHandler};
 pub use metrics::{Labels, Metrics};
-pub use plugin::{Health, HealthStatus, Plugin, PluginDependency, PluginFuture};
+pub use plugin::{Contributions, Health, HealthStatus, Plugin, PluginDependency, PluginFuture};
 pub use snapshot::{Snapshot, SnapshotStore};

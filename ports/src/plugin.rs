@@ -1,6 +1,7 @@
 //! The plugin port: a unit of functionality with a name, a version, dependencies, a
 //! lifecycle and a health report.
 
+use std::any::{Any, TypeId};
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::pin::Pin;
@@ -78,6 +79,73 @@ impl Health {
     }
 }
 
+/// What plugins contribute to the application, by kind: handler registrations,
+/// behaviors, services, projections. The application decides what it takes (by type): the
+/// plugin registry gathers every started plugin's contributions, and the code that builds
+/// the buses takes the kinds it knows (`flext-application` takes its `Behavior`s and
+/// handler registrations from here).
+#[derive(Default)]
+pub struct Contributions {
+    items: Vec<(TypeId, &'static str, Box<dyn Any + Send + Sync>)>,
+}
+
+impl std::fmt::Debug for Contributions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list()
+            .entries(self.items.iter().map(|(_, name, _)| name))
+            .finish()
+    }
+}
+
+impl Contributions {
+    /// No contributions.
+    pub fn new() -> Self {
+        Contributions::default()
+    }
+
+    /// Adds a contribution of kind `T`.
+    pub fn add<T: Any + Send + Sync>(&mut self, item: T) -> &mut Self {
+        self.items.push((
+            TypeId::of::<T>(),
+            std::any::type_name::<T>(),
+            Box::new(item),
+        ));
+        self
+    }
+
+    /// Takes every contribution of kind `T`, in the order added.
+    pub fn take<T: Any>(&mut self) -> Vec<T> {
+        let mut taken = Vec::new();
+        let mut rest = Vec::with_capacity(self.items.len());
+        for (id, name, item) in self.items.drain(..) {
+            if id == TypeId::of::<T>() {
+                if let Ok(item) = item.downcast::<T>() {
+                    taken.push(*item);
+                }
+            } else {
+                rest.push((id, name, item));
+            }
+        }
+        self.items = rest;
+        taken
+    }
+
+    /// Moves `other`'s contributions after these.
+    pub fn extend(&mut self, mut other: Contributions) {
+        self.items.append(&mut other.items);
+    }
+
+    /// How many contributions are left.
+    pub fn len(&self) -> usize {
+        self.items.len()
+    }
+
+    /// Whether none are left.
+    pub fn is_empty(&self) -> bool {
+        self.items.is_empty()
+    }
+}
+
 /// A plugin: named and versioned (semver), depending on other plugins, initialised with
 /// its configuration, started and stopped, reporting its health. Hooks default to doing
 /// nothing; a plugin implements the ones it needs. Hook futures are boxed so plugins can
@@ -113,5 +181,11 @@ pub trait Plugin: Send + Sync + 'static {
     /// How the plugin is doing.
     fn health(&self) -> Health {
         Health::up()
+    }
+
+    /// What the plugin adds to the application (handlers, behaviors, services,
+    /// projections); nothing by default.
+    fn contribute(&self, contributions: &mut Contributions) {
+        let _ = contributions;
     }
 }
