@@ -15,12 +15,12 @@ use crate::repository::RetryPolicy;
 pub struct ValidationLayer;
 
 impl Behavior for ValidationLayer {
-    fn handle<'a>(
-        &'a self,
+    fn handle<'s, 'a: 's>(
+        &'s self,
         message: Message<'a>,
         _ctx: &'a Context,
         next: Next<'a>,
-    ) -> BoxFuture<'a, Result<Reply, Error>> {
+    ) -> BoxFuture<'s, Result<Reply, Error>> {
         Box::pin(async move {
             message
                 .validate()
@@ -53,12 +53,12 @@ impl TimeoutLayer {
 }
 
 impl Behavior for TimeoutLayer {
-    fn handle<'a>(
-        &'a self,
+    fn handle<'s, 'a: 's>(
+        &'s self,
         message: Message<'a>,
         ctx: &'a Context,
         next: Next<'a>,
-    ) -> BoxFuture<'a, Result<Reply, Error>> {
+    ) -> BoxFuture<'s, Result<Reply, Error>> {
         let deadline = ctx
             .deadline()
             .unwrap_or_else(|| Instant::now() + self.default);
@@ -95,12 +95,12 @@ impl RetryLayer {
 }
 
 impl Behavior for RetryLayer {
-    fn handle<'a>(
-        &'a self,
+    fn handle<'s, 'a: 's>(
+        &'s self,
         _message: Message<'a>,
         _ctx: &'a Context,
         next: Next<'a>,
-    ) -> BoxFuture<'a, Result<Reply, Error>> {
+    ) -> BoxFuture<'s, Result<Reply, Error>> {
         Box::pin(async move {
             let mut attempt = 1;
             loop {
@@ -135,12 +135,12 @@ impl<M: Metrics + 'static> MetricsLayer<M> {
 }
 
 impl<M: Metrics + 'static> Behavior for MetricsLayer<M> {
-    fn handle<'a>(
-        &'a self,
+    fn handle<'s, 'a: 's>(
+        &'s self,
         message: Message<'a>,
         _ctx: &'a Context,
         next: Next<'a>,
-    ) -> BoxFuture<'a, Result<Reply, Error>> {
+    ) -> BoxFuture<'s, Result<Reply, Error>> {
         Box::pin(async move {
             let start = Instant::now();
             let result = next.run().await;
@@ -171,12 +171,12 @@ impl<M: Metrics + 'static> Behavior for MetricsLayer<M> {
 pub struct TracingLayer;
 
 impl Behavior for TracingLayer {
-    fn handle<'a>(
-        &'a self,
+    fn handle<'s, 'a: 's>(
+        &'s self,
         message: Message<'a>,
         ctx: &'a Context,
         next: Next<'a>,
-    ) -> BoxFuture<'a, Result<Reply, Error>> {
+    ) -> BoxFuture<'s, Result<Reply, Error>> {
         let span = tracing::info_span!(
             "flext.dispatch",
             messaging.operation = message.kind().as_str(),

@@ -12,6 +12,7 @@ use flext_ports::{
 use tokio::sync::Notify;
 
 use crate::catch::CatchPanic;
+use crate::pipeline::{Behavior, BoxFuture, Message, Next, Reply};
 
 struct Instance<P> {
     plugin: P,
@@ -197,6 +198,18 @@ impl<P: Plugin> HotSwap<P> {
     }
 }
 
+impl<P: Plugin> HotSwap<P> {
+    /// The behavior of a plugin type that is a [`Behavior`], for a pipeline: each dispatch
+    /// runs it on the instance current when the dispatch reaches it, so it switches with
+    /// the plugin's handlers and drains with them.
+    pub fn behavior(&self) -> Arc<dyn Behavior>
+    where
+        P: Behavior,
+    {
+        Arc::new(Routed { slot: self.clone() })
+    }
+}
+
 impl<P: Plugin> Plugin for HotSwap<P> {
     fn name(&self) -> &str {
         &self.shared.name
@@ -268,5 +281,24 @@ impl<Q: Query, P: Plugin + QueryHandler<Q>> QueryHandler<Q> for Routed<P> {
         let in_flight = self.slot.enter();
         let result = CatchPanic::new(in_flight.instance.plugin.handle(query, ctx), Q::NAME).await;
         self.settle(&in_flight.instance, result)
+    }
+}
+
+impl<P: Plugin + Behavior> Behavior for Routed<P> {
+    fn handle<'s, 'a: 's>(
+        &'s self,
+        message: Message<'a>,
+        ctx: &'a Context,
+        next: Next<'a>,
+    ) -> BoxFuture<'s, Result<Reply, Error>> {
+        Box::pin(async move {
+            let in_flight = self.slot.enter();
+            let result = CatchPanic::new(
+                in_flight.instance.plugin.handle(message, ctx, next),
+                message.name(),
+            )
+            .await;
+            self.settle(&in_flight.instance, result)
+        })
     }
 }

@@ -130,12 +130,12 @@ impl<S: IdempotencyStore + 'static> IdempotencyLayer<S> {
 }
 
 impl<S: IdempotencyStore + 'static> Behavior for IdempotencyLayer<S> {
-    fn handle<'a>(
-        &'a self,
+    fn handle<'s, 'a: 's>(
+        &'s self,
         message: Message<'a>,
         ctx: &'a Context,
         next: Next<'a>,
-    ) -> BoxFuture<'a, Result<Reply, Error>> {
+    ) -> BoxFuture<'s, Result<Reply, Error>> {
         let Some(codec) = self.codecs.get(&message.type_id()).copied() else {
             return next.run();
         };

@@ -203,8 +203,8 @@ impl<'a> Next<'a> {
 /// struct Maintenance(bool);
 ///
 /// impl Behavior for Maintenance {
-///     fn handle<'a>(&'a self, message: Message<'a>, _ctx: &'a Context, next: Next<'a>)
-///         -> BoxFuture<'a, Result<Reply, Error>>
+///     fn handle<'s, 'a: 's>(&'s self, message: Message<'a>, _ctx: &'a Context, next: Next<'a>)
+///         -> BoxFuture<'s, Result<Reply, Error>>
 ///     {
 ///         Box::pin(async move {
 ///             if self.0 {
@@ -215,14 +215,18 @@ impl<'a> Next<'a> {
 ///     }
 /// }
 /// ```
+///
+/// The borrow of the behavior (`'s`) may be shorter than the message's (`'a`), so a
+/// behavior can hand the call to another one it holds only for the call (as
+/// [`HotSwap::behavior`](crate::HotSwap::behavior) does with the current plugin instance).
 pub trait Behavior: Send + Sync + 'static {
     /// Handles `message`; call `next.run()` to go on.
-    fn handle<'a>(
-        &'a self,
+    fn handle<'s, 'a: 's>(
+        &'s self,
         message: Message<'a>,
         ctx: &'a Context,
         next: Next<'a>,
-    ) -> BoxFuture<'a, Result<Reply, Error>>;
+    ) -> BoxFuture<'s, Result<Reply, Error>>;
 }
 
 /// An ordered list of behaviors, outermost first, built in code so the order is read where

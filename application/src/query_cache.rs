@@ -142,12 +142,12 @@ where
     Q: Query + Hash + Eq,
     Q::Output: Clone + Sync,
 {
-    fn handle<'a>(
-        &'a self,
+    fn handle<'s, 'a: 's>(
+        &'s self,
         message: Message<'a>,
         _ctx: &'a Context,
         next: Next<'a>,
-    ) -> BoxFuture<'a, Result<Reply, Error>> {
+    ) -> BoxFuture<'s, Result<Reply, Error>> {
         let Some(query) = message.downcast_ref::<Q>() else {
             return next.run();
         };

@@ -192,12 +192,12 @@ async fn publishing_returns_every_outcome_in_order() {
 /// Records when it is entered and left.
 struct Recorder(&'static str, Arc<Mutex<Vec<String>>>);
 impl Behavior for Recorder {
-    fn handle<'a>(
-        &'a self,
+    fn handle<'s, 'a: 's>(
+        &'s self,
         message: Message<'a>,
         _: &'a Context,
         next: Next<'a>,
-    ) -> BoxFuture<'a, Result<Reply, Error>> {
+    ) -> BoxFuture<'s, Result<Reply, Error>> {
         Box::pin(async move {
             self.1
                 .lock()

@@ -26,12 +26,12 @@ impl CommandHandler<Stamp> for Stamper {
 /// Refuses every command while the plugin says the system is read-only.
 struct ReadOnly;
 impl Behavior for ReadOnly {
-    fn handle<'a>(
-        &'a self,
+    fn handle<'s, 'a: 's>(
+        &'s self,
         message: Message<'a>,
         _: &'a Context,
         _: Next<'a>,
-    ) -> BoxFuture<'a, Result<Reply, Error>> {
+    ) -> BoxFuture<'s, Result<Reply, Error>> {
         Box::pin(async move {
             Err(Error::unavailable(
                 "READ_ONLY",

@@ -240,3 +240,58 @@ async fn a_version_that_fails_to_start_leaves_the_old_one_serving() {
         }
     }
 }
+
+/// A plugin that is a behavior: it answers every command with its version number.
+struct Answering {
+    version: u32,
+    semver: String,
+}
+
+impl Plugin for Answering {
+    fn name(&self) -> &str {
+        "answering"
+    }
+    fn version(&self) -> &str {
+        &self.semver
+    }
+}
+
+impl flext_application::Behavior for Answering {
+    fn handle<'s, 'a: 's>(
+        &'s self,
+        _: flext_application::Message<'a>,
+        _: &'a Context,
+        _: flext_application::Next<'a>,
+    ) -> flext_application::BoxFuture<'s, Result<flext_application::Reply, Error>> {
+        Box::pin(async move { Ok(flext_application::Reply::new(self.version)) })
+    }
+}
+
+#[tokio::test]
+async fn a_plugin_behavior_switches_with_the_swap() {
+    let answering = |version: u32| Answering {
+        version,
+        semver: format!("1.{version}.0"),
+    };
+    let slot = HotSwap::new(answering(1));
+    let stops = Stops::default();
+    let bus = Registry::new()
+        .command::<Price, _>(HotSwap::new(Pricing::new(0, &stops)).handler())
+        .command_bus(Pipeline::new().layer_shared(slot.behavior()))
+        .expect("bus");
+    assert_eq!(
+        bus.dispatch(Price(1), &Context::new())
+            .await
+            .expect("answered"),
+        1
+    );
+    slot.swap(answering(2), Duration::from_secs(1))
+        .await
+        .expect("swap");
+    assert_eq!(
+        bus.dispatch(Price(1), &Context::new())
+            .await
+            .expect("answered"),
+        2
+    );
+}
