@@ -16,6 +16,7 @@
 //! assert!(a < b);
 //! ```
 
+mod checkpoint;
 mod clock;
 mod codec;
 mod event_store;
@@ -27,6 +28,7 @@ mod metrics;
 mod plugin;
 mod snapshot;
 
+pub use checkpoint::CheckpointStore;
 pub use clock::{Clock, FixedClock, SystemClock};
 pub use codec::EventCodec;
 pub use event_store::{

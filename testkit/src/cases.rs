@@ -10,8 +10,8 @@ use flext_domain::{
     NewEvent, Position, RecordedEvent, StreamId, StreamVersion, WRONG_EXPECTED_VERSION,
 };
 use flext_ports::{
-    Claim, EventCodec, EventStore, IdempotencyRecord, IdempotencyStore, JsonCodec, ReadDirection,
-    Snapshot, SnapshotStore,
+    CheckpointStore, Claim, EventCodec, EventStore, IdempotencyRecord, IdempotencyStore, JsonCodec,
+    ReadDirection, Snapshot, SnapshotStore,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -1248,5 +1248,43 @@ pub async fn idempotency_release_lets_a_retry_run<H: Harness>(h: H) -> H {
         store.claim(id, "order.place", HOUR).await.expect("claim"),
         Claim::Claimed
     ));
+    h
+}
+
+/// A checkpoint starts absent, keeps the last saved position (also a lower one: a rebuild
+/// starts over), and names are independent and stored literally.
+pub async fn checkpoints_keep_the_last_saved_position_per_name<H: Harness>(h: H) -> H {
+    let store = h.store();
+    let name = "balances';--ümlaut";
+    assert_eq!(store.load_checkpoint(name).await.expect("load"), None);
+    store
+        .save_checkpoint(name, Position(5))
+        .await
+        .expect("save");
+    store
+        .save_checkpoint(name, Position(9))
+        .await
+        .expect("save");
+    store
+        .save_checkpoint("history", Position(2))
+        .await
+        .expect("save");
+    assert_eq!(
+        store.load_checkpoint(name).await.expect("load"),
+        Some(Position(9))
+    );
+    assert_eq!(
+        store.load_checkpoint("history").await.expect("load"),
+        Some(Position(2))
+    );
+    store
+        .save_checkpoint(name, Position(0))
+        .await
+        .expect("rebuild");
+    assert_eq!(
+        store.load_checkpoint(name).await.expect("load"),
+        Some(Position(0))
+    );
+    assert_eq!(store.load_checkpoint("balances").await.expect("load"), None);
     h
 }

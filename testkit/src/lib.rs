@@ -20,7 +20,7 @@
 use std::future::Future;
 
 use flext_domain::{Error, ExpectedVersion, NewEvent, StreamId, StreamVersion};
-use flext_ports::{AppendOutcome, EventStore, IdempotencyStore, SnapshotStore};
+use flext_ports::{AppendOutcome, CheckpointStore, EventStore, IdempotencyStore, SnapshotStore};
 
 pub mod cases;
 pub mod harness;
@@ -28,7 +28,7 @@ pub mod harness;
 /// What the conformance suite needs from an adapter.
 pub trait Harness: Send + Sync + Sized + 'static {
     /// The store under test.
-    type Store: EventStore + SnapshotStore + IdempotencyStore + Clone + 'static;
+    type Store: EventStore + SnapshotStore + IdempotencyStore + CheckpointStore + Clone + 'static;
     /// An append whose transaction is held open until [`Held::commit`].
     type Held: Held;
 
@@ -140,6 +140,7 @@ macro_rules! event_store_conformance {
             idempotency_keeps_the_first_error,
             idempotency_reports_in_progress_and_takes_over_stale_claims,
             idempotency_release_lets_a_retry_run,
+            checkpoints_keep_the_last_saved_position_per_name,
         );
     };
 }

@@ -7,8 +7,9 @@ use flext_domain::{
     Error, EventId, ExpectedVersion, NewEvent, Position, RecordedEvent, StreamId, StreamVersion,
 };
 use flext_ports::{
-    AppendOutcome, Claim, Clock, EventStore, IdempotencyRecord, IdempotencyStore, ReadDirection,
-    Snapshot, SnapshotStore, StoredEvent, SystemClock, resolve_rejected_append, validate_append,
+    AppendOutcome, CheckpointStore, Claim, Clock, EventStore, IdempotencyRecord, IdempotencyStore,
+    ReadDirection, Snapshot, SnapshotStore, StoredEvent, SystemClock, resolve_rejected_append,
+    validate_append,
 };
 
 /// One position of the global log.
@@ -31,6 +32,8 @@ struct State {
     /// Every event id, with its log index.
     ids: HashMap<EventId, usize>,
     snapshots: HashMap<StreamId, Snapshot>,
+    /// Checkpoints by reader name.
+    checkpoints: HashMap<String, Position>,
     /// Command outcomes by command id: claimed at (pending) or done.
     idempotency: HashMap<uuid::Uuid, Result<IdempotencyRecord, std::time::Instant>>,
 }
@@ -398,6 +401,17 @@ impl IdempotencyStore for InMemoryEventStore {
         if matches!(state.idempotency.get(&id), Some(Err(_))) {
             state.idempotency.remove(&id);
         }
+        Ok(())
+    }
+}
+
+impl CheckpointStore for InMemoryEventStore {
+    async fn load_checkpoint(&self, name: &str) -> Result<Option<Position>, Error> {
+        Ok(self.lock().checkpoints.get(name).copied())
+    }
+
+    async fn save_checkpoint(&self, name: &str, position: Position) -> Result<(), Error> {
+        self.lock().checkpoints.insert(name.to_owned(), position);
         Ok(())
     }
 }

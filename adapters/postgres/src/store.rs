@@ -10,9 +10,9 @@ use flext_domain::{
     Position, RecordedEvent, StreamId, StreamVersion,
 };
 use flext_ports::{
-    AppendOutcome, Claim, Clock, EventStore, IdempotencyRecord, IdempotencyStore, ReadDirection,
-    Snapshot, SnapshotStore, StoredEvent, SystemClock, corrupted_event, decode_error, encode_error,
-    resolve_rejected_append, validate_append,
+    AppendOutcome, CheckpointStore, Claim, Clock, EventStore, IdempotencyRecord, IdempotencyStore,
+    ReadDirection, Snapshot, SnapshotStore, StoredEvent, SystemClock, corrupted_event,
+    decode_error, encode_error, resolve_rejected_append, validate_append,
 };
 use sqlx::error::ErrorKind;
 use sqlx::migrate::Migrator;
@@ -448,6 +448,12 @@ impl PgWriteTransaction {
         Ok(out)
     }
 
+    /// Sets a checkpoint within this transaction, so a read model written in the same
+    /// transaction and its checkpoint commit together (exactly once).
+    pub async fn save_checkpoint(&mut self, name: &str, position: Position) -> Result<(), Error> {
+        save_checkpoint_on(&mut self.tx, name, position).await
+    }
+
     /// The connection, for statements of your own in this transaction.
     pub fn connection(&mut self) -> &mut PgConnection {
         &mut self.tx
@@ -787,4 +793,42 @@ fn stored_claim(id: Uuid, row: &PgRow) -> Result<Claim, Error> {
         message_type,
         outcome,
     }))
+}
+
+async fn save_checkpoint_on(
+    conn: &mut PgConnection,
+    name: &str,
+    position: Position,
+) -> Result<(), Error> {
+    sqlx::query(
+        "INSERT INTO flext_checkpoints (name, position) VALUES ($1, $2) \
+         ON CONFLICT (name) DO UPDATE SET position = excluded.position",
+    )
+    .bind(name)
+    .bind(to_i64(position.0))
+    .execute(conn)
+    .await
+    .map_err(|e| db_error("saving a checkpoint", e))?;
+    Ok(())
+}
+
+impl CheckpointStore for PgEventStore {
+    async fn load_checkpoint(&self, name: &str) -> Result<Option<Position>, Error> {
+        let position: Option<i64> =
+            sqlx::query_scalar("SELECT position FROM flext_checkpoints WHERE name = $1")
+                .bind(name)
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(|e| db_error("loading a checkpoint", e))?;
+        Ok(position.map(|p| Position(p.max(0) as u64)))
+    }
+
+    async fn save_checkpoint(&self, name: &str, position: Position) -> Result<(), Error> {
+        let mut conn = self
+            .pool
+            .acquire()
+            .await
+            .map_err(|e| db_error("acquiring a connection", e))?;
+        save_checkpoint_on(&mut conn, name, position).await
+    }
 }

@@ -2,7 +2,7 @@
 //! caller's own statements, or not at all.
 
 use flext_domain::{EventId, ExpectedVersion, NewEvent, Position, StreamId, StreamVersion};
-use flext_ports::EventStore;
+use flext_ports::{CheckpointStore, EventStore};
 use flext_postgres::PgEventStore;
 
 async fn store() -> PgEventStore {
@@ -72,4 +72,34 @@ async fn a_dropped_transaction_leaves_nothing() {
         .await
         .unwrap();
     assert_eq!(out.stream_version, StreamVersion(1));
+}
+
+#[tokio::test]
+async fn a_checkpoint_saved_in_a_transaction_commits_or_rolls_back_with_it() {
+    let store = store().await;
+    let a = StreamId::new("a").unwrap();
+    let mut tx = store.transaction().await.unwrap();
+    let out = tx
+        .append(&a, ExpectedVersion::NoStream, events(1))
+        .await
+        .unwrap();
+    tx.save_checkpoint("projection", out.positions[0])
+        .await
+        .unwrap();
+    tx.rollback().await.unwrap();
+    assert_eq!(store.load_checkpoint("projection").await.unwrap(), None);
+
+    let mut tx = store.transaction().await.unwrap();
+    let out = tx
+        .append(&a, ExpectedVersion::NoStream, events(1))
+        .await
+        .unwrap();
+    tx.save_checkpoint("projection", out.positions[0])
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    assert_eq!(
+        store.load_checkpoint("projection").await.unwrap(),
+        Some(out.positions[0])
+    );
 }

@@ -12,9 +12,9 @@ use flext_domain::{
     Position, RecordedEvent, StreamId, StreamVersion,
 };
 use flext_ports::{
-    AppendOutcome, Claim, Clock, EventStore, IdempotencyRecord, IdempotencyStore, ReadDirection,
-    Snapshot, SnapshotStore, StoredEvent, SystemClock, corrupted_event, decode_error, encode_error,
-    resolve_rejected_append, validate_append,
+    AppendOutcome, CheckpointStore, Claim, Clock, EventStore, IdempotencyRecord, IdempotencyStore,
+    ReadDirection, Snapshot, SnapshotStore, StoredEvent, SystemClock, corrupted_event,
+    decode_error, encode_error, resolve_rejected_append, validate_append,
 };
 use sqlx::error::ErrorKind;
 use sqlx::migrate::Migrator;
@@ -239,6 +239,12 @@ impl SqliteWriteTransaction {
     ) -> Result<AppendOutcome, Error> {
         let now = self.clock.now();
         append_on(&mut self.writer.conn, stream, expected, events, now).await
+    }
+
+    /// Sets a checkpoint within this transaction, so a read model written in the same
+    /// transaction and its checkpoint commit together (exactly once).
+    pub async fn save_checkpoint(&mut self, name: &str, position: Position) -> Result<(), Error> {
+        save_checkpoint_on(&mut self.writer.conn, name, position).await
     }
 
     /// The connection, for statements of your own in this transaction.
@@ -815,4 +821,39 @@ fn stored_claim(id: Uuid, row: &SqliteRow) -> Result<Claim, Error> {
         message_type,
         outcome,
     }))
+}
+
+async fn save_checkpoint_on(
+    conn: &mut SqliteConnection,
+    name: &str,
+    position: Position,
+) -> Result<(), Error> {
+    sqlx::query(
+        "INSERT INTO flext_checkpoints (name, position) VALUES (?, ?) \
+         ON CONFLICT (name) DO UPDATE SET position = excluded.position",
+    )
+    .bind(name)
+    .bind(to_i64(position.0))
+    .execute(conn)
+    .await
+    .map_err(|e| db_error("saving a checkpoint", e))?;
+    Ok(())
+}
+
+impl CheckpointStore for SqliteEventStore {
+    async fn load_checkpoint(&self, name: &str) -> Result<Option<Position>, Error> {
+        let position: Option<i64> =
+            sqlx::query_scalar("SELECT position FROM flext_checkpoints WHERE name = ?")
+                .bind(name)
+                .fetch_optional(&self.readers)
+                .await
+                .map_err(|e| db_error("loading a checkpoint", e))?;
+        Ok(position.map(|p| Position(p.max(0) as u64)))
+    }
+
+    async fn save_checkpoint(&self, name: &str, position: Position) -> Result<(), Error> {
+        let mut writer = self.writer.lock().await;
+        writer.settle().await?;
+        save_checkpoint_on(&mut writer.conn, name, position).await
+    }
 }
