@@ -107,10 +107,29 @@ impl<P: Plugin> HotSwap<P> {
             .clone()
     }
 
+    /// Counts a call in flight on the current instance. The instance is checked to still
+    /// be current after the count went up: a swap that replaced it in between may already
+    /// have seen no call in flight and stopped it, so the call moves to the new instance.
     fn enter(&self) -> InFlight<P> {
-        let instance = self.current();
-        instance.in_flight.fetch_add(1, Ordering::SeqCst);
-        InFlight { instance }
+        loop {
+            let instance = self.current();
+            instance.in_flight.fetch_add(1, Ordering::SeqCst);
+            // Pairs with the fence in `swap`: either this call sees the new instance, or the
+            // swap sees this call in flight on the old one.
+            std::sync::atomic::fence(Ordering::SeqCst);
+            let in_flight = InFlight { instance };
+            let still_current = Arc::ptr_eq(
+                &in_flight.instance,
+                &self
+                    .shared
+                    .current
+                    .read()
+                    .unwrap_or_else(|p| p.into_inner()),
+            );
+            if still_current {
+                return in_flight;
+            }
+        }
     }
 
     /// The version of the plugin serving new calls now.
@@ -173,6 +192,8 @@ impl<P: Plugin> HotSwap<P> {
                 .unwrap_or_else(|p| p.into_inner());
             std::mem::replace(&mut *current, Instance::new(next))
         };
+        // Pairs with the fence in `enter`.
+        std::sync::atomic::fence(Ordering::SeqCst);
         let drained = tokio::time::timeout(drain, async {
             loop {
                 let notified = old.drained.notified();
