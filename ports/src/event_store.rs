@@ -317,6 +317,79 @@ pub fn resolve_rejected_append(
     .with_detail("version", stored.stream_version.0))
 }
 
+/// The columns of one stored event as an adapter decoded them, before the checks and
+/// conversions every adapter shares ([`assemble_recorded`]).
+#[derive(Debug)]
+pub struct StoredRow {
+    /// Global position.
+    pub position: i64,
+    /// Event id.
+    pub event_id: uuid::Uuid,
+    /// Stream id as stored.
+    pub stream: String,
+    /// Stream version.
+    pub version: i64,
+    /// Event type.
+    pub event_type: String,
+    /// Schema version as stored.
+    pub schema_version: i64,
+    /// Payload.
+    pub payload: Vec<u8>,
+    /// Correlation id.
+    pub correlation_id: Option<uuid::Uuid>,
+    /// Causation id.
+    pub causation_id: Option<uuid::Uuid>,
+    /// Headers as a JSON object, if any.
+    pub headers: Option<String>,
+    /// When it was recorded.
+    pub recorded_at: chrono::DateTime<chrono::Utc>,
+}
+
+/// Turns decoded columns into a [`RecordedEvent`]: parses the headers, checks the stream
+/// id and the schema version, and reuses `last_stream` (the previous row's stream id, one
+/// shared string) while consecutive rows belong to the same stream. A value that fails is
+/// `DataLoss`/`CORRUPTED_EVENT` naming stream and version.
+pub fn assemble_recorded(
+    row: StoredRow,
+    last_stream: &mut Option<StreamId>,
+) -> Result<RecordedEvent, Error> {
+    let bad = |what: &str, e: &dyn std::fmt::Display| {
+        corrupted_event(&row.stream, row.version, format_args!("{what}: {e}"))
+    };
+    let headers = match &row.headers {
+        None => Default::default(),
+        Some(text) => serde_json::from_str(text)
+            .map_err(|e| bad("headers are not a JSON object of strings", &e))?,
+    };
+    let stream_id = match last_stream {
+        Some(last) if last.as_str() == row.stream => last.clone(),
+        _ => {
+            let id = StreamId::new(&row.stream).map_err(|e| bad("invalid stream id", &e))?;
+            *last_stream = Some(id.clone());
+            id
+        }
+    };
+    let schema_version =
+        u32::try_from(row.schema_version).map_err(|e| bad("invalid schema version", &e))?;
+    Ok(RecordedEvent {
+        event_id: EventId::from_uuid(row.event_id),
+        stream_id,
+        stream_version: StreamVersion(row.version as u64),
+        position: Position(row.position as u64),
+        recorded_at: row.recorded_at,
+        event_type: row.event_type,
+        schema_version,
+        payload: bytes::Bytes::from(row.payload),
+        metadata: flext_domain::EventMetadata {
+            correlation_id: row
+                .correlation_id
+                .map(flext_domain::CorrelationId::from_uuid),
+            causation_id: row.causation_id.map(flext_domain::CausationId::from_uuid),
+            headers,
+        },
+    })
+}
+
 /// The `DataLoss` error for a stored event that cannot be read back.
 pub fn corrupted_event(stream: &str, version: i64, what: impl std::fmt::Display) -> Error {
     Error::data_loss(

@@ -93,3 +93,26 @@ pub fn decode_error(id: Uuid, text: &str) -> Error {
         )
     })
 }
+
+/// The claim of a stored idempotency row: in progress unless its state is `done`, then
+/// its output or its stored error (an unreadable one is `DataLoss` naming the id).
+pub fn stored_claim(
+    id: Uuid,
+    state: &str,
+    message_type: String,
+    output: Option<Vec<u8>>,
+    error: Option<String>,
+) -> Claim {
+    if state != "done" {
+        return Claim::InProgress;
+    }
+    let outcome = match (output, error) {
+        (_, Some(text)) => Err(decode_error(id, &text)),
+        (Some(bytes), None) => Ok(Bytes::from(bytes)),
+        (None, None) => Ok(Bytes::new()),
+    };
+    Claim::Done(IdempotencyRecord {
+        message_type,
+        outcome,
+    })
+}

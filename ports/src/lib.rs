@@ -33,9 +33,12 @@ pub use clock::{Clock, FixedClock, SystemClock};
 pub use codec::EventCodec;
 pub use event_store::{
     AppendOutcome, EventStore, MAX_EVENT_TYPE_LEN, MAX_EVENTS_PER_APPEND, ReadDirection,
-    StoredEvent, corrupted_event, resolve_rejected_append, validate_append,
+    StoredEvent, StoredRow, assemble_recorded, corrupted_event, resolve_rejected_append,
+    validate_append,
 };
-pub use idempotency::{Claim, IdempotencyRecord, IdempotencyStore, decode_error, encode_error};
+pub use idempotency::{
+    Claim, IdempotencyRecord, IdempotencyStore, decode_error, encode_error, stored_claim,
+};
 pub use ids::{IdGenerator, SequentialIds, UuidV7Ids};
 pub use json::{JsonCodec, Upcasters};
 pub use message::{Command, CommandHandler, Context, EventHandler, Query, QueryHandler};

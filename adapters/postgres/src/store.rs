@@ -6,13 +6,13 @@ use std::sync::Arc;
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use flext_domain::{
-    CausationId, CorrelationId, Error, EventId, EventMetadata, EventRef, ExpectedVersion, NewEvent,
-    Position, RecordedEvent, StreamId, StreamVersion,
+    Error, EventMetadata, EventRef, ExpectedVersion, NewEvent, Position, RecordedEvent, StreamId,
+    StreamVersion,
 };
 use flext_ports::{
     AppendOutcome, CheckpointStore, Claim, Clock, EventStore, IdempotencyRecord, IdempotencyStore,
-    ReadDirection, Snapshot, SnapshotStore, StoredEvent, SystemClock, corrupted_event,
-    decode_error, encode_error, resolve_rejected_append, validate_append,
+    ReadDirection, Snapshot, SnapshotStore, StoredEvent, StoredRow, SystemClock, assemble_recorded,
+    corrupted_event, encode_error, resolve_rejected_append, stored_claim, validate_append,
 };
 use sqlx::error::ErrorKind;
 use sqlx::migrate::Migrator;
@@ -513,36 +513,22 @@ fn decode_row(row: &PgRow, last_stream: &mut Option<StreamId>) -> Result<Recorde
     let recorded_at: DateTime<Utc> = row
         .try_get(10)
         .map_err(|e| bad("unreadable recorded time", &e))?;
-    let headers = match headers {
-        None => Default::default(),
-        Some(text) => serde_json::from_str(&text)
-            .map_err(|e| bad("headers are not a JSON object of strings", &e))?,
-    };
-    let stream_id = match last_stream {
-        Some(last) if last.as_str() == stream => last.clone(),
-        _ => {
-            let id = StreamId::new(&stream).map_err(|e| bad("invalid stream id", &e))?;
-            *last_stream = Some(id.clone());
-            id
-        }
-    };
-    let schema_version =
-        u32::try_from(schema_version).map_err(|e| bad("invalid schema version", &e))?;
-    Ok(RecordedEvent {
-        event_id: EventId::from_uuid(event_id),
-        stream_id,
-        stream_version: StreamVersion(version as u64),
-        position: Position(position as u64),
-        recorded_at,
-        event_type,
-        schema_version,
-        payload: Bytes::from(payload),
-        metadata: EventMetadata {
-            correlation_id: correlation.map(CorrelationId::from_uuid),
-            causation_id: causation.map(CausationId::from_uuid),
+    assemble_recorded(
+        StoredRow {
+            position,
+            event_id,
+            stream,
+            version,
+            event_type,
+            schema_version: i64::from(schema_version),
+            payload,
+            correlation_id: correlation,
+            causation_id: causation,
             headers,
+            recorded_at,
         },
-    })
+        last_stream,
+    )
 }
 
 impl EventStore for PgEventStore {
@@ -741,7 +727,7 @@ impl IdempotencyStore for PgEventStore {
             .fetch_one(&self.pool)
             .await
             .map_err(|e| db_error("reading a command outcome", e))?;
-        stored_claim(id, &row)
+        claim_from_row(id, &row)
     }
 
     async fn complete(&self, id: Uuid, record: IdempotencyRecord) -> Result<(), Error> {
@@ -769,7 +755,7 @@ impl IdempotencyStore for PgEventStore {
     }
 }
 
-fn stored_claim(id: Uuid, row: &PgRow) -> Result<Claim, Error> {
+fn claim_from_row(id: Uuid, row: &PgRow) -> Result<Claim, Error> {
     let read = |e: sqlx::Error| {
         Error::data_loss(
             "CORRUPTED_IDEMPOTENCY_RECORD",
@@ -777,22 +763,13 @@ fn stored_claim(id: Uuid, row: &PgRow) -> Result<Claim, Error> {
         )
         .with_source(e)
     };
-    let state: String = row.try_get(0).map_err(read)?;
-    if state != "done" {
-        return Ok(Claim::InProgress);
-    }
-    let message_type: String = row.try_get(1).map_err(read)?;
-    let output: Option<Vec<u8>> = row.try_get(2).map_err(read)?;
-    let error: Option<String> = row.try_get(3).map_err(read)?;
-    let outcome = match (output, error) {
-        (_, Some(text)) => Err(decode_error(id, &text)),
-        (Some(bytes), None) => Ok(Bytes::from(bytes)),
-        (None, None) => Ok(Bytes::new()),
-    };
-    Ok(Claim::Done(IdempotencyRecord {
-        message_type,
-        outcome,
-    }))
+    Ok(stored_claim(
+        id,
+        &row.try_get::<String, _>(0).map_err(read)?,
+        row.try_get(1).map_err(read)?,
+        row.try_get(2).map_err(read)?,
+        row.try_get(3).map_err(read)?,
+    ))
 }
 
 async fn save_checkpoint_on(
