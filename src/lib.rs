@@ -41,7 +41,7 @@
 //! | `memory` | no | [`memory`]: the in-memory event store |
 //! | `sqlite` | no | [`sqlite`]: the SQLite event store |
 //! | `postgres` | no | [`postgres`]: the PostgreSQL event store |
-//! | `macros` | no | `#[command_handler]`, `#[query_handler]`, `#[event_handler]`, `#[plugin]`, `#[derive(DomainEvent)]` |
+//! | `macros` | no | `#[command_handler]`, `#[query_handler]`, `#[event_handler]`, `#[plugin]`, `#[projection]`, `#[derive(DomainEvent)]` |
 //! | `testing` | no | [`testing`]: the given/when/then aggregate fixture |
 
 pub use flext_domain::{
@@ -85,7 +85,9 @@ pub mod application {
 
 /// The attribute macros (feature `macros`): sugar over [`application::Registry`].
 #[cfg(feature = "macros")]
-pub use flext_macros::{DomainEvent, command_handler, event_handler, plugin, query_handler};
+pub use flext_macros::{
+    DomainEvent, command_handler, event_handler, plugin, projection, query_handler,
+};
 
 /// Support paths for the macros' generated code; not a public API.
 #[cfg(feature = "macros")]

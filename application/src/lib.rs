@@ -41,9 +41,11 @@ mod hot_swap;
 mod idempotency;
 mod pipeline;
 mod plugin;
+mod projection;
 mod query_cache;
 mod repository;
 mod services;
+mod subscription;
 mod typemap;
 
 pub use behavior::{MetricsLayer, RetryLayer, TimeoutLayer, TracingLayer, ValidationLayer};
@@ -52,9 +54,15 @@ pub use hot_swap::{HotSwap, Routed};
 pub use idempotency::IdempotencyLayer;
 pub use pipeline::{Behavior, BoxFuture, Message, MessageKind, Next, Pipeline, Reply};
 pub use plugin::{Manifest, PluginRegistration, PluginRegistry, RegistryHealth};
+pub use projection::{
+    PoisonPolicy, ProjectionOptions, ProjectionRegistration, ProjectionRunner, ProjectionState,
+    ProjectionStatus, Projections, ReadYourWrites, ReadYourWritesLayer, RebuildFrom, RedriveReport,
+    erase_projection,
+};
 pub use query_cache::{QueryCache, QueryCacheInvalidator, QueryCacheLayer};
 pub use repository::{Executed, Repository, RetryPolicy};
 pub use services::{Dep, FromServices, Scope, Services, ServicesBuilder};
+pub use subscription::{Subscription, SubscriptionOptions};
 
 #[doc(hidden)]
 pub mod __private {

@@ -120,6 +120,38 @@ pub trait EventStore: Send + Sync {
             Ok(events.len())
         }
     }
+
+    /// Whether committed events with a position greater than `after` exist that
+    /// [`EventStore::read_all`] holds back for gap safety (on PostgreSQL: until older
+    /// transactions of the cluster end, which may not append and so may not notify). A
+    /// reader that caught up polls again soon while this is true. The default: never.
+    fn read_all_withheld(
+        &self,
+        after: Position,
+    ) -> impl Future<Output = Result<bool, Error>> + Send {
+        let _ = after;
+        async { Ok(false) }
+    }
+
+    /// How many events have a position greater than `after` (a reader's lag in events;
+    /// positions need not be dense). The default counts through [`EventStore::read_all`].
+    fn count_after(&self, after: Position) -> impl Future<Output = Result<u64, Error>> + Send
+    where
+        Self: Sized,
+    {
+        async move {
+            let mut from = after;
+            let mut n = 0u64;
+            loop {
+                let page = self.read_all(from, 1_000).await?;
+                let Some(last) = page.last() else {
+                    return Ok(n);
+                };
+                from = last.position;
+                n += page.len() as u64;
+            }
+        }
+    }
 }
 
 /// Forwards every method, the fast [`EventStore::replay_stream`] of the store included.
@@ -165,6 +197,15 @@ impl<S: EventStore> EventStore for Arc<S> {
         F: FnMut(EventRef<'_>) -> Result<(), Error> + Send,
     {
         (**self).replay_stream(stream, from, max_count, apply)
+    }
+    fn read_all_withheld(
+        &self,
+        after: Position,
+    ) -> impl Future<Output = Result<bool, Error>> + Send {
+        (**self).read_all_withheld(after)
+    }
+    fn count_after(&self, after: Position) -> impl Future<Output = Result<u64, Error>> + Send {
+        (**self).count_after(after)
     }
 }
 

@@ -26,7 +26,9 @@ mod json;
 mod message;
 mod metrics;
 mod plugin;
+mod projection;
 mod snapshot;
+mod watch;
 
 pub use checkpoint::CheckpointStore;
 pub use clock::{Clock, FixedClock, SystemClock};
@@ -44,4 +46,6 @@ pub use json::{JsonCodec, Upcasters};
 pub use message::{Command, CommandHandler, Context, EventHandler, Query, QueryHandler};
 pub use metrics::{Labels, Metrics};
 pub use plugin::{Contributions, Health, HealthStatus, Plugin, PluginDependency, PluginFuture};
+pub use projection::{DeadLetter, Projection, ProjectionStore, assemble_dead_letter};
 pub use snapshot::{Snapshot, SnapshotStore};
+pub use watch::{AppendSignal, AppendWatcher, Changed, WatchAppends};

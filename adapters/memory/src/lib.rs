@@ -25,4 +25,4 @@
 
 mod store;
 
-pub use store::{InMemoryEventStore, PendingAppend};
+pub use store::{InMemoryEventStore, MemoryTransaction, PendingAppend};

@@ -7,8 +7,9 @@ use flext_domain::{
     Error, EventId, ExpectedVersion, NewEvent, Position, RecordedEvent, StreamId, StreamVersion,
 };
 use flext_ports::{
-    AppendOutcome, CheckpointStore, Claim, Clock, EventStore, IdempotencyRecord, IdempotencyStore,
-    ReadDirection, Snapshot, SnapshotStore, StoredEvent, SystemClock, resolve_rejected_append,
+    AppendOutcome, AppendSignal, AppendWatcher, CheckpointStore, Claim, Clock, DeadLetter,
+    EventStore, IdempotencyRecord, IdempotencyStore, ProjectionStore, ReadDirection, Snapshot,
+    SnapshotStore, StoredEvent, SystemClock, WatchAppends, resolve_rejected_append,
     validate_append,
 };
 
@@ -36,6 +37,8 @@ struct State {
     checkpoints: HashMap<String, Position>,
     /// Command outcomes by command id: claimed at (pending) or done.
     idempotency: HashMap<uuid::Uuid, Result<IdempotencyRecord, std::time::Instant>>,
+    /// Dead letters by projection, then event id.
+    dead_letters: HashMap<String, HashMap<EventId, DeadLetter>>,
 }
 
 impl State {
@@ -143,6 +146,7 @@ enum Reserved {
 pub struct InMemoryEventStore {
     state: Arc<Mutex<State>>,
     clock: Arc<dyn Clock>,
+    appended: AppendSignal,
 }
 
 impl Default for InMemoryEventStore {
@@ -168,6 +172,7 @@ impl InMemoryEventStore {
         InMemoryEventStore {
             state: Arc::new(Mutex::new(State::default())),
             clock: Arc::new(clock),
+            appended: AppendSignal::new(),
         }
     }
 
@@ -247,6 +252,7 @@ impl PendingAppend {
     pub fn commit(mut self) -> AppendOutcome {
         if let Some(store) = self.store.take() {
             store.lock().commit(&self.outcome);
+            store.appended.pulse();
         }
         self.outcome.clone()
     }
@@ -256,6 +262,8 @@ impl Drop for PendingAppend {
     fn drop(&mut self) {
         if let Some(store) = self.store.take() {
             store.lock().abort(&self.stream, &self.outcome);
+            // Events behind the hole become readable.
+            store.appended.pulse();
         }
     }
 }
@@ -272,6 +280,8 @@ impl EventStore for InMemoryEventStore {
         match state.reserve(stream, expected, events, now)? {
             Reserved::New(outcome) => {
                 state.commit(&outcome);
+                drop(state);
+                self.appended.pulse();
                 Ok(outcome)
             }
             Reserved::Replayed(outcome) => Ok(outcome),
@@ -413,5 +423,99 @@ impl CheckpointStore for InMemoryEventStore {
     async fn save_checkpoint(&self, name: &str, position: Position) -> Result<(), Error> {
         self.lock().checkpoints.insert(name.to_owned(), position);
         Ok(())
+    }
+}
+
+impl WatchAppends for InMemoryEventStore {
+    fn watch_appends(&self) -> AppendWatcher {
+        self.appended.watcher()
+    }
+}
+
+/// A transaction of the in-memory store: the checkpoint and the dead-letter changes it
+/// collects apply together on commit, or not at all.
+#[derive(Debug, Default)]
+pub struct MemoryTransaction {
+    checkpoints: Vec<(String, Position)>,
+    parked: Vec<DeadLetter>,
+    unparked: Vec<(String, EventId)>,
+}
+
+impl ProjectionStore for InMemoryEventStore {
+    type Transaction = MemoryTransaction;
+
+    fn exactly_once(&self) -> bool {
+        false
+    }
+
+    async fn begin(&self) -> Result<MemoryTransaction, Error> {
+        Ok(MemoryTransaction::default())
+    }
+
+    async fn set_checkpoint(
+        &self,
+        tx: &mut MemoryTransaction,
+        name: &str,
+        position: Position,
+    ) -> Result<(), Error> {
+        tx.checkpoints.push((name.to_owned(), position));
+        Ok(())
+    }
+
+    async fn commit(&self, tx: MemoryTransaction) -> Result<(), Error> {
+        let mut state = self.lock();
+        for (projection, id) in tx.unparked {
+            if let Some(letters) = state.dead_letters.get_mut(&projection) {
+                letters.remove(&id);
+            }
+        }
+        for letter in tx.parked {
+            state
+                .dead_letters
+                .entry(letter.projection.clone())
+                .or_default()
+                .insert(letter.event_id, letter);
+        }
+        for (name, position) in tx.checkpoints {
+            state.checkpoints.insert(name, position);
+        }
+        Ok(())
+    }
+
+    async fn park(&self, tx: &mut MemoryTransaction, letter: &DeadLetter) -> Result<(), Error> {
+        tx.parked.push(letter.clone());
+        Ok(())
+    }
+
+    async fn unpark(
+        &self,
+        tx: &mut MemoryTransaction,
+        projection: &str,
+        event_id: EventId,
+    ) -> Result<bool, Error> {
+        let parked_here = tx
+            .parked
+            .iter()
+            .any(|l| l.projection == projection && l.event_id == event_id);
+        tx.parked
+            .retain(|l| !(l.projection == projection && l.event_id == event_id));
+        let stored = self
+            .lock()
+            .dead_letters
+            .get(projection)
+            .is_some_and(|m| m.contains_key(&event_id));
+        tx.unparked.push((projection.to_owned(), event_id));
+        Ok(parked_here || stored)
+    }
+
+    async fn dead_letters(&self, projection: &str) -> Result<Vec<DeadLetter>, Error> {
+        let mut letters: Vec<DeadLetter> = self
+            .lock()
+            .dead_letters
+            .get(projection)
+            .map(|m| m.values().cloned().collect())
+            .unwrap_or_default();
+        letters.sort_by_key(|l| l.position);
+        Ok(letters)
     }
 }

@@ -20,6 +20,7 @@
 //! # Ok(()) }
 //! ```
 
+mod notify;
 mod store;
 
 pub use store::{MIGRATIONS_TABLE, PgEventStore, PgStoreBuilder, PgWriteTransaction, migrator};

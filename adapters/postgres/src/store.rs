@@ -5,15 +5,19 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
+use flext_domain::EventId;
 use flext_domain::{
     Error, EventMetadata, EventRef, ExpectedVersion, NewEvent, Position, RecordedEvent, StreamId,
     StreamVersion,
 };
 use flext_ports::{
-    AppendOutcome, CheckpointStore, Claim, Clock, EventStore, IdempotencyRecord, IdempotencyStore,
-    ReadDirection, Snapshot, SnapshotStore, StoredEvent, StoredRow, SystemClock, assemble_recorded,
+    AppendOutcome, AppendWatcher, CheckpointStore, Claim, Clock, DeadLetter, EventStore,
+    IdempotencyRecord, IdempotencyStore, ProjectionStore, ReadDirection, Snapshot, SnapshotStore,
+    StoredEvent, StoredRow, SystemClock, WatchAppends, assemble_dead_letter, assemble_recorded,
     corrupted_event, encode_error, resolve_rejected_append, stored_claim, validate_append,
 };
+
+use crate::notify::Notifications;
 use sqlx::error::ErrorKind;
 use sqlx::migrate::Migrator;
 use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions, PgRow};
@@ -174,6 +178,7 @@ impl PgStoreBuilder {
 pub struct PgEventStore {
     pool: PgPool,
     clock: Arc<dyn Clock>,
+    notifications: Arc<Notifications>,
 }
 
 impl std::fmt::Debug for PgEventStore {
@@ -207,7 +212,12 @@ impl PgEventStore {
             )
             .with_source(e)
         })?;
+        let schema: String = sqlx::query_scalar("SELECT current_schema()")
+            .fetch_one(&pool)
+            .await
+            .map_err(|e| db_error("reading the current schema", e))?;
         Ok(PgEventStore {
+            notifications: Arc::new(Notifications::new(pool.clone(), schema)),
             pool,
             clock: Arc::new(SystemClock),
         })
@@ -222,6 +232,12 @@ impl PgEventStore {
     /// The pool, for queries of your own.
     pub fn pool(&self) -> &PgPool {
         &self.pool
+    }
+
+    /// The server process id of the connection that LISTENs for other processes'
+    /// appends, once it is connected (for diagnostics: `pg_stat_activity`).
+    pub fn listener_backend_pid(&self) -> Option<i32> {
+        self.notifications.listener_pid()
     }
 
     /// Begins a transaction in which appends and your own statements commit together
@@ -464,7 +480,11 @@ impl PgWriteTransaction {
         self.tx
             .commit()
             .await
-            .map_err(|e| db_error("committing", e))
+            .map_err(|e| db_error("committing", e))?;
+        if self.appended > 0 {
+            self.store.notifications.appended();
+        }
+        Ok(())
     }
 
     /// Rolls back.
@@ -543,8 +563,29 @@ impl EventStore for PgEventStore {
             .acquire()
             .await
             .map_err(|e| db_error("acquiring a connection", e))?;
-        self.append_with(&mut conn, stream, expected, events, 0, true)
+        let out = self
+            .append_with(&mut conn, stream, expected, events, 0, true)
+            .await?;
+        drop(conn);
+        self.notifications.appended();
+        Ok(out)
+    }
+
+    async fn read_all_withheld(&self, after: Position) -> Result<bool, Error> {
+        sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM flext_events WHERE position > $1)")
+            .bind(to_i64(after.0))
+            .fetch_one(&self.pool)
             .await
+            .map_err(|e| db_error("looking for withheld events", e))
+    }
+
+    async fn count_after(&self, after: Position) -> Result<u64, Error> {
+        let n: i64 = sqlx::query_scalar("SELECT count(*) FROM flext_events WHERE position > $1")
+            .bind(to_i64(after.0))
+            .fetch_one(&self.pool)
+            .await
+            .map_err(|e| db_error("counting events", e))?;
+        Ok(n.max(0) as u64)
     }
 
     async fn read_stream(
@@ -808,4 +849,108 @@ impl CheckpointStore for PgEventStore {
             .map_err(|e| db_error("acquiring a connection", e))?;
         save_checkpoint_on(&mut conn, name, position).await
     }
+}
+
+impl WatchAppends for PgEventStore {
+    fn watch_appends(&self) -> AppendWatcher {
+        self.notifications.watch()
+    }
+}
+
+impl ProjectionStore for PgEventStore {
+    type Transaction = PgWriteTransaction;
+
+    fn exactly_once(&self) -> bool {
+        true
+    }
+
+    async fn begin(&self) -> Result<PgWriteTransaction, Error> {
+        self.transaction().await
+    }
+
+    async fn set_checkpoint(
+        &self,
+        tx: &mut PgWriteTransaction,
+        name: &str,
+        position: Position,
+    ) -> Result<(), Error> {
+        tx.save_checkpoint(name, position).await
+    }
+
+    async fn commit(&self, tx: PgWriteTransaction) -> Result<(), Error> {
+        tx.commit().await
+    }
+
+    async fn park(&self, tx: &mut PgWriteTransaction, letter: &DeadLetter) -> Result<(), Error> {
+        sqlx::query(
+            "INSERT INTO flext_dead_letters (projection, event_id, position, stream_id, version, \
+             event_type, error, attempts, parked_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) \
+             ON CONFLICT (projection, event_id) DO UPDATE SET error = excluded.error, \
+             attempts = excluded.attempts, parked_at = excluded.parked_at",
+        )
+        .bind(&letter.projection)
+        .bind(letter.event_id.as_uuid())
+        .bind(to_i64(letter.position.0))
+        .bind(letter.stream_id.as_str())
+        .bind(to_i64(letter.stream_version.0))
+        .bind(&letter.event_type)
+        .bind(encode_error(&letter.error))
+        .bind(i32::try_from(letter.attempts).unwrap_or(i32::MAX))
+        .bind(letter.parked_at)
+        .execute(tx.connection())
+        .await
+        .map_err(|e| db_error("parking a dead letter", e))?;
+        Ok(())
+    }
+
+    async fn unpark(
+        &self,
+        tx: &mut PgWriteTransaction,
+        projection: &str,
+        event_id: EventId,
+    ) -> Result<bool, Error> {
+        let done =
+            sqlx::query("DELETE FROM flext_dead_letters WHERE projection = $1 AND event_id = $2")
+                .bind(projection)
+                .bind(event_id.as_uuid())
+                .execute(tx.connection())
+                .await
+                .map_err(|e| db_error("removing a dead letter", e))?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    async fn dead_letters(&self, projection: &str) -> Result<Vec<DeadLetter>, Error> {
+        let rows = sqlx::query(
+            "SELECT projection, position, event_id, stream_id, version, event_type, error, \
+             attempts, parked_at FROM flext_dead_letters WHERE projection = $1 ORDER BY position",
+        )
+        .bind(projection)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(|e| db_error("listing dead letters", e))?;
+        rows.iter().map(decode_dead_letter).collect()
+    }
+}
+
+fn decode_dead_letter(row: &PgRow) -> Result<DeadLetter, Error> {
+    let bad = |e: sqlx::Error| {
+        Error::data_loss(
+            "CORRUPTED_DEAD_LETTER",
+            format!("a stored dead letter cannot be read: {e}"),
+        )
+    };
+    let stream: String = row.try_get(3).map_err(bad)?;
+    let error: String = row.try_get(6).map_err(bad)?;
+    let attempts: i32 = row.try_get(7).map_err(bad)?;
+    assemble_dead_letter(
+        row.try_get(0).map_err(bad)?,
+        row.try_get(1).map_err(bad)?,
+        row.try_get(2).map_err(bad)?,
+        &stream,
+        row.try_get(4).map_err(bad)?,
+        row.try_get(5).map_err(bad)?,
+        &error,
+        i64::from(attempts),
+        row.try_get(8).map_err(bad)?,
+    )
 }

@@ -7,14 +7,17 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
+use flext_domain::EventId;
 use flext_domain::{
     Error, EventMetadata, EventRef, ExpectedVersion, NewEvent, Position, RecordedEvent, StreamId,
     StreamVersion,
 };
 use flext_ports::{
-    AppendOutcome, CheckpointStore, Claim, Clock, EventStore, IdempotencyRecord, IdempotencyStore,
-    ReadDirection, Snapshot, SnapshotStore, StoredEvent, StoredRow, SystemClock, assemble_recorded,
-    corrupted_event, encode_error, resolve_rejected_append, stored_claim, validate_append,
+    AppendOutcome, AppendSignal, AppendWatcher, CheckpointStore, Claim, Clock, DeadLetter,
+    EventStore, IdempotencyRecord, IdempotencyStore, ProjectionStore, ReadDirection, Snapshot,
+    SnapshotStore, StoredEvent, StoredRow, SystemClock, WatchAppends, assemble_dead_letter,
+    assemble_recorded, corrupted_event, encode_error, resolve_rejected_append, stored_claim,
+    validate_append,
 };
 use sqlx::error::ErrorKind;
 use sqlx::migrate::Migrator;
@@ -147,6 +150,7 @@ impl SqliteStoreBuilder {
                 open_tx: false,
             })),
             clock: Arc::new(SystemClock),
+            appended: AppendSignal::new(),
         })
     }
 }
@@ -157,6 +161,9 @@ pub struct SqliteEventStore {
     readers: SqlitePool,
     writer: Arc<Mutex<Writer>>,
     clock: Arc<dyn Clock>,
+    /// Pulsed after every commit that appended; SQLite cannot tell one process about
+    /// another's writes, so readers in other processes of the same file poll.
+    appended: AppendSignal,
 }
 
 impl std::fmt::Debug for SqliteEventStore {
@@ -218,6 +225,8 @@ impl SqliteEventStore {
         Ok(SqliteWriteTransaction {
             writer,
             clock: self.clock.clone(),
+            appended: None,
+            signal: self.appended.clone(),
         })
     }
 }
@@ -227,6 +236,9 @@ impl SqliteEventStore {
 pub struct SqliteWriteTransaction {
     writer: OwnedMutexGuard<Writer>,
     clock: Arc<dyn Clock>,
+    /// The last position this transaction appended, if it did.
+    appended: Option<Position>,
+    signal: AppendSignal,
 }
 
 impl SqliteWriteTransaction {
@@ -238,7 +250,9 @@ impl SqliteWriteTransaction {
         events: Vec<NewEvent>,
     ) -> Result<AppendOutcome, Error> {
         let now = self.clock.now();
-        append_on(&mut self.writer.conn, stream, expected, events, now).await
+        let out = append_on(&mut self.writer.conn, stream, expected, events, now).await?;
+        self.appended = self.appended.max(out.last_position());
+        Ok(out)
     }
 
     /// Sets a checkpoint within this transaction, so a read model written in the same
@@ -259,6 +273,9 @@ impl SqliteWriteTransaction {
             .await
             .map_err(|e| db_error("committing", e))?;
         self.writer.open_tx = false;
+        if self.appended.is_some() {
+            self.signal.pulse();
+        }
         Ok(())
     }
 
@@ -560,7 +577,19 @@ impl EventStore for SqliteEventStore {
         let now = self.clock.now();
         let mut writer = self.writer.lock().await;
         writer.settle().await?;
-        append_on(&mut writer.conn, stream, expected, events, now).await
+        let out = append_on(&mut writer.conn, stream, expected, events, now).await?;
+        drop(writer);
+        self.appended.pulse();
+        Ok(out)
+    }
+
+    async fn count_after(&self, after: Position) -> Result<u64, Error> {
+        let n: i64 = sqlx::query_scalar("SELECT count(*) FROM flext_events WHERE position > ?")
+            .bind(to_i64(after.0))
+            .fetch_one(&self.readers)
+            .await
+            .map_err(|e| db_error("counting events", e))?;
+        Ok(n.max(0) as u64)
     }
 
     async fn read_stream(
@@ -833,4 +862,111 @@ impl CheckpointStore for SqliteEventStore {
         writer.settle().await?;
         save_checkpoint_on(&mut writer.conn, name, position).await
     }
+}
+
+impl WatchAppends for SqliteEventStore {
+    fn watch_appends(&self) -> AppendWatcher {
+        self.appended.watcher()
+    }
+}
+
+impl ProjectionStore for SqliteEventStore {
+    type Transaction = SqliteWriteTransaction;
+
+    fn exactly_once(&self) -> bool {
+        true
+    }
+
+    async fn begin(&self) -> Result<SqliteWriteTransaction, Error> {
+        self.transaction().await
+    }
+
+    async fn set_checkpoint(
+        &self,
+        tx: &mut SqliteWriteTransaction,
+        name: &str,
+        position: Position,
+    ) -> Result<(), Error> {
+        tx.save_checkpoint(name, position).await
+    }
+
+    async fn commit(&self, tx: SqliteWriteTransaction) -> Result<(), Error> {
+        tx.commit().await
+    }
+
+    async fn park(
+        &self,
+        tx: &mut SqliteWriteTransaction,
+        letter: &DeadLetter,
+    ) -> Result<(), Error> {
+        sqlx::query(
+            "INSERT INTO flext_dead_letters (projection, event_id, position, stream_id, version, \
+             event_type, error, attempts, parked_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) \
+             ON CONFLICT (projection, event_id) DO UPDATE SET error = excluded.error, \
+             attempts = excluded.attempts, parked_at = excluded.parked_at",
+        )
+        .bind(&letter.projection)
+        .bind(letter.event_id.as_uuid())
+        .bind(to_i64(letter.position.0))
+        .bind(letter.stream_id.as_str())
+        .bind(to_i64(letter.stream_version.0))
+        .bind(&letter.event_type)
+        .bind(encode_error(&letter.error))
+        .bind(i64::from(letter.attempts))
+        .bind(letter.parked_at)
+        .execute(tx.connection())
+        .await
+        .map_err(|e| db_error("parking a dead letter", e))?;
+        Ok(())
+    }
+
+    async fn unpark(
+        &self,
+        tx: &mut SqliteWriteTransaction,
+        projection: &str,
+        event_id: EventId,
+    ) -> Result<bool, Error> {
+        let done =
+            sqlx::query("DELETE FROM flext_dead_letters WHERE projection = ? AND event_id = ?")
+                .bind(projection)
+                .bind(event_id.as_uuid())
+                .execute(tx.connection())
+                .await
+                .map_err(|e| db_error("removing a dead letter", e))?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    async fn dead_letters(&self, projection: &str) -> Result<Vec<DeadLetter>, Error> {
+        let rows = sqlx::query(
+            "SELECT projection, position, event_id, stream_id, version, event_type, error, \
+             attempts, parked_at FROM flext_dead_letters WHERE projection = ? ORDER BY position",
+        )
+        .bind(projection)
+        .fetch_all(&self.readers)
+        .await
+        .map_err(|e| db_error("listing dead letters", e))?;
+        rows.iter().map(decode_dead_letter).collect()
+    }
+}
+
+fn decode_dead_letter(row: &SqliteRow) -> Result<DeadLetter, Error> {
+    let bad = |e: sqlx::Error| {
+        Error::data_loss(
+            "CORRUPTED_DEAD_LETTER",
+            format!("a stored dead letter cannot be read: {e}"),
+        )
+    };
+    let stream: String = row.try_get(3).map_err(bad)?;
+    let error: String = row.try_get(6).map_err(bad)?;
+    assemble_dead_letter(
+        row.try_get(0).map_err(bad)?,
+        row.try_get(1).map_err(bad)?,
+        row.try_get(2).map_err(bad)?,
+        &stream,
+        row.try_get(4).map_err(bad)?,
+        row.try_get(5).map_err(bad)?,
+        &error,
+        row.try_get(7).map_err(bad)?,
+        row.try_get(8).map_err(bad)?,
+    )
 }

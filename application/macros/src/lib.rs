@@ -328,6 +328,91 @@ pub fn plugin(attr: TokenStream, item: TokenStream) -> TokenStream {
     .into()
 }
 
+/// Registers a projection: put it on the `impl Projection<Tx> for Type` block (the type
+/// implements `Default`), and `ProjectionRunner::with_registered` adds it to runners whose
+/// store's transaction type is `Tx`.
+///
+/// ```ignore
+/// #[derive(Default)]
+/// struct Balances;
+///
+/// #[projection]
+/// impl Projection<SqliteWriteTransaction> for Balances {
+///     fn name(&self) -> &str { "balances" }
+///     async fn handle(&self, tx: &mut SqliteWriteTransaction, e: &RecordedEvent) -> Result<(), Error> { .. }
+/// }
+/// ```
+#[proc_macro_attribute]
+pub fn projection(attr: TokenStream, item: TokenStream) -> TokenStream {
+    let attr = TokenStream2::from(attr);
+    let item2 = TokenStream2::from(item.clone());
+    if !attr.is_empty() {
+        let e = Error::new(
+            attr.span(),
+            "#[projection] takes no arguments: the name comes from `Projection::name`",
+        )
+        .to_compile_error();
+        return quote!(#item2 #e).into();
+    }
+    let parsed: syn::ItemImpl = match syn::parse(item) {
+        Ok(i) => i,
+        Err(_) => {
+            let e = Error::new(
+                Span::call_site(),
+                "#[projection] goes on an `impl Projection<Tx> for Type` block",
+            )
+            .to_compile_error();
+            return quote!(#item2 #e).into();
+        }
+    };
+    let tx = parsed.trait_.as_ref().and_then(|(_, path, _)| {
+        let last = path.segments.last()?;
+        if last.ident != "Projection" {
+            return None;
+        }
+        match &last.arguments {
+            syn::PathArguments::AngleBracketed(args) if args.args.len() == 1 => {
+                match args.args.first() {
+                    Some(syn::GenericArgument::Type(t)) => Some(t.clone()),
+                    _ => None,
+                }
+            }
+            _ => None,
+        }
+    });
+    let Some(tx) = tx else {
+        let e = Error::new(
+            parsed.impl_token.span(),
+            "#[projection] goes on an `impl Projection<Tx> for Type` block, with the store's transaction type as `Tx`",
+        )
+        .to_compile_error();
+        return quote!(#item2 #e).into();
+    };
+    if !parsed.generics.params.is_empty() {
+        let e = Error::new(
+            parsed.generics.span(),
+            "a #[projection] impl cannot be generic: name the transaction type",
+        )
+        .to_compile_error();
+        return quote!(#item2 #e).into();
+    }
+    let ty = &parsed.self_ty;
+    let line = quote_spanned!(ty.span()=> ::core::line!());
+    quote! {
+        #item2
+
+        ::flext::__private::inventory::submit! {
+            ::flext::application::ProjectionRegistration {
+                transaction: ::core::any::TypeId::of::<#tx>,
+                make: ::flext::application::erase_projection::<#tx, #ty>,
+                type_name: ::core::stringify!(#ty),
+                site: ::flext::application::Site { file: ::core::file!(), line: #line },
+            }
+        }
+    }
+    .into()
+}
+
 /// Implements `DomainEvent` from `#[event(name = "...", version = N)]` on a struct or on
 /// every variant of an enum (`version` defaults to 1).
 ///

@@ -1,0 +1,1059 @@
+//! The projection runner: read models kept up to date from the global order, each with
+//! its own checkpoint, in batches, with retries, dead letters, rebuilds and status.
+
+use std::any::{Any, TypeId};
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use flext_domain::{Error, EventId, Position, RecordedEvent, StreamVersion};
+use flext_ports::{
+    Clock, DeadLetter, EventStore, Projection, ProjectionStore, ReadDirection, SystemClock,
+    WatchAppends,
+};
+use serde::Serialize;
+use tokio::sync::{Notify, oneshot, watch};
+use tokio::task::JoinHandle;
+
+use crate::bus::Site;
+use crate::pipeline::BoxFuture;
+use crate::subscription::{Subscription, SubscriptionOptions};
+
+/// What a projection does with an event it still fails on after its last attempt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+pub enum PoisonPolicy {
+    /// Park it in the dead letters (with the error) and go on (the default).
+    #[default]
+    Park,
+    /// Stop the projection in the `Failed` state; a rebuild or a resume restarts it.
+    Stop,
+}
+
+/// How one projection runs.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ProjectionOptions {
+    /// The most events in one transaction (default 500).
+    pub batch_size: usize,
+    /// Attempts at an event that fails, the first included (default 5).
+    pub max_attempts: u32,
+    /// The wait before the second attempt; it doubles up to `max_backoff`
+    /// (default 50 ms).
+    pub backoff: Duration,
+    /// The longest wait between attempts (default 5 s).
+    pub max_backoff: Duration,
+    /// What to do with an event that fails every attempt.
+    pub on_poison: PoisonPolicy,
+    /// How the projection waits for new events.
+    pub subscription: SubscriptionOptions,
+}
+
+impl Default for ProjectionOptions {
+    fn default() -> Self {
+        ProjectionOptions {
+            batch_size: 500,
+            max_attempts: 5,
+            backoff: Duration::from_millis(50),
+            max_backoff: Duration::from_secs(5),
+            on_poison: PoisonPolicy::Park,
+            subscription: SubscriptionOptions::default(),
+        }
+    }
+}
+
+impl ProjectionOptions {
+    fn backoff_after(&self, attempt: u32) -> Duration {
+        let factor = 2u32.saturating_pow(attempt.saturating_sub(1));
+        self.backoff.saturating_mul(factor).min(self.max_backoff)
+    }
+}
+
+/// Where a projection is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ProjectionState {
+    /// Reading stored events in full batches.
+    CatchingUp,
+    /// Caught up, following live appends.
+    Running,
+    /// Shut down.
+    Stopped,
+    /// Stopped on an event it could not handle (policy [`PoisonPolicy::Stop`]);
+    /// [`Projections::resume`] or a rebuild restarts it.
+    Failed,
+}
+
+/// A projection's status; see [`Projections::status`].
+#[derive(Debug, Clone, Serialize)]
+pub struct ProjectionStatus {
+    /// The projection's name.
+    pub name: String,
+    /// Where it is.
+    pub state: ProjectionState,
+    /// Its checkpoint: the last position it has fully processed.
+    pub position: Position,
+    /// How many stored events it has not processed yet.
+    pub lag_events: u64,
+    /// How long the oldest event it has not processed has been stored (zero when none).
+    pub lag: Duration,
+    /// The last error it met (also a transient one it recovered from).
+    pub last_error: Option<Error>,
+    /// How many events it parked.
+    pub dead_letters: usize,
+    /// Whether its checkpoint commits with the read model it writes through the store's
+    /// transaction (exactly once); otherwise it is at least once.
+    pub exactly_once: bool,
+}
+
+/// Where a rebuild starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RebuildFrom {
+    /// From the first event: the projection's `reset` empties the read model first, in the
+    /// transaction that moves the checkpoint back.
+    Start,
+    /// From the event after this position (the read model is not emptied: the projection
+    /// must overwrite what those events produce).
+    Position(Position),
+    /// From the first event recorded at or after this time (as with `Position`).
+    Time(DateTime<Utc>),
+}
+
+/// What a redrive did.
+#[derive(Debug, Clone)]
+pub struct RedriveReport {
+    /// Events handled successfully and removed from the dead letters.
+    pub redriven: usize,
+    /// Dead letters that failed again (kept, with the new error and attempt count).
+    pub still_failing: Vec<DeadLetter>,
+}
+
+/// A projection with its future boxed, so the runner can hold different types.
+trait DynProjection<T>: Send + Sync {
+    fn name(&self) -> &str;
+    fn handle<'a>(
+        &'a self,
+        tx: &'a mut T,
+        event: &'a RecordedEvent,
+    ) -> BoxFuture<'a, Result<(), Error>>;
+    fn reset<'a>(&'a self, tx: &'a mut T) -> BoxFuture<'a, Result<(), Error>>;
+}
+
+impl<T: Send, P: Projection<T>> DynProjection<T> for P {
+    fn name(&self) -> &str {
+        Projection::name(self)
+    }
+    fn handle<'a>(
+        &'a self,
+        tx: &'a mut T,
+        event: &'a RecordedEvent,
+    ) -> BoxFuture<'a, Result<(), Error>> {
+        Box::pin(Projection::handle(self, tx, event))
+    }
+    fn reset<'a>(&'a self, tx: &'a mut T) -> BoxFuture<'a, Result<(), Error>> {
+        Box::pin(Projection::reset(self, tx))
+    }
+}
+
+/// A projection registered by `#[projection]`, which `ProjectionRunner::with_registered`
+/// adds when its transaction type is the runner store's.
+pub struct ProjectionRegistration {
+    /// The transaction type the projection is written for.
+    pub transaction: fn() -> TypeId,
+    /// Makes the projection (boxed for [`ProjectionRunner::with_registered`]).
+    pub make: fn() -> Box<dyn Any + Send>,
+    /// The projection's type, for messages.
+    pub type_name: &'static str,
+    /// Where `#[projection]` was written.
+    pub site: Site,
+}
+
+inventory::collect!(ProjectionRegistration);
+
+/// Makes a `P` (by `Default`) boxed for a [`ProjectionRegistration`]; what `#[projection]`
+/// generates calls it.
+pub fn erase_projection<T: Send + 'static, P: Projection<T> + Default>() -> Box<dyn Any + Send> {
+    let p: Arc<dyn DynProjection<T>> = Arc::new(P::default());
+    Box::new(p)
+}
+
+type Entry<T> = (Arc<dyn DynProjection<T>>, ProjectionOptions);
+
+/// Collects projections and starts them; see [`Projections`].
+///
+/// ```
+/// # tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap().block_on(async {
+/// use std::sync::atomic::{AtomicU64, Ordering};
+/// use std::sync::Arc;
+/// use std::time::Duration;
+/// use flext_application::ProjectionRunner;
+/// use flext_domain::{Error, EventId, ExpectedVersion, NewEvent, RecordedEvent, StreamId};
+/// use flext_memory::{InMemoryEventStore, MemoryTransaction};
+/// use flext_ports::{EventStore, Projection};
+///
+/// #[derive(Default)]
+/// struct Count(Arc<AtomicU64>);
+/// impl Projection<MemoryTransaction> for Count {
+///     fn name(&self) -> &str { "count" }
+///     async fn handle(&self, _: &mut MemoryTransaction, _: &RecordedEvent) -> Result<(), Error> {
+///         self.0.fetch_add(1, Ordering::SeqCst);
+///         Ok(())
+///     }
+/// }
+///
+/// let store = InMemoryEventStore::new();
+/// let seen = Arc::new(AtomicU64::new(0));
+/// let projections = ProjectionRunner::new(store.clone())
+///     .register(Count(seen.clone()))?
+///     .start();
+/// let out = store
+///     .append(&StreamId::new("s")?, ExpectedVersion::Any, vec![NewEvent::new(EventId::new(), "e", "{}")])
+///     .await?;
+/// // Read-your-writes: wait until the projection has handled the append.
+/// projections.wait_for("count", out.positions[0], Duration::from_secs(5)).await?;
+/// assert_eq!(seen.load(Ordering::SeqCst), 1);
+/// projections.shutdown().await;
+/// # Ok::<(), Error>(()) }).unwrap();
+/// ```
+pub struct ProjectionRunner<S: ProjectionStore> {
+    store: S,
+    entries: Vec<Entry<S::Transaction>>,
+    clock: Arc<dyn Clock>,
+}
+
+impl<S> ProjectionRunner<S>
+where
+    S: ProjectionStore + EventStore + WatchAppends + Clone,
+{
+    /// A runner reading from and checkpointing in `store`.
+    pub fn new(store: S) -> Self {
+        ProjectionRunner {
+            store,
+            entries: Vec::new(),
+            clock: Arc::new(SystemClock),
+        }
+    }
+
+    /// Measures lag against `clock` instead of the system clock.
+    pub fn with_clock(mut self, clock: impl Clock + 'static) -> Self {
+        self.clock = Arc::new(clock);
+        self
+    }
+
+    /// Adds a projection with the default options.
+    pub fn register<P: Projection<S::Transaction>>(self, projection: P) -> Result<Self, Error> {
+        self.register_with(projection, ProjectionOptions::default())
+    }
+
+    /// Adds a projection; a second projection with the same name is an `AlreadyExists`
+    /// error.
+    pub fn register_with<P: Projection<S::Transaction>>(
+        self,
+        projection: P,
+        options: ProjectionOptions,
+    ) -> Result<Self, Error> {
+        self.add_dyn(Arc::new(projection), options)
+    }
+
+    fn add_dyn(
+        mut self,
+        projection: Arc<dyn DynProjection<S::Transaction>>,
+        options: ProjectionOptions,
+    ) -> Result<Self, Error> {
+        let name = projection.name();
+        if name.is_empty() {
+            return Err(Error::invalid_argument(
+                "INVALID_PROJECTION_NAME",
+                "a projection's name must not be empty",
+            ));
+        }
+        if self.entries.iter().any(|(p, _)| p.name() == name) {
+            return Err(Error::already_exists(
+                "DUPLICATE_PROJECTION",
+                format!("a projection named {name:?} is already added"),
+            )
+            .with_detail("projection", name));
+        }
+        self.entries.push((projection, options));
+        Ok(self)
+    }
+
+    /// Adds every projection registered with `#[projection]` for this store's
+    /// transaction type, with the default options.
+    pub fn with_registered(mut self) -> Result<Self, Error> {
+        let wanted = TypeId::of::<S::Transaction>();
+        for reg in inventory::iter::<ProjectionRegistration> {
+            if (reg.transaction)() != wanted {
+                continue;
+            }
+            let made = (reg.make)();
+            let Ok(projection) = made.downcast::<Arc<dyn DynProjection<S::Transaction>>>() else {
+                return Err(Error::internal(
+                    "REGISTRATION_MISMATCH",
+                    format!(
+                        "the projection {} registered at {} has another transaction type",
+                        reg.type_name, reg.site
+                    ),
+                ));
+            };
+            self = self.add_dyn(*projection, ProjectionOptions::default())?;
+        }
+        Ok(self)
+    }
+
+    /// Starts one task per projection (inside a Tokio runtime) and returns the handle
+    /// that watches and controls them.
+    pub fn start(self) -> Projections<S> {
+        let (shutdown, _) = watch::channel(false);
+        let mut workers = BTreeMap::new();
+        let mut tasks = Vec::new();
+        for (projection, options) in self.entries {
+            let name = projection.name().to_owned();
+            let (progress, _) = watch::channel(Progress {
+                position: Position::START,
+                state: ProjectionState::CatchingUp,
+                last_error: None,
+            });
+            let shared = Arc::new(Shared {
+                name: name.clone(),
+                options,
+                progress,
+                controls: Mutex::new(VecDeque::new()),
+                wake: Notify::new(),
+            });
+            let worker = Worker {
+                store: self.store.clone(),
+                projection,
+                shared: Arc::clone(&shared),
+                shutdown: shutdown.subscribe(),
+                clock: Arc::clone(&self.clock),
+            };
+            tasks.push(tokio::spawn(worker.run()));
+            workers.insert(name, shared);
+        }
+        Projections {
+            inner: Arc::new(Inner {
+                store: self.store,
+                workers,
+                shutdown,
+                tasks: Mutex::new(tasks),
+                clock: self.clock,
+            }),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+struct Progress {
+    position: Position,
+    state: ProjectionState,
+    last_error: Option<Error>,
+}
+
+enum Control {
+    Rebuild(RebuildFrom, oneshot::Sender<Result<Position, Error>>),
+    Redrive(
+        Option<EventId>,
+        oneshot::Sender<Result<RedriveReport, Error>>,
+    ),
+    Resume(oneshot::Sender<()>),
+}
+
+struct Shared {
+    name: String,
+    options: ProjectionOptions,
+    progress: watch::Sender<Progress>,
+    controls: Mutex<VecDeque<Control>>,
+    wake: Notify,
+}
+
+impl Shared {
+    fn set(&self, f: impl FnOnce(&mut Progress)) {
+        self.progress.send_modify(f);
+    }
+
+    fn pop_control(&self) -> Option<Control> {
+        self.controls
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .pop_front()
+    }
+}
+
+struct Inner<S> {
+    store: S,
+    workers: BTreeMap<String, Arc<Shared>>,
+    shutdown: watch::Sender<bool>,
+    tasks: Mutex<Vec<JoinHandle<()>>>,
+    clock: Arc<dyn Clock>,
+}
+
+impl<S> Drop for Inner<S> {
+    /// The last handle gone without a shutdown: stop the tasks as a crash would (a batch
+    /// in hand rolls back).
+    fn drop(&mut self) {
+        for t in self
+            .tasks
+            .get_mut()
+            .unwrap_or_else(|p| p.into_inner())
+            .drain(..)
+        {
+            t.abort();
+        }
+    }
+}
+
+/// The running projections: status, read-your-writes waits, rebuilds, dead letters,
+/// shutdown. Clones share them.
+pub struct Projections<S> {
+    inner: Arc<Inner<S>>,
+}
+
+impl<S> Clone for Projections<S> {
+    fn clone(&self) -> Self {
+        Projections {
+            inner: Arc::clone(&self.inner),
+        }
+    }
+}
+
+impl<S> std::fmt::Debug for Projections<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Projections")
+            .field("names", &self.inner.workers.keys().collect::<Vec<_>>())
+            .finish_non_exhaustive()
+    }
+}
+
+fn unknown(name: &str) -> Error {
+    Error::not_found(
+        "UNKNOWN_PROJECTION",
+        format!("no projection named {name:?} is running"),
+    )
+    .with_detail("projection", name)
+}
+
+fn stopped(name: &str) -> Error {
+    Error::unavailable(
+        "PROJECTION_STOPPED",
+        format!("projection {name:?} has shut down"),
+    )
+    .with_detail("projection", name)
+}
+
+impl<S> Projections<S>
+where
+    S: ProjectionStore + EventStore + WatchAppends + Clone,
+{
+    fn worker(&self, name: &str) -> Result<&Arc<Shared>, Error> {
+        self.inner.workers.get(name).ok_or_else(|| unknown(name))
+    }
+
+    /// The projections' names.
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.inner.workers.keys().map(String::as_str)
+    }
+
+    /// The checkpoint `name` has reached (without asking the store).
+    pub fn position(&self, name: &str) -> Result<Position, Error> {
+        Ok(self.worker(name)?.progress.borrow().position)
+    }
+
+    /// Waits until projection `name` has processed every event up to `position` (a
+    /// command's `Executed::last_position`): read-your-writes. Returns as soon as its
+    /// checkpoint reaches it; after `timeout` it is a `DeadlineExceeded` error with
+    /// reason `PROJECTION_BEHIND` naming the projection, the position asked for and the
+    /// one reached. A projection that failed or shut down is `Unavailable` at once.
+    pub async fn wait_for(
+        &self,
+        name: &str,
+        position: Position,
+        timeout: Duration,
+    ) -> Result<(), Error> {
+        let shared = self.worker(name)?;
+        let mut rx = shared.progress.subscribe();
+        let wait = async {
+            loop {
+                {
+                    let p = rx.borrow_and_update();
+                    if p.position >= position {
+                        return Ok(());
+                    }
+                    match p.state {
+                        ProjectionState::Failed => {
+                            let mut e = Error::unavailable(
+                                "PROJECTION_FAILED",
+                                format!("projection {name:?} has failed and does not advance"),
+                            )
+                            .with_detail("projection", name);
+                            if let Some(cause) = &p.last_error {
+                                e = e.with_detail("cause", cause.reason().to_owned());
+                            }
+                            return Err(e);
+                        }
+                        ProjectionState::Stopped => return Err(stopped(name)),
+                        _ => {}
+                    }
+                }
+                if rx.changed().await.is_err() {
+                    return Err(stopped(name));
+                }
+            }
+        };
+        match tokio::time::timeout(timeout, wait).await {
+            Ok(result) => result,
+            Err(_) => {
+                let reached = shared.progress.borrow().position;
+                Err(Error::deadline_exceeded(
+                    "PROJECTION_BEHIND",
+                    format!(
+                        "projection {name:?} did not reach position {position} within {timeout:?} (it is at {reached})"
+                    ),
+                )
+                .with_detail("projection", name)
+                .with_detail("position", position.get())
+                .with_detail("reached", reached.get()))
+            }
+        }
+    }
+
+    /// The status of projection `name`, with its lag measured now.
+    pub async fn status(&self, name: &str) -> Result<ProjectionStatus, Error> {
+        let shared = self.worker(name)?;
+        let progress = shared.progress.borrow().clone();
+        let store = &self.inner.store;
+        let lag_events = store.count_after(progress.position).await?;
+        let lag = match store.read_all(progress.position, 1).await?.first() {
+            Some(oldest) => (self.inner.clock.now() - oldest.recorded_at)
+                .to_std()
+                .unwrap_or(Duration::ZERO),
+            None => Duration::ZERO,
+        };
+        let dead_letters = store.dead_letters(name).await?.len();
+        Ok(ProjectionStatus {
+            name: name.to_owned(),
+            state: progress.state,
+            position: progress.position,
+            lag_events,
+            lag,
+            last_error: progress.last_error,
+            dead_letters,
+            exactly_once: store.exactly_once(),
+        })
+    }
+
+    /// Every projection's status, by name.
+    pub async fn statuses(&self) -> Result<Vec<ProjectionStatus>, Error> {
+        let mut out = Vec::with_capacity(self.inner.workers.len());
+        for name in self.inner.workers.keys() {
+            out.push(self.status(name).await?);
+        }
+        Ok(out)
+    }
+
+    async fn control<T>(
+        &self,
+        name: &str,
+        make: impl FnOnce(oneshot::Sender<T>) -> Control,
+    ) -> Result<T, Error> {
+        let shared = self.worker(name)?;
+        let (tx, rx) = oneshot::channel();
+        shared
+            .controls
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push_back(make(tx));
+        shared.wake.notify_one();
+        rx.await.map_err(|_| stopped(name))
+    }
+
+    /// Rebuilds projection `name` from `from` while the others go on: its task finishes
+    /// the batch in hand, moves its checkpoint back (after `reset` for
+    /// [`RebuildFrom::Start`]) and catches up again. Returns the position it restarts
+    /// after.
+    pub async fn rebuild(&self, name: &str, from: RebuildFrom) -> Result<Position, Error> {
+        self.control(name, |tx| Control::Rebuild(from, tx)).await?
+    }
+
+    /// The events projection `name` parked.
+    pub async fn dead_letters(&self, name: &str) -> Result<Vec<DeadLetter>, Error> {
+        self.worker(name)?;
+        self.inner.store.dead_letters(name).await
+    }
+
+    /// Hands a parked event to projection `name` again (in its task, between batches);
+    /// on success it leaves the dead letters.
+    pub async fn redrive(&self, name: &str, event_id: EventId) -> Result<RedriveReport, Error> {
+        self.control(name, |tx| Control::Redrive(Some(event_id), tx))
+            .await?
+    }
+
+    /// Redrives every event projection `name` parked, in position order.
+    pub async fn redrive_all(&self, name: &str) -> Result<RedriveReport, Error> {
+        self.control(name, |tx| Control::Redrive(None, tx)).await?
+    }
+
+    /// Restarts a failed projection from its checkpoint (its poison event is tried again).
+    pub async fn resume(&self, name: &str) -> Result<(), Error> {
+        self.control(name, Control::Resume).await
+    }
+
+    /// Stops every projection gracefully: each finishes the batch in hand and stores its
+    /// checkpoint. Returns when all have stopped.
+    pub async fn shutdown(&self) {
+        let _ = self.inner.shutdown.send(true);
+        let tasks: Vec<_> = self
+            .inner
+            .tasks
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .drain(..)
+            .collect();
+        for t in tasks {
+            let _ = t.await;
+        }
+    }
+
+    /// Stops every projection at once, wherever it is, as a crash would: a batch in hand
+    /// rolls back and is processed again after a restart. For tests of recovery.
+    pub fn abort(&self) {
+        for t in self
+            .inner
+            .tasks
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .drain(..)
+        {
+            t.abort();
+        }
+    }
+}
+
+/// Why processing stopped short.
+enum Stop {
+    /// The store failed (connection lost, commit unknown): reload the checkpoint, retry.
+    Store(Error),
+    /// A poison event and policy `Stop`.
+    Failed(Error),
+    /// Shutdown requested while waiting to retry.
+    Shutdown,
+}
+
+enum BatchError {
+    Handler(usize, Error),
+    Store(Error),
+}
+
+struct Worker<S: ProjectionStore> {
+    store: S,
+    projection: Arc<dyn DynProjection<S::Transaction>>,
+    shared: Arc<Shared>,
+    shutdown: watch::Receiver<bool>,
+    clock: Arc<dyn Clock>,
+}
+
+impl<S> Worker<S>
+where
+    S: ProjectionStore + EventStore + WatchAppends + Clone,
+{
+    fn shutting_down(&self) -> bool {
+        *self.shutdown.borrow()
+    }
+
+    /// Sleeps `d`; false if shutdown was requested meanwhile.
+    async fn pause(&self, d: Duration) -> bool {
+        let mut rx = self.shutdown.clone();
+        tokio::select! {
+            _ = tokio::time::sleep(d) => !self.shutting_down(),
+            _ = rx.wait_for(|s| *s) => false,
+        }
+    }
+
+    fn note_error(&self, e: &Error) {
+        let e = e.clone();
+        self.shared.set(|p| p.last_error = Some(e));
+    }
+
+    async fn load_checkpoint(&mut self) -> Option<Position> {
+        let mut attempt = 0;
+        loop {
+            match self.store.load_checkpoint(&self.shared.name).await {
+                Ok(p) => return Some(p.unwrap_or(Position::START)),
+                Err(e) => {
+                    self.note_error(&e);
+                    attempt += 1;
+                    let d = self.shared.options.backoff_after(attempt);
+                    if !self.pause(d).await {
+                        return None;
+                    }
+                }
+            }
+        }
+    }
+
+    async fn run(mut self) {
+        let Some(start) = self.load_checkpoint().await else {
+            self.shared.set(|p| p.state = ProjectionState::Stopped);
+            return;
+        };
+        self.shared.set(|p| p.position = start);
+        let options = self.shared.options;
+        let mut sub = Subscription::with_options(self.store.clone(), start, options.subscription);
+        let mut failed = false;
+        let mut shutdown = self.shutdown.clone();
+        loop {
+            while let Some(control) = self.shared.pop_control() {
+                self.control(control, &mut sub, &mut failed).await;
+            }
+            if self.shutting_down() {
+                break;
+            }
+            if failed {
+                tokio::select! {
+                    _ = self.shared.wake.notified() => {}
+                    _ = shutdown.wait_for(|s| *s) => {}
+                }
+                continue;
+            }
+            let batch = match sub.poll_batch(options.batch_size).await {
+                Ok(events) if events.is_empty() => {
+                    self.shared.set(|p| p.state = ProjectionState::Running);
+                    tokio::select! {
+                        b = sub.next_batch(options.batch_size) => b,
+                        _ = self.shared.wake.notified() => continue,
+                        _ = shutdown.wait_for(|s| *s) => continue,
+                    }
+                }
+                other => other,
+            };
+            let events = match batch {
+                Ok(events) => events,
+                Err(e) => {
+                    self.note_error(&e);
+                    if !self.pause(options.backoff).await {
+                        break;
+                    }
+                    continue;
+                }
+            };
+            let full = events.len() >= options.batch_size;
+            match self.process(&events).await {
+                Ok(()) => self.shared.set(|p| {
+                    p.state = if full {
+                        ProjectionState::CatchingUp
+                    } else {
+                        ProjectionState::Running
+                    };
+                }),
+                Err(Stop::Store(e)) => {
+                    self.note_error(&e);
+                    if !self.pause(options.backoff).await {
+                        break;
+                    }
+                    // The commit may or may not have happened: ask the store.
+                    let Some(p) = self.load_checkpoint().await else {
+                        break;
+                    };
+                    self.shared.set(|s| s.position = p);
+                    sub.seek(p);
+                }
+                Err(Stop::Failed(e)) => {
+                    failed = true;
+                    let at = self.shared.progress.borrow().position;
+                    sub.seek(at);
+                    self.shared.set(|p| {
+                        p.state = ProjectionState::Failed;
+                        p.last_error = Some(e);
+                    });
+                }
+                Err(Stop::Shutdown) => break,
+            }
+        }
+        self.shared.set(|p| p.state = ProjectionState::Stopped);
+    }
+
+    /// One transaction: every event of `events`, then the checkpoint.
+    async fn apply(&self, events: &[RecordedEvent]) -> Result<(), BatchError> {
+        let Some(last) = events.last() else {
+            return Ok(());
+        };
+        let mut tx = self.store.begin().await.map_err(BatchError::Store)?;
+        for (i, e) in events.iter().enumerate() {
+            if let Err(err) = self.projection.handle(&mut tx, e).await {
+                return Err(BatchError::Handler(i, err));
+            }
+        }
+        self.store
+            .set_checkpoint(&mut tx, &self.shared.name, last.position)
+            .await
+            .map_err(BatchError::Store)?;
+        self.store.commit(tx).await.map_err(BatchError::Store)
+    }
+
+    fn advanced(&self, position: Position) {
+        self.shared.set(|p| p.position = position);
+    }
+
+    async fn process(&mut self, events: &[RecordedEvent]) -> Result<(), Stop> {
+        let (mut start, mut end) = (0, events.len());
+        while start < events.len() {
+            match self.apply(&events[start..end]).await {
+                Ok(()) => {
+                    self.advanced(events[end - 1].position);
+                    start = end;
+                    end = events.len();
+                }
+                Err(BatchError::Store(e)) => return Err(Stop::Store(e)),
+                // The first event fails: retry it alone, then park it or stop.
+                Err(BatchError::Handler(0, e)) => {
+                    self.poison(&events[start], e).await?;
+                    self.advanced(events[start].position);
+                    start += 1;
+                    end = events.len();
+                }
+                // A later one fails: commit the events before it first.
+                Err(BatchError::Handler(i, _)) => end = start + i,
+            }
+        }
+        Ok(())
+    }
+
+    async fn poison(&mut self, event: &RecordedEvent, first: Error) -> Result<(), Stop> {
+        let options = self.shared.options;
+        let mut error = first;
+        let mut attempts = 1;
+        while attempts < options.max_attempts {
+            self.note_error(&error);
+            if !self.pause(options.backoff_after(attempts)).await {
+                return Err(Stop::Shutdown);
+            }
+            attempts += 1;
+            match self.apply(std::slice::from_ref(event)).await {
+                Ok(()) => return Ok(()),
+                Err(BatchError::Handler(_, e)) => error = e,
+                Err(BatchError::Store(e)) => return Err(Stop::Store(e)),
+            }
+        }
+        self.note_error(&error);
+        match options.on_poison {
+            PoisonPolicy::Stop => Err(Stop::Failed(error)),
+            PoisonPolicy::Park => {
+                let letter =
+                    DeadLetter::of(&self.shared.name, event, error, attempts, self.clock.now());
+                self.park(&letter, Some(event.position))
+                    .await
+                    .map_err(Stop::Store)
+            }
+        }
+    }
+
+    /// Parks `letter`, moving the checkpoint to `checkpoint` in the same transaction.
+    async fn park(&self, letter: &DeadLetter, checkpoint: Option<Position>) -> Result<(), Error> {
+        let mut tx = self.store.begin().await?;
+        self.store.park(&mut tx, letter).await?;
+        if let Some(p) = checkpoint {
+            self.store
+                .set_checkpoint(&mut tx, &self.shared.name, p)
+                .await?;
+        }
+        self.store.commit(tx).await
+    }
+
+    async fn control(&mut self, control: Control, sub: &mut Subscription<S>, failed: &mut bool) {
+        match control {
+            Control::Rebuild(from, reply) => {
+                let result = self.rebuild(from).await;
+                if let Ok(p) = result {
+                    sub.seek(p);
+                    *failed = false;
+                    self.shared.set(|s| {
+                        s.position = p;
+                        s.state = ProjectionState::CatchingUp;
+                    });
+                }
+                let _ = reply.send(result);
+            }
+            Control::Redrive(which, reply) => {
+                let _ = reply.send(self.redrive(which).await);
+            }
+            Control::Resume(reply) => {
+                *failed = false;
+                self.shared.set(|s| s.state = ProjectionState::CatchingUp);
+                let _ = reply.send(());
+            }
+        }
+    }
+
+    async fn rebuild(&self, from: RebuildFrom) -> Result<Position, Error> {
+        let target = match from {
+            RebuildFrom::Start => Position::START,
+            RebuildFrom::Position(p) => p,
+            RebuildFrom::Time(t) => self.position_before(t).await?,
+        };
+        let mut tx = self.store.begin().await?;
+        if from == RebuildFrom::Start {
+            self.projection.reset(&mut tx).await?;
+        }
+        self.store
+            .set_checkpoint(&mut tx, &self.shared.name, target)
+            .await?;
+        self.store.commit(tx).await?;
+        Ok(target)
+    }
+
+    /// The position just before the first event recorded at or after `t` (a scan of the
+    /// global order: rebuilds are rare and `recorded_at` is not indexed).
+    async fn position_before(&self, t: DateTime<Utc>) -> Result<Position, Error> {
+        let mut after = Position::START;
+        loop {
+            let page = self.store.read_all(after, 1_000).await?;
+            let Some(last) = page.last() else {
+                return Ok(after);
+            };
+            if let Some(first) = page.iter().find(|e| e.recorded_at >= t) {
+                return Ok(Position(first.position.get().saturating_sub(1)));
+            }
+            after = last.position;
+        }
+    }
+
+    async fn redrive(&self, which: Option<EventId>) -> Result<RedriveReport, Error> {
+        let letters = self.store.dead_letters(&self.shared.name).await?;
+        let mut report = RedriveReport {
+            redriven: 0,
+            still_failing: Vec::new(),
+        };
+        let chosen: Vec<DeadLetter> = match which {
+            Some(id) => {
+                let one: Vec<_> = letters.into_iter().filter(|l| l.event_id == id).collect();
+                if one.is_empty() {
+                    return Err(Error::not_found(
+                        "UNKNOWN_DEAD_LETTER",
+                        format!(
+                            "projection {:?} has no dead letter for event {id}",
+                            self.shared.name
+                        ),
+                    )
+                    .with_detail("projection", self.shared.name.as_str())
+                    .with_detail("event_id", id.to_string()));
+                }
+                one
+            }
+            None => letters,
+        };
+        for mut letter in chosen {
+            let event = self.stored_event(&letter).await?;
+            let mut tx = self.store.begin().await?;
+            let outcome = self.projection.handle(&mut tx, &event).await;
+            match outcome {
+                Ok(()) => {
+                    self.store
+                        .unpark(&mut tx, &self.shared.name, letter.event_id)
+                        .await?;
+                    self.store.commit(tx).await?;
+                    report.redriven += 1;
+                }
+                Err(e) => {
+                    drop(tx);
+                    letter.error = e;
+                    letter.attempts = letter.attempts.saturating_add(1);
+                    letter.parked_at = self.clock.now();
+                    self.park(&letter, None).await?;
+                    report.still_failing.push(letter);
+                }
+            }
+        }
+        Ok(report)
+    }
+
+    async fn stored_event(&self, letter: &DeadLetter) -> Result<RecordedEvent, Error> {
+        let found = self
+            .store
+            .read_stream(
+                &letter.stream_id,
+                StreamVersion(letter.stream_version.0),
+                1,
+                ReadDirection::Forward,
+            )
+            .await?;
+        found
+            .into_iter()
+            .find(|e| e.event_id == letter.event_id)
+            .ok_or_else(|| {
+                Error::data_loss(
+                    "DEAD_LETTER_EVENT_MISSING",
+                    format!(
+                        "the parked event {} is no longer version {} of stream {:?}",
+                        letter.event_id,
+                        letter.stream_version,
+                        letter.stream_id.as_str()
+                    ),
+                )
+                .with_detail("event_id", letter.event_id.to_string())
+            })
+    }
+}
+
+/// Asks a query to see its caller's writes: put it in the query's
+/// [`flext_ports::Context`] (`Context::with_value`) and the [`ReadYourWritesLayer`]
+/// waits until the projection has reached the position before the handler runs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReadYourWrites {
+    /// The projection the query reads.
+    pub projection: String,
+    /// The position it must have reached (a command's `Executed::last_position`).
+    pub position: Position,
+}
+
+impl ReadYourWrites {
+    /// Wait for `projection` to reach `position`.
+    pub fn new(projection: impl Into<String>, position: Position) -> Self {
+        ReadYourWrites {
+            projection: projection.into(),
+            position,
+        }
+    }
+}
+
+/// A pipeline behavior for the query bus: when a query's context carries
+/// [`ReadYourWrites`], waits (up to the context's deadline, else the layer's timeout)
+/// until that projection has reached the position, then runs the query. A projection
+/// that does not get there in time fails the query with `PROJECTION_BEHIND`.
+pub struct ReadYourWritesLayer<S> {
+    projections: Projections<S>,
+    timeout: Duration,
+}
+
+impl<S> ReadYourWritesLayer<S> {
+    /// Waits on `projections`, at most `timeout` when the context has no deadline.
+    pub fn new(projections: Projections<S>, timeout: Duration) -> Self {
+        ReadYourWritesLayer {
+            projections,
+            timeout,
+        }
+    }
+}
+
+impl<S> crate::pipeline::Behavior for ReadYourWritesLayer<S>
+where
+    S: ProjectionStore + EventStore + WatchAppends + Clone,
+{
+    fn handle<'s, 'a: 's>(
+        &'s self,
+        _message: crate::pipeline::Message<'a>,
+        ctx: &'a flext_ports::Context,
+        next: crate::pipeline::Next<'a>,
+    ) -> BoxFuture<'s, Result<crate::pipeline::Reply, Error>> {
+        Box::pin(async move {
+            if let Some(want) = ctx.value::<ReadYourWrites>() {
+                let timeout = ctx
+                    .deadline()
+                    .map(|d| d.saturating_duration_since(std::time::Instant::now()))
+                    .unwrap_or(self.timeout);
+                self.projections
+                    .wait_for(&want.projection, want.position, timeout)
+                    .await?;
+            }
+            next.run().await
+        })
+    }
+}

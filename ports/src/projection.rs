@@ -1,0 +1,208 @@
+//! The projection port: read models built from the global order, and the store
+//! transactions that let a read model and its checkpoint commit together.
+
+use std::future::Future;
+
+use chrono::{DateTime, Utc};
+use flext_domain::{Error, EventId, Position, RecordedEvent, StreamId, StreamVersion};
+use serde::{Deserialize, Serialize};
+
+use crate::CheckpointStore;
+
+/// Builds a read model from events, in the global order. Run by
+/// `flext_application::ProjectionRunner`.
+///
+/// `T` is the transaction of the store the runner works with
+/// ([`ProjectionStore::Transaction`]): a `PgWriteTransaction`, a `SqliteWriteTransaction`,
+/// or the in-memory store's. A projection that writes its read model through that
+/// transaction (its `connection()`) is updated **exactly once**: the runner commits the
+/// batch's changes and the checkpoint together. A projection that writes anywhere else is
+/// updated **at least once**: after a crash it may see events again, and deduplicates by
+/// [`RecordedEvent::event_id`].
+///
+/// Generic over `T` when it does not care where it runs:
+///
+/// ```
+/// use std::sync::atomic::{AtomicU64, Ordering};
+/// use flext_domain::{Error, RecordedEvent};
+/// use flext_ports::Projection;
+///
+/// #[derive(Default)]
+/// struct CountEvents(AtomicU64);
+///
+/// impl<T: Send> Projection<T> for CountEvents {
+///     fn name(&self) -> &str {
+///         "count-events"
+///     }
+///     async fn handle(&self, _tx: &mut T, _event: &RecordedEvent) -> Result<(), Error> {
+///         self.0.fetch_add(1, Ordering::Relaxed); // at least once: a restart may recount
+///         Ok(())
+///     }
+///     async fn reset(&self, _tx: &mut T) -> Result<(), Error> {
+///         self.0.store(0, Ordering::Relaxed);
+///         Ok(())
+///     }
+/// }
+/// ```
+pub trait Projection<T>: Send + Sync + 'static {
+    /// The projection's name: the key of its checkpoint, its dead letters and its status.
+    fn name(&self) -> &str;
+
+    /// Applies one event. An error rolls back the batch; the runner retries and then
+    /// parks the event or stops, per the projection's options.
+    fn handle(
+        &self,
+        tx: &mut T,
+        event: &RecordedEvent,
+    ) -> impl Future<Output = Result<(), Error>> + Send;
+
+    /// Empties the read model before a rebuild from the beginning (in the transaction
+    /// that also resets the checkpoint). The default refuses: a projection that cannot
+    /// forget what it built cannot be rebuilt.
+    fn reset(&self, tx: &mut T) -> impl Future<Output = Result<(), Error>> + Send {
+        let _ = tx;
+        let name = self.name().to_owned();
+        async move {
+            Err(Error::unimplemented(
+                "REBUILD_UNSUPPORTED",
+                format!("projection {name:?} cannot be rebuilt from the beginning: it does not implement `reset`"),
+            )
+            .with_detail("projection", name))
+        }
+    }
+}
+
+/// An event a projection could not handle, set aside so the projection could go on.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DeadLetter {
+    /// The projection that failed.
+    pub projection: String,
+    /// The event's global position.
+    pub position: Position,
+    /// The event's id.
+    pub event_id: EventId,
+    /// The event's stream.
+    pub stream_id: StreamId,
+    /// The event's version in its stream.
+    pub stream_version: StreamVersion,
+    /// The event's type.
+    pub event_type: String,
+    /// The last error.
+    pub error: Error,
+    /// How many times the projection tried.
+    pub attempts: u32,
+    /// When it was parked.
+    pub parked_at: DateTime<Utc>,
+}
+
+impl DeadLetter {
+    /// The dead letter of `event` for `projection`.
+    pub fn of(
+        projection: &str,
+        event: &RecordedEvent,
+        error: Error,
+        attempts: u32,
+        parked_at: DateTime<Utc>,
+    ) -> DeadLetter {
+        DeadLetter {
+            projection: projection.to_owned(),
+            position: event.position,
+            event_id: event.event_id,
+            stream_id: event.stream_id.clone(),
+            stream_version: event.stream_version,
+            event_type: event.event_type.clone(),
+            error,
+            attempts,
+            parked_at,
+        }
+    }
+}
+
+/// A store in which a projection runner keeps checkpoints and dead letters, in
+/// transactions that a projection can write its read model in.
+///
+/// Dropping a transaction without [`ProjectionStore::commit`] rolls it back: nothing it
+/// wrote, parked or unparked stays.
+pub trait ProjectionStore: CheckpointStore + Send + Sync + 'static {
+    /// The transaction handed to projections.
+    type Transaction: Send + 'static;
+
+    /// Whether a read model written through [`ProjectionStore::Transaction`] commits
+    /// with the checkpoint (true for the SQL stores; the in-memory store has no read
+    /// model of its own to write, so its projections are at-least-once).
+    fn exactly_once(&self) -> bool;
+
+    /// Begins a transaction.
+    fn begin(&self) -> impl Future<Output = Result<Self::Transaction, Error>> + Send;
+
+    /// Sets the checkpoint of `name` to `position` in `tx`.
+    fn set_checkpoint(
+        &self,
+        tx: &mut Self::Transaction,
+        name: &str,
+        position: Position,
+    ) -> impl Future<Output = Result<(), Error>> + Send;
+
+    /// Commits `tx`.
+    fn commit(&self, tx: Self::Transaction) -> impl Future<Output = Result<(), Error>> + Send;
+
+    /// Parks `letter` in `tx` (replacing a dead letter of the same projection and event).
+    fn park(
+        &self,
+        tx: &mut Self::Transaction,
+        letter: &DeadLetter,
+    ) -> impl Future<Output = Result<(), Error>> + Send;
+
+    /// Removes the dead letter of `projection` for `event_id` in `tx`; whether there was
+    /// one.
+    fn unpark(
+        &self,
+        tx: &mut Self::Transaction,
+        projection: &str,
+        event_id: EventId,
+    ) -> impl Future<Output = Result<bool, Error>> + Send;
+
+    /// The dead letters of `projection`, in position order.
+    fn dead_letters(
+        &self,
+        projection: &str,
+    ) -> impl Future<Output = Result<Vec<DeadLetter>, Error>> + Send;
+}
+
+/// Builds a [`DeadLetter`] from the columns a SQL adapter stored (`error` is the JSON of
+/// [`crate::encode_error`]); a column that does not convert is a `DataLoss` error with
+/// reason `CORRUPTED_DEAD_LETTER` naming the projection and position.
+#[allow(clippy::too_many_arguments)]
+pub fn assemble_dead_letter(
+    projection: String,
+    position: i64,
+    event_id: uuid::Uuid,
+    stream: &str,
+    version: i64,
+    event_type: String,
+    error: &str,
+    attempts: i64,
+    parked_at: DateTime<Utc>,
+) -> Result<DeadLetter, Error> {
+    let bad = |what: String| {
+        Error::data_loss(
+            "CORRUPTED_DEAD_LETTER",
+            format!("the dead letter of projection {projection:?} at position {position} cannot be read: {what}"),
+        )
+        .with_detail("projection", projection.as_str())
+        .with_detail("position", position)
+    };
+    let stream_id = StreamId::new(stream).map_err(|e| bad(e.message().to_owned()))?;
+    let error = serde_json::from_str::<Error>(error).map_err(|e| bad(e.to_string()))?;
+    Ok(DeadLetter {
+        position: Position(u64::try_from(position).map_err(|e| bad(e.to_string()))?),
+        event_id: EventId::from_uuid(event_id),
+        stream_id,
+        stream_version: StreamVersion(u64::try_from(version).map_err(|e| bad(e.to_string()))?),
+        event_type,
+        error,
+        attempts: u32::try_from(attempts).unwrap_or(u32::MAX),
+        parked_at,
+        projection,
+    })
+}
