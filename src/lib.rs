@@ -62,11 +62,12 @@ pub mod testing {
 #[cfg(feature = "ports")]
 pub mod ports {
     pub use flext_ports::{
-        AppendOutcome, Claim, Clock, Command, CommandHandler, Context, EventCodec, EventHandler,
-        EventStore, FixedClock, Health, HealthStatus, IdGenerator, IdempotencyRecord,
-        IdempotencyStore, JsonCodec, Labels, MAX_EVENTS_PER_APPEND, Metrics, Plugin,
-        PluginDependency, PluginFuture, Query, QueryHandler, ReadDirection, SequentialIds,
-        Snapshot, SnapshotStore, SystemClock, Upcasters, UuidV7Ids,
+        AppendOutcome, AppendSignal, AppendWatcher, CheckpointStore, Claim, Clock, Command,
+        CommandHandler, Context, DeadLetter, EventCodec, EventHandler, EventStore, FixedClock,
+        Health, HealthStatus, IdGenerator, IdempotencyRecord, IdempotencyStore, JsonCodec, Labels,
+        MAX_EVENTS_PER_APPEND, Metrics, Plugin, PluginDependency, PluginFuture, Projection,
+        ProjectionStore, Query, QueryHandler, ReadDirection, SequentialIds, Snapshot,
+        SnapshotStore, SystemClock, Upcasters, UuidV7Ids, WatchAppends,
     };
 }
 
@@ -76,10 +77,13 @@ pub mod application {
     pub use flext_application::{
         Behavior, BoxFuture, CommandBus, Dep, EventBus, Executed, FromServices, HandlerOutcome,
         HotSwap, IdempotencyLayer, Manifest, Message, MessageKind, MetricsLayer, Next, Pipeline,
-        PluginRegistration, PluginRegistry, QueryBus, QueryCache, QueryCacheInvalidator,
-        QueryCacheLayer, Registration, Registry, RegistryHealth, Reply, Repository, RetryLayer,
-        RetryPolicy, Routed, Scope, Services, ServicesBuilder, Site, TimeoutLayer, TracingLayer,
-        ValidationLayer,
+        PluginRegistration, PluginRegistry, PoisonPolicy, ProjectionOptions,
+        ProjectionRegistration, ProjectionRunner, ProjectionState, ProjectionStatus, Projections,
+        QueryBus, QueryCache, QueryCacheInvalidator, QueryCacheLayer, ReadYourWrites,
+        ReadYourWritesLayer, RebuildFrom, RedriveReport, Registration, Registry, RegistryHealth,
+        Reply, Repository, RetryLayer, RetryPolicy, Routed, Scope, Services, ServicesBuilder, Site,
+        Subscription, SubscriptionOptions, TimeoutLayer, TracingLayer, ValidationLayer,
+        erase_projection,
     };
 }
 
@@ -99,7 +103,7 @@ pub mod __private {
 /// The in-memory event store (feature `memory`).
 #[cfg(feature = "memory")]
 pub mod memory {
-    pub use flext_memory::{InMemoryEventStore, PendingAppend};
+    pub use flext_memory::{InMemoryEventStore, MemoryTransaction, PendingAppend};
 }
 
 /// The SQLite event store (feature `sqlite`).
@@ -124,7 +128,8 @@ pub mod prelude {
     #[cfg(feature = "ports")]
     pub use flext_ports::{
         Clock, Command, CommandHandler, EventCodec, EventHandler, EventStore, IdGenerator,
-        IdempotencyStore, Metrics, Query, QueryHandler, SnapshotStore,
+        IdempotencyStore, Metrics, Projection, ProjectionStore, Query, QueryHandler, SnapshotStore,
+        WatchAppends,
     };
 }
 

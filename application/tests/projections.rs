@@ -627,3 +627,70 @@ async fn wait_for_listener(store: &flext_postgres::PgEventStore, not: Option<i32
     }
     panic!("the LISTEN connection did not come up");
 }
+
+/// Read-your-writes through the query bus: the layer holds a query whose context names a
+/// projection and a position until the projection is there; in time, the query sees the
+/// write; a projection that does not get there fails the query with the typed error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queries_wait_for_their_writes_through_the_layer() {
+    use flext_application::{Pipeline, ReadYourWrites, ReadYourWritesLayer, Registry};
+    use flext_ports::{Context, Query, QueryHandler};
+
+    #[derive(Clone)]
+    struct Total(String);
+    impl Query for Total {
+        type Output = i64;
+        const NAME: &'static str = "total";
+    }
+    struct ReadModel(support::Model<InMemoryEventStore>);
+    impl QueryHandler<Total> for ReadModel {
+        async fn handle(&self, q: Total, _: &Context) -> Result<i64, flext_domain::Error> {
+            let m = self.0.memory.lock().expect("model");
+            Ok(m.1.get(&q.0).map_or(0, |t| t.1))
+        }
+    }
+
+    let store = InMemoryEventStore::new();
+    let model = store.model("totals").await;
+    // Slow: 30 ms per event, so a query asked right after the write would miss it.
+    model.knobs.delay_us.store(30_000, Ordering::SeqCst);
+    let projections = ProjectionRunner::new(store.clone())
+        .register_with(model.clone(), options(10))
+        .expect("register")
+        .start();
+    let bus = Registry::new()
+        .query::<Total, _>(ReadModel(model.clone()))
+        .query_bus(Pipeline::new().layer(ReadYourWritesLayer::new(
+            projections.clone(),
+            Duration::from_secs(10),
+        )))
+        .expect("bus");
+    let written = append(&store, "acc-1", vec![added(5), added(7)]).await;
+    let ctx = Context::new().with_value(ReadYourWrites::new("totals", written));
+    assert_eq!(bus.ask(Total("acc-1".into()), &ctx).await.expect("ask"), 12);
+    // A stalled projection: the query fails in the context's deadline, typed.
+    model.knobs.delay_us.store(0, Ordering::SeqCst);
+    model.knobs.stall_on.store(99, Ordering::SeqCst);
+    let written = append(&store, "acc-1", vec![added(99)]).await;
+    tokio::time::timeout(WAIT, model.knobs.stalled.notified())
+        .await
+        .expect("stalls");
+    let ctx = Context::new()
+        .with_deadline(std::time::Instant::now() + Duration::from_millis(50))
+        .with_value(ReadYourWrites::new("totals", written));
+    let err = bus
+        .ask(Total("acc-1".into()), &ctx)
+        .await
+        .expect_err("behind");
+    assert_eq!(err.code(), ErrorCode::DeadlineExceeded);
+    assert_eq!(err.reason(), "PROJECTION_BEHIND");
+    // Without the context value the layer does not wait.
+    assert_eq!(
+        bus.ask(Total("acc-1".into()), &Context::new())
+            .await
+            .expect("ask"),
+        12 + 99,
+        "the memory model wrote before it stalled"
+    );
+    projections.abort();
+}

@@ -33,6 +33,9 @@ pub(crate) struct Knobs {
     pub(crate) stalled: Notify,
     /// Events handled (every attempt).
     pub(crate) handled: AtomicU64,
+    /// Microseconds to sleep after writing each event (widens the window between the
+    /// read-model write and the checkpoint for the crash tests).
+    pub(crate) delay_us: AtomicU64,
 }
 
 /// The model's projection on one store.
@@ -65,6 +68,10 @@ impl<S> Model<S> {
     }
 
     async fn maybe_stall(&self, amount: i64) {
+        let delay = self.knobs.delay_us.load(Ordering::Relaxed);
+        if delay > 0 {
+            tokio::time::sleep(std::time::Duration::from_micros(delay)).await;
+        }
         let at = self.knobs.stall_on.load(Ordering::SeqCst);
         if at != 0 && amount == at as i64 {
             self.knobs.stalled.notify_one();

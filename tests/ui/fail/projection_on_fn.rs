@@ -1,0 +1,6 @@
+use flext::projection;
+
+#[projection]
+async fn balances() {}
+
+fn main() {}
