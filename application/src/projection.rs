@@ -700,8 +700,13 @@ where
         let mut sub = Subscription::with_options(self.store.clone(), start, options.subscription);
         let mut failed = false;
         let mut shutdown = self.shutdown.clone();
+        // While catching up, the next batch is read while the current one commits.
+        let mut prefetched: Option<Vec<RecordedEvent>> = None;
         loop {
             while let Some(control) = self.shared.pop_control() {
+                if prefetched.take().is_some() {
+                    sub.seek(self.shared.progress.borrow().position);
+                }
                 self.control(control, &mut sub, &mut failed).await;
             }
             if self.shutting_down() {
@@ -714,7 +719,11 @@ where
                 }
                 continue;
             }
-            let batch = match sub.poll_batch(options.batch_size).await {
+            let polled = match prefetched.take() {
+                Some(events) => Ok(events),
+                None => sub.poll_batch(options.batch_size).await,
+            };
+            let batch = match polled {
                 Ok(events) if events.is_empty() => {
                     self.shared.set(|p| p.state = ProjectionState::Running);
                     tokio::select! {
@@ -736,7 +745,19 @@ where
                 }
             };
             let full = events.len() >= options.batch_size;
-            match self.process(&events).await {
+            let outcome = if full {
+                let (outcome, next) =
+                    tokio::join!(self.process(&events), sub.poll_batch(options.batch_size));
+                // A failed read moved nothing; after a failed batch the arms below seek
+                // back to the checkpoint.
+                if let (Ok(()), Ok(next)) = (&outcome, next) {
+                    prefetched = Some(next);
+                }
+                outcome
+            } else {
+                self.process(&events).await
+            };
+            match outcome {
                 Ok(()) => self.shared.set(|p| {
                     p.state = if full {
                         ProjectionState::CatchingUp

@@ -572,11 +572,18 @@ impl EventStore for PgEventStore {
     }
 
     async fn read_all_withheld(&self, after: Position) -> Result<bool, Error> {
-        sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM flext_events WHERE position > $1)")
-            .bind(to_i64(after.0))
-            .fetch_one(&self.pool)
-            .await
-            .map_err(|e| db_error("looking for withheld events", e))
+        // `ORDER BY position LIMIT 1`, not `EXISTS (...)`: after five runs PostgreSQL
+        // may switch a prepared statement to its generic plan, and the generic plan of the
+        // EXISTS form is a sequential scan (8 ms on 100,000 events, on every wake of every
+        // live reader); this form stays an index probe.
+        let next: Option<i64> = sqlx::query_scalar(
+            "SELECT position FROM flext_events WHERE position > $1 ORDER BY position LIMIT 1",
+        )
+        .bind(to_i64(after.0))
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(|e| db_error("looking for withheld events", e))?;
+        Ok(next.is_some())
     }
 
     async fn count_after(&self, after: Position) -> Result<u64, Error> {
