@@ -101,7 +101,8 @@ impl AppendSignal {
     }
 }
 
-/// The receiving side; see the [module docs](self).
+/// The receiving side: make one, read, and wait with [`AppendWatcher::changed`] only when
+/// the read found nothing; a pulse that came between two waits is not lost.
 #[derive(Debug)]
 pub struct AppendWatcher {
     shared: Arc<Shared>,
