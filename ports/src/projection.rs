@@ -20,6 +20,10 @@ use crate::CheckpointStore;
 /// updated **at least once**: after a crash it may see events again, and deduplicates by
 /// [`RecordedEvent::event_id`].
 ///
+/// On SQLite the transaction holds the store's one writer for the length of a batch: a
+/// projection appends through `tx.append(..)`, never through the store itself (which would
+/// wait for the writer the batch holds).
+///
 /// Generic over `T` when it does not care where it runs:
 ///
 /// ```
