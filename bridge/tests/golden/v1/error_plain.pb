@@ -1,0 +1,2 @@
+"&no account acc-9"
+NO_ACCOUNT*bank

@@ -1,0 +1,3 @@
+%
+#
+application/json{"balance":100}
