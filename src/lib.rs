@@ -42,6 +42,7 @@
 //! | `sqlite` | no | [`sqlite`]: the SQLite event store |
 //! | `postgres` | no | [`postgres`]: the PostgreSQL event store |
 //! | `macros` | no | `#[command_handler]`, `#[query_handler]`, `#[event_handler]`, `#[plugin]`, `#[projection]`, `#[derive(DomainEvent)]` |
+//! | `bridge` | no | [`bridge`]: the cross-language result contract (MessagePack, Protobuf, problem details, type descriptors) |
 //! | `testing` | no | [`testing`]: the given/when/then aggregate fixture |
 
 pub use flext_domain::{
@@ -75,9 +76,9 @@ pub mod ports {
 #[cfg(feature = "application")]
 pub mod application {
     pub use flext_application::{
-        Behavior, BoxFuture, CommandBus, Dep, EventBus, Executed, FromServices, HandlerOutcome,
-        HotSwap, IdempotencyLayer, Manifest, Message, MessageKind, MetricsLayer, Next, Pipeline,
-        PluginRegistration, PluginRegistry, PoisonPolicy, ProjectionOptions,
+        Behavior, BoxFuture, BridgeMetrics, CommandBus, Dep, EventBus, Executed, FromServices,
+        HandlerOutcome, HotSwap, IdempotencyLayer, Manifest, Message, MessageKind, MetricsLayer,
+        Next, Pipeline, PluginRegistration, PluginRegistry, PoisonPolicy, ProjectionOptions,
         ProjectionRegistration, ProjectionRunner, ProjectionState, ProjectionStatus, Projections,
         QueryBus, QueryCache, QueryCacheInvalidator, QueryCacheLayer, ReadYourWrites,
         ReadYourWritesLayer, RebuildFrom, RedriveReport, Registration, Registry, RegistryHealth,
@@ -98,6 +99,12 @@ pub use flext_macros::{
 #[doc(hidden)]
 pub mod __private {
     pub use flext_application::__private::inventory;
+}
+
+/// The cross-language result bridge (feature `bridge`): see [`flext_bridge`].
+#[cfg(feature = "bridge")]
+pub mod bridge {
+    pub use flext_bridge::*;
 }
 
 /// The in-memory event store (feature `memory`).
@@ -138,7 +145,8 @@ pub mod prelude {
     doctest,
     feature = "testing",
     feature = "application",
-    feature = "sqlite"
+    feature = "sqlite",
+    feature = "bridge"
 ))]
 #[doc = include_str!("../README.md")]
 pub struct ReadmeDoctests;

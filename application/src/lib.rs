@@ -35,6 +35,7 @@
 //! ```
 
 mod behavior;
+mod bridge_metrics;
 mod bus;
 mod catch;
 mod hot_swap;
@@ -49,6 +50,7 @@ mod subscription;
 mod typemap;
 
 pub use behavior::{MetricsLayer, RetryLayer, TimeoutLayer, TracingLayer, ValidationLayer};
+pub use bridge_metrics::BridgeMetrics;
 pub use bus::{CommandBus, EventBus, HandlerOutcome, QueryBus, Registration, Registry, Site};
 pub use hot_swap::{HotSwap, Routed};
 pub use idempotency::IdempotencyLayer;

@@ -1,0 +1,183 @@
+//! Type descriptors (JSON Schema, foreign types, validation with paths) and RFC 9457
+//! problem details.
+
+use std::collections::BTreeMap;
+
+use flext_bridge::{Describe, Language, TypeDescriptor, problem_details};
+use flext_domain::{CorrelationId, Error, ErrorCode, FieldViolation};
+use serde_json::json;
+
+struct Line;
+impl Describe for Line {
+    fn describe() -> TypeDescriptor {
+        TypeDescriptor::structure("Line")
+            .field::<String>("sku")
+            .field::<u16>("quantity")
+            .field::<i64>("amount")
+            .field::<Option<String>>("memo")
+    }
+}
+
+struct Order;
+impl Describe for Order {
+    fn describe() -> TypeDescriptor {
+        TypeDescriptor::structure("Order")
+            .field::<u64>("position")
+            .field::<Vec<Line>>("items")
+            .field::<BTreeMap<String, f64>>("rates")
+            .field_of(
+                "status",
+                TypeDescriptor::enumeration("Status", ["open", "paid"]),
+            )
+            .field::<flext_bridge::Bytes>("signature")
+    }
+}
+
+#[test]
+fn json_schema_names_types_ranges_and_required_fields() {
+    let s = Order::describe().json_schema();
+    assert_eq!(s["$schema"], "https://json-schema.org/draft/2020-12/schema");
+    assert_eq!(s["title"], "Order");
+    assert_eq!(
+        s["required"],
+        json!(["position", "items", "rates", "status", "signature"])
+    );
+    assert_eq!(
+        s["properties"]["position"],
+        json!({"type": "integer", "format": "uint64", "minimum": 0, "maximum": 18446744073709551615u64})
+    );
+    let line = &s["properties"]["items"]["items"];
+    assert_eq!(line["required"], json!(["sku", "quantity", "amount"]));
+    assert_eq!(
+        line["properties"]["memo"]["anyOf"][1],
+        json!({"type": "null"})
+    );
+    assert_eq!(
+        s["properties"]["rates"]["additionalProperties"]["format"],
+        "double"
+    );
+    assert_eq!(s["properties"]["status"]["enum"], json!(["open", "paid"]));
+    assert_eq!(s["properties"]["signature"]["contentEncoding"], "base64");
+}
+
+#[test]
+fn foreign_types_follow_the_table() {
+    let d = Order::describe();
+    let TypeDescriptor::Struct { fields, .. } = &d else {
+        panic!("a struct")
+    };
+    let of = |name: &str, lang| {
+        fields
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, t)| t.foreign_type(lang))
+            .expect("field")
+    };
+    assert_eq!(of("position", Language::Go), "uint64");
+    assert_eq!(of("position", Language::Python), "int");
+    assert_eq!(of("position", Language::TypeScript), "bigint");
+    assert_eq!(of("items", Language::Go), "[]Line");
+    assert_eq!(of("items", Language::TypeScript), "Line[]");
+    assert_eq!(of("rates", Language::Python), "dict[str, float]");
+    assert_eq!(of("status", Language::TypeScript), "\"open\" | \"paid\"");
+    assert_eq!(of("signature", Language::TypeScript), "Uint8Array");
+    assert_eq!(
+        Option::<i32>::describe().foreign_type(Language::Go),
+        "*int32"
+    );
+}
+
+#[test]
+fn validation_reports_every_mismatch_with_its_path() {
+    let sent = json!({
+        "position": -1,
+        "items": [
+            {"sku": "a", "quantity": 1, "amount": 5},
+            {"sku": "b", "quantity": 70000, "amount": "2", "memo": null},
+            {"quantity": 1, "amount": 1, "memo": 3}
+        ],
+        "rates": {"eur": 1.0, "usd": "x"},
+        "status": "lost",
+    });
+    let err = Order::describe().validate_json(&sent).unwrap_err();
+    assert_eq!(
+        (err.code(), err.reason()),
+        (ErrorCode::InvalidArgument, "TYPE_MISMATCH")
+    );
+    let got: Vec<(String, String)> = err
+        .field_violations()
+        .iter()
+        .map(|v| (v.field.clone(), v.description.clone()))
+        .collect();
+    let want = [
+        (
+            "$.position",
+            "expected integer in 0..=18446744073709551615, found -1",
+        ),
+        (
+            "$.items[1].quantity",
+            "expected integer in 0..=65535, found 70000",
+        ),
+        ("$.items[1].amount", "expected integer, found string"),
+        ("$.items[2].sku", "required, missing"),
+        ("$.items[2].memo", "expected string, found integer"),
+        ("$.rates[\"usd\"]", "expected number, found string"),
+        (
+            "$.status",
+            "expected one of [\"open\", \"paid\"], found \"lost\"",
+        ),
+        ("$.signature", "required, missing"),
+    ];
+    assert_eq!(got, want.map(|(a, b)| (a.to_owned(), b.to_owned())));
+    // A value that fits validates.
+    let fine = json!({"position": 5, "items": [], "rates": {}, "status": "paid"});
+    let mut fine = flext_bridge::Value::from_json(&fine);
+    if let flext_bridge::Value::Map(m) = &mut fine {
+        m.insert("signature".into(), flext_bridge::Value::Bytes(vec![1, 2]));
+    }
+    Order::describe().validate(&fine).expect("valid");
+}
+
+#[test]
+fn problem_details_follow_rfc_9457_and_redact() {
+    let e = Error::invalid_argument("INVALID_COMMAND", "the command is invalid")
+        .with_field_violation(FieldViolation::new(
+            "amount",
+            ErrorCode::InvalidArgument,
+            "NOT_POSITIVE",
+            "must be > 0",
+        ))
+        .with_detail("api_key", "s3cr3t")
+        .with_correlation_id(CorrelationId::new())
+        .with_source(std::io::Error::other("socket closed"));
+    let p = problem_details(&e, "https://errors.example.com/", Some("/accounts/7"));
+    assert_eq!(p["type"], "https://errors.example.com/invalid-command");
+    assert_eq!(p["title"], "Invalid command");
+    assert_eq!(p["status"], 400);
+    assert_eq!(p["detail"], "the command is invalid");
+    assert_eq!(p["instance"], "/accounts/7");
+    assert_eq!(p["code"], "INVALID_ARGUMENT");
+    assert_eq!(
+        p["errors"],
+        json!([{"field": "amount", "reason": "NOT_POSITIVE", "detail": "must be > 0"}])
+    );
+    assert_eq!(p["details"]["api_key"], "[REDACTED]");
+    assert_eq!(
+        p["correlation_id"],
+        e.correlation_id()
+            .map(|c| c.to_string())
+            .unwrap_or_default()
+    );
+    let text = p.to_string();
+    assert!(
+        !text.contains("s3cr3t") && !text.contains("socket closed"),
+        "{text}"
+    );
+    let unavailable = problem_details(
+        &Error::unavailable("STORE_UNAVAILABLE", "down"),
+        "urn:x",
+        None,
+    );
+    assert_eq!(unavailable["status"], 503);
+    assert!(unavailable.get("instance").is_none());
+}
