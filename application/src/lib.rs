@@ -38,6 +38,7 @@ mod behavior;
 mod bridge_metrics;
 mod bus;
 mod catch;
+mod health;
 mod hot_swap;
 mod idempotency;
 mod pipeline;
@@ -52,14 +53,15 @@ mod typemap;
 pub use behavior::{MetricsLayer, RetryLayer, TimeoutLayer, TracingLayer, ValidationLayer};
 pub use bridge_metrics::BridgeMetrics;
 pub use bus::{CommandBus, EventBus, HandlerOutcome, QueryBus, Registration, Registry, Site};
+pub use health::{HealthChecks, HealthReport};
 pub use hot_swap::{HotSwap, Routed};
 pub use idempotency::IdempotencyLayer;
 pub use pipeline::{Behavior, BoxFuture, Message, MessageKind, Next, Pipeline, Reply};
 pub use plugin::{Manifest, PluginRegistration, PluginRegistry, RegistryHealth};
 pub use projection::{
-    PoisonPolicy, ProjectionOptions, ProjectionRegistration, ProjectionRunner, ProjectionState,
-    ProjectionStatus, Projections, ReadYourWrites, ReadYourWritesLayer, RebuildFrom, RedriveReport,
-    erase_projection,
+    PoisonPolicy, ProjectionHealth, ProjectionOptions, ProjectionRegistration, ProjectionRunner,
+    ProjectionState, ProjectionStatus, Projections, ReadYourWrites, ReadYourWritesLayer,
+    RebuildFrom, RedriveReport, erase_projection,
 };
 pub use query_cache::{QueryCache, QueryCacheInvalidator, QueryCacheLayer};
 pub use repository::{Executed, Repository, RetryPolicy};

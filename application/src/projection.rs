@@ -541,6 +541,23 @@ where
         })
     }
 
+    /// A health check of projection `name`: down when it failed or stopped, degraded when
+    /// more than `max_lag_events` events wait for it, else up; details: state, position,
+    /// lag in events and seconds, dead letters, last error's reason.
+    pub fn health_check(
+        &self,
+        name: &str,
+        max_lag_events: u64,
+    ) -> Result<ProjectionHealth<S>, Error> {
+        self.worker(name)?;
+        Ok(ProjectionHealth {
+            projections: self.clone(),
+            projection: name.to_owned(),
+            check_name: format!("projection:{name}"),
+            max_lag_events,
+        })
+    }
+
     /// Every projection's status, by name.
     pub async fn statuses(&self) -> Result<Vec<ProjectionStatus>, Error> {
         let mut out = Vec::with_capacity(self.inner.workers.len());
@@ -1075,6 +1092,56 @@ where
                     .await?;
             }
             next.run().await
+        })
+    }
+}
+
+/// The health check of one projection; see [`Projections::health_check`].
+pub struct ProjectionHealth<S> {
+    projections: Projections<S>,
+    projection: String,
+    check_name: String,
+    max_lag_events: u64,
+}
+
+impl<S> flext_ports::HealthCheck for ProjectionHealth<S>
+where
+    S: ProjectionStore + EventStore + WatchAppends + Clone,
+{
+    fn name(&self) -> &str {
+        &self.check_name
+    }
+
+    fn check(&self) -> flext_ports::HealthFuture<'_> {
+        use flext_ports::Health;
+        Box::pin(async move {
+            let status = match self.projections.status(&self.projection).await {
+                Ok(s) => s,
+                Err(e) => return Health::down(format!("its status cannot be read: {e}")),
+            };
+            let health = match status.state {
+                ProjectionState::Failed => Health::down("the projection failed"),
+                ProjectionState::Stopped => Health::down("the projection is stopped"),
+                _ if status.lag_events > self.max_lag_events => Health::degraded(format!(
+                    "{} events wait (more than {})",
+                    status.lag_events, self.max_lag_events
+                )),
+                _ => Health::up(),
+            };
+            let state = serde_json::to_value(status.state)
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_owned))
+                .unwrap_or_default();
+            let mut health = health
+                .with_detail("state", state)
+                .with_detail("position", status.position.get())
+                .with_detail("lag_events", status.lag_events)
+                .with_detail("lag_seconds", status.lag.as_secs_f64())
+                .with_detail("dead_letters", status.dead_letters);
+            if let Some(e) = &status.last_error {
+                health = health.with_detail("last_error", e.reason());
+            }
+            health
         })
     }
 }

@@ -473,6 +473,7 @@ pub(crate) fn check_contract(major: u32, minor: u32) -> Result<(), Error> {
     .with_detail("supported_major", CONTRACT_MAJOR))
 }
 
+#[cfg(any(feature = "msgpack", feature = "protobuf"))]
 /// The error of input that is not an envelope, naming the format and the problem.
 pub(crate) fn malformed(format: &str, problem: impl fmt::Display) -> Error {
     Error::invalid_argument(
@@ -482,6 +483,7 @@ pub(crate) fn malformed(format: &str, problem: impl fmt::Display) -> Error {
     .with_detail("format", format)
 }
 
+#[cfg(any(feature = "msgpack", feature = "protobuf"))]
 /// Refuses input over [`MAX_ENVELOPE_BYTES`] before any parsing.
 pub(crate) fn check_size(format: &str, len: usize) -> Result<(), Error> {
     if len > MAX_ENVELOPE_BYTES {
@@ -493,6 +495,7 @@ pub(crate) fn check_size(format: &str, len: usize) -> Result<(), Error> {
     Ok(())
 }
 
+#[cfg(any(feature = "msgpack", feature = "protobuf"))]
 /// Checks the nesting of a decoded envelope's values.
 pub(crate) fn check_depth(format: &str, envelope: &Envelope) -> Result<(), Error> {
     let deepest = match &envelope.outcome {

@@ -5,8 +5,8 @@ use std::future::Future;
 use std::sync::Arc;
 
 use flext_domain::{
-    Error, ErrorCode, EventId, EventRef, ExpectedVersion, FieldViolation, NewEvent, Position,
-    RecordedEvent, StreamId, StreamVersion, wrong_expected_version,
+    CorrelationId, Error, ErrorCode, EventId, EventRef, ExpectedVersion, FieldViolation, NewEvent,
+    Position, RecordedEvent, StreamId, StreamVersion, wrong_expected_version,
 };
 
 /// The most events one append may carry.
@@ -133,6 +133,34 @@ pub trait EventStore: Send + Sync {
         async { Ok(false) }
     }
 
+    /// Up to `max_count` events recorded with `correlation` as their correlation id, in
+    /// position order: every event of one business action. The default scans the global
+    /// order; the SQL stores use their index on the correlation id.
+    fn read_correlated(
+        &self,
+        correlation: CorrelationId,
+        max_count: usize,
+    ) -> impl Future<Output = Result<Vec<RecordedEvent>, Error>> + Send
+    where
+        Self: Sized,
+    {
+        async move {
+            let mut from = Position::START;
+            let mut out = Vec::new();
+            while out.len() < max_count {
+                let page = self.read_all(from, 1_000).await?;
+                let Some(last) = page.last() else { break };
+                from = last.position;
+                out.extend(
+                    page.into_iter()
+                        .filter(|e| e.metadata.correlation_id == Some(correlation)),
+                );
+            }
+            out.truncate(max_count);
+            Ok(out)
+        }
+    }
+
     /// How many events have a position greater than `after` (a reader's lag in events;
     /// positions need not be dense). The default counts through [`EventStore::read_all`].
     fn count_after(&self, after: Position) -> impl Future<Output = Result<u64, Error>> + Send
@@ -206,6 +234,13 @@ impl<S: EventStore> EventStore for Arc<S> {
     }
     fn count_after(&self, after: Position) -> impl Future<Output = Result<u64, Error>> + Send {
         (**self).count_after(after)
+    }
+    fn read_correlated(
+        &self,
+        correlation: CorrelationId,
+        max_count: usize,
+    ) -> impl Future<Output = Result<Vec<RecordedEvent>, Error>> + Send {
+        (**self).read_correlated(correlation, max_count)
     }
 }
 

@@ -20,6 +20,7 @@ mod checkpoint;
 mod clock;
 mod codec;
 mod event_store;
+mod health;
 mod idempotency;
 mod ids;
 mod json;
@@ -38,12 +39,16 @@ pub use event_store::{
     StoredEvent, StoredRow, assemble_recorded, corrupted_event, resolve_rejected_append,
     validate_append,
 };
+pub use health::{HealthCheck, HealthFuture};
 pub use idempotency::{
     Claim, IdempotencyRecord, IdempotencyStore, decode_error, encode_error, stored_claim,
 };
 pub use ids::{IdGenerator, SequentialIds, UuidV7Ids};
 pub use json::{JsonCodec, Upcasters};
-pub use message::{Command, CommandHandler, Context, EventHandler, Query, QueryHandler};
+pub use message::{
+    Command, CommandHandler, Context, EventHandler, Query, QueryHandler, TRACEPARENT_HEADER,
+    is_valid_traceparent,
+};
 pub use metrics::{Labels, Metrics};
 pub use plugin::{Contributions, Health, HealthStatus, Plugin, PluginDependency, PluginFuture};
 pub use projection::{DeadLetter, Projection, ProjectionStore, assemble_dead_letter};

@@ -89,9 +89,34 @@ pub struct Context {
     correlation_id: CorrelationId,
     causation_id: Option<CausationId>,
     tenant: Option<Arc<str>>,
+    traceparent: Option<Arc<str>>,
     principal: Option<Arc<dyn Any + Send + Sync>>,
     deadline: Option<Instant>,
     values: Values,
+}
+
+/// The event header that carries the W3C trace context of the message that recorded the
+/// event, so whoever handles the event later (another process, after a restart) can link
+/// its work to the original trace.
+pub const TRACEPARENT_HEADER: &str = "traceparent";
+
+/// Whether `value` is a W3C `traceparent` (`00-<32 hex trace id>-<16 hex span id>-<2 hex
+/// flags>`, ids not all zero).
+pub fn is_valid_traceparent(value: &str) -> bool {
+    let parts: Vec<&str> = value.split('-').collect();
+    let hex = |s: &str, n: usize| {
+        s.len() == n
+            && s.bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    };
+    parts.len() == 4
+        && hex(parts[0], 2)
+        && parts[0] != "ff"
+        && hex(parts[1], 32)
+        && parts[1].bytes().any(|b| b != b'0')
+        && hex(parts[2], 16)
+        && parts[2].bytes().any(|b| b != b'0')
+        && hex(parts[3], 2)
 }
 
 impl fmt::Debug for Context {
@@ -127,6 +152,7 @@ impl Context {
             correlation_id: CorrelationId::from_uuid(id),
             causation_id: None,
             tenant: None,
+            traceparent: None,
             principal: None,
             deadline: None,
             values: Values::default(),
@@ -161,6 +187,12 @@ impl Context {
                 .headers
                 .get("tenant")
                 .map(|t| Arc::from(t.as_str())),
+            traceparent: event
+                .metadata
+                .headers
+                .get(TRACEPARENT_HEADER)
+                .filter(|t| is_valid_traceparent(t))
+                .map(|t| Arc::from(t.as_str())),
             principal: None,
             deadline: None,
             values: Values::default(),
@@ -174,6 +206,9 @@ impl Context {
             EventMetadata::caused_by(self.correlation_id, CausationId::from_uuid(self.message_id));
         if let Some(tenant) = &self.tenant {
             metadata = metadata.with_header("tenant", tenant.as_ref());
+        }
+        if let Some(tp) = &self.traceparent {
+            metadata = metadata.with_header(TRACEPARENT_HEADER, tp.as_ref());
         }
         metadata
     }
@@ -234,6 +269,24 @@ impl Context {
         self.tenant.as_deref()
     }
 
+    /// Sets the W3C trace context (a tracing layer sets the current span's); it goes into
+    /// the metadata of the events recorded while handling this message (header
+    /// [`TRACEPARENT_HEADER`]) and is read back by [`Context::for_event`]. A value that is
+    /// not a valid `traceparent` is ignored.
+    #[must_use]
+    pub fn with_traceparent(mut self, traceparent: impl AsRef<str>) -> Self {
+        let tp = traceparent.as_ref();
+        if is_valid_traceparent(tp) {
+            self.traceparent = Some(Arc::from(tp));
+        }
+        self
+    }
+
+    /// The W3C trace context, if set.
+    pub fn traceparent(&self) -> Option<&str> {
+        self.traceparent.as_deref()
+    }
+
     /// The principal, if it was set with type `P`.
     pub fn principal<P: Any>(&self) -> Option<&P> {
         self.principal.as_deref().and_then(|p| p.downcast_ref())
@@ -278,6 +331,42 @@ mod tests {
             Some(child.message_id())
         );
         assert_eq!(meta.headers.get("tenant").map(String::as_str), Some("acme"));
+    }
+
+    #[test]
+    fn the_traceparent_travels_through_event_metadata_and_back() {
+        let tp = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+        let command = Context::new().with_traceparent(tp);
+        let meta = command.event_metadata();
+        assert_eq!(
+            meta.headers.get(TRACEPARENT_HEADER).map(String::as_str),
+            Some(tp)
+        );
+        assert_eq!(command.child().traceparent(), Some(tp));
+        let event = RecordedEvent {
+            event_id: EventId::new(),
+            stream_id: StreamId::new("s").expect("valid"),
+            stream_version: StreamVersion(1),
+            position: Position(1),
+            recorded_at: chrono::DateTime::UNIX_EPOCH,
+            event_type: "t".into(),
+            schema_version: 1,
+            payload: Default::default(),
+            metadata: meta,
+        };
+        assert_eq!(Context::for_event(&event).traceparent(), Some(tp));
+        for bad in [
+            "",
+            "00-00000000000000000000000000000000-00f067aa0ba902b7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-0000000000000000-01",
+            "ff-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            "00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7",
+            "'; DROP TABLE",
+        ] {
+            assert!(!is_valid_traceparent(bad), "{bad:?}");
+            assert_eq!(Context::new().with_traceparent(bad).traceparent(), None);
+        }
     }
 
     #[test]

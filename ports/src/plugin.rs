@@ -72,6 +72,13 @@ impl Health {
         Health::up().with_status(HealthStatus::Down, reason)
     }
 
+    /// Adds a detail.
+    #[must_use]
+    pub fn with_detail(mut self, key: impl Into<String>, value: impl ToString) -> Self {
+        self.details.insert(key.into(), value.to_string());
+        self
+    }
+
     fn with_status(mut self, status: HealthStatus, reason: impl Into<String>) -> Self {
         self.status = status;
         self.details.insert("reason".to_owned(), reason.into());

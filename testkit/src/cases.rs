@@ -1288,3 +1288,58 @@ pub async fn checkpoints_keep_the_last_saved_position_per_name<H: Harness>(h: H)
     assert_eq!(store.load_checkpoint("balances").await.expect("load"), None);
     h
 }
+
+/// `read_correlated` returns every event of one business action across streams, in
+/// position order, and nothing of another.
+pub async fn correlation_query_returns_one_business_action<H: Harness>(h: H) -> H {
+    use flext_domain::{CausationId, CorrelationId, EventMetadata};
+    let store = h.store();
+    let action = CorrelationId::new();
+    let other = CorrelationId::new();
+    let tagged = |n: u64, c: CorrelationId| {
+        event(n).with_metadata(EventMetadata::caused_by(c, CausationId::new()))
+    };
+    let mut want = Vec::new();
+    for (i, s) in ["order-1", "payment-1", "order-1", "stock-9"]
+        .iter()
+        .enumerate()
+    {
+        let mine = tagged(i as u64, action);
+        let noise = tagged(100 + i as u64, other);
+        let out = store
+            .append(&stream(s), ExpectedVersion::Any, vec![mine, noise])
+            .await
+            .expect("append");
+        want.push(out.positions[0]);
+        store
+            .append(
+                &stream("untagged"),
+                ExpectedVersion::Any,
+                vec![event(200 + i as u64)],
+            )
+            .await
+            .expect("append");
+    }
+    let got = store.read_correlated(action, 100).await.expect("read");
+    assert_eq!(got.iter().map(|e| e.position).collect::<Vec<_>>(), want);
+    assert!(
+        got.iter()
+            .all(|e| e.metadata.correlation_id == Some(action))
+    );
+    assert_eq!(
+        got.iter().map(n_of).collect::<Vec<_>>(),
+        vec![0, 1, 2, 3],
+        "the action's own events"
+    );
+    let first_two = store.read_correlated(action, 2).await.expect("read");
+    assert_eq!(first_two.len(), 2);
+    assert_eq!(first_two[1].position, want[1]);
+    assert!(
+        store
+            .read_correlated(CorrelationId::new(), 10)
+            .await
+            .expect("read")
+            .is_empty()
+    );
+    h
+}

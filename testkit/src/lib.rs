@@ -141,6 +141,7 @@ macro_rules! event_store_conformance {
             idempotency_reports_in_progress_and_takes_over_stale_claims,
             idempotency_release_lets_a_retry_run,
             checkpoints_keep_the_last_saved_position_per_name,
+            correlation_query_returns_one_business_action,
         );
     };
 }

@@ -8,9 +8,9 @@ use flext_domain::{
 };
 use flext_ports::{
     AppendOutcome, AppendSignal, AppendWatcher, CheckpointStore, Claim, Clock, DeadLetter,
-    EventStore, IdempotencyRecord, IdempotencyStore, ProjectionStore, ReadDirection, Snapshot,
-    SnapshotStore, StoredEvent, SystemClock, WatchAppends, resolve_rejected_append,
-    validate_append,
+    EventStore, Health, HealthCheck, HealthFuture, IdempotencyRecord, IdempotencyStore,
+    ProjectionStore, ReadDirection, Snapshot, SnapshotStore, StoredEvent, SystemClock,
+    WatchAppends, resolve_rejected_append, validate_append,
 };
 
 /// One position of the global log.
@@ -517,5 +517,22 @@ impl ProjectionStore for InMemoryEventStore {
             .unwrap_or_default();
         letters.sort_by_key(|l| l.position);
         Ok(letters)
+    }
+}
+
+impl HealthCheck for InMemoryEventStore {
+    fn name(&self) -> &str {
+        "memory-event-store"
+    }
+
+    /// Always up (details: `events`, the number of stored events).
+    fn check(&self) -> HealthFuture<'_> {
+        let events = self
+            .lock()
+            .log
+            .iter()
+            .filter(|s| matches!(s, Slot::Committed(_)))
+            .count();
+        Box::pin(async move { Health::up().with_detail("events", events) })
     }
 }

@@ -5,16 +5,17 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
-use flext_domain::EventId;
+use flext_domain::{CorrelationId, EventId};
 use flext_domain::{
     Error, EventMetadata, EventRef, ExpectedVersion, NewEvent, Position, RecordedEvent, StreamId,
     StreamVersion,
 };
 use flext_ports::{
-    AppendOutcome, AppendWatcher, CheckpointStore, Claim, Clock, DeadLetter, EventStore,
-    IdempotencyRecord, IdempotencyStore, ProjectionStore, ReadDirection, Snapshot, SnapshotStore,
-    StoredEvent, StoredRow, SystemClock, WatchAppends, assemble_dead_letter, assemble_recorded,
-    corrupted_event, encode_error, resolve_rejected_append, stored_claim, validate_append,
+    AppendOutcome, AppendWatcher, CheckpointStore, Claim, Clock, DeadLetter, EventStore, Health,
+    HealthCheck, HealthFuture, IdempotencyRecord, IdempotencyStore, ProjectionStore, ReadDirection,
+    Snapshot, SnapshotStore, StoredEvent, StoredRow, SystemClock, WatchAppends,
+    assemble_dead_letter, assemble_recorded, corrupted_event, encode_error,
+    resolve_rejected_append, stored_claim, validate_append,
 };
 
 use crate::notify::Notifications;
@@ -586,6 +587,25 @@ impl EventStore for PgEventStore {
         Ok(next.is_some())
     }
 
+    async fn read_correlated(
+        &self,
+        correlation: CorrelationId,
+        max_count: usize,
+    ) -> Result<Vec<RecordedEvent>, Error> {
+        let rows = sqlx::query(
+            "SELECT position, event_id, stream_id, version, event_type, schema_version, payload, \
+             correlation_id, causation_id, headers, recorded_at FROM flext_events \
+             WHERE correlation_id = $1 ORDER BY position LIMIT $2",
+        )
+        .bind(correlation.as_uuid())
+        .bind(limit(max_count))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(|e| db_error("reading a business action", e))?;
+        let mut last = None;
+        rows.iter().map(|r| decode_row(r, &mut last)).collect()
+    }
+
     async fn count_after(&self, after: Position) -> Result<u64, Error> {
         let n: i64 = sqlx::query_scalar("SELECT count(*) FROM flext_events WHERE position > $1")
             .bind(to_i64(after.0))
@@ -960,4 +980,38 @@ fn decode_dead_letter(row: &PgRow) -> Result<DeadLetter, Error> {
         i64::from(attempts),
         row.try_get(8).map_err(bad)?,
     )
+}
+
+impl HealthCheck for PgEventStore {
+    fn name(&self) -> &str {
+        "postgres-event-store"
+    }
+
+    /// Up when the database answers within 2 s and its applied migrations are this
+    /// adapter's (details `migration_version`, `expected_migration_version`); degraded
+    /// when migrations are missing; down when it does not answer.
+    fn check(&self) -> HealthFuture<'_> {
+        Box::pin(async move {
+            let expected = migrator().iter().map(|m| m.version).max().unwrap_or(0);
+            let applied = sqlx::query_scalar::<_, Option<i64>>(
+                "SELECT max(version) FROM _flext_pg_migrations WHERE success",
+            )
+            .fetch_one(&self.pool);
+            match tokio::time::timeout(std::time::Duration::from_secs(2), applied).await {
+                Ok(Ok(v)) => {
+                    let v = v.unwrap_or(0);
+                    let health = if v >= expected {
+                        Health::up()
+                    } else {
+                        Health::degraded("the store's migrations are not all applied")
+                    };
+                    health
+                        .with_detail("migration_version", v)
+                        .with_detail("expected_migration_version", expected)
+                }
+                Ok(Err(e)) => Health::down(format!("the database does not answer: {e}")),
+                Err(_) => Health::down("the database did not answer within 2 s"),
+            }
+        })
+    }
 }
