@@ -43,6 +43,7 @@
 //! | `postgres` | no | [`postgres`]: the PostgreSQL event store |
 //! | `macros` | no | `#[command_handler]`, `#[query_handler]`, `#[event_handler]`, `#[plugin]`, `#[projection]`, `#[derive(DomainEvent)]` |
 //! | `bridge` | no | [`bridge`]: the cross-language result contract (MessagePack, Protobuf, problem details, type descriptors) |
+//! | `otel` | no | [`otel`]: the metrics port on an OpenTelemetry meter |
 //! | `testing` | no | [`testing`]: the given/when/then aggregate fixture |
 
 pub use flext_domain::{
@@ -105,6 +106,12 @@ pub mod __private {
 #[cfg(feature = "bridge")]
 pub mod bridge {
     pub use flext_bridge::*;
+}
+
+/// OpenTelemetry wiring (feature `otel`): see [`flext_otel`].
+#[cfg(feature = "otel")]
+pub mod otel {
+    pub use flext_otel::OtelMetrics;
 }
 
 /// The in-memory event store (feature `memory`).
