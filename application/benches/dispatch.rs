@@ -71,6 +71,26 @@ fn dispatch(c: &mut Criterion) {
                 .layer(ValidationLayer),
         )
         .expect("bus");
+    // The metrics layer alone, recording nowhere and on an OpenTelemetry meter (SDK
+    // provider with a reader that is never flushed during the run).
+    let noop_metrics = registry
+        .command_bus(Pipeline::new().layer(MetricsLayer::new(())))
+        .expect("bus");
+    let provider = opentelemetry_sdk::metrics::SdkMeterProvider::builder()
+        .with_reader(
+            opentelemetry_sdk::metrics::PeriodicReader::builder(
+                opentelemetry_sdk::metrics::InMemoryMetricExporter::default(),
+            )
+            .build(),
+        )
+        .build();
+    let otel = registry
+        .command_bus(
+            Pipeline::new().layer(MetricsLayer::new(flext_otel::OtelMetrics::new(
+                opentelemetry::metrics::MeterProvider::meter(&provider, "bench"),
+            ))),
+        )
+        .expect("bus");
     let handler = NoopHandler;
 
     let mut group = c.benchmark_group("command");
@@ -88,6 +108,12 @@ fn dispatch(c: &mut Criterion) {
     });
     group.bench_function("bus, three behaviors", |b| {
         b.iter(|| ready(layered.dispatch(Noop(black_box(7)), &ctx)))
+    });
+    group.bench_function("bus, MetricsLayer recording nowhere", |b| {
+        b.iter(|| ready(noop_metrics.dispatch(Noop(black_box(7)), &ctx)))
+    });
+    group.bench_function("bus, MetricsLayer on OpenTelemetry", |b| {
+        b.iter(|| ready(otel.dispatch(Noop(black_box(7)), &ctx)))
     });
     group.finish();
 
