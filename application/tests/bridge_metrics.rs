@@ -21,7 +21,7 @@ impl Metrics for Recorded {
     fn observe(&self, name: &'static str, value: f64, labels: Labels<'_>) {
         let l: Vec<String> = labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
         let shown = if name == "flext.bridge.duration" {
-            assert!((0.0..10.0).contains(&value), "{value}");
+            assert!(value >= 0.0, "{value}");
             "t".to_owned()
         } else {
             value.to_string()
