@@ -43,7 +43,7 @@
 //! | `postgres` | no | [`postgres`]: the PostgreSQL event store |
 //! | `macros` | no | `#[command_handler]`, `#[query_handler]`, `#[event_handler]`, `#[plugin]`, `#[projection]`, `#[derive(DomainEvent)]` |
 //! | `bridge` | no | [`bridge`]: the cross-language result contract (MessagePack, Protobuf, problem details, type descriptors) |
-//! | `otel` | no | [`otel`]: the metrics port on an OpenTelemetry meter |
+//! | `otel` | no | [`otel`]: trace context through `tracing-opentelemetry`, the metrics port on an OpenTelemetry meter |
 //! | `testing` | no | [`testing`]: the given/when/then aggregate fixture |
 
 pub use flext_domain::{
@@ -111,7 +111,7 @@ pub mod bridge {
 /// OpenTelemetry wiring (feature `otel`): see [`flext_otel`].
 #[cfg(feature = "otel")]
 pub mod otel {
-    pub use flext_otel::OtelMetrics;
+    pub use flext_otel::{OtelMetrics, OtelPropagator, install, parse_traceparent, traceparent};
 }
 
 /// The in-memory event store (feature `memory`).

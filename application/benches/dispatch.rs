@@ -1,7 +1,8 @@
-//! Dispatch overhead: a no-op command through the bus (no behaviors, three behaviors)
-//! next to a direct call of the same handler, and a container resolve next to a
-//! `Result::map` of the same value. Futures are polled once with a no-op waker: the
-//! handler is ready at once, so what is measured is the bus, not a runtime.
+//! Dispatch overhead: a no-op command through the bus (no behaviors, three behaviors, the
+//! metrics and tracing layers without and with OpenTelemetry behind them) next to a direct
+//! call of the same handler, and a container resolve next to a `Result::map` of the same
+//! value. Futures are polled once with a no-op waker: the handler is ready at once, so
+//! what is measured is the bus, not a runtime.
 
 use std::future::Future;
 use std::hint::black_box;
@@ -12,10 +13,13 @@ use criterion::{Criterion, criterion_group, criterion_main};
 use std::time::Duration;
 
 use flext_application::{
-    MetricsLayer, Pipeline, QueryCache, Registry, RetryLayer, Services, ValidationLayer,
+    MetricsLayer, Pipeline, QueryCache, Registry, RetryLayer, Services, TracingLayer,
+    ValidationLayer,
 };
 use flext_domain::Error;
 use flext_ports::{Command, CommandHandler, Context, Query, QueryHandler};
+use opentelemetry::trace::TracerProvider as _;
+use tracing_subscriber::layer::SubscriberExt as _;
 
 #[derive(Clone)]
 struct Noop(u64);
@@ -52,6 +56,20 @@ impl Query for Lookup {
 impl QueryHandler<Lookup> for NoopHandler {
     async fn handle(&self, query: Lookup, _: &Context) -> Result<u64, Error> {
         Ok(query.0)
+    }
+}
+
+/// Receives finished spans and drops them: what is measured is making and ending them.
+#[derive(Debug)]
+struct DiscardSpans;
+
+impl opentelemetry_sdk::trace::SpanExporter for DiscardSpans {
+    async fn export(
+        &self,
+        batch: Vec<opentelemetry_sdk::trace::SpanData>,
+    ) -> opentelemetry_sdk::error::OTelSdkResult {
+        drop(batch);
+        Ok(())
     }
 }
 
@@ -114,6 +132,37 @@ fn dispatch(c: &mut Criterion) {
     });
     group.bench_function("bus, MetricsLayer on OpenTelemetry", |b| {
         b.iter(|| ready(otel.dispatch(Noop(black_box(7)), &ctx)))
+    });
+
+    // Tracing: the TracingLayer with no subscriber, then exported through
+    // tracing-opentelemetry (every span sampled, ended and handed to an exporter that
+    // drops it), then traces and metrics together.
+    let traced = registry
+        .command_bus(Pipeline::new().layer(TracingLayer))
+        .expect("bus");
+    group.bench_function("bus, TracingLayer, no subscriber", |b| {
+        b.iter(|| ready(traced.dispatch(Noop(black_box(7)), &ctx)))
+    });
+    let tracer_provider = opentelemetry_sdk::trace::SdkTracerProvider::builder()
+        .with_simple_exporter(DiscardSpans)
+        .build();
+    let subscriber = tracing_subscriber::registry()
+        .with(tracing_opentelemetry::layer().with_tracer(tracer_provider.tracer("bench")));
+    let observed = registry
+        .command_bus(Pipeline::new().layer(TracingLayer).layer(MetricsLayer::new(
+            flext_otel::OtelMetrics::new(opentelemetry::metrics::MeterProvider::meter(
+                &provider, "bench",
+            )),
+        )))
+        .expect("bus");
+    tracing::subscriber::with_default(subscriber, || {
+        flext_otel::install();
+        group.bench_function("bus, TracingLayer on OpenTelemetry", |b| {
+            b.iter(|| ready(traced.dispatch(Noop(black_box(7)), &ctx)))
+        });
+        group.bench_function("bus, TracingLayer + MetricsLayer on OpenTelemetry", |b| {
+            b.iter(|| ready(observed.dispatch(Noop(black_box(7)), &ctx)))
+        });
     });
     group.finish();
 

@@ -164,9 +164,19 @@ impl<M: Metrics + 'static> Behavior for MetricsLayer<M> {
     }
 }
 
-/// Runs the rest of the pipeline in a `tracing` span `flext.dispatch` carrying the
-/// message kind and type, correlation, causation and message ids, and, when it ends, the
-/// outcome and the error code and reason.
+/// Runs the rest of the pipeline in a `tracing` span `flext.dispatch`, named and
+/// attributed after the OpenTelemetry messaging conventions: `otel.name` is
+/// `"{kind} {type}"` (`"command account.open"`), `messaging.system` is `flext`,
+/// `messaging.operation.type` is `process`, `messaging.operation.name` the kind,
+/// `messaging.destination.name` the message type, `messaging.message.id` and
+/// `messaging.message.conversation_id` the message and correlation ids, and, when it ends,
+/// `flext.outcome`, and on failure `error.type` (the error's reason), `flext.error.code`
+/// and `otel.status_code = ERROR`.
+///
+/// Trace context: when the context carries a `traceparent` (given by hand, or, for an
+/// follow-up command, the one stored with the event that caused it) and a
+/// [`Propagator`](flext_ports::Propagator) is installed, the span continues that trace when
+/// no span is current (a current span is the better parent).
 #[derive(Debug, Clone, Copy, Default)]
 pub struct TracingLayer;
 
@@ -177,19 +187,36 @@ impl Behavior for TracingLayer {
         ctx: &'a Context,
         next: Next<'a>,
     ) -> BoxFuture<'s, Result<Reply, Error>> {
+        let kind = message.kind().as_str();
         let span = tracing::info_span!(
             "flext.dispatch",
-            messaging.operation = message.kind().as_str(),
-            message.r#type = message.name(),
-            message.id = %ctx.message_id(),
-            correlation_id = %ctx.correlation_id(),
-            causation_id = tracing::field::Empty,
-            outcome = tracing::field::Empty,
-            error.code = tracing::field::Empty,
-            error.reason = tracing::field::Empty,
+            otel.name = tracing::field::Empty,
+            otel.kind = "internal",
+            otel.status_code = tracing::field::Empty,
+            messaging.system = "flext",
+            messaging.operation.type = "process",
+            messaging.operation.name = kind,
+            messaging.destination.name = message.name(),
+            messaging.message.id = %ctx.message_id(),
+            messaging.message.conversation_id = %ctx.correlation_id(),
+            flext.causation_id = tracing::field::Empty,
+            flext.outcome = tracing::field::Empty,
+            flext.error.code = tracing::field::Empty,
+            error.type = tracing::field::Empty,
         );
-        if let Some(causation) = ctx.causation_id() {
-            span.record("causation_id", tracing::field::display(causation));
+        if !span.is_disabled() {
+            span.record(
+                "otel.name",
+                tracing::field::display(format_args!("{kind} {}", message.name())),
+            );
+            if let Some(causation) = ctx.causation_id() {
+                span.record("flext.causation_id", tracing::field::display(causation));
+            }
+            if let (Some(tp), Some(p)) = (ctx.traceparent(), flext_ports::trace::propagator())
+                && flext_ports::trace::current_traceparent().is_none()
+            {
+                p.set_parent(&span, tp);
+            }
         }
         let recorder = span.clone();
         Box::pin(
@@ -197,12 +224,13 @@ impl Behavior for TracingLayer {
                 let result = next.run().await;
                 match &result {
                     Ok(_) => {
-                        recorder.record("outcome", "ok");
+                        recorder.record("flext.outcome", "ok");
                     }
                     Err(e) => {
-                        recorder.record("outcome", "error");
-                        recorder.record("error.code", e.code().as_str());
-                        recorder.record("error.reason", e.reason());
+                        recorder.record("flext.outcome", "error");
+                        recorder.record("otel.status_code", "ERROR");
+                        recorder.record("flext.error.code", e.code().as_str());
+                        recorder.record("error.type", e.reason());
                     }
                 }
                 result

@@ -9,6 +9,7 @@ use std::sync::Arc;
 
 use flext_domain::Error;
 use flext_ports::{Command, CommandHandler, Context, EventHandler, Query, QueryHandler};
+use tracing::Instrument as _;
 
 use crate::catch::CatchPanic;
 use crate::pipeline::{Behavior, BoxFuture, Message, MessageKind, Next, Pipeline, Reply};
@@ -508,6 +509,18 @@ impl EventBus {
         let Some(entries) = self.handlers.get(&TypeId::of::<E>()) else {
             return Vec::new();
         };
+        let span = event_span::<E>(ctx);
+        self.run_handlers(entries, event, ctx)
+            .instrument(span)
+            .await
+    }
+
+    async fn run_handlers<E: Send + Sync + 'static>(
+        &self,
+        entries: &[EventEntry],
+        event: &E,
+        ctx: &Context,
+    ) -> Vec<HandlerOutcome> {
         let mut outcomes = Vec::with_capacity(entries.len());
         for entry in entries {
             let result = match entry.handler.downcast_ref::<Arc<dyn DynEventHandler<E>>>() {
@@ -527,4 +540,38 @@ impl EventBus {
         }
         outcomes
     }
+}
+
+/// The span of one event's delivery: `flext.dispatch` with `otel.name` `"event {type}"`,
+/// kind consumer, the messaging attributes of [`TracingLayer`](crate::TracingLayer), and
+/// the trace context stored with the event as its parent when no span is current, else
+/// as a link.
+fn event_span<E>(ctx: &Context) -> tracing::Span {
+    let full = std::any::type_name::<E>();
+    let name = full.rsplit("::").next().unwrap_or(full);
+    let span = tracing::info_span!(
+        "flext.dispatch",
+        otel.name = tracing::field::Empty,
+        otel.kind = "consumer",
+        messaging.system = "flext",
+        messaging.operation.type = "process",
+        messaging.operation.name = "event",
+        messaging.destination.name = name,
+        messaging.message.id = %ctx.message_id(),
+        messaging.message.conversation_id = %ctx.correlation_id(),
+    );
+    if !span.is_disabled() {
+        span.record(
+            "otel.name",
+            tracing::field::display(format_args!("event {name}")),
+        );
+        if let (Some(tp), Some(p)) = (ctx.traceparent(), flext_ports::trace::propagator()) {
+            if flext_ports::trace::current_traceparent().is_none() {
+                p.set_parent(&span, tp);
+            } else {
+                p.add_link(&span, tp);
+            }
+        }
+    }
+    span
 }

@@ -326,7 +326,7 @@ impl PluginRegistry {
     /// the plugin and the cause; nothing stays half started.
     pub async fn start_all(&mut self) -> Result<(), Error> {
         let order = self.start_order()?;
-        let mut started_now = Vec::new();
+        let mut started_now: Vec<String> = Vec::new();
         for name in order {
             if self.started.contains(&name) {
                 continue;
@@ -337,13 +337,16 @@ impl PluginRegistry {
                 .get(&name)
                 .map(|(m, _)| m.settings.clone())
                 .unwrap_or(serde_json::Value::Null);
-            let outcome = match plugin.init(&config).await {
-                Ok(()) => plugin.start().await.map_err(|e| ("start", e)),
+            let outcome = match lifecycle("init", &name, plugin.init(&config)).await {
+                Ok(()) => lifecycle("start", &name, plugin.start())
+                    .await
+                    .map_err(|e| ("start", e)),
                 Err(e) => Err(("init", e)),
             };
             if let Err((hook, cause)) = outcome {
                 for started in started_now.iter().rev() {
-                    let _ = self.plugins[started].plugin.stop().await;
+                    let plugin = &self.plugins[started].plugin;
+                    let _ = lifecycle("stop", started, plugin.stop()).await;
                     self.started.retain(|s| s != started);
                 }
                 return Err(Error::failed_precondition(
@@ -365,7 +368,7 @@ impl PluginRegistry {
     pub async fn stop_all(&mut self) -> Result<(), Error> {
         let mut first_error = None;
         while let Some(name) = self.started.pop() {
-            if let Err(e) = self.plugins[&name].plugin.stop().await {
+            if let Err(e) = lifecycle("stop", &name, self.plugins[&name].plugin.stop()).await {
                 first_error.get_or_insert(
                     Error::unavailable(
                         "PLUGIN_STOP_FAILED",
@@ -408,4 +411,35 @@ impl PluginRegistry {
             .unwrap_or(HealthStatus::Up);
         RegistryHealth { status, plugins }
     }
+}
+
+/// Runs one lifecycle hook of plugin `name` in a span `flext.plugin` (`otel.name`
+/// `"{hook} {name}"`, `flext.plugin.name`, `flext.plugin.hook`, and on failure `error.type`
+/// and `otel.status_code = ERROR`).
+async fn lifecycle(
+    hook: &'static str,
+    name: &str,
+    work: impl Future<Output = Result<(), Error>>,
+) -> Result<(), Error> {
+    use tracing::Instrument as _;
+    let span = tracing::info_span!(
+        "flext.plugin",
+        otel.name = tracing::field::Empty,
+        otel.status_code = tracing::field::Empty,
+        flext.plugin.name = name,
+        flext.plugin.hook = hook,
+        error.type = tracing::field::Empty,
+    );
+    if !span.is_disabled() {
+        span.record(
+            "otel.name",
+            tracing::field::display(format_args!("{hook} {name}")),
+        );
+    }
+    let result = work.instrument(span.clone()).await;
+    if let Err(e) = &result {
+        span.record("otel.status_code", "ERROR");
+        span.record("error.type", e.reason());
+    }
+    result
 }

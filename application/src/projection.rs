@@ -16,6 +16,8 @@ use serde::Serialize;
 use tokio::sync::{Notify, oneshot, watch};
 use tokio::task::JoinHandle;
 
+use tracing::Instrument as _;
+
 use crate::bus::Site;
 use crate::pipeline::BoxFuture;
 use crate::subscription::{Subscription, SubscriptionOptions};
@@ -834,8 +836,21 @@ where
         self.shared.set(|p| p.state = ProjectionState::Stopped);
     }
 
-    /// One transaction: every event of `events`, then the checkpoint.
+    /// One transaction: every event of `events`, then the checkpoint, in the batch's span.
     async fn apply(&self, events: &[RecordedEvent]) -> Result<(), BatchError> {
+        let span = batch_span(&self.shared.name, events);
+        let result = self.apply_untraced(events).instrument(span.clone()).await;
+        if let Err(e) = &result {
+            let e = match e {
+                BatchError::Store(e) | BatchError::Handler(_, e) => e,
+            };
+            span.record("otel.status_code", "ERROR");
+            span.record("error.type", e.reason());
+        }
+        result
+    }
+
+    async fn apply_untraced(&self, events: &[RecordedEvent]) -> Result<(), BatchError> {
         let Some(last) = events.last() else {
             return Ok(());
         };
@@ -1190,4 +1205,46 @@ where
             health
         })
     }
+}
+
+/// The most links one batch span carries (one per distinct stored trace context).
+const MAX_BATCH_LINKS: usize = 128;
+
+/// The span of one projection batch: `flext.projection.batch`, `otel.name`
+/// `"process {projection}"`, kind consumer, with the messaging batch attributes and a link
+/// to the trace context stored with each of its events (distinct ones, at most
+/// [`MAX_BATCH_LINKS`]): the commands that recorded them, in whatever process they ran.
+fn batch_span(projection: &str, events: &[RecordedEvent]) -> tracing::Span {
+    let span = tracing::info_span!(
+        "flext.projection.batch",
+        otel.name = tracing::field::Empty,
+        otel.kind = "consumer",
+        otel.status_code = tracing::field::Empty,
+        messaging.system = "flext",
+        messaging.operation.type = "process",
+        messaging.destination.name = projection,
+        messaging.batch.message_count = events.len() as u64,
+        flext.position.first = events.first().map_or(0, |e| e.position.get()),
+        flext.position.last = events.last().map_or(0, |e| e.position.get()),
+        error.type = tracing::field::Empty,
+    );
+    if !span.is_disabled() {
+        span.record(
+            "otel.name",
+            tracing::field::display(format_args!("process {projection}")),
+        );
+        let mut linked: Vec<&str> = Vec::new();
+        for event in events {
+            if linked.len() == MAX_BATCH_LINKS {
+                break;
+            }
+            if let Some(tp) = flext_ports::trace::stored_traceparent(event)
+                && !linked.contains(&tp)
+            {
+                linked.push(tp);
+                flext_ports::trace::link_to_event(&span, event);
+            }
+        }
+    }
+    span
 }

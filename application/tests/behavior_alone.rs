@@ -267,12 +267,20 @@ async fn tracing_opens_a_span_with_ids_outcome_and_error_code() {
     assert_eq!(spans.len(), 1);
     let (name, fields) = &spans[0];
     assert_eq!(name, "flext.dispatch");
-    assert_eq!(fields["message.type"], "money.transfer");
-    assert_eq!(fields["messaging.operation"], "command");
-    assert_eq!(fields["correlation_id"], root.correlation_id().to_string());
-    assert_eq!(fields["causation_id"], root.message_id().to_string());
-    assert_eq!(fields["message.id"], child.message_id().to_string());
-    assert_eq!(fields["outcome"], "error");
-    assert_eq!(fields["error.code"], "ABORTED");
-    assert_eq!(fields["error.reason"], "WRONG_EXPECTED_VERSION");
+    assert_eq!(fields["otel.name"], "command money.transfer");
+    assert_eq!(fields["messaging.destination.name"], "money.transfer");
+    assert_eq!(fields["messaging.operation.name"], "command");
+    assert_eq!(
+        fields["messaging.message.conversation_id"],
+        root.correlation_id().to_string()
+    );
+    assert_eq!(fields["flext.causation_id"], root.message_id().to_string());
+    assert_eq!(
+        fields["messaging.message.id"],
+        child.message_id().to_string()
+    );
+    assert_eq!(fields["flext.outcome"], "error");
+    assert_eq!(fields["otel.status_code"], "ERROR");
+    assert_eq!(fields["flext.error.code"], "ABORTED");
+    assert_eq!(fields["error.type"], "WRONG_EXPECTED_VERSION");
 }

@@ -1,5 +1,5 @@
 //! The metrics port on OpenTelemetry: a known sequence of commands (through the
-//! `MetricsLayer`) and projection batches produces exactly these metric points in the
+//! `MetricsLayer`), store appends and projection batches produces exactly these metric points in the
 //! SDK's in-memory exporter.
 
 mod support;
@@ -62,7 +62,9 @@ fn points(exporter: &InMemoryMetricExporter) -> BTreeMap<String, BTreeMap<String
                     }
                     AggregatedMetrics::F64(MetricData::Histogram(h)) => {
                         for p in h.data_points() {
-                            entry.insert(key(&mut p.attributes()), p.count() as f64);
+                            let k = key(&mut p.attributes());
+                            entry.insert(format!("{k}|sum"), p.sum());
+                            entry.insert(k, p.count() as f64);
                         }
                     }
                     _ => {}
@@ -91,7 +93,7 @@ async fn commands_and_projection_batches_produce_these_points() {
     }
 
     // Projection batches: 7 events in batches of 3 (3, 3, 1), one of them poison.
-    let store = InMemoryEventStore::new();
+    let store = InMemoryEventStore::new().with_metrics(metrics.clone());
     let model = store.model("totals").await;
     model
         .knobs
@@ -109,6 +111,15 @@ async fn commands_and_projection_batches_produce_these_points() {
         )
         .await
         .expect("append");
+    // An append that conflicts is measured as an error.
+    store
+        .append(
+            &StreamId::new("s").expect("id"),
+            ExpectedVersion::NoStream,
+            vec![NewEvent::new(EventId::new(), "added", "1")],
+        )
+        .await
+        .expect_err("the stream exists");
     let projections = ProjectionRunner::new(store.clone())
         .with_metrics(metrics.clone())
         .register_with(
@@ -152,4 +163,26 @@ async fn commands_and_projection_batches_produce_these_points() {
     // Batches: [1,2,3]; the read [4, poison, 5] commits [4], parks the poison (a batch of
     // one) and commits [5]; the next read [6]: five batch observations.
     assert_eq!(p["flext.projection.batch.size"]["projection=totals"], 5.0);
+
+    // The store: one append of 7 events, one refused; reads by the projection.
+    let store_events = &p["flext.store.events"];
+    assert_eq!(
+        store_events["operation=append,outcome=ok,system=memory"],
+        1.0
+    );
+    assert_eq!(
+        store_events["operation=append,outcome=ok,system=memory|sum"],
+        7.0
+    );
+    let durations = &p["flext.store.duration"];
+    assert_eq!(durations["operation=append,outcome=ok,system=memory"], 1.0);
+    assert_eq!(
+        durations["operation=append,outcome=error,system=memory"],
+        1.0
+    );
+    assert!(durations["operation=read_all,outcome=ok,system=memory"] >= 2.0);
+    assert_eq!(
+        store_events["operation=read_all,outcome=ok,system=memory|sum"], 7.0,
+        "every event read once by the projection"
+    );
 }

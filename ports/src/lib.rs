@@ -29,6 +29,7 @@ mod metrics;
 mod plugin;
 mod projection;
 mod snapshot;
+pub mod trace;
 mod watch;
 
 pub use checkpoint::CheckpointStore;
@@ -53,4 +54,5 @@ pub use metrics::{Labels, Metrics};
 pub use plugin::{Contributions, Health, HealthStatus, Plugin, PluginDependency, PluginFuture};
 pub use projection::{DeadLetter, Projection, ProjectionStore, assemble_dead_letter};
 pub use snapshot::{Snapshot, SnapshotStore};
+pub use trace::{Propagator, StoreOp, StoreTelemetry};
 pub use watch::{AppendSignal, AppendWatcher, Changed, WatchAppends};

@@ -200,15 +200,22 @@ impl Context {
     }
 
     /// The metadata for events recorded while handling this message: its correlation id,
-    /// and its message id as their causation.
+    /// its message id as their causation, its tenant, and the W3C trace context: the
+    /// current span's when a [`Propagator`](crate::Propagator) is installed and a span is
+    /// current (the dispatch span, say), else the one this context was given.
     pub fn event_metadata(&self) -> EventMetadata {
         let mut metadata =
             EventMetadata::caused_by(self.correlation_id, CausationId::from_uuid(self.message_id));
         if let Some(tenant) = &self.tenant {
             metadata = metadata.with_header("tenant", tenant.as_ref());
         }
-        if let Some(tp) = &self.traceparent {
-            metadata = metadata.with_header(TRACEPARENT_HEADER, tp.as_ref());
+        match crate::trace::current_traceparent() {
+            Some(tp) => metadata = metadata.with_header(TRACEPARENT_HEADER, tp),
+            None => {
+                if let Some(tp) = &self.traceparent {
+                    metadata = metadata.with_header(TRACEPARENT_HEADER, tp.as_ref());
+                }
+            }
         }
         metadata
     }

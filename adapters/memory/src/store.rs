@@ -8,9 +8,9 @@ use flext_domain::{
 };
 use flext_ports::{
     AppendOutcome, AppendSignal, AppendWatcher, CheckpointStore, Claim, Clock, DeadLetter,
-    EventStore, Health, HealthCheck, HealthFuture, IdempotencyRecord, IdempotencyStore,
-    ProjectionStore, ReadDirection, Snapshot, SnapshotStore, StoredEvent, SystemClock,
-    WatchAppends, resolve_rejected_append, validate_append,
+    EventStore, Health, HealthCheck, HealthFuture, IdempotencyRecord, IdempotencyStore, Metrics,
+    ProjectionStore, ReadDirection, Snapshot, SnapshotStore, StoreTelemetry, StoredEvent,
+    SystemClock, WatchAppends, resolve_rejected_append, validate_append,
 };
 
 /// One position of the global log.
@@ -147,6 +147,7 @@ pub struct InMemoryEventStore {
     state: Arc<Mutex<State>>,
     clock: Arc<dyn Clock>,
     appended: AppendSignal,
+    telemetry: StoreTelemetry,
 }
 
 impl Default for InMemoryEventStore {
@@ -173,7 +174,15 @@ impl InMemoryEventStore {
             state: Arc::new(Mutex::new(State::default())),
             clock: Arc::new(clock),
             appended: AppendSignal::new(),
+            telemetry: StoreTelemetry::new("memory", "events"),
         }
+    }
+
+    /// Records append and read durations and sizes (`flext.store.duration`,
+    /// `flext.store.events`) on `metrics`. Spans are opened either way.
+    pub fn with_metrics(mut self, metrics: Arc<dyn Metrics>) -> Self {
+        self.telemetry = self.telemetry.with_metrics(metrics);
+        self
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -268,8 +277,8 @@ impl Drop for PendingAppend {
     }
 }
 
-impl EventStore for InMemoryEventStore {
-    async fn append(
+impl InMemoryEventStore {
+    async fn append_untraced(
         &self,
         stream: &StreamId,
         expected: ExpectedVersion,
@@ -288,7 +297,7 @@ impl EventStore for InMemoryEventStore {
         }
     }
 
-    async fn read_stream(
+    async fn read_stream_untraced(
         &self,
         stream: &StreamId,
         from: StreamVersion,
@@ -325,7 +334,7 @@ impl EventStore for InMemoryEventStore {
         Ok(events)
     }
 
-    async fn read_all(
+    async fn read_all_untraced(
         &self,
         after: Position,
         max_count: usize,
@@ -344,6 +353,44 @@ impl EventStore for InMemoryEventStore {
             }
         }
         Ok(out)
+    }
+}
+
+impl EventStore for InMemoryEventStore {
+    async fn append(
+        &self,
+        stream: &StreamId,
+        expected: ExpectedVersion,
+        events: Vec<NewEvent>,
+    ) -> Result<AppendOutcome, Error> {
+        self.telemetry
+            .append(stream, &events)
+            .append(self.append_untraced(stream, expected, events))
+            .await
+    }
+
+    async fn read_stream(
+        &self,
+        stream: &StreamId,
+        from: StreamVersion,
+        max_count: usize,
+        direction: ReadDirection,
+    ) -> Result<Vec<RecordedEvent>, Error> {
+        self.telemetry
+            .read("read_stream", Some(stream))
+            .read(self.read_stream_untraced(stream, from, max_count, direction))
+            .await
+    }
+
+    async fn read_all(
+        &self,
+        after: Position,
+        max_count: usize,
+    ) -> Result<Vec<RecordedEvent>, Error> {
+        self.telemetry
+            .read("read_all", None)
+            .read(self.read_all_untraced(after, max_count))
+            .await
     }
 
     async fn stream_version(&self, stream: &StreamId) -> Result<StreamVersion, Error> {

@@ -12,9 +12,9 @@ use flext_domain::{
 };
 use flext_ports::{
     AppendOutcome, AppendWatcher, CheckpointStore, Claim, Clock, DeadLetter, EventStore, Health,
-    HealthCheck, HealthFuture, IdempotencyRecord, IdempotencyStore, ProjectionStore, ReadDirection,
-    Snapshot, SnapshotStore, StoredEvent, StoredRow, SystemClock, WatchAppends,
-    assemble_dead_letter, assemble_recorded, corrupted_event, encode_error,
+    HealthCheck, HealthFuture, IdempotencyRecord, IdempotencyStore, Metrics, ProjectionStore,
+    ReadDirection, Snapshot, SnapshotStore, StoreTelemetry, StoredEvent, StoredRow, SystemClock,
+    WatchAppends, assemble_dead_letter, assemble_recorded, corrupted_event, encode_error,
     resolve_rejected_append, stored_claim, validate_append,
 };
 
@@ -180,6 +180,7 @@ pub struct PgEventStore {
     pool: PgPool,
     clock: Arc<dyn Clock>,
     notifications: Arc<Notifications>,
+    telemetry: StoreTelemetry,
 }
 
 impl std::fmt::Debug for PgEventStore {
@@ -218,6 +219,7 @@ impl PgEventStore {
             .await
             .map_err(|e| db_error("reading the current schema", e))?;
         Ok(PgEventStore {
+            telemetry: StoreTelemetry::new("postgresql", "flext_events").with_namespace(&schema),
             notifications: Arc::new(Notifications::new(pool.clone(), schema)),
             pool,
             clock: Arc::new(SystemClock),
@@ -227,6 +229,13 @@ impl PgEventStore {
     /// Records times from `clock` instead of the system clock.
     pub fn with_clock(mut self, clock: impl Clock + 'static) -> Self {
         self.clock = Arc::new(clock);
+        self
+    }
+
+    /// Records append and read durations and sizes (`flext.store.duration`,
+    /// `flext.store.events`) on `metrics`. Spans are opened either way.
+    pub fn with_metrics(mut self, metrics: Arc<dyn Metrics>) -> Self {
+        self.telemetry = self.telemetry.with_metrics(metrics);
         self
     }
 
@@ -559,17 +568,21 @@ impl EventStore for PgEventStore {
         expected: ExpectedVersion,
         events: Vec<NewEvent>,
     ) -> Result<AppendOutcome, Error> {
-        let mut conn = self
-            .pool
-            .acquire()
-            .await
-            .map_err(|e| db_error("acquiring a connection", e))?;
-        let out = self
-            .append_with(&mut conn, stream, expected, events, 0, true)
-            .await?;
-        drop(conn);
-        self.notifications.appended();
-        Ok(out)
+        let op = self.telemetry.append(stream, &events);
+        op.append(async move {
+            let mut conn = self
+                .pool
+                .acquire()
+                .await
+                .map_err(|e| db_error("acquiring a connection", e))?;
+            let out = self
+                .append_with(&mut conn, stream, expected, events, 0, true)
+                .await?;
+            drop(conn);
+            self.notifications.appended();
+            Ok(out)
+        })
+        .await
     }
 
     async fn read_all_withheld(&self, after: Position) -> Result<bool, Error> {
@@ -592,18 +605,21 @@ impl EventStore for PgEventStore {
         correlation: CorrelationId,
         max_count: usize,
     ) -> Result<Vec<RecordedEvent>, Error> {
-        let rows = sqlx::query(
-            "SELECT position, event_id, stream_id, version, event_type, schema_version, payload, \
-             correlation_id, causation_id, headers, recorded_at FROM flext_events \
-             WHERE correlation_id = $1 ORDER BY position LIMIT $2",
-        )
-        .bind(correlation.as_uuid())
-        .bind(limit(max_count))
-        .fetch_all(&self.pool)
+        self.telemetry.read("read_correlated", None).read(async move {
+            let rows = sqlx::query(
+                "SELECT position, event_id, stream_id, version, event_type, schema_version, payload, \
+                 correlation_id, causation_id, headers, recorded_at FROM flext_events \
+                 WHERE correlation_id = $1 ORDER BY position LIMIT $2",
+            )
+            .bind(correlation.as_uuid())
+            .bind(limit(max_count))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(|e| db_error("reading a business action", e))?;
+            let mut last = None;
+            rows.iter().map(|r| decode_row(r, &mut last)).collect()
+        })
         .await
-        .map_err(|e| db_error("reading a business action", e))?;
-        let mut last = None;
-        rows.iter().map(|r| decode_row(r, &mut last)).collect()
     }
 
     async fn count_after(&self, after: Position) -> Result<u64, Error> {
@@ -622,27 +638,30 @@ impl EventStore for PgEventStore {
         max_count: usize,
         direction: ReadDirection,
     ) -> Result<Vec<RecordedEvent>, Error> {
-        let sql = match direction {
-            ReadDirection::Forward => {
-                "SELECT position, event_id, stream_id, version, event_type, schema_version, payload, \
-                 correlation_id, causation_id, headers, recorded_at FROM flext_events \
-                 WHERE stream_id = $1 AND version >= $2 ORDER BY version ASC LIMIT $3"
-            }
-            ReadDirection::Backward => {
-                "SELECT position, event_id, stream_id, version, event_type, schema_version, payload, \
-                 correlation_id, causation_id, headers, recorded_at FROM flext_events \
-                 WHERE stream_id = $1 AND version <= $2 ORDER BY version DESC LIMIT $3"
-            }
-        };
-        let rows = sqlx::query(sql)
-            .bind(stream.as_str())
-            .bind(to_i64(from.0))
-            .bind(limit(max_count))
-            .fetch_all(&self.pool)
-            .await
-            .map_err(|e| db_error("reading a stream", e))?;
-        let mut last = Some(stream.clone());
-        rows.iter().map(|r| decode_row(r, &mut last)).collect()
+        self.telemetry.read("read_stream", Some(stream)).read(async move {
+            let sql = match direction {
+                ReadDirection::Forward => {
+                    "SELECT position, event_id, stream_id, version, event_type, schema_version, payload, \
+                     correlation_id, causation_id, headers, recorded_at FROM flext_events \
+                     WHERE stream_id = $1 AND version >= $2 ORDER BY version ASC LIMIT $3"
+                }
+                ReadDirection::Backward => {
+                    "SELECT position, event_id, stream_id, version, event_type, schema_version, payload, \
+                     correlation_id, causation_id, headers, recorded_at FROM flext_events \
+                     WHERE stream_id = $1 AND version <= $2 ORDER BY version DESC LIMIT $3"
+                }
+            };
+            let rows = sqlx::query(sql)
+                .bind(stream.as_str())
+                .bind(to_i64(from.0))
+                .bind(limit(max_count))
+                .fetch_all(&self.pool)
+                .await
+                .map_err(|e| db_error("reading a stream", e))?;
+            let mut last = Some(stream.clone());
+            rows.iter().map(|r| decode_row(r, &mut last)).collect()
+        })
+        .await
     }
 
     async fn read_all(
@@ -650,14 +669,19 @@ impl EventStore for PgEventStore {
         after: Position,
         max_count: usize,
     ) -> Result<Vec<RecordedEvent>, Error> {
-        let rows = sqlx::query(READ_ALL_SQL)
-            .bind(to_i64(after.0))
-            .bind(limit(max_count))
-            .fetch_all(&self.pool)
+        self.telemetry
+            .read("read_all", None)
+            .read(async move {
+                let rows = sqlx::query(READ_ALL_SQL)
+                    .bind(to_i64(after.0))
+                    .bind(limit(max_count))
+                    .fetch_all(&self.pool)
+                    .await
+                    .map_err(|e| db_error("reading all events", e))?;
+                let mut last = None;
+                rows.iter().map(|r| decode_row(r, &mut last)).collect()
+            })
             .await
-            .map_err(|e| db_error("reading all events", e))?;
-        let mut last = None;
-        rows.iter().map(|r| decode_row(r, &mut last)).collect()
     }
 
     async fn stream_version(&self, stream: &StreamId) -> Result<StreamVersion, Error> {

@@ -14,10 +14,10 @@ use flext_domain::{
 };
 use flext_ports::{
     AppendOutcome, AppendSignal, AppendWatcher, CheckpointStore, Claim, Clock, DeadLetter,
-    EventStore, Health, HealthCheck, HealthFuture, IdempotencyRecord, IdempotencyStore,
-    ProjectionStore, ReadDirection, Snapshot, SnapshotStore, StoredEvent, StoredRow, SystemClock,
-    WatchAppends, assemble_dead_letter, assemble_recorded, corrupted_event, encode_error,
-    resolve_rejected_append, stored_claim, validate_append,
+    EventStore, Health, HealthCheck, HealthFuture, IdempotencyRecord, IdempotencyStore, Metrics,
+    ProjectionStore, ReadDirection, Snapshot, SnapshotStore, StoreTelemetry, StoredEvent,
+    StoredRow, SystemClock, WatchAppends, assemble_dead_letter, assemble_recorded, corrupted_event,
+    encode_error, resolve_rejected_append, stored_claim, validate_append,
 };
 use sqlx::error::ErrorKind;
 use sqlx::migrate::Migrator;
@@ -151,6 +151,8 @@ impl SqliteStoreBuilder {
             })),
             clock: Arc::new(SystemClock),
             appended: AppendSignal::new(),
+            telemetry: StoreTelemetry::new("sqlite", "flext_events")
+                .with_namespace(self.path.display().to_string()),
         })
     }
 }
@@ -164,6 +166,7 @@ pub struct SqliteEventStore {
     /// Pulsed after every commit that appended; SQLite cannot tell one process about
     /// another's writes, so readers in other processes of the same file poll.
     appended: AppendSignal,
+    telemetry: StoreTelemetry,
 }
 
 impl std::fmt::Debug for SqliteEventStore {
@@ -202,6 +205,13 @@ impl SqliteEventStore {
     /// Records times from `clock` instead of the system clock.
     pub fn with_clock(mut self, clock: impl Clock + 'static) -> Self {
         self.clock = Arc::new(clock);
+        self
+    }
+
+    /// Records append and read durations and sizes (`flext.store.duration`,
+    /// `flext.store.events`) on `metrics`. Spans are opened either way.
+    pub fn with_metrics(mut self, metrics: Arc<dyn Metrics>) -> Self {
+        self.telemetry = self.telemetry.with_metrics(metrics);
         self
     }
 
@@ -573,14 +583,18 @@ impl EventStore for SqliteEventStore {
         expected: ExpectedVersion,
         events: Vec<NewEvent>,
     ) -> Result<AppendOutcome, Error> {
-        validate_append(&events)?;
-        let now = self.clock.now();
-        let mut writer = self.writer.lock().await;
-        writer.settle().await?;
-        let out = append_on(&mut writer.conn, stream, expected, events, now).await?;
-        drop(writer);
-        self.appended.pulse();
-        Ok(out)
+        let op = self.telemetry.append(stream, &events);
+        op.append(async move {
+            validate_append(&events)?;
+            let now = self.clock.now();
+            let mut writer = self.writer.lock().await;
+            writer.settle().await?;
+            let out = append_on(&mut writer.conn, stream, expected, events, now).await?;
+            drop(writer);
+            self.appended.pulse();
+            Ok(out)
+        })
+        .await
     }
 
     async fn read_correlated(
@@ -588,18 +602,21 @@ impl EventStore for SqliteEventStore {
         correlation: CorrelationId,
         max_count: usize,
     ) -> Result<Vec<RecordedEvent>, Error> {
-        let rows = sqlx::query(
-            "SELECT position, event_id, stream_id, version, event_type, schema_version, payload, \
-             correlation_id, causation_id, headers, recorded_at FROM flext_events \
-             WHERE correlation_id = ?1 ORDER BY position LIMIT ?2",
-        )
-        .bind(correlation.as_uuid())
-        .bind(limit(max_count))
-        .fetch_all(&self.readers)
+        self.telemetry.read("read_correlated", None).read(async move {
+            let rows = sqlx::query(
+                "SELECT position, event_id, stream_id, version, event_type, schema_version, payload, \
+                 correlation_id, causation_id, headers, recorded_at FROM flext_events \
+                 WHERE correlation_id = ?1 ORDER BY position LIMIT ?2",
+            )
+            .bind(correlation.as_uuid())
+            .bind(limit(max_count))
+            .fetch_all(&self.readers)
+            .await
+            .map_err(|e| db_error("reading a business action", e))?;
+            let mut last = None;
+            rows.iter().map(|r| decode_row(r, &mut last)).collect()
+        })
         .await
-        .map_err(|e| db_error("reading a business action", e))?;
-        let mut last = None;
-        rows.iter().map(|r| decode_row(r, &mut last)).collect()
     }
 
     async fn count_after(&self, after: Position) -> Result<u64, Error> {
@@ -618,27 +635,30 @@ impl EventStore for SqliteEventStore {
         max_count: usize,
         direction: ReadDirection,
     ) -> Result<Vec<RecordedEvent>, Error> {
-        let sql = match direction {
-            ReadDirection::Forward => {
-                "SELECT position, event_id, stream_id, version, event_type, schema_version, payload, \
-                 correlation_id, causation_id, headers, recorded_at FROM flext_events \
-                 WHERE stream_id = ?1 AND version >= ?2 ORDER BY version ASC LIMIT ?3"
-            }
-            ReadDirection::Backward => {
-                "SELECT position, event_id, stream_id, version, event_type, schema_version, payload, \
-                 correlation_id, causation_id, headers, recorded_at FROM flext_events \
-                 WHERE stream_id = ?1 AND version <= ?2 ORDER BY version DESC LIMIT ?3"
-            }
-        };
-        let rows = sqlx::query(sql)
-            .bind(stream.as_str())
-            .bind(to_i64(from.0))
-            .bind(limit(max_count))
-            .fetch_all(&self.readers)
-            .await
-            .map_err(|e| db_error("reading a stream", e))?;
-        let mut last = Some(stream.clone());
-        rows.iter().map(|r| decode_row(r, &mut last)).collect()
+        self.telemetry.read("read_stream", Some(stream)).read(async move {
+            let sql = match direction {
+                ReadDirection::Forward => {
+                    "SELECT position, event_id, stream_id, version, event_type, schema_version, payload, \
+                     correlation_id, causation_id, headers, recorded_at FROM flext_events \
+                     WHERE stream_id = ?1 AND version >= ?2 ORDER BY version ASC LIMIT ?3"
+                }
+                ReadDirection::Backward => {
+                    "SELECT position, event_id, stream_id, version, event_type, schema_version, payload, \
+                     correlation_id, causation_id, headers, recorded_at FROM flext_events \
+                     WHERE stream_id = ?1 AND version <= ?2 ORDER BY version DESC LIMIT ?3"
+                }
+            };
+            let rows = sqlx::query(sql)
+                .bind(stream.as_str())
+                .bind(to_i64(from.0))
+                .bind(limit(max_count))
+                .fetch_all(&self.readers)
+                .await
+                .map_err(|e| db_error("reading a stream", e))?;
+            let mut last = Some(stream.clone());
+            rows.iter().map(|r| decode_row(r, &mut last)).collect()
+        })
+        .await
     }
 
     async fn read_all(
@@ -646,18 +666,21 @@ impl EventStore for SqliteEventStore {
         after: Position,
         max_count: usize,
     ) -> Result<Vec<RecordedEvent>, Error> {
-        let rows = sqlx::query(
-            "SELECT position, event_id, stream_id, version, event_type, schema_version, payload, \
-             correlation_id, causation_id, headers, recorded_at FROM flext_events \
-             WHERE position > ?1 ORDER BY position ASC LIMIT ?2",
-        )
-        .bind(to_i64(after.0))
-        .bind(limit(max_count))
-        .fetch_all(&self.readers)
+        self.telemetry.read("read_all", None).read(async move {
+            let rows = sqlx::query(
+                "SELECT position, event_id, stream_id, version, event_type, schema_version, payload, \
+                 correlation_id, causation_id, headers, recorded_at FROM flext_events \
+                 WHERE position > ?1 ORDER BY position ASC LIMIT ?2",
+            )
+            .bind(to_i64(after.0))
+            .bind(limit(max_count))
+            .fetch_all(&self.readers)
+            .await
+            .map_err(|e| db_error("reading all events", e))?;
+            let mut last = None;
+            rows.iter().map(|r| decode_row(r, &mut last)).collect()
+        })
         .await
-        .map_err(|e| db_error("reading all events", e))?;
-        let mut last = None;
-        rows.iter().map(|r| decode_row(r, &mut last)).collect()
     }
 
     async fn stream_version(&self, stream: &StreamId) -> Result<StreamVersion, Error> {
