@@ -65,10 +65,10 @@ pub mod testing {
 pub mod ports {
     pub use flext_ports::{
         AppendOutcome, AppendSignal, AppendWatcher, CheckpointStore, Claim, Clock, Command,
-        CommandHandler, Context, DeadLetter, EventCodec, EventHandler, EventStore, FixedClock,
-        Health, HealthStatus, IdGenerator, IdempotencyRecord, IdempotencyStore, JsonCodec, Labels,
-        MAX_EVENTS_PER_APPEND, Metrics, Plugin, PluginDependency, PluginFuture, Projection,
-        ProjectionStore, Query, QueryHandler, ReadDirection, SequentialIds, Snapshot,
+        CommandHandler, Context, Contributions, DeadLetter, EventCodec, EventHandler, EventStore,
+        FixedClock, Health, HealthStatus, IdGenerator, IdempotencyRecord, IdempotencyStore,
+        JsonCodec, Labels, MAX_EVENTS_PER_APPEND, Metrics, Plugin, PluginDependency, PluginFuture,
+        Projection, ProjectionStore, Query, QueryHandler, ReadDirection, SequentialIds, Snapshot,
         SnapshotStore, SystemClock, Upcasters, UuidV7Ids, WatchAppends,
     };
 }

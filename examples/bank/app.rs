@@ -1,0 +1,1640 @@
+//! The bank: accounts, the transfer process, read models and the scenarios, written once
+//! against flext's ports and run on SQLite or PostgreSQL. `main.rs` is the command line;
+//! `tests/bank.rs` runs the same scenarios against both databases.
+
+#![allow(dead_code)] // main.rs and the test each use a part
+#![allow(unreachable_pub)] // `pub` marks what main.rs and the test use
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use flext::application::{
+    BoxFuture, CommandBus, Dep, Executed, MetricsLayer, Pipeline, PluginRegistry, ProjectionRunner,
+    Projections, QueryBus, ReadYourWrites, ReadYourWritesLayer, Registry, Repository, RetryLayer,
+    Services, Subscription, TimeoutLayer, TracingLayer, ValidationLayer,
+};
+use flext::ports::{
+    CheckpointStore, Command, Context, EventStore, Labels, Metrics, Plugin, Projection,
+    ProjectionStore, Query, SnapshotStore, WatchAppends,
+};
+use flext::postgres::{PgEventStore, PgWriteTransaction};
+use flext::sqlite::{SqliteEventStore, SqliteWriteTransaction};
+use flext::{
+    Aggregate, DomainEvent, Error, ErrorCode, Id, Position, RecordedEvent, StreamId, Validation,
+    command_handler, event_handler, query_handler,
+};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+// ---------------------------------------------------------------------------------------
+// The domain: an account decides; nothing here knows about storage.
+
+/// One bank account.
+#[derive(Debug, Default)]
+pub struct Account {
+    open: bool,
+    closed: bool,
+    owner: String,
+    balance: i64,
+    overdraft_limit: i64,
+    /// Transfers this account has received or been refunded: a follow-up command that
+    /// arrives twice (a retried process step) decides nothing the second time.
+    settled: BTreeSet<Uuid>,
+}
+
+/// What happens to an account.
+#[derive(Debug, Clone, Serialize, Deserialize, DomainEvent)]
+pub enum AccountEvent {
+    /// Opened for `owner`, who may go `overdraft_limit` below zero.
+    #[event(name = "account.opened")]
+    Opened { owner: String, overdraft_limit: i64 },
+    /// Money paid in.
+    #[event(name = "account.deposited")]
+    Deposited { amount: i64 },
+    /// Money taken out.
+    #[event(name = "account.withdrawn")]
+    Withdrawn { amount: i64 },
+    /// The first leg of a transfer: debited here, on its way to `to`.
+    #[event(name = "account.transfer_sent")]
+    TransferSent {
+        transfer: Uuid,
+        to: Uuid,
+        amount: i64,
+    },
+    /// The second leg: credited here, from `from`.
+    #[event(name = "account.transfer_received")]
+    TransferReceived {
+        transfer: Uuid,
+        from: Uuid,
+        amount: i64,
+    },
+    /// The compensation: the second leg failed, the money came back.
+    #[event(name = "account.transfer_refunded")]
+    TransferRefunded {
+        transfer: Uuid,
+        amount: i64,
+        reason: String,
+    },
+    /// Closed; it takes no more money.
+    #[event(name = "account.closed")]
+    Closed,
+}
+
+impl Aggregate for Account {
+    const TYPE: &'static str = "account";
+    type Event = AccountEvent;
+
+    fn apply(&mut self, event: &AccountEvent) {
+        match event {
+            AccountEvent::Opened {
+                owner,
+                overdraft_limit,
+            } => {
+                self.open = true;
+                self.owner = owner.clone();
+                self.overdraft_limit = *overdraft_limit;
+            }
+            AccountEvent::Deposited { amount } => self.balance += amount,
+            AccountEvent::Withdrawn { amount } | AccountEvent::TransferSent { amount, .. } => {
+                self.balance -= amount
+            }
+            AccountEvent::TransferReceived {
+                transfer, amount, ..
+            }
+            | AccountEvent::TransferRefunded {
+                transfer, amount, ..
+            } => {
+                self.balance += amount;
+                self.settled.insert(*transfer);
+            }
+            AccountEvent::Closed => self.closed = true,
+        }
+    }
+}
+
+fn positive(amount: i64) -> Result<(), Error> {
+    let mut v = Validation::new();
+    v.ensure(
+        amount > 0,
+        "amount",
+        "NOT_POSITIVE",
+        "must be greater than 0",
+    );
+    v.finish()
+}
+
+impl Account {
+    fn usable(&self) -> Result<(), Error> {
+        if !self.open {
+            return Err(Error::not_found(
+                "ACCOUNT_NOT_FOUND",
+                "no account is open under this id",
+            ));
+        }
+        if self.closed {
+            return Err(Error::failed_precondition(
+                "ACCOUNT_CLOSED",
+                format!("{}'s account is closed", self.owner),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Opens the account.
+    pub fn open(&self, owner: &str, overdraft_limit: i64) -> Result<Vec<AccountEvent>, Error> {
+        if self.open {
+            return Err(Error::already_exists(
+                "ACCOUNT_EXISTS",
+                format!("{}'s account is already open", self.owner),
+            ));
+        }
+        let mut v = Validation::new();
+        v.ensure(
+            !owner.trim().is_empty(),
+            "owner",
+            "REQUIRED",
+            "must not be empty",
+        );
+        v.ensure(
+            overdraft_limit >= 0,
+            "overdraft_limit",
+            "NEGATIVE",
+            "must not be negative",
+        );
+        v.finish_with(|| {
+            vec![AccountEvent::Opened {
+                owner: owner.to_owned(),
+                overdraft_limit,
+            }]
+        })
+    }
+
+    pub fn deposit(&self, amount: i64) -> Result<Vec<AccountEvent>, Error> {
+        positive(amount)?;
+        self.usable()?;
+        Ok(vec![AccountEvent::Deposited { amount }])
+    }
+
+    /// The overdraft rule: the balance may not go below minus the overdraft limit.
+    fn can_pay(&self, amount: i64) -> Result<(), Error> {
+        if self.balance - amount < -self.overdraft_limit {
+            return Err(Error::failed_precondition(
+                "INSUFFICIENT_FUNDS",
+                format!(
+                    "{} has {} with an overdraft of {}: {} is too much",
+                    self.owner, self.balance, self.overdraft_limit, amount
+                ),
+            )
+            .with_detail("balance", self.balance)
+            .with_detail("overdraft_limit", self.overdraft_limit));
+        }
+        Ok(())
+    }
+
+    pub fn withdraw(&self, amount: i64) -> Result<Vec<AccountEvent>, Error> {
+        positive(amount)?;
+        self.usable()?;
+        self.can_pay(amount)?;
+        Ok(vec![AccountEvent::Withdrawn { amount }])
+    }
+
+    pub fn send(&self, transfer: Uuid, to: Uuid, amount: i64) -> Result<Vec<AccountEvent>, Error> {
+        positive(amount)?;
+        self.usable()?;
+        self.can_pay(amount)?;
+        Ok(vec![AccountEvent::TransferSent {
+            transfer,
+            to,
+            amount,
+        }])
+    }
+
+    pub fn receive(
+        &self,
+        transfer: Uuid,
+        from: Uuid,
+        amount: i64,
+    ) -> Result<Vec<AccountEvent>, Error> {
+        if self.settled.contains(&transfer) {
+            return Ok(Vec::new());
+        }
+        self.usable()?;
+        Ok(vec![AccountEvent::TransferReceived {
+            transfer,
+            from,
+            amount,
+        }])
+    }
+
+    pub fn refund(
+        &self,
+        transfer: Uuid,
+        amount: i64,
+        reason: &str,
+    ) -> Result<Vec<AccountEvent>, Error> {
+        if self.settled.contains(&transfer) {
+            return Ok(Vec::new());
+        }
+        // A refund goes back even to a closed account: the money was taken from it.
+        Ok(vec![AccountEvent::TransferRefunded {
+            transfer,
+            amount,
+            reason: reason.to_owned(),
+        }])
+    }
+
+    pub fn close(&self) -> Result<Vec<AccountEvent>, Error> {
+        self.usable()?;
+        if self.balance != 0 {
+            return Err(Error::failed_precondition(
+                "BALANCE_NOT_ZERO",
+                format!("{} still holds {}", self.owner, self.balance),
+            ));
+        }
+        Ok(vec![AccountEvent::Closed])
+    }
+}
+
+/// The account id of a customer name: the same in every run, so a second run finds the
+/// accounts of the first.
+pub fn account_id(name: &str) -> Id<Account> {
+    // FNV-1a, 128 bits: stable across runs and platforms.
+    let mut hash: u128 = 0x6c62272e07bb014262b821756295c58d;
+    for b in name.bytes() {
+        hash ^= u128::from(b);
+        hash = hash.wrapping_mul(0x0000000001000000000000000000013B);
+    }
+    // Shaped as a UUID v8 (custom), so it reads as one.
+    let uuid = uuid::Builder::from_custom_bytes(hash.to_be_bytes()).into_uuid();
+    Id::from_uuid(uuid)
+}
+
+// ---------------------------------------------------------------------------------------
+// Commands and queries.
+
+macro_rules! command {
+    ($name:ident, $wire:literal) => {
+        impl Command for $name {
+            type Output = Position;
+            const NAME: &'static str = $wire;
+        }
+    };
+}
+
+/// Open an account.
+#[derive(Debug, Clone)]
+pub struct OpenAccount {
+    pub account: Id<Account>,
+    pub owner: String,
+    pub overdraft_limit: i64,
+}
+command!(OpenAccount, "bank.open_account");
+
+/// Pay money in.
+#[derive(Debug, Clone)]
+pub struct Deposit {
+    pub account: Id<Account>,
+    pub amount: i64,
+}
+command!(Deposit, "bank.deposit");
+
+/// Take money out, within the overdraft.
+#[derive(Debug, Clone)]
+pub struct Withdraw {
+    pub account: Id<Account>,
+    pub amount: i64,
+}
+command!(Withdraw, "bank.withdraw");
+
+/// Move money: debits `from` now; the transfer process credits `to`, or refunds.
+#[derive(Debug, Clone)]
+pub struct Transfer {
+    pub transfer: Uuid,
+    pub from: Id<Account>,
+    pub to: Id<Account>,
+    pub amount: i64,
+}
+command!(Transfer, "bank.transfer");
+
+/// The second leg of a transfer (dispatched by the transfer process).
+#[derive(Debug, Clone)]
+pub struct ReceiveTransfer {
+    pub transfer: Uuid,
+    pub from: Id<Account>,
+    pub to: Id<Account>,
+    pub amount: i64,
+}
+command!(ReceiveTransfer, "bank.receive_transfer");
+
+/// The compensation of a transfer whose second leg failed.
+#[derive(Debug, Clone)]
+pub struct RefundTransfer {
+    pub transfer: Uuid,
+    pub account: Id<Account>,
+    pub amount: i64,
+    pub reason: String,
+}
+command!(RefundTransfer, "bank.refund_transfer");
+
+/// Close an account with a zero balance.
+#[derive(Debug, Clone)]
+pub struct CloseAccount {
+    pub account: Id<Account>,
+}
+command!(CloseAccount, "bank.close_account");
+
+/// An account as the balances read model has it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Balance {
+    pub account: String,
+    pub owner: String,
+    pub balance: i64,
+    pub overdraft_limit: i64,
+    pub closed: bool,
+}
+
+/// One line of an account's history.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HistoryLine {
+    pub position: i64,
+    pub kind: String,
+    pub amount: i64,
+    pub counterparty: Option<String>,
+    pub correlation: Option<String>,
+}
+
+/// An account's balance (read your writes: give the context a `ReadYourWrites`).
+#[derive(Debug, Clone)]
+pub struct GetBalance {
+    pub account: Id<Account>,
+}
+impl Query for GetBalance {
+    type Output = Option<Balance>;
+    const NAME: &'static str = "bank.get_balance";
+}
+
+/// An account's history, oldest first.
+#[derive(Debug, Clone)]
+pub struct GetHistory {
+    pub account: Id<Account>,
+}
+impl Query for GetHistory {
+    type Output = Vec<HistoryLine>;
+    const NAME: &'static str = "bank.get_history";
+}
+
+// ---------------------------------------------------------------------------------------
+// Handlers, registered by the attribute macros; their dependencies come from `Services`.
+
+/// The account repository, whatever the store.
+pub struct Ledger(Arc<dyn AccountRepository>);
+
+/// What the handlers need of a repository (the store type erased).
+pub trait AccountRepository: Send + Sync {
+    /// Runs `decide` on the account and appends what it decided.
+    fn execute<'a>(
+        &'a self,
+        id: Id<Account>,
+        ctx: &'a Context,
+        decide: &'a (dyn Fn(&Account) -> Result<Vec<AccountEvent>, Error> + Send + Sync),
+    ) -> BoxFuture<'a, Result<Executed, Error>>;
+}
+
+impl<S: EventStore + SnapshotStore + 'static> AccountRepository for Repository<Account, S> {
+    fn execute<'a>(
+        &'a self,
+        id: Id<Account>,
+        ctx: &'a Context,
+        decide: &'a (dyn Fn(&Account) -> Result<Vec<AccountEvent>, Error> + Send + Sync),
+    ) -> BoxFuture<'a, Result<Executed, Error>> {
+        Box::pin(async move { Repository::execute(self, id, &ctx.event_metadata(), decide).await })
+    }
+}
+
+impl Ledger {
+    async fn run(
+        &self,
+        id: Id<Account>,
+        ctx: &Context,
+        decide: impl Fn(&Account) -> Result<Vec<AccountEvent>, Error> + Send + Sync,
+    ) -> Result<Position, Error> {
+        let executed = self.0.execute(id, ctx, &decide).await?;
+        Ok(executed.last_position().unwrap_or(Position::START))
+    }
+}
+
+#[command_handler]
+async fn open_account(
+    c: OpenAccount,
+    ctx: &Context,
+    ledger: Dep<Ledger>,
+) -> Result<Position, Error> {
+    ledger
+        .run(c.account, ctx, |a| a.open(&c.owner, c.overdraft_limit))
+        .await
+}
+
+#[command_handler]
+async fn deposit(c: Deposit, ctx: &Context, ledger: Dep<Ledger>) -> Result<Position, Error> {
+    ledger.run(c.account, ctx, |a| a.deposit(c.amount)).await
+}
+
+#[command_handler]
+async fn withdraw(c: Withdraw, ctx: &Context, ledger: Dep<Ledger>) -> Result<Position, Error> {
+    ledger.run(c.account, ctx, |a| a.withdraw(c.amount)).await
+}
+
+#[command_handler]
+async fn transfer(c: Transfer, ctx: &Context, ledger: Dep<Ledger>) -> Result<Position, Error> {
+    if c.from == c.to {
+        return Err(Error::invalid_argument(
+            "SAME_ACCOUNT",
+            "a transfer needs two accounts",
+        ));
+    }
+    ledger
+        .run(c.from, ctx, |a| {
+            a.send(c.transfer, c.to.as_uuid(), c.amount)
+        })
+        .await
+}
+
+#[command_handler]
+async fn receive_transfer(
+    c: ReceiveTransfer,
+    ctx: &Context,
+    ledger: Dep<Ledger>,
+) -> Result<Position, Error> {
+    ledger
+        .run(c.to, ctx, |a| {
+            a.receive(c.transfer, c.from.as_uuid(), c.amount)
+        })
+        .await
+}
+
+#[command_handler]
+async fn refund_transfer(
+    c: RefundTransfer,
+    ctx: &Context,
+    ledger: Dep<Ledger>,
+) -> Result<Position, Error> {
+    ledger
+        .run(c.account, ctx, |a| {
+            a.refund(c.transfer, c.amount, &c.reason)
+        })
+        .await
+}
+
+#[command_handler]
+async fn close_account(
+    c: CloseAccount,
+    ctx: &Context,
+    ledger: Dep<Ledger>,
+) -> Result<Position, Error> {
+    ledger.run(c.account, ctx, |a| a.close()).await
+}
+
+/// The read side, whatever the database.
+pub struct ReadSide(Arc<dyn ReadModel>);
+
+#[query_handler]
+async fn get_balance(
+    q: GetBalance,
+    _ctx: &Context,
+    read: Dep<ReadSide>,
+) -> Result<Option<Balance>, Error> {
+    read.0.balance(q.account.to_string()).await
+}
+
+#[query_handler]
+async fn get_history(
+    q: GetHistory,
+    _ctx: &Context,
+    read: Dep<ReadSide>,
+) -> Result<Vec<HistoryLine>, Error> {
+    read.0.history(q.account.to_string()).await
+}
+
+// ---------------------------------------------------------------------------------------
+// The transfer process: an event handler that turns a sent transfer into its second leg,
+// or into a refund when the second leg is refused.
+
+/// A transfer's first leg, as the process sees it.
+#[derive(Debug, Clone)]
+pub struct TransferSent {
+    pub transfer: Uuid,
+    pub from: Id<Account>,
+    pub to: Id<Account>,
+    pub amount: i64,
+}
+
+/// The command bus, for handlers that dispatch follow-up commands (set once it is built).
+#[derive(Default)]
+pub struct FollowUps(OnceLock<CommandBus>);
+
+impl FollowUps {
+    fn bus(&self) -> Result<&CommandBus, Error> {
+        self.0
+            .get()
+            .ok_or_else(|| Error::unavailable("NOT_STARTED", "the command bus is not built yet"))
+    }
+}
+
+#[event_handler]
+async fn settle_transfer(
+    e: &TransferSent,
+    ctx: &Context,
+    follow_ups: Dep<FollowUps>,
+) -> Result<(), Error> {
+    let bus = follow_ups.bus()?;
+    let receive = ReceiveTransfer {
+        transfer: e.transfer,
+        from: e.from,
+        to: e.to,
+        amount: e.amount,
+    };
+    match bus.dispatch(receive, &ctx.child()).await {
+        Ok(_) => Ok(()),
+        // The destination refuses for good: give the money back.
+        Err(refused)
+            if matches!(
+                refused.code(),
+                ErrorCode::NotFound | ErrorCode::FailedPrecondition | ErrorCode::InvalidArgument
+            ) =>
+        {
+            let refund = RefundTransfer {
+                transfer: e.transfer,
+                account: e.from,
+                amount: e.amount,
+                reason: refused.message().to_owned(),
+            };
+            bus.dispatch(refund, &ctx.child()).await.map(|_| ())
+        }
+        // Anything else (the database is away) is tried again.
+        Err(other) => Err(other),
+    }
+}
+
+/// Runs the transfer process: reads every event after its checkpoint, hands each sent
+/// transfer to the event bus, and checkpoints after it. A step that fails is retried;
+/// the steps are idempotent (an account settles a transfer once), so a crash between a
+/// step and its checkpoint repeats nothing visible.
+pub struct TransferProcess {
+    stop: tokio::sync::watch::Sender<bool>,
+    task: tokio::task::JoinHandle<Result<(), Error>>,
+    position: Arc<AtomicU64>,
+}
+
+/// The transfer process's checkpoint name.
+pub const TRANSFER_PROCESS: &str = "bank.transfer_process";
+
+impl TransferProcess {
+    /// Starts it on `store`, delivering on `events`.
+    pub async fn start<S>(store: S, events: flext::application::EventBus) -> Result<Self, Error>
+    where
+        S: EventStore + WatchAppends + CheckpointStore + Clone + 'static,
+    {
+        let from = store
+            .load_checkpoint(TRANSFER_PROCESS)
+            .await?
+            .unwrap_or(Position::START);
+        let position = Arc::new(AtomicU64::new(from.get()));
+        let (stop, mut stopped) = tokio::sync::watch::channel(false);
+        let seen = position.clone();
+        let task = tokio::spawn(async move {
+            let mut sub = Subscription::new(store.clone(), from);
+            loop {
+                let batch = tokio::select! {
+                    b = sub.next_batch(256) => b?,
+                    _ = stopped.changed() => return Ok(()),
+                };
+                for event in &batch {
+                    if let Some(sent) = transfer_sent(event)? {
+                        let ctx = Context::for_event(event);
+                        loop {
+                            let outcomes = events.publish(&sent, &ctx).await;
+                            match outcomes.into_iter().find_map(|o| o.result.err()) {
+                                None => break,
+                                Some(e) => {
+                                    eprintln!(
+                                        "  transfer {} step failed, retrying: {e}",
+                                        sent.transfer
+                                    );
+                                    tokio::select! {
+                                        _ = tokio::time::sleep(Duration::from_millis(200)) => {}
+                                        _ = stopped.changed() => return Ok(()),
+                                    }
+                                }
+                            }
+                        }
+                    }
+                    store
+                        .save_checkpoint(TRANSFER_PROCESS, event.position)
+                        .await?;
+                    seen.store(event.position.get(), Ordering::SeqCst);
+                }
+            }
+        });
+        Ok(TransferProcess {
+            stop,
+            task,
+            position,
+        })
+    }
+
+    /// The position of the last event it finished.
+    pub fn position(&self) -> Position {
+        Position(self.position.load(Ordering::SeqCst))
+    }
+
+    /// Waits until it has finished every event up to `position`.
+    pub async fn wait_for(&self, position: Position, timeout: Duration) -> Result<(), Error> {
+        let deadline = Instant::now() + timeout;
+        while self.position() < position {
+            if self.task.is_finished() || Instant::now() > deadline {
+                return Err(Error::deadline_exceeded(
+                    "PROCESS_BEHIND",
+                    format!(
+                        "the transfer process is at {}, not yet at {}",
+                        self.position().get(),
+                        position.get()
+                    ),
+                ));
+            }
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        Ok(())
+    }
+
+    /// Finishes the event in hand and stops.
+    pub async fn shutdown(self) -> Result<(), Error> {
+        let _ = self.stop.send(true);
+        self.task
+            .await
+            .map_err(|e| Error::internal("PROCESS_PANICKED", e.to_string()))?
+    }
+}
+
+/// The event types of [`AccountEvent`]: events of other types (other services sharing the
+/// database) are not the bank's and are passed over.
+const ACCOUNT_EVENTS: [&str; 7] = [
+    "account.opened",
+    "account.deposited",
+    "account.withdrawn",
+    "account.transfer_sent",
+    "account.transfer_received",
+    "account.transfer_refunded",
+    "account.closed",
+];
+
+fn decode(event: &RecordedEvent) -> Result<Option<AccountEvent>, Error> {
+    if !ACCOUNT_EVENTS.contains(&event.event_type.as_str()) {
+        return Ok(None);
+    }
+    serde_json::from_slice(&event.payload)
+        .map(Some)
+        .map_err(|e| {
+            Error::data_loss(
+                "UNREADABLE_EVENT",
+                format!(
+                    "event {} ({}) at position {} does not decode: {e}",
+                    event.event_id,
+                    event.event_type,
+                    event.position.get()
+                ),
+            )
+        })
+}
+
+/// The account an event belongs to, from its stream id.
+fn account_of(event: &RecordedEvent) -> Result<String, Error> {
+    event
+        .stream_id
+        .as_str()
+        .strip_prefix("account-")
+        .map(str::to_owned)
+        .ok_or_else(|| {
+            Error::data_loss(
+                "NOT_AN_ACCOUNT_STREAM",
+                format!("{} is not an account stream", event.stream_id),
+            )
+        })
+}
+
+fn transfer_sent(event: &RecordedEvent) -> Result<Option<TransferSent>, Error> {
+    if event.event_type != "account.transfer_sent" {
+        return Ok(None);
+    }
+    match decode(event)? {
+        Some(AccountEvent::TransferSent {
+            transfer,
+            to,
+            amount,
+        }) => Ok(Some(TransferSent {
+            transfer,
+            from: Id::parse(&account_of(event)?)?,
+            to: Id::from_uuid(to),
+            amount,
+        })),
+        _ => Ok(None),
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Read models: balances, history and (from the audit plugin) an audit trail, kept by
+// projections in the store's own database, in the transaction that moves their
+// checkpoint. The SQL is the same on SQLite and PostgreSQL; only the connection differs.
+
+/// A value bound to a statement.
+#[derive(Debug, Clone)]
+pub enum Arg {
+    Int(i64),
+    Text(String),
+    Null,
+}
+
+/// Runs statements in a projection's transaction.
+pub trait ReadModelTx: Send {
+    fn exec<'a>(
+        &'a mut self,
+        sql: &'static str,
+        args: Vec<Arg>,
+    ) -> BoxFuture<'a, Result<u64, Error>>;
+}
+
+/// Answers the queries from the read model tables.
+pub trait ReadModel: Send + Sync {
+    fn balance(&self, account: String) -> BoxFuture<'_, Result<Option<Balance>, Error>>;
+    fn history(&self, account: String) -> BoxFuture<'_, Result<Vec<HistoryLine>, Error>>;
+    fn audit_count(&self) -> BoxFuture<'_, Result<i64, Error>>;
+    fn total_balance(&self) -> BoxFuture<'_, Result<i64, Error>>;
+    fn create_schema(&self) -> BoxFuture<'_, Result<(), Error>>;
+}
+
+fn db(what: &str) -> impl FnOnce(sqlx::Error) -> Error + '_ {
+    move |e| Error::unavailable("READ_MODEL", format!("{what}: {e}"))
+}
+
+const SCHEMA: [&str; 3] = [
+    "CREATE TABLE IF NOT EXISTS bank_balances (account TEXT PRIMARY KEY, owner TEXT NOT NULL, \
+     balance BIGINT NOT NULL, overdraft_limit BIGINT NOT NULL, closed BIGINT NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS bank_history (position BIGINT PRIMARY KEY, account TEXT NOT NULL, \
+     kind TEXT NOT NULL, amount BIGINT NOT NULL, counterparty TEXT, correlation TEXT)",
+    "CREATE TABLE IF NOT EXISTS bank_audit (position BIGINT PRIMARY KEY, event_type TEXT NOT NULL, \
+     stream TEXT NOT NULL, correlation TEXT, recorded_at TEXT NOT NULL)",
+];
+
+macro_rules! read_model_for {
+    ($tx:ty, $pool:ty) => {
+        impl ReadModelTx for $tx {
+            fn exec<'a>(
+                &'a mut self,
+                sql: &'static str,
+                args: Vec<Arg>,
+            ) -> BoxFuture<'a, Result<u64, Error>> {
+                Box::pin(async move {
+                    let mut q = sqlx::query(sql);
+                    for a in args {
+                        q = match a {
+                            Arg::Int(i) => q.bind(i),
+                            Arg::Text(t) => q.bind(t),
+                            Arg::Null => q.bind(None::<String>),
+                        };
+                    }
+                    let done = q.execute(self.connection()).await.map_err(db(sql))?;
+                    Ok(done.rows_affected())
+                })
+            }
+        }
+
+        impl ReadModel for $pool {
+            fn balance(&self, account: String) -> BoxFuture<'_, Result<Option<Balance>, Error>> {
+                Box::pin(async move {
+                    let row: Option<(String, String, i64, i64, i64)> = sqlx::query_as(
+                        "SELECT account, owner, balance, overdraft_limit, closed \
+                         FROM bank_balances WHERE account = $1",
+                    )
+                    .bind(account)
+                    .fetch_optional(self)
+                    .await
+                    .map_err(db("reading a balance"))?;
+                    Ok(row.map(
+                        |(account, owner, balance, overdraft_limit, closed)| Balance {
+                            account,
+                            owner,
+                            balance,
+                            overdraft_limit,
+                            closed: closed != 0,
+                        },
+                    ))
+                })
+            }
+
+            fn history(&self, account: String) -> BoxFuture<'_, Result<Vec<HistoryLine>, Error>> {
+                Box::pin(async move {
+                    let rows: Vec<(i64, String, i64, Option<String>, Option<String>)> =
+                        sqlx::query_as(
+                            "SELECT position, kind, amount, counterparty, correlation \
+                             FROM bank_history WHERE account = $1 ORDER BY position",
+                        )
+                        .bind(account)
+                        .fetch_all(self)
+                        .await
+                        .map_err(db("reading a history"))?;
+                    Ok(rows
+                        .into_iter()
+                        .map(
+                            |(position, kind, amount, counterparty, correlation)| HistoryLine {
+                                position,
+                                kind,
+                                amount,
+                                counterparty,
+                                correlation,
+                            },
+                        )
+                        .collect())
+                })
+            }
+
+            fn audit_count(&self) -> BoxFuture<'_, Result<i64, Error>> {
+                Box::pin(async move {
+                    sqlx::query_scalar("SELECT count(*) FROM bank_audit")
+                        .fetch_one(self)
+                        .await
+                        .map_err(db("counting the audit trail"))
+                })
+            }
+
+            fn total_balance(&self) -> BoxFuture<'_, Result<i64, Error>> {
+                Box::pin(async move {
+                    let total: Option<i64> = sqlx::query_scalar(
+                        "SELECT CAST(COALESCE(SUM(balance), 0) AS BIGINT) FROM bank_balances",
+                    )
+                    .fetch_one(self)
+                    .await
+                    .map_err(db("adding up balances"))?;
+                    Ok(total.unwrap_or(0))
+                })
+            }
+
+            fn create_schema(&self) -> BoxFuture<'_, Result<(), Error>> {
+                Box::pin(async move {
+                    for sql in SCHEMA {
+                        sqlx::query(sql)
+                            .execute(self)
+                            .await
+                            .map_err(db("creating the read model"))?;
+                    }
+                    Ok(())
+                })
+            }
+        }
+    };
+}
+
+read_model_for!(SqliteWriteTransaction, sqlx::SqlitePool);
+read_model_for!(PgWriteTransaction, sqlx::PgPool);
+
+/// The balances projection.
+#[derive(Default)]
+pub struct Balances;
+
+/// The projection name of [`Balances`].
+pub const BALANCES: &str = "bank.balances";
+
+impl<T: ReadModelTx + 'static> Projection<T> for Balances {
+    fn name(&self) -> &str {
+        BALANCES
+    }
+
+    async fn handle(&self, tx: &mut T, event: &RecordedEvent) -> Result<(), Error> {
+        let Some(e) = decode(event)? else {
+            return Ok(());
+        };
+        let account = account_of(event)?;
+        let add = |amount: i64| {
+            (
+                "UPDATE bank_balances SET balance = balance + $1 WHERE account = $2",
+                vec![Arg::Int(amount), Arg::Text(account.clone())],
+            )
+        };
+        let (sql, args) = match e {
+            AccountEvent::Opened {
+                owner,
+                overdraft_limit,
+            } => (
+                "INSERT INTO bank_balances (account, owner, balance, overdraft_limit, closed) \
+                 VALUES ($1, $2, 0, $3, 0)",
+                vec![
+                    Arg::Text(account.clone()),
+                    Arg::Text(owner),
+                    Arg::Int(overdraft_limit),
+                ],
+            ),
+            AccountEvent::Deposited { amount }
+            | AccountEvent::TransferReceived { amount, .. }
+            | AccountEvent::TransferRefunded { amount, .. } => add(amount),
+            AccountEvent::Withdrawn { amount } | AccountEvent::TransferSent { amount, .. } => {
+                add(-amount)
+            }
+            AccountEvent::Closed => (
+                "UPDATE bank_balances SET closed = 1 WHERE account = $1",
+                vec![Arg::Text(account.clone())],
+            ),
+        };
+        tx.exec(sql, args).await.map(|_| ())
+    }
+
+    async fn reset(&self, tx: &mut T) -> Result<(), Error> {
+        tx.exec("DELETE FROM bank_balances", Vec::new())
+            .await
+            .map(|_| ())
+    }
+}
+
+/// The account-history projection.
+#[derive(Default)]
+pub struct History;
+
+/// The projection name of [`History`].
+pub const HISTORY: &str = "bank.history";
+
+impl<T: ReadModelTx + 'static> Projection<T> for History {
+    fn name(&self) -> &str {
+        HISTORY
+    }
+
+    async fn handle(&self, tx: &mut T, event: &RecordedEvent) -> Result<(), Error> {
+        let Some(e) = decode(event)? else {
+            return Ok(());
+        };
+        let (amount, counterparty) = match &e {
+            AccountEvent::Opened { .. } | AccountEvent::Closed => (0, None),
+            AccountEvent::Deposited { amount } => (*amount, None),
+            AccountEvent::Withdrawn { amount } => (-amount, None),
+            AccountEvent::TransferSent { to, amount, .. } => (-amount, Some(to.to_string())),
+            AccountEvent::TransferReceived { from, amount, .. } => {
+                (*amount, Some(from.to_string()))
+            }
+            AccountEvent::TransferRefunded { amount, reason, .. } => {
+                (*amount, Some(reason.clone()))
+            }
+        };
+        let kind = event.event_type.trim_start_matches("account.").to_owned();
+        tx.exec(
+            "INSERT INTO bank_history (position, account, kind, amount, counterparty, correlation) \
+             VALUES ($1, $2, $3, $4, $5, $6)",
+            vec![
+                Arg::Int(event.position.get() as i64),
+                Arg::Text(account_of(event)?),
+                Arg::Text(kind),
+                Arg::Int(amount),
+                counterparty.map_or(Arg::Null, Arg::Text),
+                event
+                    .metadata
+                    .correlation_id
+                    .map_or(Arg::Null, |c| Arg::Text(c.to_string())),
+            ],
+        )
+        .await
+        .map(|_| ())
+    }
+
+    async fn reset(&self, tx: &mut T) -> Result<(), Error> {
+        tx.exec("DELETE FROM bank_history", Vec::new())
+            .await
+            .map(|_| ())
+    }
+}
+
+/// The audit trail: every event of the bank, whatever its type, with its correlation id.
+/// Contributed by [`AuditPlugin`].
+#[derive(Default, Clone)]
+pub struct AuditTrail;
+
+/// The projection name of [`AuditTrail`].
+pub const AUDIT: &str = "bank.audit";
+
+impl<T: ReadModelTx + 'static> Projection<T> for AuditTrail {
+    fn name(&self) -> &str {
+        AUDIT
+    }
+
+    async fn handle(&self, tx: &mut T, event: &RecordedEvent) -> Result<(), Error> {
+        tx.exec(
+            "INSERT INTO bank_audit (position, event_type, stream, correlation, recorded_at) \
+             VALUES ($1, $2, $3, $4, $5)",
+            vec![
+                Arg::Int(event.position.get() as i64),
+                Arg::Text(event.event_type.clone()),
+                Arg::Text(event.stream_id.to_string()),
+                event
+                    .metadata
+                    .correlation_id
+                    .map_or(Arg::Null, |c| Arg::Text(c.to_string())),
+                Arg::Text(event.recorded_at.to_rfc3339()),
+            ],
+        )
+        .await
+        .map(|_| ())
+    }
+
+    async fn reset(&self, tx: &mut T) -> Result<(), Error> {
+        tx.exec("DELETE FROM bank_audit", Vec::new())
+            .await
+            .map(|_| ())
+    }
+}
+
+/// A plugin that contributes the audit trail projection.
+pub struct AuditPlugin;
+
+impl Plugin for AuditPlugin {
+    fn name(&self) -> &str {
+        "audit"
+    }
+    fn version(&self) -> &str {
+        "1.0.0"
+    }
+    fn contribute(&self, contributions: &mut flext::ports::Contributions) {
+        contributions.add(AuditTrail);
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Counting commands through the metrics port (the MetricsLayer reports to it).
+
+/// Commands by outcome, from `flext.dispatch.count`.
+#[derive(Default)]
+pub struct CommandTally(Mutex<BTreeMap<String, u64>>);
+
+impl Metrics for CommandTally {
+    fn count(&self, name: &'static str, value: u64, labels: Labels<'_>) {
+        if name != "flext.dispatch.count" || !labels.contains(&("kind", "command")) {
+            return;
+        }
+        let outcome = labels
+            .iter()
+            .find(|(k, _)| *k == "outcome")
+            .map_or("?", |(_, v)| *v);
+        let mut tally = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        *tally.entry(outcome.to_owned()).or_default() += value;
+    }
+}
+
+impl CommandTally {
+    /// (succeeded, refused).
+    pub fn totals(&self) -> (u64, u64) {
+        let tally = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let ok = tally.get("ok").copied().unwrap_or(0);
+        (ok, tally.values().sum::<u64>() - ok)
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// The application: wiring, running, stopping.
+
+/// What a store must offer the bank.
+pub trait BankStore:
+    EventStore
+    + SnapshotStore
+    + WatchAppends
+    + CheckpointStore
+    + ProjectionStore<Transaction: ReadModelTx>
+    + Clone
+    + Send
+    + Sync
+    + 'static
+{
+    /// `"SQLite"` or `"PostgreSQL"`.
+    fn label(&self) -> &'static str;
+    /// The read side on the same database.
+    fn read_model(&self) -> Arc<dyn ReadModel>;
+}
+
+impl BankStore for SqliteEventStore {
+    fn label(&self) -> &'static str {
+        "SQLite"
+    }
+    fn read_model(&self) -> Arc<dyn ReadModel> {
+        Arc::new(self.reader_pool().clone())
+    }
+}
+
+impl BankStore for PgEventStore {
+    fn label(&self) -> &'static str {
+        "PostgreSQL"
+    }
+    fn read_model(&self) -> Arc<dyn ReadModel> {
+        Arc::new(self.pool().clone())
+    }
+}
+
+/// The running bank.
+pub struct Bank<S: BankStore> {
+    pub store: S,
+    pub commands: CommandBus,
+    pub queries: QueryBus,
+    pub projections: Projections<S>,
+    pub process: TransferProcess,
+    pub read: Arc<dyn ReadModel>,
+    pub tally: Arc<CommandTally>,
+    plugins: PluginRegistry,
+}
+
+/// How long a query waits for its projection to catch up with the caller's writes.
+const READ_YOUR_WRITES: Duration = Duration::from_secs(10);
+
+impl<S: BankStore> Bank<S> {
+    /// Wires everything on `store` and starts the projections and the transfer process.
+    pub async fn start(store: S) -> Result<Self, Error> {
+        let read = store.read_model();
+        read.create_schema().await?;
+
+        let mut plugins = PluginRegistry::new();
+        plugins.register(AuditPlugin)?;
+        plugins.start_all().await?;
+        let mut contributed = plugins.contributions();
+
+        let mut runner = ProjectionRunner::new(store.clone())
+            .register(Balances)?
+            .register(History)?;
+        for audit in contributed.take::<AuditTrail>() {
+            runner = runner.register(audit)?;
+        }
+        let projections = runner.start();
+
+        let follow_ups = FollowUps::default();
+        let services = Services::builder()
+            .singleton(Ledger(Arc::new(Repository::<Account, S>::new(
+                store.clone(),
+            ))))
+            .singleton(ReadSide(read.clone()))
+            .singleton(follow_ups)
+            .build();
+        let registry = Registry::new().with_registered(&services);
+        let tally = Arc::new(CommandTally::default());
+        let commands = registry.command_bus(
+            Pipeline::new()
+                .layer(TracingLayer)
+                .layer(MetricsLayer::new(tally.clone()))
+                .layer(TimeoutLayer::new(Duration::from_secs(30)))
+                .layer(RetryLayer::default())
+                .layer(ValidationLayer),
+        )?;
+        let queries = registry.query_bus(
+            Pipeline::new()
+                .layer(TracingLayer)
+                .layer(ReadYourWritesLayer::new(
+                    projections.clone(),
+                    READ_YOUR_WRITES,
+                ))
+                .layer(ValidationLayer),
+        )?;
+        services
+            .get::<FollowUps>()?
+            .0
+            .set(commands.clone())
+            .map_err(|_| Error::internal("WIRED_TWICE", "the command bus was set twice"))?;
+        let process = TransferProcess::start(store.clone(), registry.event_bus()).await?;
+        Ok(Bank {
+            store,
+            commands,
+            queries,
+            projections,
+            process,
+            read,
+            tally,
+            plugins,
+        })
+    }
+
+    /// Dispatches a command in a fresh business action; returns its context too.
+    pub async fn run<C: Command<Output = Position>>(
+        &self,
+        command: C,
+    ) -> (Context, Result<Position, Error>) {
+        let ctx = Context::new();
+        let result = self.commands.dispatch(command, &ctx).await;
+        (ctx, result)
+    }
+
+    /// An account's balance once the balances projection has seen `after`.
+    pub async fn balance(
+        &self,
+        account: Id<Account>,
+        after: Position,
+    ) -> Result<Option<Balance>, Error> {
+        let ctx = Context::new().with_value(ReadYourWrites::new(BALANCES, after));
+        self.queries.ask(GetBalance { account }, &ctx).await
+    }
+
+    /// An account's history once the history projection has seen `after`.
+    pub async fn history(
+        &self,
+        account: Id<Account>,
+        after: Position,
+    ) -> Result<Vec<HistoryLine>, Error> {
+        let ctx = Context::new().with_value(ReadYourWrites::new(HISTORY, after));
+        self.queries.ask(GetHistory { account }, &ctx).await
+    }
+
+    /// The last position in the store.
+    pub async fn head(&self) -> Result<Position, Error> {
+        let mut last = Position::START;
+        // Read the tail in pages: positions are sparse on PostgreSQL.
+        loop {
+            let page = self.store.read_all(last, 10_000).await?;
+            match page.last() {
+                Some(e) => last = e.position,
+                None => return Ok(last),
+            }
+        }
+    }
+
+    /// Waits until a transfer (the business action of `ctx`) is settled: received or
+    /// refunded. Returns the events of the whole business action, in order.
+    pub async fn settled(
+        &self,
+        ctx: &Context,
+        sent_at: Position,
+    ) -> Result<Vec<RecordedEvent>, Error> {
+        self.process
+            .wait_for(sent_at, Duration::from_secs(30))
+            .await?;
+        self.store.read_correlated(ctx.correlation_id(), 100).await
+    }
+
+    /// Waits until the transfer process and every projection have reached `position`.
+    pub async fn caught_up(&self, position: Position) -> Result<(), Error> {
+        self.process
+            .wait_for(position, Duration::from_secs(120))
+            .await?;
+        // The process may have written follow-ups past `position`.
+        let head = self.head().await?;
+        for name in [BALANCES, HISTORY, AUDIT] {
+            self.projections
+                .wait_for(name, head, Duration::from_secs(120))
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// Stops the process and the projections, keeping their checkpoints, and the plugins.
+    pub async fn shutdown(mut self) -> Result<(), Error> {
+        let result = self.process.shutdown().await;
+        self.projections.shutdown().await;
+        self.plugins.stop_all().await?;
+        result
+    }
+}
+
+/// The bank's customers in the walkthrough.
+pub const ALICE: &str = "alice";
+pub const BOB: &str = "bob";
+pub const CAROL: &str = "carol";
+
+/// What a walkthrough saw, for the summary and the tests.
+#[derive(Debug, Default)]
+pub struct Walkthrough {
+    pub resumed: bool,
+    pub lines: Vec<String>,
+    pub completed_transfer: Vec<RecordedEvent>,
+    pub compensated_transfer: Vec<RecordedEvent>,
+    pub balances: Vec<Balance>,
+    pub alice_history: Vec<HistoryLine>,
+    pub bridge_hex: String,
+    pub elapsed: Duration,
+    pub events_written: u64,
+}
+
+fn outcome_line(what: &str, result: &Result<Position, Error>) -> String {
+    match result {
+        Ok(p) if *p == Position::START => format!("{what}: nothing to do"),
+        Ok(p) => format!("{what}: ok (position {})", p.get()),
+        Err(e) => format!(
+            "{what}: refused, {} {}: {}",
+            e.code().as_str(),
+            e.reason(),
+            e.message()
+        ),
+    }
+}
+
+/// The walkthrough: three customers, deposits, an overdraft refused, a transfer that
+/// completes, a transfer to a closed account that is refunded, queries that read their
+/// writes, and one result handed over the bridge. `say` receives each line as it happens.
+pub async fn walkthrough<S: BankStore>(
+    bank: &Bank<S>,
+    mut say: impl FnMut(&str),
+) -> Result<Walkthrough, Error> {
+    let mut w = Walkthrough::default();
+    let start = Instant::now();
+    let head_before = bank.head().await?;
+    let mut lines = Vec::new();
+    let mut line = |_: &mut (), s: String| {
+        say(&s);
+        lines.push(s);
+    };
+    let (alice, bob, carol) = (account_id(ALICE), account_id(BOB), account_id(CAROL));
+
+    for (name, id, overdraft) in [(ALICE, alice, 100), (BOB, bob, 0), (CAROL, carol, 0)] {
+        let (_, r) = bank
+            .run(OpenAccount {
+                account: id,
+                owner: name.to_owned(),
+                overdraft_limit: overdraft,
+            })
+            .await;
+        if matches!(&r, Err(e) if e.code() == ErrorCode::AlreadyExists) {
+            w.resumed = true;
+        }
+        line(
+            &mut (),
+            outcome_line(&format!("open {name} (overdraft {overdraft})"), &r),
+        );
+    }
+    if w.resumed {
+        line(
+            &mut (),
+            "  the accounts exist already: resuming from the stored state".to_owned(),
+        );
+    }
+
+    let (_, r) = bank
+        .run(Deposit {
+            account: alice,
+            amount: 500,
+        })
+        .await;
+    line(&mut (), outcome_line("deposit 500 to alice", &r));
+    let (_, r) = bank
+        .run(Deposit {
+            account: bob,
+            amount: 200,
+        })
+        .await;
+    line(&mut (), outcome_line("deposit 200 to bob", &r));
+    let (_, r) = bank
+        .run(Withdraw {
+            account: alice,
+            amount: 50,
+        })
+        .await;
+    line(&mut (), outcome_line("withdraw 50 from alice", &r));
+    let (_, r) = bank
+        .run(Withdraw {
+            account: bob,
+            amount: 1_000,
+        })
+        .await;
+    line(&mut (), outcome_line("withdraw 1000 from bob", &r));
+    let (_, r) = bank
+        .run(Deposit {
+            account: bob,
+            amount: -5,
+        })
+        .await;
+    line(&mut (), outcome_line("deposit -5 to bob", &r));
+
+    // A transfer that completes: alice -> bob.
+    let (ctx, r) = bank
+        .run(Transfer {
+            transfer: Uuid::now_v7(),
+            from: alice,
+            to: bob,
+            amount: 120,
+        })
+        .await;
+    line(&mut (), outcome_line("transfer 120 alice -> bob", &r));
+    let sent = r?;
+    w.completed_transfer = bank.settled(&ctx, sent).await?;
+    line(
+        &mut (),
+        format!(
+            "  settled by the transfer process: {}",
+            kinds(&w.completed_transfer)
+        ),
+    );
+
+    // Carol closes her account; a transfer to it fails its second leg and is refunded.
+    let (_, r) = bank.run(CloseAccount { account: carol }).await;
+    line(&mut (), outcome_line("close carol", &r));
+    let (ctx, r) = bank
+        .run(Transfer {
+            transfer: Uuid::now_v7(),
+            from: alice,
+            to: carol,
+            amount: 40,
+        })
+        .await;
+    line(&mut (), outcome_line("transfer 40 alice -> carol", &r));
+    let sent = r?;
+    w.compensated_transfer = bank.settled(&ctx, sent).await?;
+    line(
+        &mut (),
+        format!(
+            "  settled by the transfer process: {}",
+            kinds(&w.compensated_transfer)
+        ),
+    );
+
+    // Queries that read their writes: they wait for the projections to reach the head.
+    let head = bank.head().await?;
+    for (name, id) in [(ALICE, alice), (BOB, bob), (CAROL, carol)] {
+        let Some(b) = bank.balance(id, head).await? else {
+            return Err(Error::not_found(
+                "NO_BALANCE",
+                format!("{name} has no balance row"),
+            ));
+        };
+        line(
+            &mut (),
+            format!(
+                "balance of {name}: {}{} (overdraft {})",
+                b.balance,
+                if b.closed { ", closed" } else { "" },
+                b.overdraft_limit
+            ),
+        );
+        w.balances.push(b);
+    }
+    w.alice_history = bank.history(alice, head).await?;
+    line(
+        &mut (),
+        format!(
+            "history of alice ({} lines, last 6):",
+            w.alice_history.len()
+        ),
+    );
+    for h in w.alice_history.iter().rev().take(6).rev() {
+        line(
+            &mut (),
+            format!(
+                "  #{:<6} {:<18} {:>6}  {}",
+                h.position,
+                h.kind,
+                h.amount,
+                h.counterparty.as_deref().unwrap_or("")
+            ),
+        );
+    }
+
+    // One result over the bridge, as Python, Go or TypeScript would receive it.
+    let mut metadata = BTreeMap::new();
+    metadata.insert("position".to_owned(), head.get().to_string());
+    let bytes = flext::bridge::msgpack::encode_ok(&w.balances[0], &metadata)?;
+    w.bridge_hex = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    line(
+        &mut (),
+        format!(
+            "alice's balance as a MessagePack envelope ({} bytes):",
+            bytes.len()
+        ),
+    );
+    line(&mut (), format!("  {}", w.bridge_hex));
+
+    bank.caught_up(head).await?;
+    w.lines = lines;
+    w.events_written = bank.store.count_after(head_before).await?;
+    w.elapsed = start.elapsed();
+    Ok(w)
+}
+
+fn kinds(events: &[RecordedEvent]) -> String {
+    events
+        .iter()
+        .map(|e| e.event_type.trim_start_matches("account."))
+        .collect::<Vec<_>>()
+        .join(" -> ")
+}
+
+/// What a load run did.
+#[derive(Debug, Default)]
+pub struct LoadReport {
+    pub accounts: usize,
+    pub transfers_sent: u64,
+    pub transfers_refused: u64,
+    pub send_elapsed: Duration,
+    pub settle_elapsed: Duration,
+    pub events_written: u64,
+    pub total_deposited: i64,
+    pub interrupted: bool,
+}
+
+/// The load mode: `accounts` accounts with 1,000 each, then `transfers` random transfers
+/// from `concurrency` tasks, then waits until every transfer is settled and every
+/// projection has caught up. `stop` ends it early (Ctrl-C).
+pub async fn load<S: BankStore>(
+    bank: &Bank<S>,
+    accounts: usize,
+    transfers: usize,
+    concurrency: usize,
+    stop: Arc<AtomicBool>,
+) -> Result<LoadReport, Error> {
+    let mut report = LoadReport {
+        accounts,
+        ..LoadReport::default()
+    };
+    let head_before = bank.head().await?;
+    let ids: Vec<Id<Account>> = (0..accounts)
+        .map(|i| account_id(&format!("load-{i}")))
+        .collect();
+    for (i, id) in ids.iter().enumerate() {
+        let (_, r) = bank
+            .run(OpenAccount {
+                account: *id,
+                owner: format!("load-{i}"),
+                overdraft_limit: 0,
+            })
+            .await;
+        match r {
+            Ok(_) => {}
+            Err(e) if e.code() == ErrorCode::AlreadyExists => {}
+            Err(e) => return Err(e),
+        }
+        bank.run(Deposit {
+            account: *id,
+            amount: 1_000,
+        })
+        .await
+        .1?;
+        report.total_deposited += 1_000;
+    }
+    let ids = Arc::new(ids);
+    let next = Arc::new(AtomicU64::new(0));
+    let sent = Arc::new(AtomicU64::new(0));
+    let refused = Arc::new(AtomicU64::new(0));
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for worker in 0..concurrency.max(1) {
+        let (commands, ids, next, sent, refused, stop) = (
+            bank.commands.clone(),
+            ids.clone(),
+            next.clone(),
+            sent.clone(),
+            refused.clone(),
+            stop.clone(),
+        );
+        tasks.push(tokio::spawn(async move {
+            // A small xorshift per worker: the pairs and amounts differ, no crate needed.
+            let mut rng = 0x9E37_79B9_7F4A_7C15_u64 ^ (worker as u64 + 1);
+            let mut rand = move || {
+                rng ^= rng << 13;
+                rng ^= rng >> 7;
+                rng ^= rng << 17;
+                rng
+            };
+            while next.fetch_add(1, Ordering::SeqCst) < transfers as u64 {
+                if stop.load(Ordering::SeqCst) {
+                    break;
+                }
+                let n = ids.len() as u64;
+                let from = (rand() % n) as usize;
+                let to = ((from as u64 + 1 + rand() % (n - 1).max(1)) % n) as usize;
+                let amount = 1 + (rand() % 100) as i64;
+                let command = Transfer {
+                    transfer: Uuid::now_v7(),
+                    from: ids[from],
+                    to: ids[to],
+                    amount,
+                };
+                match commands.dispatch(command, &Context::new()).await {
+                    Ok(_) => sent.fetch_add(1, Ordering::SeqCst),
+                    Err(e) if e.reason() == "INSUFFICIENT_FUNDS" => {
+                        refused.fetch_add(1, Ordering::SeqCst)
+                    }
+                    Err(e) => return Err(e),
+                };
+            }
+            Ok::<(), Error>(())
+        }));
+    }
+    for t in tasks {
+        t.await
+            .map_err(|e| Error::internal("LOAD_TASK", e.to_string()))??;
+    }
+    report.send_elapsed = started.elapsed();
+    report.transfers_sent = sent.load(Ordering::SeqCst);
+    report.transfers_refused = refused.load(Ordering::SeqCst);
+    report.interrupted = stop.load(Ordering::SeqCst);
+    let settle = Instant::now();
+    let head = bank.head().await?;
+    bank.caught_up(head).await?;
+    report.settle_elapsed = settle.elapsed();
+    report.events_written = bank.store.count_after(head_before).await?;
+    Ok(report)
+}
+
+/// Opens the store the command line or the environment asks for.
+pub enum Choice {
+    Sqlite(std::path::PathBuf),
+    Postgres(String),
+}
+
+/// Whether `id` names a stream of the bank.
+pub fn is_account_stream(id: &StreamId) -> bool {
+    id.as_str().starts_with("account-")
+}

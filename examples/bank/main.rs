@@ -1,0 +1,223 @@
+//! The flext bank: a small event-sourced service on SQLite (no set-up) or PostgreSQL.
+//!
+//! ```text
+//! cargo run --example bank                          # SQLite file flext-bank.db
+//! cargo run --example bank -- --postgres            # PostgreSQL at DATABASE_URL
+//! cargo run --example bank -- --postgres=postgres://user@host/db
+//! cargo run --release --example bank -- --accounts 1000 --transfers 20000   # load mode
+//! ```
+//!
+//! Accounts are opened, paid into and drawn on (an overdraft rule refuses what is too
+//! much); transfers debit one account and an event handler (the transfer process) credits
+//! the other, or refunds the first when the second refuses; projections keep balances,
+//! histories and (from a plugin) an audit trail in the same database; queries read their
+//! own writes; one result goes over the bridge as MessagePack. Running it again resumes
+//! from what is stored; Ctrl-C stops it cleanly.
+
+mod app;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
+
+use app::{AUDIT, BALANCES, Bank, BankStore, Choice, HISTORY};
+use flext::Error;
+use flext::postgres::PgEventStore;
+use flext::sqlite::SqliteEventStore;
+
+/// The bank keeps its events and read models in a schema of its own.
+const PG_SCHEMA: &str = "flext_bank";
+
+struct Args {
+    choice: Choice,
+    accounts: Option<usize>,
+    transfers: usize,
+    concurrency: usize,
+}
+
+fn usage(problem: &str) -> ! {
+    eprintln!("{problem}");
+    eprintln!(
+        "usage: bank [--sqlite PATH | --postgres[=URL]] [--accounts N --transfers M [--concurrency C]]\n\
+         \x20 --sqlite PATH      the SQLite file (default flext-bank.db)\n\
+         \x20 --postgres[=URL]   PostgreSQL instead, at URL or DATABASE_URL\n\
+         \x20 --accounts N       load mode: N accounts ...\n\
+         \x20 --transfers M      ... and M random transfers between them (default 10000)\n\
+         \x20 --concurrency C    load mode: C concurrent senders (default 16)"
+    );
+    std::process::exit(2)
+}
+
+fn parse() -> Args {
+    let mut args = Args {
+        choice: Choice::Sqlite(PathBuf::from("flext-bank.db")),
+        accounts: None,
+        transfers: 10_000,
+        concurrency: 16,
+    };
+    let mut it = std::env::args().skip(1);
+    let number = |v: Option<String>, flag: &str| -> usize {
+        v.and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| usage(&format!("{flag} needs a number")))
+    };
+    while let Some(a) = it.next() {
+        match a.as_str() {
+            "--sqlite" => {
+                let path = it.next().unwrap_or_else(|| usage("--sqlite needs a path"));
+                args.choice = Choice::Sqlite(PathBuf::from(path));
+            }
+            "--postgres" => {
+                let url = std::env::var("DATABASE_URL")
+                    .unwrap_or_else(|_| usage("--postgres needs DATABASE_URL or --postgres=URL"));
+                args.choice = Choice::Postgres(url);
+            }
+            s if s.starts_with("--postgres=") => {
+                args.choice = Choice::Postgres(s["--postgres=".len()..].to_owned());
+            }
+            "--accounts" => args.accounts = Some(number(it.next(), "--accounts")),
+            "--transfers" => args.transfers = number(it.next(), "--transfers"),
+            "--concurrency" => args.concurrency = number(it.next(), "--concurrency"),
+            "-h" | "--help" => usage("the flext bank"),
+            other => usage(&format!("unknown argument {other:?}")),
+        }
+    }
+    if args.accounts.is_some_and(|n| n < 2) {
+        usage("--accounts needs at least 2");
+    }
+    args
+}
+
+#[tokio::main]
+async fn main() {
+    let args = parse();
+    let result = match &args.choice {
+        Choice::Sqlite(path) => {
+            println!("flext bank on SQLite, file {}", path.display());
+            match SqliteEventStore::open(path).await {
+                Ok(store) => run(store, &args).await,
+                Err(e) => Err(e),
+            }
+        }
+        Choice::Postgres(url) => {
+            println!("flext bank on PostgreSQL, schema {PG_SCHEMA}");
+            match PgEventStore::builder(url.as_str())
+                .schema(PG_SCHEMA)
+                .connect()
+                .await
+            {
+                Ok(store) => run(store, &args).await,
+                Err(e) => Err(e),
+            }
+        }
+    };
+    if let Err(e) = result {
+        eprintln!(
+            "error: {} {}: {}",
+            e.code().as_str(),
+            e.reason(),
+            e.message()
+        );
+        std::process::exit(1);
+    }
+}
+
+async fn run<S: BankStore>(store: S, args: &Args) -> Result<(), Error> {
+    let started = Instant::now();
+    let bank = Bank::start(store).await?;
+    let stored = bank.head().await?;
+    println!(
+        "store head at position {}; projections {BALANCES}, {HISTORY}, {AUDIT} (from the audit plugin) and the transfer process started\n",
+        stored.get()
+    );
+
+    // Ctrl-C: stop sending, let the process and projections finish what they hold.
+    let stop = Arc::new(AtomicBool::new(false));
+    let flag = stop.clone();
+    tokio::spawn(async move {
+        if tokio::signal::ctrl_c().await.is_ok() {
+            eprintln!("\nCtrl-C: finishing what is in hand, then stopping");
+            flag.store(true, Ordering::SeqCst);
+        }
+    });
+
+    let work = async {
+        match args.accounts {
+            None => {
+                let w = app::walkthrough(&bank, |line| println!("{line}")).await?;
+                println!(
+                    "\nsummary: {} events written in {:.2} s",
+                    w.events_written,
+                    w.elapsed.as_secs_f64()
+                );
+                Ok::<(), Error>(())
+            }
+            Some(accounts) => {
+                println!(
+                    "load: {accounts} accounts, {} transfers from {} concurrent senders",
+                    args.transfers, args.concurrency
+                );
+                let r = app::load(
+                    &bank,
+                    accounts,
+                    args.transfers,
+                    args.concurrency,
+                    stop.clone(),
+                )
+                .await?;
+                let secs = r.send_elapsed.as_secs_f64();
+                println!(
+                    "transfers: {} sent, {} refused by the overdraft rule, in {secs:.2} s: {:.0} transfer commands/s",
+                    r.transfers_sent,
+                    r.transfers_refused,
+                    (r.transfers_sent + r.transfers_refused) as f64 / secs
+                );
+                println!(
+                    "settling (second legs, refunds) and projections caught up {:.2} s after the last send",
+                    r.settle_elapsed.as_secs_f64()
+                );
+                let total = bank.read.total_balance().await?;
+                println!(
+                    "money: {} deposited this run, {} held by all accounts in the balances projection",
+                    r.total_deposited, total
+                );
+                if r.interrupted {
+                    println!("(interrupted by Ctrl-C)");
+                }
+                Ok(())
+            }
+        }
+    };
+    let outcome = work.await;
+
+    let (ok, refused) = bank.tally.totals();
+    let head = bank.head().await?;
+    let elapsed = started.elapsed().as_secs_f64();
+    println!(
+        "\ncommands run: {} ({ok} ok, {refused} refused) in {elapsed:.2} s: {:.0} commands/s",
+        ok + refused,
+        (ok + refused) as f64 / elapsed
+    );
+    println!(
+        "events in the store: {} new this run, head at position {}",
+        bank.store.count_after(stored).await?,
+        head.get()
+    );
+    for name in [BALANCES, HISTORY, AUDIT] {
+        let s = bank.projections.status(name).await?;
+        println!(
+            "projection {name}: at {}, lag {} events ({} ms), {} dead letters",
+            s.position.get(),
+            s.lag_events,
+            s.lag.as_millis(),
+            s.dead_letters
+        );
+    }
+    println!(
+        "audit trail: {} events recorded",
+        bank.read.audit_count().await?
+    );
+    bank.shutdown().await?;
+    println!("stopped cleanly; run it again to resume from the stored state");
+    outcome
+}
