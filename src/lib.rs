@@ -153,6 +153,7 @@ pub mod prelude {
     feature = "testing",
     feature = "application",
     feature = "sqlite",
+    feature = "macros",
     feature = "bridge"
 ))]
 #[doc = include_str!("../README.md")]

@@ -45,7 +45,7 @@ pub struct Account {
 }
 
 /// What happens to an account.
-#[derive(Debug, Clone, Serialize, Deserialize, DomainEvent)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, DomainEvent)]
 pub enum AccountEvent {
     /// Opened for `owner`, who may go `overdraft_limit` below zero.
     #[event(name = "account.opened")]

@@ -1,0 +1,257 @@
+//! The bank example end to end, on a SQLite file and on PostgreSQL: the walkthrough's final
+//! balances, the read models, the correlation of a transfer's events across its legs, the
+//! compensation of a transfer whose second leg is refused, a second run that resumes from
+//! the stored state, and a small load run whose money adds up.
+
+#[path = "../examples/bank/app.rs"]
+mod app;
+
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+
+use app::{ALICE, BOB, Balance, Bank, BankStore, CAROL, account_id};
+use flext::postgres::PgEventStore;
+use flext::sqlite::SqliteEventStore;
+use flext::{Position, RecordedEvent, StreamId};
+
+fn types(events: &[RecordedEvent]) -> Vec<&str> {
+    events.iter().map(|e| e.event_type.as_str()).collect()
+}
+
+fn stream_of(name: &str) -> StreamId {
+    StreamId::for_aggregate(account_id(name))
+}
+
+/// One walkthrough on `store`; `run` is 1 for the first on this database, 2 for the next.
+async fn walkthrough_checks<S: BankStore>(store: S, run: i64) {
+    let bank = Bank::start(store).await.expect("start");
+    let w = app::walkthrough(&bank, |_| {}).await.expect("walkthrough");
+    assert_eq!(w.resumed, run > 1, "{:#?}", w.lines);
+
+    // Final balances, from the balances projection (read your writes).
+    let by_owner = |owner: &str| -> &Balance {
+        w.balances
+            .iter()
+            .find(|b| b.owner == owner)
+            .unwrap_or_else(|| panic!("{owner} in {:?}", w.balances))
+    };
+    assert_eq!(by_owner(ALICE).balance, 330 * run);
+    assert_eq!(by_owner(BOB).balance, 320 * run);
+    assert_eq!(by_owner(CAROL).balance, 0);
+    assert!(by_owner(CAROL).closed);
+    assert!(!by_owner(ALICE).closed);
+
+    // The completed transfer: one business action, two streams, one correlation id.
+    assert_eq!(
+        types(&w.completed_transfer),
+        ["account.transfer_sent", "account.transfer_received"]
+    );
+    assert_eq!(w.completed_transfer[0].stream_id, stream_of(ALICE));
+    assert_eq!(w.completed_transfer[1].stream_id, stream_of(BOB));
+    let correlation = w.completed_transfer[0].metadata.correlation_id;
+    assert!(correlation.is_some());
+    assert!(
+        w.completed_transfer
+            .iter()
+            .all(|e| e.metadata.correlation_id == correlation)
+    );
+    // The second leg was recorded by a follow-up command, not by the transfer itself.
+    assert_ne!(
+        w.completed_transfer[1].metadata.causation_id,
+        w.completed_transfer[0].metadata.causation_id
+    );
+
+    // The compensated transfer: carol's account refused, alice got her money back.
+    assert_eq!(
+        types(&w.compensated_transfer),
+        ["account.transfer_sent", "account.transfer_refunded"]
+    );
+    assert!(
+        w.compensated_transfer
+            .iter()
+            .all(|e| e.stream_id == stream_of(ALICE))
+    );
+    let compensation = w.compensated_transfer[0].metadata.correlation_id;
+    assert!(compensation.is_some());
+    assert_ne!(compensation, correlation);
+    assert!(
+        w.compensated_transfer
+            .iter()
+            .all(|e| e.metadata.correlation_id == compensation)
+    );
+    let refund: serde_json::Value =
+        serde_json::from_slice(&w.compensated_transfer[1].payload).expect("json");
+    assert_eq!(refund["TransferRefunded"]["amount"], 40);
+    assert!(
+        refund["TransferRefunded"]["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("closed")),
+        "{refund}"
+    );
+    // Nothing reached carol.
+    let carol = bank
+        .store
+        .read_stream(
+            &stream_of(CAROL),
+            flext::StreamVersion(1),
+            100,
+            flext::ports::ReadDirection::Forward,
+        )
+        .await
+        .expect("carol");
+    assert_eq!(types(&carol), ["account.opened", "account.closed"]);
+
+    // The history projection: alice's lines of this run, with their correlation ids.
+    let mine: Vec<_> = w.alice_history.iter().rev().take(6).rev().collect();
+    let kinds: Vec<&str> = mine.iter().map(|h| h.kind.as_str()).collect();
+    if run == 1 {
+        assert_eq!(
+            kinds,
+            [
+                "opened",
+                "deposited",
+                "withdrawn",
+                "transfer_sent",
+                "transfer_sent",
+                "transfer_refunded"
+            ]
+        );
+        let amounts: Vec<i64> = mine.iter().map(|h| h.amount).collect();
+        assert_eq!(amounts, [0, 500, -50, -120, -40, 40]);
+    } else {
+        assert_eq!(w.alice_history.len(), 6 + 5 * (run as usize - 1));
+        // The previous run's refund, then this run's five lines (no second "opened").
+        assert_eq!(
+            kinds,
+            [
+                "transfer_refunded",
+                "deposited",
+                "withdrawn",
+                "transfer_sent",
+                "transfer_sent",
+                "transfer_refunded"
+            ]
+        );
+    }
+    let last = mine.last().expect("a line");
+    assert_eq!(
+        last.correlation,
+        compensation.map(|c| c.to_string()),
+        "the refund line carries the transfer's correlation id"
+    );
+
+    // The audit trail holds every event of the database.
+    let head = bank.head().await.expect("head");
+    let all = bank
+        .store
+        .count_after(Position::START)
+        .await
+        .expect("count");
+    assert_eq!(bank.read.audit_count().await.expect("audit"), all as i64);
+    assert!(head > Position::START);
+
+    // The bridge output decodes to the balance it was made from.
+    let bytes: Vec<u8> = (0..w.bridge_hex.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&w.bridge_hex[i..i + 2], 16).expect("hex"))
+        .collect();
+    let decoded = flext::bridge::msgpack::decode_result::<Balance>(&bytes).expect("an envelope");
+    assert_eq!(decoded.result.expect("ok"), *by_owner(ALICE));
+    assert_eq!(decoded.metadata["position"], head.get().to_string());
+
+    for name in [app::BALANCES, app::HISTORY, app::AUDIT] {
+        let status = bank.projections.status(name).await.expect("status");
+        assert_eq!(status.dead_letters, 0, "{name}");
+        assert_eq!(status.lag_events, 0, "{name}");
+    }
+    bank.shutdown().await.expect("shutdown");
+}
+
+async fn load_checks<S: BankStore>(store: S) {
+    let bank = Bank::start(store).await.expect("start");
+    let report = app::load(&bank, 12, 300, 4, Arc::new(AtomicBool::new(false)))
+        .await
+        .expect("load");
+    assert_eq!(report.transfers_sent + report.transfers_refused, 300);
+    assert!(report.transfers_sent > 0);
+    // Money is neither made nor lost: what was deposited is what the accounts hold.
+    assert_eq!(
+        bank.read.total_balance().await.expect("total"),
+        report.total_deposited
+    );
+    // Every first leg has exactly one second leg or refund, in the same business action.
+    let mut events = Vec::new();
+    let mut after = Position::START;
+    loop {
+        let page = bank.store.read_all(after, 1_000).await.expect("read");
+        let Some(last) = page.last() else { break };
+        after = last.position;
+        events.extend(page);
+    }
+    let sent: Vec<&RecordedEvent> = events
+        .iter()
+        .filter(|e| e.event_type == "account.transfer_sent")
+        .collect();
+    assert_eq!(sent.len() as u64, report.transfers_sent);
+    for s in sent {
+        let settled: Vec<&RecordedEvent> = events
+            .iter()
+            .filter(|e| {
+                e.metadata.correlation_id == s.metadata.correlation_id
+                    && (e.event_type == "account.transfer_received"
+                        || e.event_type == "account.transfer_refunded")
+            })
+            .collect();
+        assert_eq!(
+            settled.len(),
+            1,
+            "transfer at {} settled once",
+            s.position.get()
+        );
+    }
+    bank.shutdown().await.expect("shutdown");
+}
+
+fn temp_file(name: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("flext-bank-e2e-{}", uuid::Uuid::now_v7()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    dir.join(name)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_walkthrough_on_sqlite_and_again_after_a_restart() {
+    let path = temp_file("bank.db");
+    walkthrough_checks(SqliteEventStore::open(&path).await.expect("open"), 1).await;
+    walkthrough_checks(SqliteEventStore::open(&path).await.expect("reopen"), 2).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_walkthrough_on_postgres_and_again_after_a_restart() {
+    let store = flext_testkit::harness::fresh_pg_store("bank").await;
+    let schema: String = sqlx::query_scalar("SELECT current_schema()::text")
+        .fetch_one(store.pool())
+        .await
+        .expect("schema");
+    walkthrough_checks(store, 1).await;
+    let again = PgEventStore::builder(flext_testkit::harness::database_url())
+        .schema(schema)
+        .connect()
+        .await
+        .expect("reconnect");
+    walkthrough_checks(again, 2).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_load_run_on_sqlite_keeps_the_money_and_settles_every_transfer() {
+    load_checks(
+        SqliteEventStore::open(temp_file("load.db"))
+            .await
+            .expect("open"),
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_load_run_on_postgres_keeps_the_money_and_settles_every_transfer() {
+    load_checks(flext_testkit::harness::fresh_pg_store("bank_load").await).await;
+}
