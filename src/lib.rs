@@ -69,7 +69,8 @@ pub mod ports {
         FixedClock, Health, HealthStatus, IdGenerator, IdempotencyRecord, IdempotencyStore,
         JsonCodec, Labels, MAX_EVENTS_PER_APPEND, Metrics, Plugin, PluginDependency, PluginFuture,
         Projection, ProjectionStore, Query, QueryHandler, ReadDirection, SequentialIds, Snapshot,
-        SnapshotStore, SystemClock, Upcasters, UuidV7Ids, WatchAppends,
+        SnapshotStore, StoreOp, StoreTelemetry, SystemClock, Upcasters, UuidV7Ids, WatchAppends,
+        trace,
     };
 }
 

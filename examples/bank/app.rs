@@ -610,30 +610,31 @@ impl TransferProcess {
                     b = sub.next_batch(256) => b?,
                     _ = stopped.changed() => return Ok(()),
                 };
+                // The batch's transfers are settled concurrently (they are independent,
+                // and two legs on one account retry on the version conflict); the
+                // checkpoint moves once they all are.
+                let mut steps = tokio::task::JoinSet::new();
                 for event in &batch {
-                    if let Some(sent) = transfer_sent(event)? {
-                        let ctx = Context::for_event(event);
-                        loop {
-                            let outcomes = events.publish(&sent, &ctx).await;
-                            match outcomes.into_iter().find_map(|o| o.result.err()) {
-                                None => break,
-                                Some(e) => {
-                                    eprintln!(
-                                        "  transfer {} step failed, retrying: {e}",
-                                        sent.transfer
-                                    );
-                                    tokio::select! {
-                                        _ = tokio::time::sleep(Duration::from_millis(200)) => {}
-                                        _ = stopped.changed() => return Ok(()),
-                                    }
-                                }
-                            }
-                        }
+                    let Some(sent) = transfer_sent(event)? else {
+                        continue;
+                    };
+                    if steps.len() >= STEPS_IN_FLIGHT && !joined(steps.join_next().await)? {
+                        return Ok(());
                     }
+                    let (events, ctx, stopped) =
+                        (events.clone(), Context::for_event(event), stopped.clone());
+                    steps.spawn(settle(events, sent, ctx, stopped));
+                }
+                while let Some(done) = steps.join_next().await {
+                    if !joined(Some(done))? {
+                        return Ok(());
+                    }
+                }
+                if let Some(last) = batch.last() {
                     store
-                        .save_checkpoint(TRANSFER_PROCESS, event.position)
+                        .save_checkpoint(TRANSFER_PROCESS, last.position)
                         .await?;
-                    seen.store(event.position.get(), Ordering::SeqCst);
+                    seen.store(last.position.get(), Ordering::SeqCst);
                 }
             }
         });
@@ -674,6 +675,42 @@ impl TransferProcess {
         self.task
             .await
             .map_err(|e| Error::internal("PROCESS_PANICKED", e.to_string()))?
+    }
+}
+
+/// How many transfer steps the process runs at once.
+const STEPS_IN_FLIGHT: usize = 16;
+
+/// Hands one sent transfer to the event bus until its handlers succeed; `false` when the
+/// process was stopped first (the step is then repeated by the next run: it is
+/// idempotent).
+async fn settle(
+    events: flext::application::EventBus,
+    sent: TransferSent,
+    ctx: Context,
+    mut stopped: tokio::sync::watch::Receiver<bool>,
+) -> bool {
+    loop {
+        let outcomes = events.publish(&sent, &ctx).await;
+        match outcomes.into_iter().find_map(|o| o.result.err()) {
+            None => return true,
+            Some(e) => {
+                eprintln!("  transfer {} step failed, retrying: {e}", sent.transfer);
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_millis(200)) => {}
+                    _ = stopped.changed() => return false,
+                }
+            }
+        }
+    }
+}
+
+/// The outcome of one joined step: whether it settled.
+fn joined(done: Option<Result<bool, tokio::task::JoinError>>) -> Result<bool, Error> {
+    match done {
+        None => Ok(true),
+        Some(Ok(settled)) => Ok(settled),
+        Some(Err(e)) => Err(Error::internal("STEP_PANICKED", e.to_string())),
     }
 }
 
@@ -1142,6 +1179,7 @@ pub struct Bank<S: BankStore> {
     pub read: Arc<dyn ReadModel>,
     pub tally: Arc<CommandTally>,
     plugins: PluginRegistry,
+    head_seen: AtomicU64,
 }
 
 /// How long a query waits for its projection to catch up with the caller's writes.
@@ -1168,9 +1206,10 @@ impl<S: BankStore> Bank<S> {
 
         let follow_ups = FollowUps::default();
         let services = Services::builder()
-            .singleton(Ledger(Arc::new(Repository::<Account, S>::new(
-                store.clone(),
-            ))))
+            // Cached: a warm command is one append (a conflict reloads and decides again).
+            .singleton(Ledger(Arc::new(
+                Repository::<Account, S>::new(store.clone()).with_cache(100_000),
+            )))
             .singleton(ReadSide(read.clone()))
             .singleton(follow_ups)
             .build();
@@ -1208,6 +1247,7 @@ impl<S: BankStore> Bank<S> {
             read,
             tally,
             plugins,
+            head_seen: AtomicU64::new(0),
         })
     }
 
@@ -1241,17 +1281,19 @@ impl<S: BankStore> Bank<S> {
         self.queries.ask(GetHistory { account }, &ctx).await
     }
 
-    /// The last position in the store.
+    /// The last position in the store: read forward from the last one seen (positions
+    /// are sparse on PostgreSQL, so they cannot be counted).
     pub async fn head(&self) -> Result<Position, Error> {
-        let mut last = Position::START;
-        // Read the tail in pages: positions are sparse on PostgreSQL.
+        let mut last = Position(self.head_seen.load(Ordering::SeqCst));
         loop {
             let page = self.store.read_all(last, 10_000).await?;
             match page.last() {
                 Some(e) => last = e.position,
-                None => return Ok(last),
+                None => break,
             }
         }
+        self.head_seen.fetch_max(last.get(), Ordering::SeqCst);
+        Ok(last)
     }
 
     /// Waits until a transfer (the business action of `ctx`) is settled: received or

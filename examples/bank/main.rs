@@ -133,18 +133,34 @@ async fn run<S: BankStore>(store: S, args: &Args) -> Result<(), Error> {
 
     // Ctrl-C: stop sending, let the process and projections finish what they hold.
     let stop = Arc::new(AtomicBool::new(false));
-    let flag = stop.clone();
+    let interrupted = Arc::new(tokio::sync::Notify::new());
+    let (flag, notify) = (stop.clone(), interrupted.clone());
     tokio::spawn(async move {
         if tokio::signal::ctrl_c().await.is_ok() {
-            eprintln!("\nCtrl-C: finishing what is in hand, then stopping");
+            eprintln!("\nCtrl-C: finishing what is in hand, then stopping (again to quit now)");
             flag.store(true, Ordering::SeqCst);
+            notify.notify_one();
+        }
+        if tokio::signal::ctrl_c().await.is_ok() {
+            // Nothing is lost: appends are atomic and every checkpoint commits with its
+            // work; the next run goes on from there.
+            eprintln!("second Ctrl-C: quitting at once");
+            std::process::exit(130);
         }
     });
 
     let work = async {
         match args.accounts {
             None => {
-                let w = app::walkthrough(&bank, |line| println!("{line}")).await?;
+                // Interrupted, the step in hand is dropped: a command not yet appended
+                // leaves nothing behind, and the process and projections stop below.
+                let w = tokio::select! {
+                    w = app::walkthrough(&bank, |line| println!("{line}")) => w?,
+                    _ = interrupted.notified() => {
+                        println!("(interrupted by Ctrl-C)");
+                        return Ok(());
+                    }
+                };
                 println!(
                     "\nsummary: {} events written in {:.2} s",
                     w.events_written,
