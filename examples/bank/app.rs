@@ -355,7 +355,8 @@ pub struct Balance {
     pub closed: bool,
 }
 
-/// One line of an account's history.
+/// One line of an account's history; `counterparty` is the other account's owner (or
+/// the refund's reason).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct HistoryLine {
     pub position: i64,
@@ -873,8 +874,11 @@ macro_rules! read_model_for {
                 Box::pin(async move {
                     let rows: Vec<(i64, String, i64, Option<String>, Option<String>)> =
                         sqlx::query_as(
-                            "SELECT position, kind, amount, counterparty, correlation \
-                             FROM bank_history WHERE account = $1 ORDER BY position",
+                            "SELECT h.position, h.kind, h.amount, \
+                             COALESCE(b.owner, h.counterparty), h.correlation \
+                             FROM bank_history h \
+                             LEFT JOIN bank_balances b ON b.account = h.counterparty \
+                             WHERE h.account = $1 ORDER BY h.position",
                         )
                         .bind(account)
                         .fetch_all(self)
