@@ -1313,19 +1313,33 @@ impl<S: BankStore> Bank<S> {
         self.store.read_correlated(ctx.correlation_id(), 100).await
     }
 
-    /// Waits until the transfer process and every projection have reached `position`.
+    /// Waits until the transfer process has settled everything up to `position` and
+    /// what that wrote in turn, and every projection has caught up with it all. The head
+    /// is read again until it stands still: on PostgreSQL a read stops before an append
+    /// still committing, so one reading of the head may fall short of a transfer already
+    /// sent.
     pub async fn caught_up(&self, position: Position) -> Result<(), Error> {
-        self.process
-            .wait_for(position, Duration::from_secs(120))
-            .await?;
-        // The process may have written follow-ups past `position`.
-        let head = self.head().await?;
-        for name in [BALANCES, HISTORY, AUDIT] {
-            self.projections
-                .wait_for(name, head, Duration::from_secs(120))
+        let mut target = position;
+        loop {
+            self.process
+                .wait_for(target, Duration::from_secs(120))
                 .await?;
+            for name in [BALANCES, HISTORY, AUDIT] {
+                self.projections
+                    .wait_for(name, target, Duration::from_secs(120))
+                    .await?;
+            }
+            let head = self.head().await?;
+            let withheld = self.store.read_all_withheld(head).await?;
+            if head <= target {
+                if !withheld {
+                    return Ok(());
+                }
+                // Something is committing behind an append still in flight.
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+            target = head.max(target);
         }
-        Ok(())
     }
 
     /// Stops the process and the projections, keeping their checkpoints, and the plugins.
@@ -1487,8 +1501,16 @@ pub async fn walkthrough<S: BankStore>(
         ),
     );
 
-    // Queries that read their writes: they wait for the projections to reach the head.
-    let head = bank.head().await?;
+    // Queries that read their writes: they wait until the projections have seen the
+    // last event of the last transfer (the refund, written by the transfer process).
+    let last_write = w
+        .compensated_transfer
+        .iter()
+        .chain(&w.completed_transfer)
+        .map(|e| e.position)
+        .max()
+        .unwrap_or(Position::START);
+    let head = bank.head().await?.max(last_write);
     for (name, id) in [(ALICE, alice), (BOB, bob), (CAROL, carol)] {
         let Some(b) = bank.balance(id, head).await? else {
             return Err(Error::not_found(

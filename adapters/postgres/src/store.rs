@@ -297,8 +297,9 @@ impl PgEventStore {
         resolve_rejected_append(stream, expected, actual, events, &existing)
     }
 
-    /// Appends on `conn`. `offset` is how many events this transaction appended before
-    /// (their positions take the first slots of its range).
+    /// Appends on `conn`, resolving a refused append (conflict, idempotent replay,
+    /// reused id) on the pool while `conn` is still held: for appends inside a
+    /// transaction, whose connection is in an aborted transaction by then.
     async fn append_with(
         &self,
         conn: &mut PgConnection,
@@ -308,6 +309,29 @@ impl PgEventStore {
         offset: usize,
         retry_races: bool,
     ) -> Result<AppendOutcome, Error> {
+        match self
+            .try_append(conn, stream, expected, events, offset, retry_races)
+            .await?
+        {
+            Attempt::Done(outcome) => Ok(outcome),
+            Attempt::Refused(events) => self.resolve(stream, expected, &events).await,
+        }
+    }
+
+    /// Appends on `conn`. `offset` is how many events this transaction appended before
+    /// (their positions take the first slots of its range). A refused append hands the
+    /// events back, to be resolved by the caller; a plain append resolves it after it has
+    /// given its connection back, so a burst of conflicting appends cannot hold every
+    /// pooled connection while each waits for one more.
+    async fn try_append(
+        &self,
+        conn: &mut PgConnection,
+        stream: &StreamId,
+        expected: ExpectedVersion,
+        events: Vec<NewEvent>,
+        offset: usize,
+        retry_races: bool,
+    ) -> Result<Attempt, Error> {
         validate_append(&events)?;
         let bounds = match expected {
             ExpectedVersion::Any => (0, i64::MAX),
@@ -358,10 +382,8 @@ impl PgEventStore {
                 }
             };
             match result {
-                Ok(rows) if rows.is_empty() => {
-                    return self.resolve(stream, expected, &events).await;
-                }
-                Ok(rows) => return outcome(&rows),
+                Ok(rows) if rows.is_empty() => return Ok(Attempt::Refused(events)),
+                Ok(rows) => return outcome(&rows).map(Attempt::Done),
                 Err(sqlx::Error::Database(e)) if e.kind() == ErrorKind::UniqueViolation => {
                     let version_race = e.constraint() == Some("flext_events_stream_version_key");
                     let may_retry = matches!(
@@ -371,12 +393,20 @@ impl PgEventStore {
                     if version_race && may_retry && retry_races && attempt < VERSION_RACE_RETRIES {
                         continue;
                     }
-                    return self.resolve(stream, expected, &events).await;
+                    return Ok(Attempt::Refused(events));
                 }
                 Err(e) => return Err(db_error("appending", e)),
             }
         }
     }
+}
+
+/// What one append statement did.
+enum Attempt {
+    /// Appended.
+    Done(AppendOutcome),
+    /// Refused (a version or id conflict); the events, to find out why.
+    Refused(Vec<NewEvent>),
 }
 
 fn headers_json(metadata: &EventMetadata) -> Option<String> {
@@ -575,12 +605,17 @@ impl EventStore for PgEventStore {
                 .acquire()
                 .await
                 .map_err(|e| db_error("acquiring a connection", e))?;
-            let out = self
-                .append_with(&mut conn, stream, expected, events, 0, true)
-                .await?;
+            let attempt = self
+                .try_append(&mut conn, stream, expected, events, 0, true)
+                .await;
             drop(conn);
-            self.notifications.appended();
-            Ok(out)
+            match attempt? {
+                Attempt::Done(out) => {
+                    self.notifications.appended();
+                    Ok(out)
+                }
+                Attempt::Refused(events) => self.resolve(stream, expected, &events).await,
+            }
         })
         .await
     }
