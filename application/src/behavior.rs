@@ -212,10 +212,8 @@ impl Behavior for TracingLayer {
             if let Some(causation) = ctx.causation_id() {
                 span.record("flext.causation_id", tracing::field::display(causation));
             }
-            if let (Some(tp), Some(p)) = (ctx.traceparent(), flext_ports::trace::propagator())
-                && flext_ports::trace::current_traceparent().is_none()
-            {
-                p.set_parent(&span, tp);
+            if let Some(tp) = ctx.traceparent() {
+                flext_ports::trace::continue_trace(&span, tp, false);
             }
         }
         let recorder = span.clone();

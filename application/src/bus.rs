@@ -565,12 +565,8 @@ fn event_span<E>(ctx: &Context) -> tracing::Span {
             "otel.name",
             tracing::field::display(format_args!("event {name}")),
         );
-        if let (Some(tp), Some(p)) = (ctx.traceparent(), flext_ports::trace::propagator()) {
-            if flext_ports::trace::current_traceparent().is_none() {
-                p.set_parent(&span, tp);
-            } else {
-                p.add_link(&span, tp);
-            }
+        if let Some(tp) = ctx.traceparent() {
+            flext_ports::trace::continue_trace(&span, tp, true);
         }
     }
     span

@@ -22,7 +22,7 @@ use flext::ports::{
 use flext::postgres::{PgEventStore, PgWriteTransaction};
 use flext::sqlite::{SqliteEventStore, SqliteWriteTransaction};
 use flext::{
-    Aggregate, DomainEvent, Error, ErrorCode, Id, Position, RecordedEvent, StreamId, Validation,
+    Aggregate, DomainEvent, Error, ErrorCode, Id, Position, RecordedEvent, Validation,
     command_handler, event_handler, query_handler,
 };
 use serde::{Deserialize, Serialize};
@@ -1582,7 +1582,6 @@ fn kinds(events: &[RecordedEvent]) -> String {
 /// What a load run did.
 #[derive(Debug, Default)]
 pub struct LoadReport {
-    pub accounts: usize,
     pub transfers_sent: u64,
     pub transfers_refused: u64,
     pub send_elapsed: Duration,
@@ -1602,10 +1601,7 @@ pub async fn load<S: BankStore>(
     concurrency: usize,
     stop: Arc<AtomicBool>,
 ) -> Result<LoadReport, Error> {
-    let mut report = LoadReport {
-        accounts,
-        ..LoadReport::default()
-    };
+    let mut report = LoadReport::default();
     let head_before = bank.head().await?;
     let ids: Vec<Id<Account>> = (0..accounts)
         .map(|i| account_id(&format!("load-{i}")))
@@ -1694,15 +1690,4 @@ pub async fn load<S: BankStore>(
     report.settle_elapsed = settle.elapsed();
     report.events_written = bank.store.count_after(head_before).await?;
     Ok(report)
-}
-
-/// Opens the store the command line or the environment asks for.
-pub enum Choice {
-    Sqlite(std::path::PathBuf),
-    Postgres(String),
-}
-
-/// Whether `id` names a stream of the bank.
-pub fn is_account_stream(id: &StreamId) -> bool {
-    id.as_str().starts_with("account-")
 }

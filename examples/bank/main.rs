@@ -21,13 +21,19 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
-use app::{AUDIT, BALANCES, Bank, BankStore, Choice, HISTORY};
+use app::{AUDIT, BALANCES, Bank, BankStore, HISTORY};
 use flext::Error;
 use flext::postgres::PgEventStore;
 use flext::sqlite::SqliteEventStore;
 
 /// The bank keeps its events and read models in a schema of its own.
 const PG_SCHEMA: &str = "flext_bank";
+
+/// The database the command line or the environment asks for.
+enum Choice {
+    Sqlite(PathBuf),
+    Postgres(String),
+}
 
 struct Args {
     choice: Choice,

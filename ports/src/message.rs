@@ -209,13 +209,10 @@ impl Context {
         if let Some(tenant) = &self.tenant {
             metadata = metadata.with_header("tenant", tenant.as_ref());
         }
-        match crate::trace::current_traceparent() {
-            Some(tp) => metadata = metadata.with_header(TRACEPARENT_HEADER, tp),
-            None => {
-                if let Some(tp) = &self.traceparent {
-                    metadata = metadata.with_header(TRACEPARENT_HEADER, tp.as_ref());
-                }
-            }
+        let traceparent = crate::trace::current_traceparent()
+            .or_else(|| self.traceparent.as_deref().map(str::to_owned));
+        if let Some(tp) = traceparent {
+            metadata = metadata.with_header(TRACEPARENT_HEADER, tp);
         }
         metadata
     }

@@ -51,13 +51,31 @@ pub fn propagator() -> Option<&'static dyn Propagator> {
 /// The `traceparent` of the current span, when a propagator is installed and the current
 /// span belongs to a trace.
 pub fn current_traceparent() -> Option<String> {
+    // The propagator first: without one (the usual case in tests and without
+    // OpenTelemetry) there is no need to look up the current span.
+    let propagator = propagator()?;
     let span = tracing::Span::current();
     if span.is_none() {
         return None;
     }
-    propagator()?
+    propagator
         .traceparent(&span)
         .filter(|t| is_valid_traceparent(t))
+}
+
+/// Continues the trace context `traceparent` (a context given by hand, or stored with an
+/// event) in `span`, before it is entered: as its parent when no span is current, else,
+/// when `link` is set, as a link (the current span is the better parent). Nothing without
+/// a propagator.
+pub fn continue_trace(span: &tracing::Span, traceparent: &str, link: bool) {
+    let Some(p) = propagator() else {
+        return;
+    };
+    if current_traceparent().is_none() {
+        p.set_parent(span, traceparent);
+    } else if link {
+        p.add_link(span, traceparent);
+    }
 }
 
 /// Links `span` to the trace context stored with `event` (its `traceparent` header), if
