@@ -41,6 +41,7 @@ mod catch;
 mod health;
 mod hot_swap;
 mod idempotency;
+mod ownership;
 mod pipeline;
 mod plugin;
 mod projection;
@@ -56,6 +57,7 @@ pub use bus::{CommandBus, EventBus, HandlerOutcome, QueryBus, Registration, Regi
 pub use health::{HealthChecks, HealthReport};
 pub use hot_swap::{HotSwap, Routed};
 pub use idempotency::IdempotencyLayer;
+pub use ownership::{ConsumerSlot, Distribution, Grant, Ownership, OwnershipOptions};
 pub use pipeline::{Behavior, BoxFuture, Message, MessageKind, Next, Pipeline, Reply};
 pub use plugin::{Manifest, PluginRegistration, PluginRegistry, RegistryHealth};
 pub use projection::{

@@ -9,8 +9,8 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use flext_domain::{Error, EventId, Position, RecordedEvent, StreamVersion};
 use flext_ports::{
-    Clock, DeadLetter, EventStore, Metrics, Projection, ProjectionStore, ReadDirection,
-    SystemClock, WatchAppends,
+    Clock, ConsumerRecord, DeadLetter, EventStore, Instance, Lease, Metrics, Projection,
+    ProjectionStore, ReadDirection, SystemClock, WatchAppends,
 };
 use serde::Serialize;
 use tokio::sync::{Notify, oneshot, watch};
@@ -19,6 +19,7 @@ use tokio::task::JoinHandle;
 use tracing::Instrument as _;
 
 use crate::bus::Site;
+use crate::ownership::{ConsumerSlot, Grant, Ownership, OwnershipOptions};
 use crate::pipeline::BoxFuture;
 use crate::subscription::{Subscription, SubscriptionOptions};
 
@@ -83,6 +84,8 @@ pub enum ProjectionState {
     /// Stopped on an event it could not handle (policy [`PoisonPolicy::Stop`]);
     /// [`Projections::resume`] or a rebuild restarts it.
     Failed,
+    /// Not run here: another instance owns it, or this one waits for its share.
+    Standby,
 }
 
 /// A projection's status; see [`Projections::status`].
@@ -105,6 +108,13 @@ pub struct ProjectionStatus {
     /// Whether its checkpoint commits with the read model it writes through the store's
     /// transaction (exactly once); otherwise it is at least once.
     pub exactly_once: bool,
+    /// Whether this instance runs it now.
+    pub owned_here: bool,
+    /// Its record in the store: owner (instance name, host, pid), epoch, since when,
+    /// until when (`None` before any instance has claimed it).
+    pub ownership: Option<ConsumerRecord>,
+    /// How long nobody has owned it (zero while owned; `None` if never owned).
+    pub unowned_for: Option<Duration>,
 }
 
 /// Where a rebuild starts.
@@ -221,6 +231,9 @@ pub struct ProjectionRunner<S: ProjectionStore> {
     entries: Vec<Entry<S::Transaction>>,
     clock: Arc<dyn Clock>,
     metrics: Arc<dyn Metrics>,
+    ownership: Option<Ownership<S>>,
+    instance: Option<Instance>,
+    ownership_options: OwnershipOptions,
 }
 
 impl<S> ProjectionRunner<S>
@@ -234,7 +247,30 @@ where
             entries: Vec::new(),
             clock: Arc::new(SystemClock),
             metrics: Arc::new(()),
+            ownership: None,
+            instance: None,
+            ownership_options: OwnershipOptions::default(),
         }
+    }
+
+    /// Runs the projections under `ownership`, shared with other consumers of this
+    /// process (they share one instance and its fair share). Without it the runner starts
+    /// a coordinator of its own, stopped by [`Projections::shutdown`].
+    pub fn with_ownership(mut self, ownership: Ownership<S>) -> Self {
+        self.ownership = Some(ownership);
+        self
+    }
+
+    /// Names this process in the runner's own coordinator (default: `host-pid`).
+    pub fn with_instance(mut self, instance: Instance) -> Self {
+        self.instance = Some(instance);
+        self
+    }
+
+    /// Lease length, renewal, distribution for the runner's own coordinator.
+    pub fn with_ownership_options(mut self, options: OwnershipOptions) -> Self {
+        self.ownership_options = options;
+        self
     }
 
     /// Reports to `metrics`, labelled `projection`: `flext.projection.events` (count of
@@ -317,6 +353,15 @@ where
     /// Starts one task per projection (inside a Tokio runtime) and returns the handle
     /// that watches and controls them.
     pub fn start(self) -> Projections<S> {
+        let own_coordinator = self.ownership.is_none();
+        let ownership = self.ownership.unwrap_or_else(|| {
+            Ownership::start_with_metrics(
+                self.store.clone(),
+                self.instance.unwrap_or_else(Instance::current),
+                self.ownership_options,
+                Arc::clone(&self.metrics),
+            )
+        });
         let (shutdown, _) = watch::channel(false);
         let mut workers = BTreeMap::new();
         let mut tasks = Vec::new();
@@ -324,8 +369,9 @@ where
             let name = projection.name().to_owned();
             let (progress, _) = watch::channel(Progress {
                 position: Position::START,
-                state: ProjectionState::CatchingUp,
+                state: ProjectionState::Standby,
                 last_error: None,
+                owned: false,
             });
             let shared = Arc::new(Shared {
                 name: name.clone(),
@@ -334,9 +380,23 @@ where
                 controls: Mutex::new(VecDeque::new()),
                 wake: Notify::new(),
             });
+            let slot = match ownership.claim(&name) {
+                Ok(slot) => slot,
+                Err(e) => {
+                    // Another consumer of this process has the name: report it, run nothing.
+                    shared.set(|p| {
+                        p.state = ProjectionState::Failed;
+                        p.last_error = Some(e);
+                    });
+                    workers.insert(name, shared);
+                    continue;
+                }
+            };
             let worker = Worker {
                 store: self.store.clone(),
                 projection,
+                slot,
+                lease: None,
                 shared: Arc::clone(&shared),
                 shutdown: shutdown.subscribe(),
                 clock: Arc::clone(&self.clock),
@@ -353,6 +413,8 @@ where
                 tasks: Mutex::new(tasks),
                 clock: self.clock,
                 metrics: self.metrics,
+                ownership,
+                own_coordinator,
             }),
         }
     }
@@ -363,6 +425,8 @@ struct Progress {
     position: Position,
     state: ProjectionState,
     last_error: Option<Error>,
+    /// Whether this instance holds the projection's lease.
+    owned: bool,
 }
 
 enum Control {
@@ -402,11 +466,14 @@ struct Inner<S> {
     tasks: Mutex<Vec<JoinHandle<()>>>,
     clock: Arc<dyn Clock>,
     metrics: Arc<dyn Metrics>,
+    ownership: Ownership<S>,
+    /// Whether the runner started the coordinator (and so stops it).
+    own_coordinator: bool,
 }
 
 impl<S> Drop for Inner<S> {
     /// The last handle gone without a shutdown: stop the tasks as a crash would (a batch
-    /// in hand rolls back).
+    /// in hand rolls back; leases lapse).
     fn drop(&mut self) {
         for t in self
             .tasks
@@ -477,9 +544,13 @@ where
 
     /// Waits until projection `name` has processed every event up to `position` (a
     /// command's `Executed::last_position`): read-your-writes. Returns as soon as its
-    /// checkpoint reaches it; after `timeout` it is a `DeadlineExceeded` error with
-    /// reason `PROJECTION_BEHIND` naming the projection, the position asked for and the
-    /// one reached. A projection that failed or shut down is `Unavailable` at once.
+    /// checkpoint reaches it, wherever it runs: in this process it watches the runner's
+    /// progress; when another instance owns it, the stored checkpoint, read again at each
+    /// of the store's notifications of a moved checkpoint (and at least every 50 ms, for
+    /// stores that cannot notify across processes). After `timeout` it is a
+    /// `DeadlineExceeded` error with reason `PROJECTION_BEHIND` naming the projection,
+    /// the position asked for and the one reached. A projection that failed here or shut
+    /// down is `Unavailable` at once.
     pub async fn wait_for(
         &self,
         name: &str,
@@ -488,11 +559,14 @@ where
     ) -> Result<(), Error> {
         let shared = self.worker(name)?;
         let mut rx = shared.progress.subscribe();
+        let mut stored = self.inner.store.watch_consumers();
+        let mut reached = shared.progress.borrow().position;
         let wait = async {
             loop {
-                {
+                let owned = {
                     let p = rx.borrow_and_update();
-                    if p.position >= position {
+                    reached = reached.max(p.position);
+                    if p.owned && p.position >= position {
                         return Ok(());
                     }
                     match p.state {
@@ -510,27 +584,48 @@ where
                         ProjectionState::Stopped => return Err(stopped(name)),
                         _ => {}
                     }
+                    p.owned
+                };
+                if !owned {
+                    // Another instance runs it (or nobody yet): its stored checkpoint.
+                    if let Ok(Some(p)) = self.inner.store.load_checkpoint(name).await {
+                        reached = reached.max(p);
+                        if p >= position {
+                            return Ok(());
+                        }
+                    }
                 }
-                if rx.changed().await.is_err() {
-                    return Err(stopped(name));
+                tokio::select! {
+                    changed = rx.changed() => if changed.is_err() {
+                        return Err(stopped(name));
+                    },
+                    _ = tokio::time::timeout(REMOTE_RECHECK, stored.changed()), if !owned => {}
                 }
             }
         };
         match tokio::time::timeout(timeout, wait).await {
             Ok(result) => result,
-            Err(_) => {
-                let reached = shared.progress.borrow().position;
-                Err(Error::deadline_exceeded(
-                    "PROJECTION_BEHIND",
-                    format!(
-                        "projection {name:?} did not reach position {position} within {timeout:?} (it is at {reached})"
-                    ),
-                )
-                .with_detail("projection", name)
-                .with_detail("position", position.get())
-                .with_detail("reached", reached.get()))
-            }
+            Err(_) => Err(Error::deadline_exceeded(
+                "PROJECTION_BEHIND",
+                format!(
+                    "projection {name:?} did not reach position {position} within {timeout:?} (it is at {reached})"
+                ),
+            )
+            .with_detail("projection", name)
+            .with_detail("position", position.get())
+            .with_detail("reached", reached.get())),
         }
+    }
+
+    /// Every consumer the store knows (also those other processes run), with its owner,
+    /// epoch, since when and its checkpoint.
+    pub async fn consumers(&self) -> Result<Vec<ConsumerRecord>, Error> {
+        self.inner.store.consumers().await
+    }
+
+    /// The ownership coordinator the projections run under.
+    pub fn ownership(&self) -> &Ownership<S> {
+        &self.inner.ownership
     }
 
     /// The status of projection `name`, with its lag measured now.
@@ -538,8 +633,20 @@ where
         let shared = self.worker(name)?;
         let progress = shared.progress.borrow().clone();
         let store = &self.inner.store;
-        let lag_events = store.count_after(progress.position).await?;
-        let lag = match store.read_all(progress.position, 1).await?.first() {
+        let record = store
+            .consumers()
+            .await?
+            .into_iter()
+            .find(|r| r.consumer == name);
+        let now = store.now().await?;
+        let unowned_for = record.as_ref().and_then(|r| r.unowned_for(now));
+        // Run here: this process's progress; else what the owner stored.
+        let position = match (&record, progress.owned) {
+            (Some(r), false) => r.position,
+            _ => progress.position,
+        };
+        let lag_events = store.count_after(position).await?;
+        let lag = match store.read_all(position, 1).await?.first() {
             Some(oldest) => (self.inner.clock.now() - oldest.recorded_at)
                 .to_std()
                 .unwrap_or(Duration::ZERO),
@@ -550,21 +657,32 @@ where
         let metrics = &self.inner.metrics;
         metrics.gauge("flext.projection.lag.events", lag_events as f64, &labels);
         metrics.gauge("flext.projection.lag.seconds", lag.as_secs_f64(), &labels);
+        metrics.gauge(
+            "flext.consumer.unowned.seconds",
+            unowned_for.map_or(0.0, |d| d.as_secs_f64()),
+            &[("consumer", name)],
+        );
         Ok(ProjectionStatus {
             name: name.to_owned(),
             state: progress.state,
-            position: progress.position,
+            position,
             lag_events,
             lag,
             last_error: progress.last_error,
             dead_letters,
             exactly_once: store.exactly_once(),
+            owned_here: progress.owned,
+            ownership: record,
+            unowned_for,
         })
     }
 
-    /// A health check of projection `name`: down when it failed or stopped, degraded when
-    /// more than `max_lag_events` events wait for it, else up; details: state, position,
-    /// lag in events and seconds, dead letters, last error's reason.
+    /// A health check of projection `name`: down when it failed or stopped, or when no
+    /// instance has owned it for longer than `max_unowned` (5 s unless set with
+    /// [`ProjectionHealth::with_max_unowned`]); degraded when more than `max_lag_events`
+    /// events wait for it or while it has no owner; else up (also when another instance
+    /// runs it). Details: state, position, lag in events and seconds, dead letters, last
+    /// error's reason, owner (name, host, pid), epoch, whether it runs here.
     pub fn health_check(
         &self,
         name: &str,
@@ -576,6 +694,7 @@ where
             projection: name.to_owned(),
             check_name: format!("projection:{name}"),
             max_lag_events,
+            max_unowned: Duration::from_secs(5),
         })
     }
 
@@ -635,8 +754,9 @@ where
         self.control(name, Control::Resume).await
     }
 
-    /// Stops every projection gracefully: each finishes the batch in hand and stores its
-    /// checkpoint. Returns when all have stopped.
+    /// Stops every projection gracefully: each finishes the batch in hand, stores its
+    /// checkpoint and releases its lease, so another instance takes over at once (and the
+    /// runner's own coordinator withdraws the instance). Returns when all have stopped.
     pub async fn shutdown(&self) {
         let _ = self.inner.shutdown.send(true);
         let tasks: Vec<_> = self
@@ -649,11 +769,18 @@ where
         for t in tasks {
             let _ = t.await;
         }
+        if self.inner.own_coordinator {
+            self.inner.ownership.shutdown().await;
+        }
     }
 
     /// Stops every projection at once, wherever it is, as a crash would: a batch in hand
-    /// rolls back and is processed again after a restart. For tests of recovery.
+    /// rolls back and is processed again after a restart, leases lapse. For tests of
+    /// recovery.
     pub fn abort(&self) {
+        if self.inner.own_coordinator {
+            self.inner.ownership.abort();
+        }
         for t in self
             .inner
             .tasks
@@ -670,10 +797,23 @@ where
 enum Stop {
     /// The store failed (connection lost, commit unknown): reload the checkpoint, retry.
     Store(Error),
+    /// The store refused the checkpoint: the lease is no longer current.
+    Lost(Error),
     /// A poison event and policy `Stop`.
     Failed(Error),
     /// Shutdown requested while waiting to retry.
     Shutdown,
+}
+
+impl Stop {
+    /// A store error, or the loss of the lease when the store refused the checkpoint.
+    fn store(e: Error) -> Stop {
+        if e.reason() == "OWNERSHIP_LOST" {
+            Stop::Lost(e)
+        } else {
+            Stop::Store(e)
+        }
+    }
 }
 
 enum BatchError {
@@ -681,9 +821,22 @@ enum BatchError {
     Store(Error),
 }
 
+/// Why a worker stopped running its projection.
+enum Owned {
+    /// Shutdown requested: release the lease.
+    Shutdown,
+    /// The coordinator hands the projection to another instance: release the lease.
+    HandOver,
+    /// The lease was lost (expired, taken): nothing to release.
+    Lost(Error),
+}
+
 struct Worker<S: ProjectionStore> {
     store: S,
     projection: Arc<dyn DynProjection<S::Transaction>>,
+    slot: ConsumerSlot<S>,
+    /// The lease the projection runs under while this instance owns it.
+    lease: Option<Lease>,
     shared: Arc<Shared>,
     shutdown: watch::Receiver<bool>,
     clock: Arc<dyn Clock>,
@@ -729,12 +882,130 @@ where
         }
     }
 
+    fn lease(&self) -> Result<&Lease, Error> {
+        self.lease.as_ref().ok_or_else(|| {
+            Error::failed_precondition(
+                "NOT_OWNER",
+                format!(
+                    "projection {:?} is not owned by this instance",
+                    self.shared.name
+                ),
+            )
+            .with_detail("projection", self.shared.name.as_str())
+        })
+    }
+
+    /// Answers the controls that came while this instance does not run the projection.
+    fn refuse_controls(&self) {
+        while let Some(control) = self.shared.pop_control() {
+            let refused = || {
+                Error::failed_precondition(
+                    "NOT_OWNER",
+                    format!(
+                        "projection {:?} runs in another instance (or none yet); ask its owner",
+                        self.shared.name
+                    ),
+                )
+                .with_detail("projection", self.shared.name.as_str())
+            };
+            match control {
+                Control::Rebuild(_, reply) => {
+                    let _ = reply.send(Err(refused()));
+                }
+                Control::Redrive(_, reply) => {
+                    let _ = reply.send(Err(refused()));
+                }
+                Control::Resume(reply) => {
+                    let _ = reply.send(());
+                }
+            }
+        }
+    }
+
+    /// Waits for this instance's turn, runs the projection while it holds the lease, and
+    /// waits again when it loses or hands it over.
     async fn run(mut self) {
-        let Some(start) = self.load_checkpoint().await else {
-            self.shared.set(|p| p.state = ProjectionState::Stopped);
-            return;
+        let mut shutdown = self.shutdown.clone();
+        'standby: loop {
+            self.shared.set(|p| {
+                p.state = ProjectionState::Standby;
+                p.owned = false;
+            });
+            let lease = loop {
+                let slot = &mut self.slot;
+                tokio::select! {
+                    l = slot.acquired() => match l {
+                        Some(l) => break l,
+                        None => break 'standby,
+                    },
+                    _ = shutdown.wait_for(|s| *s) => break 'standby,
+                    _ = self.shared.wake.notified() => self.refuse_controls(),
+                }
+            };
+            self.lease = Some(lease.clone());
+            // Read after acquiring: the former owner's last commit is in.
+            let Some(start) = self.load_checkpoint().await else {
+                self.release().await;
+                break;
+            };
+            self.shared.set(|p| {
+                p.position = start;
+                p.state = ProjectionState::CatchingUp;
+                p.owned = true;
+            });
+            match self.run_owned(start).await {
+                Owned::Shutdown => {
+                    self.release().await;
+                    break;
+                }
+                Owned::HandOver => self.release().await,
+                Owned::Lost(e) => {
+                    tracing::warn!(
+                        projection = %self.shared.name,
+                        epoch = lease.epoch,
+                        error = %e,
+                        "ownership lost: the projection stops here"
+                    );
+                    self.note_error(&e);
+                    self.slot.lost(&lease);
+                }
+            }
+            self.lease = None;
+        }
+        self.shared.set(|p| {
+            p.state = ProjectionState::Stopped;
+            p.owned = false;
+        });
+    }
+
+    /// Gives the lease up (after the batch in hand committed).
+    async fn release(&mut self) {
+        if let Some(lease) = self.lease.take() {
+            self.shared.set(|p| p.owned = false);
+            if let Err(e) = self.slot.release(&lease).await {
+                // It lapses at its expiry instead.
+                self.note_error(&e);
+            }
+        }
+    }
+
+    /// Whether the lease it runs under is still this instance's to run with.
+    fn still_owned(&self) -> Result<(), Owned> {
+        let Some(lease) = &self.lease else {
+            return Err(Owned::HandOver);
         };
-        self.shared.set(|p| p.position = start);
+        match self.slot.grant() {
+            Grant::Held(l) if l.epoch == lease.epoch => Ok(()),
+            Grant::Release(l) if l.epoch == lease.epoch => Err(Owned::HandOver),
+            _ => Err(Owned::Lost(flext_ports::ownership_lost(
+                lease,
+                None,
+                "the lease could not be renewed",
+            ))),
+        }
+    }
+
+    async fn run_owned(&mut self, start: Position) -> Owned {
         let options = self.shared.options;
         let mut sub = Subscription::with_options(self.store.clone(), start, options.subscription);
         let mut failed = false;
@@ -749,12 +1020,17 @@ where
                 self.control(control, &mut sub, &mut failed).await;
             }
             if self.shutting_down() {
-                break;
+                return Owned::Shutdown;
+            }
+            if let Err(why) = self.still_owned() {
+                return why;
             }
             if failed {
+                let slot = &mut self.slot;
                 tokio::select! {
                     _ = self.shared.wake.notified() => {}
                     _ = shutdown.wait_for(|s| *s) => {}
+                    _ = slot.changed() => {}
                 }
                 continue;
             }
@@ -770,10 +1046,12 @@ where
                         .gauge("flext.projection.lag.events", 0.0, &labels);
                     self.metrics
                         .gauge("flext.projection.lag.seconds", 0.0, &labels);
+                    let slot = &mut self.slot;
                     tokio::select! {
                         b = sub.next_batch(options.batch_size) => b,
                         _ = self.shared.wake.notified() => continue,
                         _ = shutdown.wait_for(|s| *s) => continue,
+                        _ = slot.changed() => continue,
                     }
                 }
                 other => other,
@@ -783,7 +1061,7 @@ where
                 Err(e) => {
                     self.note_error(&e);
                     if !self.pause(options.backoff).await {
-                        break;
+                        return Owned::Shutdown;
                     }
                     continue;
                 }
@@ -809,14 +1087,15 @@ where
                         ProjectionState::Running
                     };
                 }),
+                Err(Stop::Lost(e)) => return Owned::Lost(e),
                 Err(Stop::Store(e)) => {
                     self.note_error(&e);
                     if !self.pause(options.backoff).await {
-                        break;
+                        return Owned::Shutdown;
                     }
                     // The commit may or may not have happened: ask the store.
                     let Some(p) = self.load_checkpoint().await else {
-                        break;
+                        return Owned::Shutdown;
                     };
                     self.shared.set(|s| s.position = p);
                     sub.seek(p);
@@ -830,10 +1109,9 @@ where
                         p.last_error = Some(e);
                     });
                 }
-                Err(Stop::Shutdown) => break,
+                Err(Stop::Shutdown) => return Owned::Shutdown,
             }
         }
-        self.shared.set(|p| p.state = ProjectionState::Stopped);
     }
 
     /// One transaction: every event of `events`, then the checkpoint, in the batch's span.
@@ -860,8 +1138,9 @@ where
                 return Err(BatchError::Handler(i, err));
             }
         }
+        let lease = self.lease().map_err(BatchError::Store)?;
         self.store
-            .set_checkpoint(&mut tx, &self.shared.name, last.position)
+            .set_checkpoint(&mut tx, lease, last.position)
             .await
             .map_err(BatchError::Store)?;
         self.store.commit(tx).await.map_err(BatchError::Store)
@@ -892,7 +1171,7 @@ where
                     start = end;
                     end = events.len();
                 }
-                Err(BatchError::Store(e)) => return Err(Stop::Store(e)),
+                Err(BatchError::Store(e)) => return Err(Stop::store(e)),
                 // The first event fails: retry it alone, then park it or stop.
                 Err(BatchError::Handler(0, e)) => {
                     self.poison(&events[start], e).await?;
@@ -921,7 +1200,7 @@ where
             match self.apply(std::slice::from_ref(event)).await {
                 Ok(()) => return Ok(()),
                 Err(BatchError::Handler(_, e)) => error = e,
-                Err(BatchError::Store(e)) => return Err(Stop::Store(e)),
+                Err(BatchError::Store(e)) => return Err(Stop::store(e)),
             }
         }
         self.note_error(&error);
@@ -932,20 +1211,20 @@ where
                     DeadLetter::of(&self.shared.name, event, error, attempts, self.clock.now());
                 self.park(&letter, Some(event.position))
                     .await
-                    .map_err(Stop::Store)
+                    .map_err(Stop::store)
             }
         }
     }
 
-    /// Parks `letter`, moving the checkpoint to `checkpoint` in the same transaction.
+    /// Parks `letter`, moving the checkpoint to `checkpoint` in the same transaction
+    /// (else fencing the transaction at the checkpoint it has).
     async fn park(&self, letter: &DeadLetter, checkpoint: Option<Position>) -> Result<(), Error> {
         let mut tx = self.store.begin().await?;
         self.store.park(&mut tx, letter).await?;
-        if let Some(p) = checkpoint {
-            self.store
-                .set_checkpoint(&mut tx, &self.shared.name, p)
-                .await?;
-        }
+        let at = checkpoint.unwrap_or_else(|| self.shared.progress.borrow().position);
+        self.store
+            .set_checkpoint(&mut tx, self.lease()?, at)
+            .await?;
         self.store.commit(tx).await?;
         if checkpoint.is_some() {
             self.metrics.count(
@@ -993,7 +1272,7 @@ where
             self.projection.reset(&mut tx).await?;
         }
         self.store
-            .set_checkpoint(&mut tx, &self.shared.name, target)
+            .rewind_checkpoint(&mut tx, self.lease()?, target)
             .await?;
         self.store.commit(tx).await?;
         Ok(target)
@@ -1047,6 +1326,10 @@ where
                 Ok(()) => {
                     self.store
                         .unpark(&mut tx, &self.shared.name, letter.event_id)
+                        .await?;
+                    let at = self.shared.progress.borrow().position;
+                    self.store
+                        .set_checkpoint(&mut tx, self.lease()?, at)
                         .await?;
                     self.store.commit(tx).await?;
                     report.redriven += 1;
@@ -1163,6 +1446,16 @@ pub struct ProjectionHealth<S> {
     projection: String,
     check_name: String,
     max_lag_events: u64,
+    max_unowned: Duration,
+}
+
+impl<S> ProjectionHealth<S> {
+    /// How long the projection may have no owner in any instance before it is down
+    /// (default 5 s; shorter than that it is degraded).
+    pub fn with_max_unowned(mut self, max_unowned: Duration) -> Self {
+        self.max_unowned = max_unowned;
+        self
+    }
 }
 
 impl<S> flext_ports::HealthCheck for ProjectionHealth<S>
@@ -1180,9 +1473,21 @@ where
                 Ok(s) => s,
                 Err(e) => return Health::down(format!("its status cannot be read: {e}")),
             };
+            let owned_elsewhere = status.ownership.as_ref().is_some_and(|r| r.owned);
             let health = match status.state {
                 ProjectionState::Failed => Health::down("the projection failed"),
                 ProjectionState::Stopped => Health::down("the projection is stopped"),
+                ProjectionState::Standby if !owned_elsewhere => match status.unowned_for {
+                    Some(d) if d > self.max_unowned => Health::down(format!(
+                        "no instance has owned it for {:.1} s",
+                        d.as_secs_f64()
+                    )),
+                    Some(d) => Health::degraded(format!(
+                        "no instance owns it (for {:.1} s)",
+                        d.as_secs_f64()
+                    )),
+                    None => Health::degraded("no instance has owned it yet"),
+                },
                 _ if status.lag_events > self.max_lag_events => Health::degraded(format!(
                     "{} events wait (more than {})",
                     status.lag_events, self.max_lag_events
@@ -1198,7 +1503,20 @@ where
                 .with_detail("position", status.position.get())
                 .with_detail("lag_events", status.lag_events)
                 .with_detail("lag_seconds", status.lag.as_secs_f64())
-                .with_detail("dead_letters", status.dead_letters);
+                .with_detail("dead_letters", status.dead_letters)
+                .with_detail("owned_here", status.owned_here);
+            if let Some(r) = &status.ownership {
+                health = health.with_detail("epoch", r.epoch);
+                if let Some(o) = &r.owner {
+                    health = health
+                        .with_detail("owner", o.name.as_str())
+                        .with_detail("owner_host", o.host.as_str())
+                        .with_detail("owner_pid", o.pid);
+                }
+            }
+            if let Some(d) = status.unowned_for {
+                health = health.with_detail("unowned_seconds", d.as_secs_f64());
+            }
             if let Some(e) = &status.last_error {
                 health = health.with_detail("last_error", e.reason());
             }
@@ -1206,6 +1524,10 @@ where
         })
     }
 }
+
+/// How often a waiter for a projection another instance runs reads its checkpoint again
+/// without a notification.
+const REMOTE_RECHECK: Duration = Duration::from_millis(50);
 
 /// The most links one batch span carries (one per distinct stored trace context).
 const MAX_BATCH_LINKS: usize = 128;

@@ -26,6 +26,7 @@ mod ids;
 mod json;
 mod message;
 mod metrics;
+mod ownership;
 mod plugin;
 mod projection;
 mod snapshot;
@@ -51,6 +52,10 @@ pub use message::{
     is_valid_traceparent,
 };
 pub use metrics::{Labels, Metrics};
+pub use ownership::{
+    ConsumerRecord, Instance, Lease, Member, OwnershipStore, checkpoint_backwards, chrono_ttl,
+    ownership_lost, refused_checkpoint,
+};
 pub use plugin::{Contributions, Health, HealthStatus, Plugin, PluginDependency, PluginFuture};
 pub use projection::{DeadLetter, Projection, ProjectionStore, assemble_dead_letter};
 pub use snapshot::{Snapshot, SnapshotStore};

@@ -7,7 +7,7 @@ use chrono::{DateTime, Utc};
 use flext_domain::{Error, EventId, Position, RecordedEvent, StreamId, StreamVersion};
 use serde::{Deserialize, Serialize};
 
-use crate::CheckpointStore;
+use crate::{Lease, OwnershipStore};
 
 /// Builds a read model from events, in the global order. Run by
 /// `flext_application::ProjectionRunner`.
@@ -127,7 +127,11 @@ impl DeadLetter {
 ///
 /// Dropping a transaction without [`ProjectionStore::commit`] rolls it back: nothing it
 /// wrote, parked or unparked stays.
-pub trait ProjectionStore: CheckpointStore + Send + Sync + 'static {
+///
+/// Checkpoints are fenced: [`ProjectionStore::set_checkpoint`] names the [`Lease`] the
+/// batch runs under and fails with `ABORTED`/`OWNERSHIP_LOST` (and changes nothing) when
+/// that lease is no longer current, so a former owner's late commit never lands.
+pub trait ProjectionStore: OwnershipStore + Send + Sync + 'static {
     /// The transaction handed to projections.
     type Transaction: Send + 'static;
 
@@ -139,11 +143,25 @@ pub trait ProjectionStore: CheckpointStore + Send + Sync + 'static {
     /// Begins a transaction.
     fn begin(&self) -> impl Future<Output = Result<Self::Transaction, Error>> + Send;
 
-    /// Sets the checkpoint of `name` to `position` in `tx`.
+    /// Moves the checkpoint of `lease.consumer` forward to `position` in `tx`, under
+    /// `lease`: `ABORTED`/`OWNERSHIP_LOST` when the lease is not current (expired, or
+    /// another acquisition came after it), `FAILED_PRECONDITION`/`CHECKPOINT_BACKWARDS`
+    /// when `position` is below the stored checkpoint. Either error changes nothing; roll
+    /// the transaction back. Setting the same position again is a fence alone.
     fn set_checkpoint(
         &self,
         tx: &mut Self::Transaction,
-        name: &str,
+        lease: &Lease,
+        position: Position,
+    ) -> impl Future<Output = Result<(), Error>> + Send;
+
+    /// Sets the checkpoint of `lease.consumer` to `position` in `tx` in either direction,
+    /// under `lease` (a rebuild); `OWNERSHIP_LOST` as for
+    /// [`ProjectionStore::set_checkpoint`].
+    fn rewind_checkpoint(
+        &self,
+        tx: &mut Self::Transaction,
+        lease: &Lease,
         position: Position,
     ) -> impl Future<Output = Result<(), Error>> + Send;
 

@@ -23,6 +23,7 @@
 //! # }).unwrap();
 //! ```
 
+mod ownership;
 mod store;
 
 pub use store::{InMemoryEventStore, MemoryTransaction, PendingAppend};

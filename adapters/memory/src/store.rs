@@ -8,8 +8,8 @@ use flext_domain::{
 };
 use flext_ports::{
     AppendOutcome, AppendSignal, AppendWatcher, CheckpointStore, Claim, Clock, DeadLetter,
-    EventStore, Health, HealthCheck, HealthFuture, IdempotencyRecord, IdempotencyStore, Metrics,
-    ProjectionStore, ReadDirection, Snapshot, SnapshotStore, StoreTelemetry, StoredEvent,
+    EventStore, Health, HealthCheck, HealthFuture, IdempotencyRecord, IdempotencyStore, Lease,
+    Metrics, ProjectionStore, ReadDirection, Snapshot, SnapshotStore, StoreTelemetry, StoredEvent,
     SystemClock, WatchAppends, resolve_rejected_append, validate_append,
 };
 
@@ -25,7 +25,7 @@ enum Slot {
 }
 
 #[derive(Default)]
-struct State {
+pub(crate) struct State {
     /// Index `i` holds position `i + 1`.
     log: Vec<Slot>,
     /// Per stream, the log indexes of its events in version order (pending ones included).
@@ -33,8 +33,10 @@ struct State {
     /// Every event id, with its log index.
     ids: HashMap<EventId, usize>,
     snapshots: HashMap<StreamId, Snapshot>,
-    /// Checkpoints by reader name.
-    checkpoints: HashMap<String, Position>,
+    /// Checkpoints and leases by consumer name.
+    pub(crate) consumers: HashMap<String, crate::ownership::Consumer>,
+    /// Announced instances by id.
+    pub(crate) members: HashMap<uuid::Uuid, flext_ports::Member>,
     /// Command outcomes by command id: claimed at (pending) or done.
     idempotency: HashMap<uuid::Uuid, Result<IdempotencyRecord, std::time::Instant>>,
     /// Dead letters by projection, then event id.
@@ -145,8 +147,10 @@ enum Reserved {
 #[derive(Clone)]
 pub struct InMemoryEventStore {
     state: Arc<Mutex<State>>,
-    clock: Arc<dyn Clock>,
+    pub(crate) clock: Arc<dyn Clock>,
     appended: AppendSignal,
+    /// Pulsed when a consumer's checkpoint or lease changed.
+    pub(crate) consumers_changed: AppendSignal,
     telemetry: StoreTelemetry,
 }
 
@@ -174,6 +178,7 @@ impl InMemoryEventStore {
             state: Arc::new(Mutex::new(State::default())),
             clock: Arc::new(clock),
             appended: AppendSignal::new(),
+            consumers_changed: AppendSignal::new(),
             telemetry: StoreTelemetry::new("memory", "events"),
         }
     }
@@ -185,7 +190,7 @@ impl InMemoryEventStore {
         self
     }
 
-    fn lock(&self) -> MutexGuard<'_, State> {
+    pub(crate) fn lock(&self) -> MutexGuard<'_, State> {
         // A panic while holding the lock cannot leave the state half-written (every
         // mutation is completed before anything that could panic), so a poisoned lock
         // is still consistent.
@@ -464,11 +469,16 @@ impl IdempotencyStore for InMemoryEventStore {
 
 impl CheckpointStore for InMemoryEventStore {
     async fn load_checkpoint(&self, name: &str) -> Result<Option<Position>, Error> {
-        Ok(self.lock().checkpoints.get(name).copied())
+        Ok(self.lock().consumers.get(name).map(|c| c.position))
     }
 
     async fn save_checkpoint(&self, name: &str, position: Position) -> Result<(), Error> {
-        self.lock().checkpoints.insert(name.to_owned(), position);
+        self.lock()
+            .consumers
+            .entry(name.to_owned())
+            .or_default()
+            .position = position;
+        self.consumers_changed.pulse();
         Ok(())
     }
 }
@@ -483,7 +493,8 @@ impl WatchAppends for InMemoryEventStore {
 /// collects apply together on commit, or not at all.
 #[derive(Debug, Default)]
 pub struct MemoryTransaction {
-    checkpoints: Vec<(String, Position)>,
+    /// Fenced checkpoint writes: the lease, the position, whether it may move back.
+    checkpoints: Vec<(Lease, Position, bool)>,
     parked: Vec<DeadLetter>,
     unparked: Vec<(String, EventId)>,
 }
@@ -502,15 +513,31 @@ impl ProjectionStore for InMemoryEventStore {
     async fn set_checkpoint(
         &self,
         tx: &mut MemoryTransaction,
-        name: &str,
+        lease: &Lease,
         position: Position,
     ) -> Result<(), Error> {
-        tx.checkpoints.push((name.to_owned(), position));
+        tx.checkpoints.push((lease.clone(), position, false));
         Ok(())
     }
 
+    async fn rewind_checkpoint(
+        &self,
+        tx: &mut MemoryTransaction,
+        lease: &Lease,
+        position: Position,
+    ) -> Result<(), Error> {
+        tx.checkpoints.push((lease.clone(), position, true));
+        Ok(())
+    }
+
+    /// Applies the transaction's changes, all or none: every fenced checkpoint write is
+    /// checked against the current lease first.
     async fn commit(&self, tx: MemoryTransaction) -> Result<(), Error> {
+        let now = self.clock.now();
         let mut state = self.lock();
+        for (lease, position, rewind) in &tx.checkpoints {
+            crate::ownership::check_fence(&state, lease, *position, *rewind, now)?;
+        }
         for (projection, id) in tx.unparked {
             if let Some(letters) = state.dead_letters.get_mut(&projection) {
                 letters.remove(&id);
@@ -523,8 +550,13 @@ impl ProjectionStore for InMemoryEventStore {
                 .or_default()
                 .insert(letter.event_id, letter);
         }
-        for (name, position) in tx.checkpoints {
-            state.checkpoints.insert(name, position);
+        let moved = !tx.checkpoints.is_empty();
+        for (lease, position, _) in tx.checkpoints {
+            state.consumers.entry(lease.consumer).or_default().position = position;
+        }
+        drop(state);
+        if moved {
+            self.consumers_changed.pulse();
         }
         Ok(())
     }

@@ -21,6 +21,7 @@
 //! ```
 
 mod notify;
+mod ownership;
 mod store;
 
 pub use store::{MIGRATIONS_TABLE, PgEventStore, PgStoreBuilder, PgWriteTransaction, migrator};

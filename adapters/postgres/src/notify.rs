@@ -31,6 +31,11 @@ use tokio::task::JoinHandle;
 /// The channel every flext store notifies on; the payload names the schema.
 pub(crate) const CHANNEL: &str = "flext_events";
 
+/// The channel for consumers' records (a checkpoint moved, a lease released); the payload
+/// names the schema. Waiters for another process's projection and instances waiting to
+/// take over a released consumer listen to it.
+pub(crate) const CONSUMERS_CHANNEL: &str = "flext_consumers";
+
 /// The shortest time between two notifications of one store.
 pub(crate) const NOTIFY_INTERVAL: Duration = Duration::from_millis(1);
 
@@ -43,9 +48,14 @@ pub(crate) struct Notifications {
     pool: PgPool,
     schema: Arc<str>,
     signal: AppendSignal,
+    /// Pulsed for consumers' records, here and (through LISTEN) in other processes.
+    consumers: AppendSignal,
     /// Wakes the sender task.
     trigger: Arc<Notify>,
     sender: OnceLock<()>,
+    /// Wakes the consumers' sender task.
+    consumers_trigger: Arc<Notify>,
+    consumers_sender: OnceLock<()>,
     listener: OnceLock<()>,
     listener_pid: Arc<AtomicI32>,
     tasks: Mutex<Vec<JoinHandle<()>>>,
@@ -56,12 +66,17 @@ impl Notifications {
         let signal = AppendSignal::new();
         // Not live until the LISTEN connection is up.
         signal.set_live(false);
+        let consumers = AppendSignal::new();
+        consumers.set_live(false);
         Notifications {
             pool,
             schema: schema.into(),
             signal,
+            consumers,
             trigger: Arc::new(Notify::new()),
             sender: OnceLock::new(),
+            consumers_trigger: Arc::new(Notify::new()),
+            consumers_sender: OnceLock::new(),
             listener: OnceLock::new(),
             listener_pid: Arc::new(AtomicI32::new(0)),
             tasks: Mutex::new(Vec::new()),
@@ -84,18 +99,34 @@ impl Notifications {
     /// sender task tell other processes.
     pub(crate) fn appended(&self) {
         self.signal.pulse();
-        self.sender.get_or_init(|| {
+        self.notify(&self.sender, &self.trigger, CHANNEL);
+    }
+
+    /// Called after a commit that moved a checkpoint or released a lease: pulses local
+    /// waiters at once and has the sender task tell other processes.
+    pub(crate) fn consumers_changed(&self) {
+        self.consumers.pulse();
+        self.notify(
+            &self.consumers_sender,
+            &self.consumers_trigger,
+            CONSUMERS_CHANNEL,
+        );
+    }
+
+    /// Starts `channel`'s sender task once, then wakes it.
+    fn notify(&self, sender: &OnceLock<()>, trigger: &Arc<Notify>, channel: &'static str) {
+        sender.get_or_init(|| {
             let pool = self.pool.clone();
             let schema = Arc::clone(&self.schema);
-            let trigger = Arc::clone(&self.trigger);
+            let trigger = Arc::clone(trigger);
             self.spawn(async move {
                 loop {
                     trigger.notified().await;
                     // A failed notification only delays other processes' readers (they
-                    // poll while their own LISTEN connection is down, and the next append
+                    // poll while their own LISTEN connection is down, and the next commit
                     // notifies again).
                     let _ = sqlx::query("SELECT pg_notify($1, $2)")
-                        .bind(CHANNEL)
+                        .bind(channel)
                         .bind(&*schema)
                         .execute(&pool)
                         .await;
@@ -103,13 +134,25 @@ impl Notifications {
                 }
             });
         });
-        self.trigger.notify_one();
+        trigger.notify_one();
+    }
+
+    /// A watcher of consumers' records; starts the LISTEN task the first time.
+    pub(crate) fn watch_consumers(&self) -> AppendWatcher {
+        let watcher = self.consumers.watcher();
+        self.start_listener();
+        watcher
     }
 
     /// A watcher; starts the LISTEN task the first time (inside a Tokio runtime; outside
     /// one the signal stays not live and readers poll).
     pub(crate) fn watch(&self) -> AppendWatcher {
         let watcher = self.signal.watcher();
+        self.start_listener();
+        watcher
+    }
+
+    fn start_listener(&self) {
         self.listener.get_or_init(|| {
             let options = self.pool.connect_options().as_ref().clone();
             let listen_pool = PgPoolOptions::new()
@@ -118,11 +161,13 @@ impl Notifications {
                 .test_before_acquire(true)
                 .connect_lazy_with(options);
             let schema = Arc::clone(&self.schema);
-            let signal = self.signal.clone();
+            let signals = Signals {
+                appends: self.signal.clone(),
+                consumers: self.consumers.clone(),
+            };
             let pid = Arc::clone(&self.listener_pid);
-            self.spawn(listen(listen_pool, schema, signal, pid));
+            self.spawn(listen(listen_pool, schema, signals, pid));
         });
-        watcher
     }
 
     pub(crate) fn listener_pid(&self) -> Option<i32> {
@@ -146,16 +191,29 @@ impl Drop for Notifications {
     }
 }
 
+/// The signals the LISTEN task pulses.
+struct Signals {
+    appends: AppendSignal,
+    consumers: AppendSignal,
+}
+
+impl Signals {
+    fn set_live(&self, live: bool) {
+        self.appends.set_live(live);
+        self.consumers.set_live(live);
+    }
+}
+
 async fn connect(pool: &PgPool) -> Result<(PgListener, i32), sqlx::Error> {
     let mut listener = PgListener::connect_with(pool).await?;
-    listener.listen(CHANNEL).await?;
+    listener.listen_all([CHANNEL, CONSUMERS_CHANNEL]).await?;
     let pid: i32 = sqlx::query_scalar("SELECT pg_backend_pid()")
         .fetch_one(&mut listener)
         .await?;
     Ok((listener, pid))
 }
 
-async fn listen(pool: PgPool, schema: Arc<str>, signal: AppendSignal, pid: Arc<AtomicI32>) {
+async fn listen(pool: PgPool, schema: Arc<str>, signal: Signals, pid: Arc<AtomicI32>) {
     let mut backoff = RECONNECT_MIN;
     loop {
         if let Ok((mut listener, backend)) = connect(&pool).await {
@@ -163,12 +221,17 @@ async fn listen(pool: PgPool, schema: Arc<str>, signal: AppendSignal, pid: Arc<A
             pid.store(backend, Ordering::Release);
             // Live again; the pulse makes readers re-read what was appended meanwhile.
             signal.set_live(true);
-            signal.pulse();
+            signal.appends.pulse();
+            signal.consumers.pulse();
             // `Ok(None)`: the connection was lost; sqlx would reconnect on the next call,
             // but we reconnect ourselves to know when LISTEN is in place again.
             while let Ok(Some(n)) = listener.try_recv().await {
                 if n.payload() == &*schema {
-                    signal.pulse();
+                    if n.channel() == CONSUMERS_CHANNEL {
+                        signal.consumers.pulse();
+                    } else {
+                        signal.appends.pulse();
+                    }
                 }
             }
             pid.store(0, Ordering::Release);

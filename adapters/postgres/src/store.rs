@@ -12,10 +12,10 @@ use flext_domain::{
 };
 use flext_ports::{
     AppendOutcome, AppendWatcher, CheckpointStore, Claim, Clock, DeadLetter, EventStore, Health,
-    HealthCheck, HealthFuture, IdempotencyRecord, IdempotencyStore, Metrics, ProjectionStore,
-    ReadDirection, Snapshot, SnapshotStore, StoreTelemetry, StoredEvent, StoredRow, SystemClock,
-    WatchAppends, assemble_dead_letter, assemble_recorded, corrupted_event, encode_error,
-    resolve_rejected_append, stored_claim, validate_append,
+    HealthCheck, HealthFuture, IdempotencyRecord, IdempotencyStore, Lease, Metrics,
+    ProjectionStore, ReadDirection, Snapshot, SnapshotStore, StoreTelemetry, StoredEvent,
+    StoredRow, SystemClock, WatchAppends, assemble_dead_letter, assemble_recorded, corrupted_event,
+    encode_error, resolve_rejected_append, stored_claim, validate_append,
 };
 
 use crate::notify::Notifications;
@@ -85,7 +85,7 @@ WHERE position > $1
 ORDER BY position
 LIMIT $2";
 
-fn db_error(what: &str, e: sqlx::Error) -> Error {
+pub(crate) fn db_error(what: &str, e: sqlx::Error) -> Error {
     let err = match &e {
         sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) => {
             Error::unavailable(
@@ -101,7 +101,7 @@ fn db_error(what: &str, e: sqlx::Error) -> Error {
     err.with_source(e)
 }
 
-fn to_i64(v: u64) -> i64 {
+pub(crate) fn to_i64(v: u64) -> i64 {
     i64::try_from(v).unwrap_or(i64::MAX)
 }
 
@@ -177,9 +177,9 @@ impl PgStoreBuilder {
 /// An event and snapshot store in PostgreSQL (13 or newer). Clones share the pool.
 #[derive(Clone)]
 pub struct PgEventStore {
-    pool: PgPool,
+    pub(crate) pool: PgPool,
     clock: Arc<dyn Clock>,
-    notifications: Arc<Notifications>,
+    pub(crate) notifications: Arc<Notifications>,
     telemetry: StoreTelemetry,
 }
 
@@ -262,6 +262,7 @@ impl PgEventStore {
             tx,
             store: self.clone(),
             appended: 0,
+            checkpointed: false,
         })
     }
 
@@ -476,6 +477,8 @@ pub struct PgWriteTransaction {
     tx: Transaction<'static, Postgres>,
     store: PgEventStore,
     appended: usize,
+    /// Whether a fenced checkpoint was written.
+    checkpointed: bool,
 }
 
 impl PgWriteTransaction {
@@ -510,6 +513,22 @@ impl PgWriteTransaction {
         save_checkpoint_on(&mut self.tx, name, position).await
     }
 
+    /// Moves the checkpoint of `lease.consumer` to `position` within this transaction,
+    /// under `lease` (see `flext_ports::ProjectionStore::set_checkpoint`): refused with
+    /// `OWNERSHIP_LOST` when the lease is not current, with `CHECKPOINT_BACKWARDS` when
+    /// `position` is below the stored one and `rewind` is false. Write it last: it holds
+    /// the consumer's row lock until the commit.
+    pub async fn save_checkpoint_fenced(
+        &mut self,
+        lease: &Lease,
+        position: Position,
+        rewind: bool,
+    ) -> Result<(), Error> {
+        crate::ownership::fenced_on(&mut self.tx, lease, position, rewind).await?;
+        self.checkpointed = true;
+        Ok(())
+    }
+
     /// The connection, for statements of your own in this transaction.
     pub fn connection(&mut self) -> &mut PgConnection {
         &mut self.tx
@@ -523,6 +542,9 @@ impl PgWriteTransaction {
             .map_err(|e| db_error("committing", e))?;
         if self.appended > 0 {
             self.store.notifications.appended();
+        }
+        if self.checkpointed {
+            self.store.notifications.consumers_changed();
         }
         Ok(())
     }
@@ -933,7 +955,9 @@ impl CheckpointStore for PgEventStore {
             .acquire()
             .await
             .map_err(|e| db_error("acquiring a connection", e))?;
-        save_checkpoint_on(&mut conn, name, position).await
+        save_checkpoint_on(&mut conn, name, position).await?;
+        self.notifications.consumers_changed();
+        Ok(())
     }
 }
 
@@ -957,10 +981,19 @@ impl ProjectionStore for PgEventStore {
     async fn set_checkpoint(
         &self,
         tx: &mut PgWriteTransaction,
-        name: &str,
+        lease: &Lease,
         position: Position,
     ) -> Result<(), Error> {
-        tx.save_checkpoint(name, position).await
+        tx.save_checkpoint_fenced(lease, position, false).await
+    }
+
+    async fn rewind_checkpoint(
+        &self,
+        tx: &mut PgWriteTransaction,
+        lease: &Lease,
+        position: Position,
+    ) -> Result<(), Error> {
+        tx.save_checkpoint_fenced(lease, position, true).await
     }
 
     async fn commit(&self, tx: PgWriteTransaction) -> Result<(), Error> {

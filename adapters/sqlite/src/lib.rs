@@ -19,6 +19,7 @@
 //! # Ok(()) }
 //! ```
 
+mod ownership;
 mod store;
 
 pub use store::{

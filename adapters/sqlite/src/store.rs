@@ -14,8 +14,8 @@ use flext_domain::{
 };
 use flext_ports::{
     AppendOutcome, AppendSignal, AppendWatcher, CheckpointStore, Claim, Clock, DeadLetter,
-    EventStore, Health, HealthCheck, HealthFuture, IdempotencyRecord, IdempotencyStore, Metrics,
-    ProjectionStore, ReadDirection, Snapshot, SnapshotStore, StoreTelemetry, StoredEvent,
+    EventStore, Health, HealthCheck, HealthFuture, IdempotencyRecord, IdempotencyStore, Lease,
+    Metrics, ProjectionStore, ReadDirection, Snapshot, SnapshotStore, StoreTelemetry, StoredEvent,
     StoredRow, SystemClock, WatchAppends, assemble_dead_letter, assemble_recorded, corrupted_event,
     encode_error, resolve_rejected_append, stored_claim, validate_append,
 };
@@ -57,7 +57,7 @@ const ROWS_PER_STATEMENT: usize = 500;
 const COLUMNS: &str = "position, event_id, stream_id, version, event_type, schema_version, \
                        payload, correlation_id, causation_id, headers, recorded_at";
 
-fn db_error(what: &str, e: sqlx::Error) -> Error {
+pub(crate) fn db_error(what: &str, e: sqlx::Error) -> Error {
     let code_error = match &e {
         sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) => {
             Error::unavailable(
@@ -70,7 +70,7 @@ fn db_error(what: &str, e: sqlx::Error) -> Error {
     code_error.with_source(e)
 }
 
-fn to_i64(v: u64) -> i64 {
+pub(crate) fn to_i64(v: u64) -> i64 {
     i64::try_from(v).unwrap_or(i64::MAX)
 }
 
@@ -78,14 +78,14 @@ fn limit(max_count: usize) -> i64 {
     i64::try_from(max_count).unwrap_or(i64::MAX)
 }
 
-struct Writer {
-    conn: SqliteConnection,
+pub(crate) struct Writer {
+    pub(crate) conn: SqliteConnection,
     /// A write transaction was begun and its handle dropped without commit or rollback.
     open_tx: bool,
 }
 
 impl Writer {
-    async fn settle(&mut self) -> Result<(), Error> {
+    pub(crate) async fn settle(&mut self) -> Result<(), Error> {
         if self.open_tx {
             sqlx::query("ROLLBACK")
                 .execute(&mut self.conn)
@@ -151,6 +151,7 @@ impl SqliteStoreBuilder {
             })),
             clock: Arc::new(SystemClock),
             appended: AppendSignal::new(),
+            consumers_changed: AppendSignal::new(),
             telemetry: StoreTelemetry::new("sqlite", "flext_events")
                 .with_namespace(self.path.display().to_string()),
         })
@@ -160,12 +161,14 @@ impl SqliteStoreBuilder {
 /// An event and snapshot store in one SQLite file. Clones share the connections.
 #[derive(Clone)]
 pub struct SqliteEventStore {
-    readers: SqlitePool,
-    writer: Arc<Mutex<Writer>>,
-    clock: Arc<dyn Clock>,
+    pub(crate) readers: SqlitePool,
+    pub(crate) writer: Arc<Mutex<Writer>>,
+    pub(crate) clock: Arc<dyn Clock>,
     /// Pulsed after every commit that appended; SQLite cannot tell one process about
     /// another's writes, so readers in other processes of the same file poll.
     appended: AppendSignal,
+    /// Pulsed when a consumer's checkpoint or lease changed in this process.
+    pub(crate) consumers_changed: AppendSignal,
     telemetry: StoreTelemetry,
 }
 
@@ -237,6 +240,8 @@ impl SqliteEventStore {
             clock: self.clock.clone(),
             appended: None,
             signal: self.appended.clone(),
+            checkpointed: false,
+            consumers_signal: self.consumers_changed.clone(),
         })
     }
 }
@@ -249,6 +254,9 @@ pub struct SqliteWriteTransaction {
     /// The last position this transaction appended, if it did.
     appended: Option<Position>,
     signal: AppendSignal,
+    /// Whether a fenced checkpoint was written.
+    checkpointed: bool,
+    consumers_signal: AppendSignal,
 }
 
 impl SqliteWriteTransaction {
@@ -271,6 +279,22 @@ impl SqliteWriteTransaction {
         save_checkpoint_on(&mut self.writer.conn, name, position).await
     }
 
+    /// Moves the checkpoint of `lease.consumer` to `position` within this transaction,
+    /// under `lease` (see `flext_ports::ProjectionStore::set_checkpoint`): refused with
+    /// `OWNERSHIP_LOST` when the lease is not current, with `CHECKPOINT_BACKWARDS` when
+    /// `position` is below the stored one and `rewind` is false.
+    pub async fn save_checkpoint_fenced(
+        &mut self,
+        lease: &Lease,
+        position: Position,
+        rewind: bool,
+    ) -> Result<(), Error> {
+        let now = self.clock.now().timestamp_micros();
+        crate::ownership::fenced_on(&mut self.writer.conn, lease, position, rewind, now).await?;
+        self.checkpointed = true;
+        Ok(())
+    }
+
     /// The connection, for statements of your own in this transaction.
     pub fn connection(&mut self) -> &mut SqliteConnection {
         &mut self.writer.conn
@@ -285,6 +309,9 @@ impl SqliteWriteTransaction {
         self.writer.open_tx = false;
         if self.appended.is_some() {
             self.signal.pulse();
+        }
+        if self.checkpointed {
+            self.consumers_signal.pulse();
         }
         Ok(())
     }
@@ -902,7 +929,10 @@ impl CheckpointStore for SqliteEventStore {
     async fn save_checkpoint(&self, name: &str, position: Position) -> Result<(), Error> {
         let mut writer = self.writer.lock().await;
         writer.settle().await?;
-        save_checkpoint_on(&mut writer.conn, name, position).await
+        save_checkpoint_on(&mut writer.conn, name, position).await?;
+        drop(writer);
+        self.consumers_changed.pulse();
+        Ok(())
     }
 }
 
@@ -926,10 +956,19 @@ impl ProjectionStore for SqliteEventStore {
     async fn set_checkpoint(
         &self,
         tx: &mut SqliteWriteTransaction,
-        name: &str,
+        lease: &Lease,
         position: Position,
     ) -> Result<(), Error> {
-        tx.save_checkpoint(name, position).await
+        tx.save_checkpoint_fenced(lease, position, false).await
+    }
+
+    async fn rewind_checkpoint(
+        &self,
+        tx: &mut SqliteWriteTransaction,
+        lease: &Lease,
+        position: Position,
+    ) -> Result<(), Error> {
+        tx.save_checkpoint_fenced(lease, position, true).await
     }
 
     async fn commit(&self, tx: SqliteWriteTransaction) -> Result<(), Error> {
