@@ -257,7 +257,7 @@ where
             .filter_map(|g| g.borrow().lease().cloned())
             .collect();
         for lease in held {
-            let _ = self.inner.store.release(&lease).await;
+            let _ = self.inner.store.release_lease(&lease).await;
         }
         let _ = self.inner.store.leave(&self.inner.instance).await;
     }
@@ -346,7 +346,7 @@ impl<S: OwnershipStore> ConsumerSlot<S> {
     /// takes it at once.
     pub async fn release(&self, lease: &Lease) -> Result<(), Error> {
         self.vacate(lease);
-        let result = self.inner.store.release(lease).await;
+        let result = self.inner.store.release_lease(lease).await;
         self.inner.metrics.count(
             "flext.consumer.released",
             1,
@@ -471,7 +471,7 @@ where
                 .filter_map(|(n, g)| g.borrow().lease().map(|l| (n.clone(), l.clone())))
                 .collect();
             for (name, lease) in held {
-                let renewed = store.renew(&lease, options.lease_ttl).await;
+                let renewed = store.renew_lease(&lease, options.lease_ttl).await;
                 let slots = inner.slots();
                 let Some(tx) = slots.get(&name) else { continue };
                 match renewed {
@@ -593,7 +593,7 @@ where
             break;
         }
         match store
-            .acquire(name, &inner.instance, inner.options.lease_ttl)
+            .acquire_lease(name, &inner.instance, inner.options.lease_ttl)
             .await
         {
             Ok(Some(lease)) => {
@@ -611,7 +611,7 @@ where
                     );
                     tracing::info!(consumer = %name, epoch = lease.epoch, "consumer acquired");
                 } else {
-                    let _ = store.release(&lease).await;
+                    let _ = store.release_lease(&lease).await;
                 }
             }
             Ok(None) | Err(_) => {}

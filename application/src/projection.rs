@@ -638,7 +638,7 @@ where
             .await?
             .into_iter()
             .find(|r| r.consumer == name);
-        let now = store.now().await?;
+        let now = store.clock_now().await?;
         let unowned_for = record.as_ref().and_then(|r| r.unowned_for(now));
         // Run here: this process's progress; else what the owner stored.
         let position = match (&record, progress.owned) {

@@ -130,7 +130,7 @@ pub trait OwnershipStore: CheckpointStore + Send + Sync {
     /// (creating its record if missing); the new lease's epoch is one more than the last.
     /// `None` when another instance holds it (or, on PostgreSQL, its row is locked by a
     /// commit in flight: try again later).
-    fn acquire(
+    fn acquire_lease(
         &self,
         consumer: &str,
         owner: &Instance,
@@ -140,7 +140,7 @@ pub trait OwnershipStore: CheckpointStore + Send + Sync {
     /// Extends `lease` to `ttl` from now. `ABORTED`/`OWNERSHIP_LOST` when it lapsed or
     /// another acquisition came after it (an expired lease cannot be renewed, only
     /// acquired again under a new epoch).
-    fn renew(
+    fn renew_lease(
         &self,
         lease: &Lease,
         ttl: Duration,
@@ -148,7 +148,7 @@ pub trait OwnershipStore: CheckpointStore + Send + Sync {
 
     /// Gives `lease` up at once (if it is still current), so another instance can take
     /// the consumer without waiting for it to expire.
-    fn release(&self, lease: &Lease) -> impl Future<Output = Result<(), Error>> + Send;
+    fn release_lease(&self, lease: &Lease) -> impl Future<Output = Result<(), Error>> + Send;
 
     /// Sets the checkpoint under `lease`, outside any transaction of the caller's (for
     /// consumers whose effects are not in the store: at-least-once). Refused with
@@ -175,7 +175,7 @@ pub trait OwnershipStore: CheckpointStore + Send + Sync {
     fn leave(&self, instance: &Instance) -> impl Future<Output = Result<(), Error>> + Send;
 
     /// The store's clock now (the clock leases are judged by).
-    fn now(&self) -> impl Future<Output = Result<DateTime<Utc>, Error>> + Send;
+    fn clock_now(&self) -> impl Future<Output = Result<DateTime<Utc>, Error>> + Send;
 
     /// A watcher pulsed when a consumer's record may have changed: a checkpoint moved, a
     /// lease released (on PostgreSQL also for other processes, through notifications).

@@ -9,9 +9,12 @@ use flext_domain::{
     CausationId, CorrelationId, Error, ErrorCode, EventId, EventMetadata, ExpectedVersion,
     NewEvent, Position, RecordedEvent, StreamId, StreamVersion, WRONG_EXPECTED_VERSION,
 };
+use std::future::Future;
+
 use flext_ports::{
-    CheckpointStore, Claim, EventCodec, EventStore, IdempotencyRecord, IdempotencyStore, JsonCodec,
-    ReadDirection, Snapshot, SnapshotStore,
+    CheckpointStore, Claim, DeadLetter, EventCodec, EventStore, IdempotencyRecord,
+    IdempotencyStore, Instance, JsonCodec, OwnershipStore, ProjectionStore, ReadDirection,
+    Snapshot, SnapshotStore,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -1341,5 +1344,240 @@ pub async fn correlation_query_returns_one_business_action<H: Harness>(h: H) -> 
             .expect("read")
             .is_empty()
     );
+    h
+}
+
+/// Runs `body` in a transaction of `store` and commits it: the outcome of both.
+async fn in_transaction<S, F>(store: &S, body: F) -> Result<(), Error>
+where
+    S: ProjectionStore,
+    F: for<'t> FnOnce(
+        &'t S,
+        &'t mut S::Transaction,
+    )
+        -> std::pin::Pin<Box<dyn Future<Output = Result<(), Error>> + Send + 't>>,
+{
+    let mut tx = store.begin().await?;
+    body(store, &mut tx).await?;
+    store.commit(tx).await
+}
+
+fn assert_lost(result: Result<impl std::fmt::Debug, Error>, held: u64, current: u64) {
+    let e = result.expect_err("a write under a stale lease is refused");
+    assert_eq!(e.code(), ErrorCode::Aborted, "{e}");
+    assert_eq!(e.reason(), "OWNERSHIP_LOST", "{e}");
+    assert_eq!(e.detail("epoch_held"), Some(&json!(held)), "{e}");
+    assert_eq!(e.detail("epoch_current"), Some(&json!(current)), "{e}");
+}
+
+/// A lease is exclusive until it expires or is released; every acquisition has a higher
+/// epoch; a released or taken lease cannot be renewed.
+pub async fn leases_are_exclusive_and_epochs_only_grow<H: Harness>(h: H) -> H {
+    let store = h.store();
+    let (a, b) = (Instance::named("a"), Instance::named("b"));
+    let ttl = Duration::from_secs(30);
+    let first = store
+        .acquire_lease("balances", &a, ttl)
+        .await
+        .expect("acquire")
+        .expect("free at first");
+    assert_eq!(first.epoch, 1);
+    assert_eq!(
+        store.acquire_lease("balances", &b, ttl).await.expect("try"),
+        None
+    );
+    assert_eq!(
+        store.acquire_lease("balances", &a, ttl).await.expect("try"),
+        None,
+        "not even its owner acquires a held lease twice"
+    );
+    let renewed = store.renew_lease(&first, ttl).await.expect("renew");
+    assert_eq!(renewed.epoch, 1);
+    assert!(renewed.expires_at >= first.expires_at);
+    let records = store.consumers().await.expect("consumers");
+    let record = records
+        .iter()
+        .find(|r| r.consumer == "balances")
+        .expect("a record");
+    assert!(record.owned);
+    assert_eq!(record.owner.as_ref().map(|o| o.name.as_str()), Some("a"));
+    assert_eq!(record.owner.as_ref().map(|o| o.id), Some(a.id));
+
+    store.release_lease(&first).await.expect("release");
+    let records = store.consumers().await.expect("consumers");
+    assert!(!records[0].owned && records[0].owner.is_none());
+    let second = store
+        .acquire_lease("balances", &b, ttl)
+        .await
+        .expect("acquire")
+        .expect("released: free");
+    assert_eq!(second.epoch, 2);
+    assert_lost(store.renew_lease(&first, ttl).await, 1, 2);
+    // An expired lease is not renewed either: it is acquired again, under a new epoch.
+    let short = Duration::from_millis(50);
+    let other = store
+        .acquire_lease("history", &a, short)
+        .await
+        .expect("acquire")
+        .expect("free");
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    let e = store.renew_lease(&other, ttl).await.expect_err("expired");
+    assert_eq!(e.reason(), "OWNERSHIP_LOST");
+    let again = store
+        .acquire_lease("history", &a, ttl)
+        .await
+        .expect("acquire")
+        .expect("expired: free");
+    assert_eq!(again.epoch, other.epoch + 1);
+    h
+}
+
+/// A checkpoint written under a lease that is no longer current is refused with
+/// `OWNERSHIP_LOST` (consumer, epoch held, epoch current), and the transaction's other
+/// changes (a dead letter here) are not kept; so is one under an expired lease that
+/// nobody took (a paused owner that resumes).
+pub async fn a_stale_epoch_cannot_commit<H: Harness>(h: H) -> H {
+    let store = h.store();
+    let (a, b) = (Instance::named("a"), Instance::named("b"));
+    let out = store
+        .append(&stream("fence-1"), ExpectedVersion::Any, vec![event(1)])
+        .await
+        .expect("append");
+    let recorded = read_all_until(&store, Position::START, 1).await.remove(0);
+    let short = Duration::from_millis(50);
+    let old = store
+        .acquire_lease("p", &a, short)
+        .await
+        .expect("acquire")
+        .expect("free");
+    let lease = old.clone();
+    in_transaction(&store, move |s, tx| {
+        Box::pin(async move { s.set_checkpoint(tx, &lease, Position(5)).await })
+    })
+    .await
+    .expect("the owner commits");
+    assert_eq!(
+        store.load_checkpoint("p").await.expect("load"),
+        Some(Position(5))
+    );
+
+    // The lease lapses; nobody takes it yet: the late commit is refused all the same.
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    let lease = old.clone();
+    let late = in_transaction(&store, move |s, tx| {
+        Box::pin(async move { s.set_checkpoint(tx, &lease, Position(6)).await })
+    })
+    .await;
+    assert_lost(late, 1, 1);
+
+    // Another instance takes over; the former owner's batch (a dead letter and the
+    // checkpoint) changes nothing.
+    let new = store
+        .acquire_lease("p", &b, Duration::from_secs(30))
+        .await
+        .expect("acquire")
+        .expect("expired: free");
+    assert_eq!(new.epoch, 2);
+    let now = store.clock_now().await.expect("now");
+    let letter = DeadLetter::of("p", &recorded, Error::internal("BOOM", "boom"), 1, now);
+    let lease = old.clone();
+    let late = in_transaction(&store, move |s, tx| {
+        Box::pin(async move {
+            s.park(tx, &letter).await?;
+            s.set_checkpoint(tx, &lease, Position(9)).await
+        })
+    })
+    .await;
+    assert_lost(late, 1, 2);
+    assert_lost(store.save_checkpoint_fenced(&old, Position(9)).await, 1, 2);
+    assert_eq!(
+        store.load_checkpoint("p").await.expect("load"),
+        Some(Position(5)),
+        "the refused commits changed nothing"
+    );
+    assert!(
+        store.dead_letters("p").await.expect("dl").is_empty(),
+        "the refused transaction's dead letter is not kept"
+    );
+    // The new owner goes on from the stored checkpoint.
+    store
+        .save_checkpoint_fenced(&new, out.positions[0].max(Position(5)))
+        .await
+        .expect("the new owner commits");
+    h
+}
+
+/// A checkpoint only moves forward under a lease (the same position again is a fence
+/// alone); a rebuild (`rewind_checkpoint`) moves it back.
+pub async fn a_checkpoint_moves_back_only_in_a_rebuild<H: Harness>(h: H) -> H {
+    let store = h.store();
+    let owner = Instance::named("a");
+    let lease = store
+        .acquire_lease("p", &owner, Duration::from_secs(30))
+        .await
+        .expect("acquire")
+        .expect("free");
+    store
+        .save_checkpoint_fenced(&lease, Position(10))
+        .await
+        .expect("forward");
+    store
+        .save_checkpoint_fenced(&lease, Position(10))
+        .await
+        .expect("the same position");
+    let e = store
+        .save_checkpoint_fenced(&lease, Position(4))
+        .await
+        .expect_err("backwards");
+    assert_eq!(e.code(), ErrorCode::FailedPrecondition);
+    assert_eq!(e.reason(), "CHECKPOINT_BACKWARDS");
+    let l = lease.clone();
+    let e = in_transaction(&store, move |s, tx| {
+        Box::pin(async move { s.set_checkpoint(tx, &l, Position(3)).await })
+    })
+    .await
+    .expect_err("backwards in a transaction");
+    assert_eq!(e.reason(), "CHECKPOINT_BACKWARDS");
+    assert_eq!(
+        store.load_checkpoint("p").await.expect("load"),
+        Some(Position(10))
+    );
+    let l = lease.clone();
+    in_transaction(&store, move |s, tx| {
+        Box::pin(async move { s.rewind_checkpoint(tx, &l, Position(2)).await })
+    })
+    .await
+    .expect("a rebuild moves it back");
+    assert_eq!(
+        store.load_checkpoint("p").await.expect("load"),
+        Some(Position(2))
+    );
+    h
+}
+
+/// Instances announce themselves for a time, oldest first, and leave.
+pub async fn instances_announce_lapse_and_leave<H: Harness>(h: H) -> H {
+    let store = h.store();
+    let (a, b, c) = (
+        Instance::named("a"),
+        Instance::named("b"),
+        Instance::named("c"),
+    );
+    let ttl = Duration::from_secs(30);
+    store.announce(&a, ttl).await.expect("announce");
+    store
+        .announce(&c, Duration::from_millis(50))
+        .await
+        .expect("announce");
+    let members = store.announce(&b, ttl).await.expect("announce");
+    assert_eq!(members.len(), 3);
+    assert_eq!(members[0].instance, a, "oldest first");
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    let members = store.announce(&a, ttl).await.expect("announce");
+    let names: Vec<&str> = members.iter().map(|m| m.instance.name.as_str()).collect();
+    assert_eq!(names, ["a", "b"], "c's announcement lapsed");
+    store.leave(&b).await.expect("leave");
+    let members = store.announce(&a, ttl).await.expect("announce");
+    assert_eq!(members.len(), 1);
     h
 }

@@ -1,6 +1,9 @@
 //! flext's event-store conformance suite: every adapter runs the same generic cases, so
 //! swapping one store for another changes nothing a user can observe.
 //!
+//! The suite also holds the ownership contract: exclusive leases with growing epochs,
+//! checkpoints fenced by them, membership of instances.
+//!
 //! An adapter's `tests/conformance.rs` is one line:
 //!
 //! ```text
@@ -20,7 +23,9 @@
 use std::future::Future;
 
 use flext_domain::{Error, ExpectedVersion, NewEvent, StreamId, StreamVersion};
-use flext_ports::{AppendOutcome, CheckpointStore, EventStore, IdempotencyStore, SnapshotStore};
+use flext_ports::{
+    AppendOutcome, CheckpointStore, EventStore, IdempotencyStore, ProjectionStore, SnapshotStore,
+};
 
 pub mod cases;
 pub mod harness;
@@ -28,7 +33,13 @@ pub mod harness;
 /// What the conformance suite needs from an adapter.
 pub trait Harness: Send + Sync + Sized + 'static {
     /// The store under test.
-    type Store: EventStore + SnapshotStore + IdempotencyStore + CheckpointStore + Clone + 'static;
+    type Store: EventStore
+        + SnapshotStore
+        + IdempotencyStore
+        + CheckpointStore
+        + ProjectionStore
+        + Clone
+        + 'static;
     /// An append whose transaction is held open until [`Held::commit`].
     type Held: Held;
 
@@ -142,6 +153,10 @@ macro_rules! event_store_conformance {
             idempotency_release_lets_a_retry_run,
             checkpoints_keep_the_last_saved_position_per_name,
             correlation_query_returns_one_business_action,
+            leases_are_exclusive_and_epochs_only_grow,
+            a_stale_epoch_cannot_commit,
+            a_checkpoint_moves_back_only_in_a_rebuild,
+            instances_announce_lapse_and_leave,
         );
     };
 }

@@ -61,7 +61,7 @@ pub(crate) fn check_fence(
 }
 
 impl OwnershipStore for InMemoryEventStore {
-    async fn acquire(
+    async fn acquire_lease(
         &self,
         consumer: &str,
         owner: &Instance,
@@ -85,7 +85,7 @@ impl OwnershipStore for InMemoryEventStore {
         }))
     }
 
-    async fn renew(&self, lease: &Lease, ttl: Duration) -> Result<Lease, Error> {
+    async fn renew_lease(&self, lease: &Lease, ttl: Duration) -> Result<Lease, Error> {
         let now = self.clock.now();
         let mut state = self.lock();
         match state.consumers.get_mut(&lease.consumer) {
@@ -105,7 +105,7 @@ impl OwnershipStore for InMemoryEventStore {
         }
     }
 
-    async fn release(&self, lease: &Lease) -> Result<(), Error> {
+    async fn release_lease(&self, lease: &Lease) -> Result<(), Error> {
         let now = self.clock.now();
         {
             let mut state = self.lock();
@@ -179,7 +179,7 @@ impl OwnershipStore for InMemoryEventStore {
         Ok(())
     }
 
-    async fn now(&self) -> Result<DateTime<Utc>, Error> {
+    async fn clock_now(&self) -> Result<DateTime<Utc>, Error> {
         Ok(self.clock.now())
     }
 

@@ -124,7 +124,7 @@ ON CONFLICT (name) DO NOTHING
 RETURNING epoch, expires_at";
 
 impl OwnershipStore for PgEventStore {
-    async fn acquire(
+    async fn acquire_lease(
         &self,
         consumer: &str,
         owner: &Instance,
@@ -154,7 +154,7 @@ impl OwnershipStore for PgEventStore {
         Ok(None)
     }
 
-    async fn renew(&self, lease: &Lease, ttl: Duration) -> Result<Lease, Error> {
+    async fn renew_lease(&self, lease: &Lease, ttl: Duration) -> Result<Lease, Error> {
         let renewed: Option<DateTime<Utc>> = sqlx::query_scalar(
             "UPDATE flext_checkpoints \
              SET expires_at = clock_timestamp() + $1 * interval '1 microsecond' \
@@ -187,7 +187,7 @@ impl OwnershipStore for PgEventStore {
         ))
     }
 
-    async fn release(&self, lease: &Lease) -> Result<(), Error> {
+    async fn release_lease(&self, lease: &Lease) -> Result<(), Error> {
         sqlx::query(
             "UPDATE flext_checkpoints SET owner_id = NULL, owner_name = NULL, owner_host = NULL, \
              owner_pid = NULL, expires_at = clock_timestamp() \
@@ -283,7 +283,7 @@ impl OwnershipStore for PgEventStore {
         Ok(())
     }
 
-    async fn now(&self) -> Result<DateTime<Utc>, Error> {
+    async fn clock_now(&self) -> Result<DateTime<Utc>, Error> {
         sqlx::query_scalar("SELECT clock_timestamp()")
             .fetch_one(&self.pool)
             .await

@@ -114,7 +114,7 @@ fn record(row: &SqliteRow, now: i64) -> Result<ConsumerRecord, Error> {
 }
 
 impl OwnershipStore for SqliteEventStore {
-    async fn acquire(
+    async fn acquire_lease(
         &self,
         consumer: &str,
         owner: &Instance,
@@ -154,7 +154,7 @@ impl OwnershipStore for SqliteEventStore {
         }))
     }
 
-    async fn renew(&self, lease: &Lease, ttl: Duration) -> Result<Lease, Error> {
+    async fn renew_lease(&self, lease: &Lease, ttl: Duration) -> Result<Lease, Error> {
         let now = self.clock.now().timestamp_micros();
         let expires = now.saturating_add(micros(ttl));
         let mut writer = self.writer.lock().await;
@@ -190,7 +190,7 @@ impl OwnershipStore for SqliteEventStore {
         ))
     }
 
-    async fn release(&self, lease: &Lease) -> Result<(), Error> {
+    async fn release_lease(&self, lease: &Lease) -> Result<(), Error> {
         let now = self.clock.now().timestamp_micros();
         let mut writer = self.writer.lock().await;
         writer.settle().await?;
@@ -293,7 +293,7 @@ impl OwnershipStore for SqliteEventStore {
         Ok(())
     }
 
-    async fn now(&self) -> Result<DateTime<Utc>, Error> {
+    async fn clock_now(&self) -> Result<DateTime<Utc>, Error> {
         Ok(self.clock.now())
     }
 
