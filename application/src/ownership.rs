@@ -169,7 +169,9 @@ where
 
     /// Starts it reporting to `metrics`: the gauge `flext.consumer.owned` (1 while held
     /// here, labels `consumer`, `instance`) and the counts `flext.consumer.acquired`,
-    /// `flext.consumer.released` and `flext.consumer.ownership_lost`.
+    /// `flext.consumer.released` and `flext.consumer.ownership_lost` (label `cause`:
+    /// `commit` when the store refused a write, `renewal` when a renewal found the lease
+    /// gone).
     pub fn start_with_metrics(
         store: S,
         instance: Instance,
@@ -363,7 +365,7 @@ impl<S: OwnershipStore> ConsumerSlot<S> {
         self.inner.metrics.count(
             "flext.consumer.ownership_lost",
             1,
-            &[("consumer", self.name.as_str())],
+            &[("consumer", self.name.as_str()), ("cause", "commit")],
         );
         self.inner.wake.notify_one();
     }
@@ -498,7 +500,7 @@ where
                         inner.metrics.count(
                             "flext.consumer.ownership_lost",
                             1,
-                            &[("consumer", name.as_str())],
+                            &[("consumer", name.as_str()), ("cause", "renewal")],
                         );
                         tracing::warn!(consumer = %name, epoch = lease.epoch, "lease lost");
                     }

@@ -36,6 +36,9 @@ pub(crate) struct Knobs {
     /// Microseconds to sleep after writing each event (widens the window between the
     /// read-model write and the checkpoint for the crash tests).
     pub(crate) delay_us: AtomicU64,
+    /// A file: the first process to create it (on an event of type "pause") writes its
+    /// pid in it and stops itself with SIGSTOP, in the middle of a batch.
+    pub(crate) pause_marker: Mutex<Option<std::path::PathBuf>>,
 }
 
 /// The model's projection on one store.
@@ -58,6 +61,9 @@ pub(crate) fn amount(event: &RecordedEvent) -> Result<i64, Error> {
 impl<S> Model<S> {
     async fn check(&self, event: &RecordedEvent) -> Result<i64, Error> {
         self.knobs.handled.fetch_add(1, Ordering::SeqCst);
+        if event.event_type == "pause" {
+            self.pause_once();
+        }
         if event.event_type == "poison" && self.knobs.poison.load(Ordering::SeqCst) {
             return Err(Error::failed_precondition(
                 "POISON",
@@ -65,6 +71,27 @@ impl<S> Model<S> {
             ));
         }
         amount(event)
+    }
+
+    /// Stops this process (SIGSTOP) if it is the first to create the pause marker.
+    fn pause_once(&self) {
+        let marker = self.knobs.pause_marker.lock().expect("knobs").clone();
+        let Some(path) = marker else { return };
+        let Ok(mut file) = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&path)
+        else {
+            return;
+        };
+        use std::io::Write as _;
+        let pid = std::process::id();
+        file.write_all(pid.to_string().as_bytes()).expect("marker");
+        drop(file);
+        std::process::Command::new("kill")
+            .args(["-STOP", &pid.to_string()])
+            .status()
+            .expect("kill -STOP");
     }
 
     async fn maybe_stall(&self, amount: i64) {
