@@ -65,10 +65,11 @@ pub mod testing {
 pub mod ports {
     pub use flext_ports::{
         AppendOutcome, AppendSignal, AppendWatcher, CheckpointStore, Claim, Clock, Command,
-        CommandHandler, Context, Contributions, DeadLetter, EventCodec, EventHandler, EventStore,
-        FixedClock, Health, HealthStatus, IdGenerator, IdempotencyRecord, IdempotencyStore,
-        JsonCodec, Labels, MAX_EVENTS_PER_APPEND, Metrics, Plugin, PluginDependency, PluginFuture,
-        Projection, ProjectionStore, Query, QueryHandler, ReadDirection, SequentialIds, Snapshot,
+        CommandHandler, ConsumerRecord, Context, Contributions, DeadLetter, EventCodec,
+        EventHandler, EventStore, FixedClock, Health, HealthStatus, IdGenerator, IdempotencyRecord,
+        IdempotencyStore, Instance, JsonCodec, Labels, Lease, MAX_EVENTS_PER_APPEND, Member,
+        Metrics, OwnershipStore, Plugin, PluginDependency, PluginFuture, Projection,
+        ProjectionStore, Query, QueryHandler, ReadDirection, SequentialIds, Snapshot,
         SnapshotStore, StoreOp, StoreTelemetry, SystemClock, Upcasters, UuidV7Ids, WatchAppends,
         trace,
     };
@@ -78,9 +79,10 @@ pub mod ports {
 #[cfg(feature = "application")]
 pub mod application {
     pub use flext_application::{
-        Behavior, BoxFuture, BridgeMetrics, CommandBus, Dep, EventBus, Executed, FromServices,
-        HandlerOutcome, HotSwap, IdempotencyLayer, Manifest, Message, MessageKind, MetricsLayer,
-        Next, Pipeline, PluginRegistration, PluginRegistry, PoisonPolicy, ProjectionOptions,
+        Behavior, BoxFuture, BridgeMetrics, CommandBus, ConsumerSlot, Dep, Distribution, EventBus,
+        Executed, FromServices, Grant, HandlerOutcome, HotSwap, IdempotencyLayer, Manifest,
+        Message, MessageKind, MetricsLayer, Next, Ownership, OwnershipOptions, Pipeline,
+        PluginRegistration, PluginRegistry, PoisonPolicy, ProjectionOptions,
         ProjectionRegistration, ProjectionRunner, ProjectionState, ProjectionStatus, Projections,
         QueryBus, QueryCache, QueryCacheInvalidator, QueryCacheLayer, ReadYourWrites,
         ReadYourWritesLayer, RebuildFrom, RedriveReport, Registration, Registry, RegistryHealth,
@@ -143,8 +145,8 @@ pub mod prelude {
     #[cfg(feature = "ports")]
     pub use flext_ports::{
         Clock, Command, CommandHandler, EventCodec, EventHandler, EventStore, IdGenerator,
-        IdempotencyStore, Metrics, Projection, ProjectionStore, Query, QueryHandler, SnapshotStore,
-        WatchAppends,
+        IdempotencyStore, Metrics, OwnershipStore, Projection, ProjectionStore, Query,
+        QueryHandler, SnapshotStore, WatchAppends,
     };
 }
 

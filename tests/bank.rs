@@ -255,3 +255,87 @@ async fn a_load_run_on_sqlite_keeps_the_money_and_settles_every_transfer() {
 async fn a_load_run_on_postgres_keeps_the_money_and_settles_every_transfer() {
     load_checks(flext_testkit::harness::fresh_pg_store("bank_load").await).await;
 }
+
+/// The bank example's binary, built by `cargo test` next to this test's.
+fn bank_binary() -> std::path::PathBuf {
+    let exe = std::env::current_exe().expect("own path");
+    let dir = exe
+        .parent()
+        .and_then(|deps| deps.parent())
+        .expect("target dir");
+    let bin = dir.join("examples").join("bank");
+    assert!(
+        bin.exists(),
+        "{} is missing: `cargo test` builds the examples",
+        bin.display()
+    );
+    bin
+}
+
+/// Runs a set-up bank, then two bank load runs at once as two processes on one database:
+/// both exit 0 with the verdict that the money adds up and nothing was parked.
+fn two_instances_at_once(database: &[&str]) {
+    let run = |instance: &str, transfers: &str| {
+        std::process::Command::new(bank_binary())
+            .args(database)
+            .args([
+                "--instance",
+                instance,
+                "--accounts",
+                "12",
+                "--transfers",
+                transfers,
+            ])
+            .stdin(std::process::Stdio::null())
+            .output()
+            .expect("run the bank")
+    };
+    let setup = run("setup", "10");
+    assert!(
+        setup.status.success(),
+        "{}",
+        String::from_utf8_lossy(&setup.stderr)
+    );
+    let (a, b) = std::thread::scope(|s| {
+        let a = s.spawn(|| run("a", "300"));
+        let b = s.spawn(|| run("b", "300"));
+        (a.join().expect("a"), b.join().expect("b"))
+    });
+    for (name, out) in [("a", &a), ("b", &b)] {
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "instance {name} failed:\n{stdout}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(
+            stdout.contains("verdict: ok") && stdout.contains("0 dead letters"),
+            "instance {name}:\n{stdout}"
+        );
+    }
+}
+
+#[test]
+fn two_bank_processes_at_once_on_postgres() {
+    let url = flext_testkit::harness::database_url();
+    let schema = format!("bank_two_{}", uuid::Uuid::now_v7().simple());
+    two_instances_at_once(&[&format!("--postgres={url}"), "--schema", &schema]);
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    runtime.block_on(async {
+        let pool = sqlx::PgPool::connect(&url).await.expect("connect");
+        sqlx::query(sqlx::AssertSqlSafe(format!("DROP SCHEMA {schema} CASCADE")))
+            .execute(&pool)
+            .await
+            .expect("drop the schema");
+    });
+}
+
+#[test]
+fn two_bank_processes_at_once_on_sqlite() {
+    let path = std::env::temp_dir().join(format!(
+        "flext-bank-two-{}.db",
+        uuid::Uuid::now_v7().simple()
+    ));
+    let path = path.to_str().expect("utf-8 path");
+    two_instances_at_once(&["--sqlite", path]);
+}

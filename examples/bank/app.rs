@@ -11,19 +11,20 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use flext::application::{
-    BoxFuture, CommandBus, Dep, Executed, MetricsLayer, Pipeline, PluginRegistry, ProjectionRunner,
-    Projections, QueryBus, ReadYourWrites, ReadYourWritesLayer, Registry, Repository, RetryLayer,
-    Services, Subscription, TimeoutLayer, TracingLayer, ValidationLayer,
+    BoxFuture, CommandBus, Dep, Executed, MetricsLayer, Ownership, OwnershipOptions, Pipeline,
+    PluginRegistry, ProjectionOptions, ProjectionRunner, Projections, QueryBus, ReadYourWrites,
+    ReadYourWritesLayer, Registry, Repository, RetryLayer, Services, Subscription,
+    SubscriptionOptions, TimeoutLayer, TracingLayer, ValidationLayer,
 };
 use flext::ports::{
-    CheckpointStore, Command, Context, EventStore, Labels, Metrics, Plugin, Projection,
-    ProjectionStore, Query, SnapshotStore, WatchAppends,
+    CheckpointStore, Command, Context, EventStore, Instance, Labels, Metrics, OwnershipStore,
+    Plugin, Projection, ProjectionStore, Query, SnapshotStore, WatchAppends,
 };
 use flext::postgres::{PgEventStore, PgWriteTransaction};
 use flext::sqlite::{SqliteEventStore, SqliteWriteTransaction};
 use flext::{
     Aggregate, DomainEvent, Error, ErrorCode, Id, Position, RecordedEvent, Validation,
-    command_handler, event_handler, query_handler,
+    WRONG_EXPECTED_VERSION, command_handler, event_handler, query_handler,
 };
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
@@ -581,61 +582,98 @@ async fn settle_transfer(
 /// Runs the transfer process: reads every event after its checkpoint, hands each sent
 /// transfer to the event bus, and checkpoints after it. A step that fails is retried;
 /// the steps are idempotent (an account settles a transfer once), so a crash between a
-/// step and its checkpoint repeats nothing visible.
-pub struct TransferProcess {
+/// step and its checkpoint repeats nothing visible. It runs only while this instance
+/// holds its lease (one instance of the bank at a time runs it); its checkpoint is
+/// fenced by the lease.
+pub struct TransferProcess<S> {
     stop: tokio::sync::watch::Sender<bool>,
     task: tokio::task::JoinHandle<Result<(), Error>>,
     position: Arc<AtomicU64>,
+    store: S,
 }
 
 /// The transfer process's checkpoint name.
 pub const TRANSFER_PROCESS: &str = "bank.transfer_process";
 
-impl TransferProcess {
-    /// Starts it on `store`, delivering on `events`.
-    pub async fn start<S>(store: S, events: flext::application::EventBus) -> Result<Self, Error>
-    where
-        S: EventStore + WatchAppends + CheckpointStore + Clone + 'static,
-    {
-        let from = store
-            .load_checkpoint(TRANSFER_PROCESS)
-            .await?
-            .unwrap_or(Position::START);
-        let position = Arc::new(AtomicU64::new(from.get()));
+impl<S> TransferProcess<S>
+where
+    S: EventStore + WatchAppends + OwnershipStore + Clone + 'static,
+{
+    /// Starts it on `store` under `ownership`, delivering on `events`.
+    pub async fn start(
+        store: S,
+        ownership: &Ownership<S>,
+        events: flext::application::EventBus,
+        waiting: SubscriptionOptions,
+    ) -> Result<Self, Error> {
+        let mut slot = ownership.claim(TRANSFER_PROCESS)?;
+        let position = Arc::new(AtomicU64::new(0));
         let (stop, mut stopped) = tokio::sync::watch::channel(false);
         let seen = position.clone();
+        let reader = store.clone();
         let task = tokio::spawn(async move {
-            let mut sub = Subscription::new(store.clone(), from);
-            loop {
-                let batch = tokio::select! {
-                    b = sub.next_batch(256) => b?,
+            'standby: loop {
+                let lease = tokio::select! {
+                    l = slot.acquired() => match l {
+                        Some(l) => l,
+                        None => return Ok(()),
+                    },
                     _ = stopped.changed() => return Ok(()),
                 };
-                // The batch's transfers are settled concurrently (they are independent,
-                // and two legs on one account retry on the version conflict); the
-                // checkpoint moves once they all are.
-                let mut steps = tokio::task::JoinSet::new();
-                for event in &batch {
-                    let Some(sent) = transfer_sent(event)? else {
-                        continue;
+                let from = reader
+                    .load_checkpoint(TRANSFER_PROCESS)
+                    .await?
+                    .unwrap_or(Position::START);
+                seen.fetch_max(from.get(), Ordering::SeqCst);
+                let mut sub = Subscription::with_options(reader.clone(), from, waiting);
+                loop {
+                    if !slot.runs_under(&lease) {
+                        // Handed over (or lost): the batch in hand is done.
+                        let _ = slot.release(&lease).await;
+                        continue 'standby;
+                    }
+                    let batch = tokio::select! {
+                        b = sub.next_batch(256) => b?,
+                        _ = slot.changed() => continue,
+                        _ = stopped.changed() => {
+                            let _ = slot.release(&lease).await;
+                            return Ok(());
+                        }
                     };
-                    if steps.len() >= STEPS_IN_FLIGHT && !joined(steps.join_next().await)? {
-                        return Ok(());
+                    // The batch's transfers are settled concurrently (they are
+                    // independent, and two legs on one account retry on the version
+                    // conflict); the checkpoint moves once they all are.
+                    let mut steps = tokio::task::JoinSet::new();
+                    for event in &batch {
+                        let Some(sent) = transfer_sent(event)? else {
+                            continue;
+                        };
+                        if steps.len() >= STEPS_IN_FLIGHT && !joined(steps.join_next().await)? {
+                            return Ok(());
+                        }
+                        let (events, ctx, stopped) =
+                            (events.clone(), Context::for_event(event), stopped.clone());
+                        steps.spawn(settle(events, sent, ctx, stopped));
                     }
-                    let (events, ctx, stopped) =
-                        (events.clone(), Context::for_event(event), stopped.clone());
-                    steps.spawn(settle(events, sent, ctx, stopped));
-                }
-                while let Some(done) = steps.join_next().await {
-                    if !joined(Some(done))? {
-                        return Ok(());
+                    while let Some(done) = steps.join_next().await {
+                        if !joined(Some(done))? {
+                            return Ok(());
+                        }
                     }
-                }
-                if let Some(last) = batch.last() {
-                    store
-                        .save_checkpoint(TRANSFER_PROCESS, last.position)
-                        .await?;
-                    seen.store(last.position.get(), Ordering::SeqCst);
+                    if let Some(last) = batch.last() {
+                        match reader.save_checkpoint_fenced(&lease, last.position).await {
+                            Ok(()) => {
+                                seen.fetch_max(last.position.get(), Ordering::SeqCst);
+                            }
+                            Err(e) if e.reason() == "OWNERSHIP_LOST" => {
+                                // Another instance runs it now; what was settled here
+                                // is idempotent there.
+                                slot.lost(&lease);
+                                continue 'standby;
+                            }
+                            Err(e) => return Err(e),
+                        }
+                    }
                 }
             }
         });
@@ -643,34 +681,46 @@ impl TransferProcess {
             stop,
             task,
             position,
+            store,
         })
     }
 
-    /// The position of the last event it finished.
-    pub fn position(&self) -> Position {
-        Position(self.position.load(Ordering::SeqCst))
+    /// The position of the last event it finished, here or (when another instance runs
+    /// it) as stored.
+    pub async fn position(&self) -> Result<Position, Error> {
+        let here = Position(self.position.load(Ordering::SeqCst));
+        let stored = self
+            .store
+            .load_checkpoint(TRANSFER_PROCESS)
+            .await?
+            .unwrap_or(Position::START);
+        Ok(here.max(stored))
     }
 
-    /// Waits until it has finished every event up to `position`.
+    /// Waits until it has finished every event up to `position`, wherever it runs.
     pub async fn wait_for(&self, position: Position, timeout: Duration) -> Result<(), Error> {
         let deadline = Instant::now() + timeout;
-        while self.position() < position {
+        let mut watcher = self.store.watch_consumers();
+        loop {
+            let at = self.position().await?;
+            if at >= position {
+                return Ok(());
+            }
             if self.task.is_finished() || Instant::now() > deadline {
                 return Err(Error::deadline_exceeded(
                     "PROCESS_BEHIND",
                     format!(
                         "the transfer process is at {}, not yet at {}",
-                        self.position().get(),
+                        at.get(),
                         position.get()
                     ),
                 ));
             }
-            tokio::time::sleep(Duration::from_millis(2)).await;
+            let _ = tokio::time::timeout(Duration::from_millis(20), watcher.changed()).await;
         }
-        Ok(())
     }
 
-    /// Finishes the event in hand and stops.
+    /// Finishes the event in hand, releases its lease and stops.
     pub async fn shutdown(self) -> Result<(), Error> {
         let _ = self.stop.send(true);
         self.task
@@ -808,6 +858,7 @@ pub trait ReadModel: Send + Sync {
     fn history(&self, account: String) -> BoxFuture<'_, Result<Vec<HistoryLine>, Error>>;
     fn audit_count(&self) -> BoxFuture<'_, Result<i64, Error>>;
     fn total_balance(&self) -> BoxFuture<'_, Result<i64, Error>>;
+    fn snapshot(&self) -> BoxFuture<'_, Result<ReadSnapshot, Error>>;
     fn create_schema(&self) -> BoxFuture<'_, Result<(), Error>>;
 }
 
@@ -920,6 +971,30 @@ macro_rules! read_model_for {
                 })
             }
 
+            fn snapshot(&self) -> BoxFuture<'_, Result<ReadSnapshot, Error>> {
+                Box::pin(async move {
+                    // One statement, one snapshot: each model with the checkpoint it is at.
+                    let (balances_at, balance_sum, history_at, history_rows): (i64, i64, i64, i64) =
+                        sqlx::query_as(
+                            "SELECT COALESCE((SELECT position FROM flext_checkpoints \
+                                              WHERE name = 'bank.balances'), 0), \
+                                    (SELECT CAST(COALESCE(SUM(balance), 0) AS BIGINT) FROM bank_balances), \
+                                    COALESCE((SELECT position FROM flext_checkpoints \
+                                              WHERE name = 'bank.history'), 0), \
+                                    (SELECT CAST(count(*) AS BIGINT) FROM bank_history)",
+                        )
+                        .fetch_one(self)
+                        .await
+                        .map_err(db("reading the read models"))?;
+                    Ok(ReadSnapshot {
+                        balances_at: Position(balances_at.max(0) as u64),
+                        balance_sum,
+                        history_at: Position(history_at.max(0) as u64),
+                        history_rows,
+                    })
+                })
+            }
+
             fn create_schema(&self) -> BoxFuture<'_, Result<(), Error>> {
                 Box::pin(async move {
                     for sql in SCHEMA {
@@ -937,6 +1012,50 @@ macro_rules! read_model_for {
 
 read_model_for!(SqliteWriteTransaction, sqlx::SqlitePool);
 read_model_for!(PgWriteTransaction, sqlx::PgPool);
+
+/// The read models as one consistent snapshot, each with the checkpoint it is at.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReadSnapshot {
+    pub balances_at: Position,
+    pub balance_sum: i64,
+    pub history_at: Position,
+    pub history_rows: i64,
+}
+
+/// Whether the read models hold exactly what the stored events say.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Verdict {
+    /// The money of every account event up to the balances projection's checkpoint.
+    pub balances_expected: i64,
+    /// The sum of the balances it holds.
+    pub balances_held: i64,
+    /// The account events up to the history projection's checkpoint.
+    pub history_expected: i64,
+    /// The rows it holds.
+    pub history_rows: i64,
+    /// Events parked by any projection.
+    pub dead_letters: usize,
+}
+
+impl Verdict {
+    /// The money adds up, every event has its history row, nothing was parked.
+    pub fn holds(&self) -> bool {
+        self.balances_expected == self.balances_held
+            && self.history_expected == self.history_rows
+            && self.dead_letters == 0
+    }
+}
+
+/// What an account event does to its balance.
+fn balance_change(e: &AccountEvent) -> i64 {
+    match e {
+        AccountEvent::Deposited { amount }
+        | AccountEvent::TransferReceived { amount, .. }
+        | AccountEvent::TransferRefunded { amount, .. } => *amount,
+        AccountEvent::Withdrawn { amount } | AccountEvent::TransferSent { amount, .. } => -amount,
+        AccountEvent::Opened { .. } | AccountEvent::Closed => 0,
+    }
+}
 
 /// The balances projection.
 #[derive(Default)]
@@ -1153,6 +1272,8 @@ pub trait BankStore:
     fn label(&self) -> &'static str;
     /// The read side on the same database.
     fn read_model(&self) -> Arc<dyn ReadModel>;
+    /// How readers of the global order wait for new events.
+    fn subscription(&self) -> SubscriptionOptions;
 }
 
 impl BankStore for SqliteEventStore {
@@ -1161,6 +1282,14 @@ impl BankStore for SqliteEventStore {
     }
     fn read_model(&self) -> Arc<dyn ReadModel> {
         Arc::new(self.reader_pool().clone())
+    }
+    /// SQLite cannot tell one process about another's appends: with other bank
+    /// processes on the file, look again every 50 ms when nothing was heard.
+    fn subscription(&self) -> SubscriptionOptions {
+        SubscriptionOptions {
+            idle_recheck: Some(Duration::from_millis(50)),
+            ..SubscriptionOptions::default()
+        }
     }
 }
 
@@ -1171,6 +1300,10 @@ impl BankStore for PgEventStore {
     fn read_model(&self) -> Arc<dyn ReadModel> {
         Arc::new(self.pool().clone())
     }
+    /// PostgreSQL notifies every process of every append.
+    fn subscription(&self) -> SubscriptionOptions {
+        SubscriptionOptions::default()
+    }
 }
 
 /// The running bank.
@@ -1179,7 +1312,10 @@ pub struct Bank<S: BankStore> {
     pub commands: CommandBus,
     pub queries: QueryBus,
     pub projections: Projections<S>,
-    pub process: TransferProcess,
+    pub process: TransferProcess<S>,
+    /// This instance's share of the consumers (projections and the transfer process),
+    /// among every bank process on the same database.
+    pub ownership: Ownership<S>,
     pub read: Arc<dyn ReadModel>,
     pub tally: Arc<CommandTally>,
     plugins: PluginRegistry,
@@ -1190,8 +1326,16 @@ pub struct Bank<S: BankStore> {
 const READ_YOUR_WRITES: Duration = Duration::from_secs(10);
 
 impl<S: BankStore> Bank<S> {
-    /// Wires everything on `store` and starts the projections and the transfer process.
+    /// Wires everything on `store` and starts the projections and the transfer process,
+    /// as an instance named after this host and process.
     pub async fn start(store: S) -> Result<Self, Error> {
+        Bank::start_as(store, Instance::current()).await
+    }
+
+    /// Wires everything on `store` as `instance`: with other bank processes on the same
+    /// database, each runs a fair share of the projections and the transfer process, and
+    /// takes over what a stopped one ran.
+    pub async fn start_as(store: S, instance: Instance) -> Result<Self, Error> {
         let read = store.read_model();
         read.create_schema().await?;
 
@@ -1200,11 +1344,17 @@ impl<S: BankStore> Bank<S> {
         plugins.start_all().await?;
         let mut contributed = plugins.contributions();
 
+        let ownership = Ownership::start(store.clone(), instance, OwnershipOptions::default());
+        let options = ProjectionOptions {
+            subscription: store.subscription(),
+            ..ProjectionOptions::default()
+        };
         let mut runner = ProjectionRunner::new(store.clone())
-            .register(Balances)?
-            .register(History)?;
+            .with_ownership(ownership.clone())
+            .register_with(Balances, options)?
+            .register_with(History, options)?;
         for audit in contributed.take::<AuditTrail>() {
-            runner = runner.register(audit)?;
+            runner = runner.register_with(audit, options)?;
         }
         let projections = runner.start();
 
@@ -1241,13 +1391,20 @@ impl<S: BankStore> Bank<S> {
             .0
             .set(commands.clone())
             .map_err(|_| Error::internal("WIRED_TWICE", "the command bus was set twice"))?;
-        let process = TransferProcess::start(store.clone(), registry.event_bus()).await?;
+        let process = TransferProcess::start(
+            store.clone(),
+            &ownership,
+            registry.event_bus(),
+            store.subscription(),
+        )
+        .await?;
         Ok(Bank {
             store,
             commands,
             queries,
             projections,
             process,
+            ownership,
             read,
             tally,
             plugins,
@@ -1342,10 +1499,48 @@ impl<S: BankStore> Bank<S> {
         }
     }
 
+    /// Compares the read models with the stored events, each up to the checkpoint its
+    /// projection stands at (read in one snapshot, so other instances may go on writing).
+    pub async fn verdict(&self) -> Result<Verdict, Error> {
+        let snap = self.read.snapshot().await?;
+        let upto = snap.balances_at.max(snap.history_at);
+        let (mut money, mut rows) = (0i64, 0i64);
+        let mut after = Position::START;
+        'read: loop {
+            let page = self.store.read_all(after, 10_000).await?;
+            let Some(last) = page.last() else { break };
+            after = last.position;
+            for event in &page {
+                if event.position > upto {
+                    break 'read;
+                }
+                let Some(e) = decode(event)? else { continue };
+                if event.position <= snap.balances_at {
+                    money += balance_change(&e);
+                }
+                if event.position <= snap.history_at {
+                    rows += 1;
+                }
+            }
+        }
+        let mut dead_letters = 0;
+        for name in [BALANCES, HISTORY, AUDIT] {
+            dead_letters += self.projections.dead_letters(name).await?.len();
+        }
+        Ok(Verdict {
+            balances_expected: money,
+            balances_held: snap.balance_sum,
+            history_expected: rows,
+            history_rows: snap.history_rows,
+            dead_letters,
+        })
+    }
+
     /// Stops the process and the projections, keeping their checkpoints, and the plugins.
     pub async fn shutdown(mut self) -> Result<(), Error> {
         let result = self.process.shutdown().await;
         self.projections.shutdown().await;
+        self.ownership.shutdown().await;
         self.plugins.stop_all().await?;
         result
     }
@@ -1584,6 +1779,9 @@ fn kinds(events: &[RecordedEvent]) -> String {
 pub struct LoadReport {
     pub transfers_sent: u64,
     pub transfers_refused: u64,
+    /// Transfers given up after their retries lost every race for the account (other
+    /// bank processes writing the same accounts).
+    pub transfers_conflicted: u64,
     pub send_elapsed: Duration,
     pub settle_elapsed: Duration,
     pub events_written: u64,
@@ -1619,27 +1817,38 @@ pub async fn load<S: BankStore>(
             Err(e) if e.code() == ErrorCode::AlreadyExists => {}
             Err(e) => return Err(e),
         }
-        bank.run(Deposit {
-            account: *id,
-            amount: 1_000,
-        })
-        .await
-        .1?;
+        // Another bank process may be writing the same account: a conflict that outlasts
+        // the retries is tried again.
+        loop {
+            let (_, r) = bank
+                .run(Deposit {
+                    account: *id,
+                    amount: 1_000,
+                })
+                .await;
+            match r {
+                Ok(_) => break,
+                Err(e) if e.reason() == WRONG_EXPECTED_VERSION => continue,
+                Err(e) => return Err(e),
+            }
+        }
         report.total_deposited += 1_000;
     }
     let ids = Arc::new(ids);
     let next = Arc::new(AtomicU64::new(0));
     let sent = Arc::new(AtomicU64::new(0));
     let refused = Arc::new(AtomicU64::new(0));
+    let conflicted = Arc::new(AtomicU64::new(0));
     let started = Instant::now();
     let mut tasks = Vec::new();
     for worker in 0..concurrency.max(1) {
-        let (commands, ids, next, sent, refused, stop) = (
+        let (commands, ids, next, sent, refused, conflicted, stop) = (
             bank.commands.clone(),
             ids.clone(),
             next.clone(),
             sent.clone(),
             refused.clone(),
+            conflicted.clone(),
             stop.clone(),
         );
         tasks.push(tokio::spawn(async move {
@@ -1670,6 +1879,9 @@ pub async fn load<S: BankStore>(
                     Err(e) if e.reason() == "INSUFFICIENT_FUNDS" => {
                         refused.fetch_add(1, Ordering::SeqCst)
                     }
+                    Err(e) if e.reason() == WRONG_EXPECTED_VERSION => {
+                        conflicted.fetch_add(1, Ordering::SeqCst)
+                    }
                     Err(e) => return Err(e),
                 };
             }
@@ -1683,6 +1895,7 @@ pub async fn load<S: BankStore>(
     report.send_elapsed = started.elapsed();
     report.transfers_sent = sent.load(Ordering::SeqCst);
     report.transfers_refused = refused.load(Ordering::SeqCst);
+    report.transfers_conflicted = conflicted.load(Ordering::SeqCst);
     report.interrupted = stop.load(Ordering::SeqCst);
     let settle = Instant::now();
     let head = bank.head().await?;

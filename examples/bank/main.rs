@@ -23,6 +23,7 @@ use std::time::Instant;
 
 use app::{AUDIT, BALANCES, Bank, BankStore, HISTORY};
 use flext::Error;
+use flext::ports::Instance;
 use flext::postgres::PgEventStore;
 use flext::sqlite::SqliteEventStore;
 
@@ -40,14 +41,18 @@ struct Args {
     accounts: Option<usize>,
     transfers: usize,
     concurrency: usize,
+    instance: Option<String>,
+    schema: String,
 }
 
 fn usage(problem: &str) -> ! {
     eprintln!("{problem}");
     eprintln!(
-        "usage: bank [--sqlite PATH | --postgres[=URL]] [--accounts N --transfers M [--concurrency C]]\n\
+        "usage: bank [--sqlite PATH | --postgres[=URL]] [--instance NAME] [--accounts N --transfers M [--concurrency C]]\n\
          \x20 --sqlite PATH      the SQLite file (default flext-bank.db)\n\
          \x20 --postgres[=URL]   PostgreSQL instead, at URL or DATABASE_URL\n\
+         \x20 --schema NAME      the PostgreSQL schema (default flext_bank)\n\
+         \x20 --instance NAME    this process's name among several bank processes on one database\n\
          \x20 --accounts N       load mode: N accounts ...\n\
          \x20 --transfers M      ... and M random transfers between them (default 10000)\n\
          \x20 --concurrency C    load mode: C concurrent senders (default 16)"
@@ -61,6 +66,8 @@ fn parse() -> Args {
         accounts: None,
         transfers: 10_000,
         concurrency: 16,
+        instance: None,
+        schema: PG_SCHEMA.to_owned(),
     };
     let mut it = std::env::args().skip(1);
     let number = |v: Option<String>, flag: &str| -> usize {
@@ -84,6 +91,13 @@ fn parse() -> Args {
             "--accounts" => args.accounts = Some(number(it.next(), "--accounts")),
             "--transfers" => args.transfers = number(it.next(), "--transfers"),
             "--concurrency" => args.concurrency = number(it.next(), "--concurrency"),
+            "--schema" => args.schema = it.next().unwrap_or_else(|| usage("--schema needs a name")),
+            "--instance" => {
+                args.instance = Some(
+                    it.next()
+                        .unwrap_or_else(|| usage("--instance needs a name")),
+                );
+            }
             "-h" | "--help" => usage("the flext bank"),
             other => usage(&format!("unknown argument {other:?}")),
         }
@@ -106,9 +120,9 @@ async fn main() {
             }
         }
         Choice::Postgres(url) => {
-            println!("flext bank on PostgreSQL, schema {PG_SCHEMA}");
+            println!("flext bank on PostgreSQL, schema {}", args.schema);
             match PgEventStore::builder(url.as_str())
-                .schema(PG_SCHEMA)
+                .schema(args.schema.as_str())
                 .connect()
                 .await
             {
@@ -130,7 +144,12 @@ async fn main() {
 
 async fn run<S: BankStore>(store: S, args: &Args) -> Result<(), Error> {
     let started = Instant::now();
-    let bank = Bank::start(store).await?;
+    let instance = match &args.instance {
+        Some(name) => Instance::named(name.as_str()),
+        None => Instance::current(),
+    };
+    println!("instance {}", instance.name);
+    let bank = Bank::start_as(store, instance).await?;
     let stored = bank.head().await?;
     println!(
         "store head at position {}; projections {BALANCES}, {HISTORY}, {AUDIT} (from the audit plugin) and the transfer process started\n",
@@ -194,6 +213,12 @@ async fn run<S: BankStore>(store: S, args: &Args) -> Result<(), Error> {
                     r.transfers_refused,
                     (r.transfers_sent + r.transfers_refused) as f64 / secs
                 );
+                if r.transfers_conflicted > 0 {
+                    println!(
+                        "{} transfers given up: their account was written by another bank process through every retry",
+                        r.transfers_conflicted
+                    );
+                }
                 println!(
                     "settling (second legs, refunds) and projections caught up {:.2} s after the last send",
                     r.settle_elapsed.as_secs_f64()
@@ -206,7 +231,29 @@ async fn run<S: BankStore>(store: S, args: &Args) -> Result<(), Error> {
                 if r.interrupted {
                     println!("(interrupted by Ctrl-C)");
                 }
-                Ok(())
+                let v = bank.verdict().await?;
+                if v.holds() {
+                    println!(
+                        "verdict: ok: the balances hold {} = the money of the stored events; {} history rows = {} events; 0 dead letters",
+                        v.balances_held, v.history_rows, v.history_expected
+                    );
+                    Ok(())
+                } else {
+                    println!(
+                        "verdict: FAILED: balances hold {} but the events say {} (difference {}); {} history rows for {} events (difference {}); {} dead letters",
+                        v.balances_held,
+                        v.balances_expected,
+                        v.balances_held - v.balances_expected,
+                        v.history_rows,
+                        v.history_expected,
+                        v.history_rows - v.history_expected,
+                        v.dead_letters
+                    );
+                    Err(Error::data_loss(
+                        "VERDICT_FAILED",
+                        "the read models do not match the stored events",
+                    ))
+                }
             }
         }
     };
