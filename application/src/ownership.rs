@@ -594,29 +594,27 @@ where
         if want == 0 {
             break;
         }
-        match store
+        // Taken by another instance meanwhile, or the store is away: next round.
+        let Ok(Some(lease)) = store
             .acquire_lease(name, &inner.instance, inner.options.lease_ttl)
             .await
-        {
-            Ok(Some(lease)) => {
-                let placed = inner.slots().get(name).is_some_and(|tx| {
-                    tx.send_replace(Grant::Held(lease.clone()));
-                    true
-                });
-                if placed {
-                    want -= 1;
-                    inner.owned_gauge(name, true);
-                    inner.metrics.count(
-                        "flext.consumer.acquired",
-                        1,
-                        &[("consumer", name.as_str())],
-                    );
-                    tracing::info!(consumer = %name, epoch = lease.epoch, "consumer acquired");
-                } else {
-                    let _ = store.release_lease(&lease).await;
-                }
-            }
-            Ok(None) | Err(_) => {}
+        else {
+            continue;
+        };
+        let placed = inner.slots().get(name).is_some_and(|tx| {
+            tx.send_replace(Grant::Held(lease.clone()));
+            true
+        });
+        if placed {
+            want -= 1;
+            inner.owned_gauge(name, true);
+            inner
+                .metrics
+                .count("flext.consumer.acquired", 1, &[("consumer", name.as_str())]);
+            tracing::info!(consumer = %name, epoch = lease.epoch, "consumer acquired");
+        } else {
+            // Its claim was withdrawn meanwhile.
+            let _ = store.release_lease(&lease).await;
         }
     }
 }

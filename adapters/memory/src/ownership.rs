@@ -170,7 +170,7 @@ impl OwnershipStore for InMemoryEventStore {
             .filter(|m| m.expires_at > now)
             .cloned()
             .collect();
-        live.sort_by(|a, b| (a.started_at, a.instance.id).cmp(&(b.started_at, b.instance.id)));
+        live.sort_by_key(|m| (m.started_at, m.instance.id));
         Ok(live)
     }
 

@@ -269,7 +269,7 @@ impl OwnershipStore for PgEventStore {
                 })
             })
             .collect::<Result<Vec<_>, Error>>()?;
-        members.sort_by(|a, b| (a.started_at, a.instance.id).cmp(&(b.started_at, b.instance.id)));
+        members.sort_by_key(|m| (m.started_at, m.instance.id));
         Ok(members)
     }
 

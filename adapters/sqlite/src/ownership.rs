@@ -65,15 +65,14 @@ pub(crate) async fn fenced_on(
     .fetch_optional(&mut *conn)
     .await
     .map_err(|e| db_error("reading a consumer's lease", e))?;
-    let row = match row {
-        Some(r) => Some((
+    let row = row.map(|r| {
+        (
             r.try_get::<i64, _>(0).unwrap_or(0).max(0) as u64,
             r.try_get::<Option<Uuid>, _>(1).unwrap_or(None),
             r.try_get::<bool, _>(2).unwrap_or(false),
             Position(r.try_get::<i64, _>(3).unwrap_or(0).max(0) as u64),
-        )),
-        None => None,
-    };
+        )
+    });
     Err(refused_checkpoint(lease, row, position))
 }
 
