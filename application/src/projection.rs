@@ -781,6 +781,12 @@ where
         if self.inner.own_coordinator {
             self.inner.ownership.abort();
         }
+        for shared in self.inner.workers.values() {
+            shared.set(|p| {
+                p.state = ProjectionState::Stopped;
+                p.owned = false;
+            });
+        }
         for t in self
             .inner
             .tasks
