@@ -39,7 +39,8 @@ pub struct OwnershipOptions {
     /// quarter of the lease: three renewals may fail before a lease lapses).
     pub renew_every: Duration,
     /// How often the coordinator looks for consumers to take or give back, besides the
-    /// store's notifications of releases (default 100 ms).
+    /// store's notifications of releases (default 50 ms: a read of the consumers' rows;
+    /// SQLite cannot notify other processes of a release).
     pub poll: Duration,
     /// How consumers are spread.
     pub distribution: Distribution,
@@ -50,7 +51,7 @@ impl Default for OwnershipOptions {
         OwnershipOptions {
             lease_ttl: Duration::from_millis(1_500),
             renew_every: Duration::from_millis(375),
-            poll: Duration::from_millis(100),
+            poll: Duration::from_millis(50),
             distribution: Distribution::Balanced,
         }
     }
