@@ -14,7 +14,11 @@ pub trait CheckpointStore: Send + Sync {
         name: &str,
     ) -> impl Future<Output = Result<Option<Position>, Error>> + Send;
 
-    /// Sets the checkpoint of `name` to `position` (also backwards: a rebuild starts over).
+    /// Sets the checkpoint of `name` to `position` (also backwards: a rebuild starts over),
+    /// for readers that run without ownership. Refused with
+    /// `FAILED_PRECONDITION`/`CHECKPOINT_OWNED` while an instance holds a lease on `name`:
+    /// an owned consumer's checkpoint moves only under its lease
+    /// (`ProjectionStore::set_checkpoint`, `OwnershipStore::save_checkpoint_fenced`).
     fn save_checkpoint(
         &self,
         name: &str,

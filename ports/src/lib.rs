@@ -53,8 +53,8 @@ pub use message::{
 };
 pub use metrics::{Labels, Metrics};
 pub use ownership::{
-    ConsumerRecord, Instance, Lease, Member, OwnershipStore, checkpoint_backwards, chrono_ttl,
-    ownership_lost, refused_checkpoint,
+    ConsumerRecord, Instance, Lease, Member, OwnershipStore, checkpoint_backwards,
+    checkpoint_owned, chrono_ttl, ownership_lost, refused_checkpoint,
 };
 pub use plugin::{Contributions, Health, HealthStatus, Plugin, PluginDependency, PluginFuture};
 pub use projection::{DeadLetter, Projection, ProjectionStore, assemble_dead_letter};

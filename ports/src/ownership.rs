@@ -215,6 +215,18 @@ pub fn checkpoint_backwards(consumer: &str, stored: Position, asked: Position) -
     .with_detail("asked", asked.get())
 }
 
+/// The error for an unfenced checkpoint write ([`crate::CheckpointStore::save_checkpoint`])
+/// over a consumer that an instance owns: `FAILED_PRECONDITION`/`CHECKPOINT_OWNED`.
+pub fn checkpoint_owned(consumer: &str) -> Error {
+    Error::failed_precondition(
+        "CHECKPOINT_OWNED",
+        format!(
+            "consumer {consumer:?} is owned by an instance: its checkpoint is written under its lease"
+        ),
+    )
+    .with_detail("consumer", consumer)
+}
+
 /// Why a fenced checkpoint write that changed no row was refused, from the consumer's row
 /// as it is now (`None` if it has none): the shared diagnosis of the SQL stores.
 pub fn refused_checkpoint(

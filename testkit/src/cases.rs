@@ -1581,3 +1581,39 @@ pub async fn instances_announce_lapse_and_leave<H: Harness>(h: H) -> H {
     assert_eq!(members.len(), 1);
     h
 }
+
+/// An unfenced checkpoint write (`CheckpointStore::save_checkpoint`, for readers without
+/// ownership) is refused with `CHECKPOINT_OWNED` while an instance owns the consumer, and
+/// changes nothing; once the lease is released it is allowed again.
+pub async fn an_owned_checkpoint_is_not_written_unfenced<H: Harness>(h: H) -> H {
+    let store = h.store();
+    let lease = store
+        .acquire_lease("p", &Instance::named("a"), Duration::from_secs(30))
+        .await
+        .expect("acquire")
+        .expect("free");
+    store
+        .save_checkpoint_fenced(&lease, Position(7))
+        .await
+        .expect("the owner writes");
+    let e = store
+        .save_checkpoint("p", Position(3))
+        .await
+        .expect_err("an unfenced write over an owned consumer");
+    assert_eq!(e.code(), ErrorCode::FailedPrecondition);
+    assert_eq!(e.reason(), "CHECKPOINT_OWNED");
+    assert_eq!(
+        store.load_checkpoint("p").await.expect("load"),
+        Some(Position(7))
+    );
+    store.release_lease(&lease).await.expect("release");
+    store
+        .save_checkpoint("p", Position(3))
+        .await
+        .expect("released: a plain reader may write it");
+    assert_eq!(
+        store.load_checkpoint("p").await.expect("load"),
+        Some(Position(3))
+    );
+    h
+}

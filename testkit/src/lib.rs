@@ -157,6 +157,7 @@ macro_rules! event_store_conformance {
             a_stale_epoch_cannot_commit,
             a_checkpoint_moves_back_only_in_a_rebuild,
             instances_announce_lapse_and_leave,
+            an_owned_checkpoint_is_not_written_unfenced,
         );
     };
 }

@@ -22,7 +22,7 @@ pub(crate) struct Consumer {
 }
 
 impl Consumer {
-    fn held(&self, now: DateTime<Utc>) -> bool {
+    pub(crate) fn held(&self, now: DateTime<Utc>) -> bool {
         self.owner.is_some() && self.expires_at.is_some_and(|t| t > now)
     }
 

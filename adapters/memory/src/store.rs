@@ -473,11 +473,16 @@ impl CheckpointStore for InMemoryEventStore {
     }
 
     async fn save_checkpoint(&self, name: &str, position: Position) -> Result<(), Error> {
-        self.lock()
-            .consumers
-            .entry(name.to_owned())
-            .or_default()
-            .position = position;
+        let now = self.clock.now();
+        {
+            let mut state = self.lock();
+            let consumer = state.consumers.entry(name.to_owned()).or_default();
+            // Never over a consumer an instance owns: its checkpoint is written under its lease.
+            if consumer.held(now) {
+                return Err(flext_ports::checkpoint_owned(name));
+            }
+            consumer.position = position;
+        }
         self.consumers_changed.pulse();
         Ok(())
     }

@@ -131,8 +131,8 @@ impl OwnershipStore for PgEventStore {
         ttl: Duration,
     ) -> Result<Option<Lease>, Error> {
         let pid = i32::try_from(owner.pid).unwrap_or(i32::MAX);
-        for sql in [ACQUIRE_SQL, CREATE_SQL] {
-            let row: Option<(i64, DateTime<Utc>)> = sqlx::query_as(sql)
+        let acquire = |sql: &'static str| {
+            sqlx::query_as::<_, (i64, DateTime<Utc>)>(sql)
                 .bind(consumer)
                 .bind(owner.id)
                 .bind(&owner.name)
@@ -140,18 +140,32 @@ impl OwnershipStore for PgEventStore {
                 .bind(pid)
                 .bind(micros(ttl))
                 .fetch_optional(&self.pool)
-                .await
-                .map_err(|e| db_error("acquiring a consumer", e))?;
-            if let Some((epoch, expires_at)) = row {
-                return Ok(Some(Lease {
-                    consumer: consumer.to_owned(),
-                    owner: owner.id,
-                    epoch: epoch.max(0) as u64,
-                    expires_at,
-                }));
+        };
+        let mut row = acquire(ACQUIRE_SQL)
+            .await
+            .map_err(|e| db_error("acquiring a consumer", e))?;
+        if row.is_none() {
+            // Create the record only when there is none: an INSERT that meets the row of
+            // a commit in flight would wait for it, which the SKIP LOCKED above avoids.
+            let exists: bool = sqlx::query_scalar(
+                "SELECT EXISTS (SELECT 1 FROM flext_checkpoints WHERE name = $1)",
+            )
+            .bind(consumer)
+            .fetch_one(&self.pool)
+            .await
+            .map_err(|e| db_error("looking up a consumer", e))?;
+            if !exists {
+                row = acquire(CREATE_SQL)
+                    .await
+                    .map_err(|e| db_error("acquiring a consumer", e))?;
             }
         }
-        Ok(None)
+        Ok(row.map(|(epoch, expires_at)| Lease {
+            consumer: consumer.to_owned(),
+            owner: owner.id,
+            epoch: epoch.max(0) as u64,
+            expires_at,
+        }))
     }
 
     async fn renew_lease(&self, lease: &Lease, ttl: Duration) -> Result<Lease, Error> {

@@ -926,15 +926,21 @@ async fn save_checkpoint_on(
     name: &str,
     position: Position,
 ) -> Result<(), Error> {
-    sqlx::query(
+    // Never over a consumer an instance owns: its checkpoint is written under its lease.
+    let done = sqlx::query(
         "INSERT INTO flext_checkpoints (name, position) VALUES ($1, $2) \
-         ON CONFLICT (name) DO UPDATE SET position = excluded.position",
+         ON CONFLICT (name) DO UPDATE SET position = excluded.position \
+         WHERE flext_checkpoints.owner_id IS NULL \
+         OR flext_checkpoints.expires_at <= clock_timestamp()",
     )
     .bind(name)
     .bind(to_i64(position.0))
     .execute(conn)
     .await
     .map_err(|e| db_error("saving a checkpoint", e))?;
+    if done.rows_affected() == 0 {
+        return Err(flext_ports::checkpoint_owned(name));
+    }
     Ok(())
 }
 

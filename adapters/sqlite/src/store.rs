@@ -276,7 +276,8 @@ impl SqliteWriteTransaction {
     /// Sets a checkpoint within this transaction, so a read model written in the same
     /// transaction and its checkpoint commit together (exactly once).
     pub async fn save_checkpoint(&mut self, name: &str, position: Position) -> Result<(), Error> {
-        save_checkpoint_on(&mut self.writer.conn, name, position).await
+        let now = self.clock.now();
+        save_checkpoint_on(&mut self.writer.conn, name, position, now).await
     }
 
     /// Moves the checkpoint of `lease.consumer` to `position` within this transaction,
@@ -902,16 +903,23 @@ async fn save_checkpoint_on(
     conn: &mut SqliteConnection,
     name: &str,
     position: Position,
+    now: DateTime<Utc>,
 ) -> Result<(), Error> {
-    sqlx::query(
-        "INSERT INTO flext_checkpoints (name, position) VALUES (?, ?) \
-         ON CONFLICT (name) DO UPDATE SET position = excluded.position",
+    // Never over a consumer an instance owns: its checkpoint is written under its lease.
+    let done = sqlx::query(
+        "INSERT INTO flext_checkpoints (name, position) VALUES (?1, ?2) \
+         ON CONFLICT (name) DO UPDATE SET position = excluded.position \
+         WHERE flext_checkpoints.owner_id IS NULL OR flext_checkpoints.expires_at <= ?3",
     )
     .bind(name)
     .bind(to_i64(position.0))
+    .bind(now.timestamp_micros())
     .execute(conn)
     .await
     .map_err(|e| db_error("saving a checkpoint", e))?;
+    if done.rows_affected() == 0 {
+        return Err(flext_ports::checkpoint_owned(name));
+    }
     Ok(())
 }
 
@@ -929,7 +937,7 @@ impl CheckpointStore for SqliteEventStore {
     async fn save_checkpoint(&self, name: &str, position: Position) -> Result<(), Error> {
         let mut writer = self.writer.lock().await;
         writer.settle().await?;
-        save_checkpoint_on(&mut writer.conn, name, position).await?;
+        save_checkpoint_on(&mut writer.conn, name, position, self.clock.now()).await?;
         drop(writer);
         self.consumers_changed.pulse();
         Ok(())
