@@ -14,9 +14,11 @@ use std::process::{Command, Stdio};
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use flext_application::{ProjectionOptions, ProjectionRunner, SubscriptionOptions};
+use flext_application::{
+    OwnershipOptions, ProjectionOptions, ProjectionRunner, SubscriptionOptions,
+};
 use flext_domain::{EventId, ExpectedVersion, NewEvent, Position, StreamId};
-use flext_ports::{EventStore, Projection, ProjectionStore};
+use flext_ports::{EventStore, OwnershipStore, Projection, ProjectionStore};
 use support::{Backend, Model, expected};
 
 const KILLS: usize = 20;
@@ -60,7 +62,14 @@ where
 {
     let model = store.model(NAME).await;
     model.knobs.delay_us.store(500, Ordering::SeqCst);
+    // A short lease: each child waits for its killed predecessor's lease to lapse.
     let _projections = ProjectionRunner::new(store.clone())
+        .with_ownership_options(OwnershipOptions {
+            lease_ttl: Duration::from_millis(200),
+            renew_every: Duration::from_millis(50),
+            poll: Duration::from_millis(10),
+            ..OwnershipOptions::default()
+        })
         .register_with(model, options())
         .expect("register")
         .start();
@@ -78,7 +87,7 @@ fn spawn_child(kind: &str, target: &str) -> std::process::Child {
 }
 
 /// The parent: kills children at random points, then checks the model.
-async fn parent<S: Backend>(store: S, kind: &str, target: &str)
+async fn parent<S: Backend + OwnershipStore>(store: S, kind: &str, target: &str)
 where
     Model<S>: Projection<<S as ProjectionStore>::Transaction>,
 {
@@ -87,6 +96,18 @@ where
     let mut checkpoints = Vec::new();
     for round in 1..=KILLS {
         let mut child = spawn_child(kind, target);
+        // The child runs once it holds the projection's lease (its killed predecessor's
+        // lapses first).
+        let pid = child.id();
+        loop {
+            let owned = store.consumers().await.expect("consumers").iter().any(|r| {
+                r.consumer == NAME && r.owned && r.owner.as_ref().is_some_and(|o| o.pid == pid)
+            });
+            if owned {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
         // Appends race the child; then a random moment to die.
         append_round(&store, round as i64, 60).await;
         tokio::time::sleep(Duration::from_millis(fastrand::u64(10..120))).await;
