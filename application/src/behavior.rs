@@ -59,9 +59,13 @@ impl Behavior for TimeoutLayer {
         ctx: &'a Context,
         next: Next<'a>,
     ) -> BoxFuture<'s, Result<Reply, Error>> {
-        let deadline = ctx
+        // A default too long to represent as an instant is no deadline at all.
+        let Some(deadline) = ctx
             .deadline()
-            .unwrap_or_else(|| Instant::now() + self.default);
+            .or_else(|| Instant::now().checked_add(self.default))
+        else {
+            return next.run();
+        };
         Box::pin(async move {
             match tokio::time::timeout_at(deadline.into(), next.run()).await {
                 Ok(result) => result,

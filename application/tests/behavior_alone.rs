@@ -123,6 +123,20 @@ async fn timeout_uses_the_context_deadline_then_the_default() {
             .await
             .is_ok()
     );
+    // A timeout too long to be an instant is no deadline, not a panic.
+    assert!(
+        slow(TimeoutLayer::new(Duration::MAX), Context::new())
+            .await
+            .is_ok()
+    );
+    assert!(
+        slow(
+            TimeoutLayer::new(Duration::MAX),
+            Context::new().with_timeout(Duration::MAX)
+        )
+        .await
+        .is_ok()
+    );
 }
 
 #[tokio::test(start_paused = true)]

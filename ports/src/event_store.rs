@@ -15,6 +15,10 @@ pub const MAX_EVENTS_PER_APPEND: usize = 10_000;
 /// The longest event type name, in bytes.
 pub const MAX_EVENT_TYPE_LEN: usize = 255;
 
+/// The largest schema version a store keeps (PostgreSQL's `INTEGER`): every store refuses
+/// a larger one with the same typed error rather than storing something else.
+pub const MAX_SCHEMA_VERSION: u32 = i32::MAX as u32;
+
 /// Which way [`EventStore::read_stream`] walks a stream.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum ReadDirection {
@@ -285,6 +289,17 @@ pub fn validate_append(events: &[NewEvent]) -> Result<(), Error> {
                 p,
             ));
         }
+        if e.schema_version > MAX_SCHEMA_VERSION {
+            violations.push(FieldViolation::new(
+                format!("events[{i}].schema_version"),
+                ErrorCode::InvalidArgument,
+                "SCHEMA_VERSION_OUT_OF_RANGE",
+                format!(
+                    "{} is larger than the largest schema version a store keeps ({MAX_SCHEMA_VERSION})",
+                    e.schema_version
+                ),
+            ));
+        }
         if !seen.insert(e.event_id) {
             violations.push(FieldViolation::new(
                 format!("events[{i}].event_id"),
@@ -340,14 +355,20 @@ pub fn resolve_rejected_append(
     events: &[NewEvent],
     existing: &[StoredEvent],
 ) -> Result<AppendOutcome, Error> {
-    if existing.is_empty() {
+    let (Some(first_event), Some(first_existing)) = (events.first(), existing.first()) else {
+        if events.is_empty() {
+            return Err(Error::invalid_argument(
+                "NO_EVENTS",
+                "an append needs at least one event",
+            ));
+        }
         return Err(wrong_expected_version(stream, expected, actual));
-    }
+    };
     let find = |id: EventId| existing.iter().find(|s| s.event_id == id);
     let first_version = match expected {
         ExpectedVersion::Exact(v) => Some(v.advanced(1)),
         ExpectedVersion::NoStream => Some(StreamVersion(1)),
-        ExpectedVersion::StreamExists => find(events[0].event_id)
+        ExpectedVersion::StreamExists => find(first_event.event_id)
             .filter(|s| &s.stream_id == stream)
             .map(|s| s.stream_version),
         ExpectedVersion::Any => None,
@@ -377,7 +398,7 @@ pub fn resolve_rejected_append(
     let (event, stored) = events
         .iter()
         .find_map(|e| find(e.event_id).map(|s| (e, s)))
-        .unwrap_or((&events[0], &existing[0]));
+        .unwrap_or((first_event, first_existing));
     Err(Error::already_exists(
         "EVENT_ID_REUSED",
         format!(
@@ -447,11 +468,13 @@ pub fn assemble_recorded(
     };
     let schema_version =
         u32::try_from(row.schema_version).map_err(|e| bad("invalid schema version", &e))?;
+    let version = u64::try_from(row.version).map_err(|e| bad("negative version", &e))?;
+    let position = u64::try_from(row.position).map_err(|e| bad("negative position", &e))?;
     Ok(RecordedEvent {
         event_id: EventId::from_uuid(row.event_id),
         stream_id,
-        stream_version: StreamVersion(row.version as u64),
-        position: Position(row.position as u64),
+        stream_version: StreamVersion(version),
+        position: Position(position),
         recorded_at: row.recorded_at,
         event_type: row.event_type,
         schema_version,
@@ -464,6 +487,14 @@ pub fn assemble_recorded(
             headers,
         },
     })
+}
+
+/// A version or position a SQL store read back (signed in SQL) as the `u64` flext uses:
+/// a negative one, which flext never writes, is `DataLoss`/`CORRUPTED_EVENT` naming the
+/// stream and what was read.
+pub fn stored_number(stream: &str, what: &str, value: i64) -> Result<u64, Error> {
+    u64::try_from(value)
+        .map_err(|_| corrupted_event(stream, value, format_args!("negative {what} {value}")))
 }
 
 /// The `DataLoss` error for a stored event that cannot be read back.
@@ -542,5 +573,52 @@ mod tests {
         let conflict = resolve_rejected_append(&s, expected, StreamVersion(7), &[ev(9, b"z")], &[])
             .expect_err("conflict");
         assert_eq!(conflict.reason(), flext_domain::WRONG_EXPECTED_VERSION);
+    }
+
+    #[test]
+    fn hostile_input_to_the_shared_rules_is_a_typed_error_not_a_panic() {
+        let s = StreamId::new("s").expect("stream");
+        let e = resolve_rejected_append(
+            &s,
+            ExpectedVersion::StreamExists,
+            StreamVersion(3),
+            &[],
+            &[],
+        )
+        .expect_err("no events");
+        assert_eq!(e.reason(), "NO_EVENTS");
+        let row = |version: i64, position: i64| StoredRow {
+            position,
+            event_id: uuid::Uuid::nil(),
+            stream: "s".into(),
+            version,
+            event_type: "t".into(),
+            schema_version: 1,
+            payload: Vec::new(),
+            correlation_id: None,
+            causation_id: None,
+            headers: None,
+            recorded_at: chrono::DateTime::default(),
+        };
+        for (v, p) in [(-1, 5), (5, -1), (i64::MIN, i64::MIN)] {
+            let e = assemble_recorded(row(v, p), &mut None).expect_err("negative");
+            assert_eq!(e.code(), flext_domain::ErrorCode::DataLoss, "{e}");
+            assert_eq!(e.reason(), "CORRUPTED_EVENT");
+        }
+        assert_eq!(stored_number("s", "version", 7).expect("fine"), 7);
+        assert!(stored_number("s", "position", -7).is_err());
+    }
+
+    #[test]
+    fn a_schema_version_beyond_what_stores_keep_is_refused_by_name() {
+        let ok = ev(1, b"{}").with_schema_version(MAX_SCHEMA_VERSION);
+        assert!(validate_append(&[ok]).is_ok());
+        let big = ev(2, b"{}").with_schema_version(MAX_SCHEMA_VERSION + 1);
+        let e = validate_append(&[ev(3, b"{}"), big]).expect_err("too big");
+        assert_eq!(e.field_violations()[0].field, "events[1].schema_version");
+        assert_eq!(
+            e.field_violations()[0].reason,
+            "SCHEMA_VERSION_OUT_OF_RANGE"
+        );
     }
 }

@@ -37,9 +37,9 @@ pub use checkpoint::CheckpointStore;
 pub use clock::{Clock, FixedClock, SystemClock};
 pub use codec::EventCodec;
 pub use event_store::{
-    AppendOutcome, EventStore, MAX_EVENT_TYPE_LEN, MAX_EVENTS_PER_APPEND, ReadDirection,
-    StoredEvent, StoredRow, assemble_recorded, corrupted_event, resolve_rejected_append,
-    validate_append,
+    AppendOutcome, EventStore, MAX_EVENT_TYPE_LEN, MAX_EVENTS_PER_APPEND, MAX_SCHEMA_VERSION,
+    ReadDirection, StoredEvent, StoredRow, assemble_recorded, corrupted_event,
+    resolve_rejected_append, stored_number, validate_append,
 };
 pub use health::{HealthCheck, HealthFuture};
 pub use idempotency::{

@@ -238,10 +238,14 @@ impl Context {
         self
     }
 
-    /// Sets the deadline to `timeout` from now.
+    /// Sets the deadline to `timeout` from now; a timeout too long to represent as an
+    /// instant (`Duration::MAX`) sets none.
     #[must_use]
     pub fn with_timeout(self, timeout: Duration) -> Self {
-        self.with_deadline(Instant::now() + timeout)
+        match Instant::now().checked_add(timeout) {
+            Some(deadline) => self.with_deadline(deadline),
+            None => self,
+        }
     }
 
     /// Adds a user value, one per type (a second value of a type replaces the first).
@@ -315,6 +319,22 @@ impl Context {
 mod tests {
     use super::*;
     use flext_domain::{EventId, Position, StreamId, StreamVersion};
+
+    #[test]
+    fn a_timeout_too_long_for_an_instant_sets_no_deadline() {
+        assert!(
+            Context::new()
+                .with_timeout(Duration::MAX)
+                .deadline()
+                .is_none()
+        );
+        assert!(
+            Context::new()
+                .with_timeout(Duration::from_secs(1))
+                .deadline()
+                .is_some()
+        );
+    }
 
     #[test]
     fn child_contexts_continue_the_business_action() {

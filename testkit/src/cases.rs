@@ -1617,3 +1617,82 @@ pub async fn an_owned_checkpoint_is_not_written_unfenced<H: Harness>(h: H) -> H 
     );
     h
 }
+
+/// The bounds of every numeric field of an append: the largest schema version a store
+/// keeps round-trips exactly; one more is refused with the same typed error on every
+/// store and stores nothing; the largest expected versions and read positions are
+/// conflicts or empty reads, never a panic or a wrapped number.
+pub async fn numeric_fields_of_an_append_keep_their_bounds<H: Harness>(h: H) -> H {
+    use flext_ports::MAX_SCHEMA_VERSION;
+    let store = h.store();
+    let s = stream("bounds-1");
+    let max = event(1).with_schema_version(MAX_SCHEMA_VERSION);
+    let zero = event(2).with_schema_version(0);
+    store
+        .append(&s, ExpectedVersion::NoStream, vec![max.clone(), zero])
+        .await
+        .expect("the largest schema version and 0 are kept");
+    let read = store
+        .read_stream(&s, StreamVersion(1), 10, ReadDirection::Forward)
+        .await
+        .expect("read");
+    assert_eq!(read[0].schema_version, MAX_SCHEMA_VERSION, "stored exactly");
+    assert_eq!(read[1].schema_version, 0);
+    // The exact retry is an idempotent replay, not EVENT_ID_REUSED.
+    store
+        .append(
+            &s,
+            ExpectedVersion::NoStream,
+            vec![max, read_back(&read[1])],
+        )
+        .await
+        .expect("the exact retry");
+
+    for too_big in [MAX_SCHEMA_VERSION + 1, u32::MAX] {
+        let e = store
+            .append(
+                &stream("bounds-2"),
+                ExpectedVersion::Any,
+                vec![event(3).with_schema_version(too_big)],
+            )
+            .await
+            .expect_err("refused");
+        assert_eq!(e.code(), ErrorCode::InvalidArgument, "{e}");
+        assert_eq!(e.field_violations()[0].field, "events[0].schema_version");
+        assert_eq!(
+            e.field_violations()[0].reason,
+            "SCHEMA_VERSION_OUT_OF_RANGE"
+        );
+    }
+    assert_eq!(
+        store.stream_version(&stream("bounds-2")).await.expect("v"),
+        StreamVersion(0),
+        "nothing stored"
+    );
+
+    for huge in [u64::MAX, i64::MAX as u64, i64::MAX as u64 + 1] {
+        let e = store
+            .append(
+                &s,
+                ExpectedVersion::Exact(StreamVersion(huge)),
+                vec![event(4)],
+            )
+            .await
+            .expect_err("a conflict");
+        assert_eq!(e.reason(), WRONG_EXPECTED_VERSION, "{e}");
+        let none = store
+            .read_stream(&s, StreamVersion(huge), 10, ReadDirection::Forward)
+            .await
+            .expect("read");
+        assert!(none.is_empty());
+        let none = store.read_all(Position(huge), 10).await.expect("read all");
+        assert!(none.is_empty());
+    }
+    h
+}
+
+/// The same event as a `NewEvent` again (id, type, schema version, payload).
+fn read_back(e: &RecordedEvent) -> NewEvent {
+    NewEvent::new(e.event_id, e.event_type.clone(), e.payload.clone())
+        .with_schema_version(e.schema_version)
+}

@@ -158,6 +158,7 @@ macro_rules! event_store_conformance {
             a_checkpoint_moves_back_only_in_a_rebuild,
             instances_announce_lapse_and_leave,
             an_owned_checkpoint_is_not_written_unfenced,
+            numeric_fields_of_an_append_keep_their_bounds,
         );
     };
 }

@@ -15,7 +15,7 @@ use flext_ports::{
     HealthCheck, HealthFuture, IdempotencyRecord, IdempotencyStore, Lease, Metrics,
     ProjectionStore, ReadDirection, Snapshot, SnapshotStore, StoreTelemetry, StoredEvent,
     StoredRow, SystemClock, WatchAppends, assemble_dead_letter, assemble_recorded, corrupted_event,
-    encode_error, resolve_rejected_append, stored_claim, validate_append,
+    encode_error, resolve_rejected_append, stored_claim, stored_number, validate_append,
 };
 
 use crate::notify::Notifications;
@@ -384,7 +384,7 @@ impl PgEventStore {
             };
             match result {
                 Ok(rows) if rows.is_empty() => return Ok(Attempt::Refused(events)),
-                Ok(rows) => return outcome(&rows).map(Attempt::Done),
+                Ok(rows) => return outcome(stream, &rows).map(Attempt::Done),
                 Err(sqlx::Error::Database(e)) if e.kind() == ErrorKind::UniqueViolation => {
                     let version_race = e.constraint() == Some("flext_events_stream_version_key");
                     let may_retry = matches!(
@@ -457,7 +457,7 @@ impl<'a> Columns<'a> {
     }
 }
 
-fn outcome(rows: &[PgRow]) -> Result<AppendOutcome, Error> {
+fn outcome(stream: &StreamId, rows: &[PgRow]) -> Result<AppendOutcome, Error> {
     let mut pairs = rows
         .iter()
         .map(|r| Ok((r.try_get::<i64, _>(0)?, r.try_get::<i64, _>(1)?)))
@@ -465,9 +465,13 @@ fn outcome(rows: &[PgRow]) -> Result<AppendOutcome, Error> {
         .map_err(|e| db_error("reading the append's result", e))?;
     pairs.sort_unstable_by_key(|(_, v)| *v);
     let last = pairs.last().map_or(0, |(_, v)| *v);
+    let s = stream.as_str();
     Ok(AppendOutcome {
-        stream_version: StreamVersion(last as u64),
-        positions: pairs.iter().map(|(p, _)| Position(*p as u64)).collect(),
+        stream_version: StreamVersion(stored_number(s, "version", last)?),
+        positions: pairs
+            .iter()
+            .map(|(p, _)| stored_number(s, "position", *p).map(Position))
+            .collect::<Result<_, _>>()?,
     })
 }
 
@@ -749,7 +753,7 @@ impl EventStore for PgEventStore {
         .fetch_one(&self.pool)
         .await
         .map_err(|e| db_error("reading a stream version", e))?;
-        Ok(StreamVersion(v as u64))
+        Ok(StreamVersion(stored_number(stream.as_str(), "version", v)?))
     }
 
     async fn replay_stream<F>(
@@ -788,7 +792,7 @@ impl EventStore for PgEventStore {
             let payload: &[u8] = row.try_get(3).map_err(|e| bad("unreadable payload", &e))?;
             apply(EventRef {
                 stream_id: stream,
-                stream_version: StreamVersion(version as u64),
+                stream_version: StreamVersion(stored_number(stream.as_str(), "version", version)?),
                 event_type,
                 schema_version: u32::try_from(schema_version)
                     .map_err(|e| bad("invalid schema version", &e))?,

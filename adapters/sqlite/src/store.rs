@@ -17,7 +17,7 @@ use flext_ports::{
     EventStore, Health, HealthCheck, HealthFuture, IdempotencyRecord, IdempotencyStore, Lease,
     Metrics, ProjectionStore, ReadDirection, Snapshot, SnapshotStore, StoreTelemetry, StoredEvent,
     StoredRow, SystemClock, WatchAppends, assemble_dead_letter, assemble_recorded, corrupted_event,
-    encode_error, resolve_rejected_append, stored_claim, validate_append,
+    encode_error, resolve_rejected_append, stored_claim, stored_number, validate_append,
 };
 use sqlx::error::ErrorKind;
 use sqlx::migrate::Migrator;
@@ -457,7 +457,8 @@ async fn append_on(
     let n = events.len() as i64;
     for _ in 0..CONTENTION_RETRIES {
         let (version, position) = heads(&mut *conn, stream).await?;
-        let actual = StreamVersion(version as u64);
+        let actual = StreamVersion(stored_number(stream.as_str(), "version", version)?);
+        stored_number(stream.as_str(), "position", position)?;
         if !expected.accepts(actual) {
             let existing = stored_with_ids(&mut *conn, &events).await?;
             return resolve_rejected_append(stream, expected, actual, &events, &existing);
@@ -473,9 +474,12 @@ async fn append_on(
         .await
         {
             Ok(()) => {
+                // Both are non-negative (checked above) and grew by at most 10,000.
                 return Ok(AppendOutcome {
-                    stream_version: StreamVersion((version + n) as u64),
-                    positions: (1..=n).map(|i| Position((position + i) as u64)).collect(),
+                    stream_version: actual.advanced(n as u64),
+                    positions: (1..=n)
+                        .map(|i| Position(position.saturating_add(i).unsigned_abs()))
+                        .collect(),
                 });
             }
             Err(sqlx::Error::Database(e)) if e.kind() == ErrorKind::UniqueViolation => {
@@ -509,7 +513,7 @@ async fn stream_version_on(
     .fetch_one(&mut *conn)
     .await
     .map_err(|e| db_error("reading a stream version", e))?;
-    Ok(StreamVersion(v as u64))
+    Ok(StreamVersion(stored_number(stream.as_str(), "version", v)?))
 }
 
 async fn stored_with_ids(
@@ -756,7 +760,7 @@ impl EventStore for SqliteEventStore {
             let payload: &[u8] = row.try_get(3).map_err(|e| bad("unreadable payload", &e))?;
             apply(EventRef {
                 stream_id: stream,
-                stream_version: StreamVersion(version as u64),
+                stream_version: StreamVersion(stored_number(stream.as_str(), "version", version)?),
                 event_type,
                 schema_version: u32::try_from(schema_version)
                     .map_err(|e| bad("invalid schema version", &e))?,
