@@ -61,6 +61,19 @@ pub trait Harness: Send + Sync + Sized + 'static {
         events: Vec<NewEvent>,
     ) -> impl Future<Output = Result<Self::Held, Error>> + Send;
 
+    /// Appends `first` to `a`, waits `pause`, then appends `second` to `b`, all in one
+    /// transaction of the store's own (`PgWriteTransaction`, `SqliteWriteTransaction`;
+    /// memory: two appends): a writer whose transaction wrote before it appends. Errors
+    /// are returned as they come (a retryable conflict rolls the transaction back).
+    fn append_after_a_write(
+        &self,
+        a: &StreamId,
+        first: Vec<NewEvent>,
+        b: &StreamId,
+        second: Vec<NewEvent>,
+        pause: std::time::Duration,
+    ) -> impl Future<Output = Result<(), Error>> + Send;
+
     /// Overwrites the payload of one stored event with bytes no codec decodes.
     fn corrupt_payload(
         &self,
@@ -159,6 +172,7 @@ macro_rules! event_store_conformance {
             instances_announce_lapse_and_leave,
             an_owned_checkpoint_is_not_written_unfenced,
             numeric_fields_of_an_append_keep_their_bounds,
+            a_streams_versions_follow_the_global_order,
         );
     };
 }

@@ -48,33 +48,60 @@ const COLUMNS: &str = "position, event_id, stream_id, version, event_type, schem
 /// The append of several events: checks the stream's version against the bounds ($3,
 /// $4), numbers versions after it and positions after the transaction's slot base plus
 /// the events it already appended ($12), and inserts them all from one array per column.
+///
+/// Order guard: a transaction that wrote before it appends has its id, and so its
+/// positions, fixed early; if another transaction appended to the stream and committed
+/// meanwhile with a later id, the new events would sort before that stream's last event.
+/// (The stream's last position at or above `base + 2^20` is another transaction's: this
+/// one's own events sit below it.) Then nothing is inserted and the statement returns one
+/// row `(-1, version)`, which the
+/// store reports as a retryable `STREAM_ORDER` conflict. (In autocommit the id is taken
+/// after the statement's snapshot, later than every committed event it sees: never.)
 const APPEND_SQL: &str = "\
-WITH cur AS (
-    SELECT coalesce(max(version), 0) AS v FROM flext_events WHERE stream_id = $1
+WITH last AS (
+    SELECT version, position FROM flext_events WHERE stream_id = $1
+    ORDER BY version DESC LIMIT 1
+), cur AS (
+    SELECT coalesce((SELECT version FROM last), 0) AS v,
+           coalesce((SELECT position FROM last), 0) AS p,
+           pg_current_xact_id()::text::bigint << 20 AS base
+), ins AS (
+    INSERT INTO flext_events (position, event_id, stream_id, version, event_type,
+                              schema_version, payload, correlation_id, causation_id, headers,
+                              recorded_at)
+    SELECT cur.base + $12 + e.ord, e.id, $1, cur.v + e.ord, e.t, e.sv, e.p, e.c, e.ca, e.h, $2
+    FROM cur,
+         unnest($5::uuid[], $6::text[], $7::int4[], $8::bytea[], $9::uuid[], $10::uuid[],
+                $11::text[]) WITH ORDINALITY AS e(id, t, sv, p, c, ca, h, ord)
+    WHERE cur.v BETWEEN $3 AND $4 AND cur.p < cur.base + 1048576
+    RETURNING position, version
 )
-INSERT INTO flext_events (position, event_id, stream_id, version, event_type, schema_version,
-                          payload, correlation_id, causation_id, headers, recorded_at)
-SELECT (pg_current_xact_id()::text::bigint << 20) + $12 + e.ord, e.id, $1, cur.v + e.ord,
-       e.t, e.sv, e.p, e.c, e.ca, e.h, $2
-FROM cur,
-     unnest($5::uuid[], $6::text[], $7::int4[], $8::bytea[], $9::uuid[], $10::uuid[], $11::text[])
-         WITH ORDINALITY AS e(id, t, sv, p, c, ca, h, ord)
-WHERE cur.v BETWEEN $3 AND $4
-RETURNING position, version";
+SELECT position, version FROM ins
+UNION ALL
+SELECT -1, cur.v FROM cur WHERE cur.v BETWEEN $3 AND $4 AND cur.p >= cur.base + 1048576";
 
 /// The same for one event with scalar parameters: no arrays to encode, parse and unnest
 /// (about 10% more appends per second for single events).
 const APPEND_ONE_SQL: &str = "\
-WITH cur AS (
-    SELECT coalesce(max(version), 0) AS v FROM flext_events WHERE stream_id = $1
+WITH last AS (
+    SELECT version, position FROM flext_events WHERE stream_id = $1
+    ORDER BY version DESC LIMIT 1
+), cur AS (
+    SELECT coalesce((SELECT version FROM last), 0) AS v,
+           coalesce((SELECT position FROM last), 0) AS p,
+           pg_current_xact_id()::text::bigint << 20 AS base
+), ins AS (
+    INSERT INTO flext_events (position, event_id, stream_id, version, event_type,
+                              schema_version, payload, correlation_id, causation_id, headers,
+                              recorded_at)
+    SELECT cur.base + $12 + 1, $5, $1, cur.v + 1, $6, $7, $8, $9, $10, $11, $2
+    FROM cur
+    WHERE cur.v BETWEEN $3 AND $4 AND cur.p < cur.base + 1048576
+    RETURNING position, version
 )
-INSERT INTO flext_events (position, event_id, stream_id, version, event_type, schema_version,
-                          payload, correlation_id, causation_id, headers, recorded_at)
-SELECT (pg_current_xact_id()::text::bigint << 20) + $12 + 1, $5, $1, cur.v + 1,
-       $6, $7, $8, $9, $10, $11, $2
-FROM cur
-WHERE cur.v BETWEEN $3 AND $4
-RETURNING position, version";
+SELECT position, version FROM ins
+UNION ALL
+SELECT -1, cur.v FROM cur WHERE cur.v BETWEEN $3 AND $4 AND cur.p >= cur.base + 1048576";
 
 const READ_ALL_SQL: &str = "\
 SELECT position, event_id, stream_id, version, event_type, schema_version, payload,
@@ -384,6 +411,9 @@ impl PgEventStore {
             };
             match result {
                 Ok(rows) if rows.is_empty() => return Ok(Attempt::Refused(events)),
+                Ok(rows) if rows.len() == 1 && rows[0].try_get::<i64, _>(0).ok() == Some(-1) => {
+                    return Err(stream_order(stream, &rows[0]));
+                }
                 Ok(rows) => return outcome(stream, &rows).map(Attempt::Done),
                 Err(sqlx::Error::Database(e)) if e.kind() == ErrorKind::UniqueViolation => {
                     let version_race = e.constraint() == Some("flext_events_stream_version_key");
@@ -400,6 +430,22 @@ impl PgEventStore {
             }
         }
     }
+}
+
+/// The retryable conflict of an append that would sort before its stream's last event.
+fn stream_order(stream: &StreamId, row: &PgRow) -> Error {
+    let version: i64 = row.try_get(1).unwrap_or(0);
+    Error::conflict(
+        "STREAM_ORDER",
+        format!(
+            "stream {:?} was appended (version {version}) by a transaction that committed \
+             after this one had begun writing; appending now would put its next version \
+             before that one in the global order: roll the transaction back and retry it",
+            stream.as_str()
+        ),
+    )
+    .with_detail("stream", stream.as_str())
+    .with_detail("version", version)
 }
 
 /// What one append statement did.
@@ -489,6 +535,9 @@ impl PgWriteTransaction {
     /// Appends within this transaction, with the same rules as [`EventStore::append`]. A
     /// violated expectation leaves the transaction usable; a lost race for a version
     /// aborts it (PostgreSQL aborts a transaction on a unique violation), so roll back.
+    /// When this transaction wrote before and another one appended to the stream and
+    /// committed since, the append is refused with `ABORTED`/`STREAM_ORDER` (its events
+    /// would sort before that stream's last event): roll back and retry.
     /// One transaction may append at most 1,048,575 events.
     pub async fn append(
         &mut self,

@@ -3,7 +3,7 @@
 use bytes::Bytes;
 use flext_domain::{Error, ExpectedVersion, NewEvent, StreamId, StreamVersion};
 use flext_memory::{InMemoryEventStore, PendingAppend};
-use flext_ports::AppendOutcome;
+use flext_ports::{AppendOutcome, EventStore};
 
 use crate::{Harness, Held};
 
@@ -45,6 +45,20 @@ impl Harness for MemoryHarness {
         self.store
             .begin_append(stream, expected, events)
             .map(MemoryHeld)
+    }
+
+    async fn append_after_a_write(
+        &self,
+        a: &StreamId,
+        first: Vec<NewEvent>,
+        b: &StreamId,
+        second: Vec<NewEvent>,
+        pause: std::time::Duration,
+    ) -> Result<(), Error> {
+        self.store.append(a, ExpectedVersion::Any, first).await?;
+        tokio::time::sleep(pause).await;
+        self.store.append(b, ExpectedVersion::Any, second).await?;
+        Ok(())
     }
 
     async fn corrupt_payload(&self, stream: &StreamId, version: StreamVersion) {

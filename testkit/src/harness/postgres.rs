@@ -128,6 +128,21 @@ impl Harness for PgHarness {
         Ok(PgHeld { tx, outcome })
     }
 
+    async fn append_after_a_write(
+        &self,
+        a: &StreamId,
+        first: Vec<NewEvent>,
+        b: &StreamId,
+        second: Vec<NewEvent>,
+        pause: std::time::Duration,
+    ) -> Result<(), Error> {
+        let mut tx = self.store.transaction().await?;
+        tx.append(a, ExpectedVersion::Any, first).await?;
+        tokio::time::sleep(pause).await;
+        tx.append(b, ExpectedVersion::Any, second).await?;
+        tx.commit().await
+    }
+
     async fn corrupt_payload(&self, stream: &StreamId, version: StreamVersion) {
         self.execute(
             "UPDATE flext_events SET payload = '\\x00676172626167657b'::bytea WHERE stream_id = $1 AND version = $2",

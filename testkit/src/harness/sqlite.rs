@@ -70,6 +70,21 @@ impl Harness for SqliteHarness {
         Ok(SqliteHeld { tx, outcome })
     }
 
+    async fn append_after_a_write(
+        &self,
+        a: &StreamId,
+        first: Vec<NewEvent>,
+        b: &StreamId,
+        second: Vec<NewEvent>,
+        pause: std::time::Duration,
+    ) -> Result<(), Error> {
+        let mut tx = self.store.transaction().await?;
+        tx.append(a, ExpectedVersion::Any, first).await?;
+        tokio::time::sleep(pause).await;
+        tx.append(b, ExpectedVersion::Any, second).await?;
+        tx.commit().await
+    }
+
     async fn corrupt_payload(&self, stream: &StreamId, version: StreamVersion) {
         self.execute(
             "UPDATE flext_events SET payload = x'00676172626167657b' WHERE stream_id = ?1 AND version = ?2",
