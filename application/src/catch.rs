@@ -9,16 +9,32 @@ use flext_domain::Error;
 
 pin_project_lite::pin_project! {
     /// Polls `inner`; a panic in a poll becomes `Internal`/`HANDLER_PANICKED` naming `what`.
+    /// The panic's text goes to the log (`tracing::error!`), never into the error: errors
+    /// reach clients (problem details, the bridge), and a panic message may quote data.
     pub(crate) struct CatchPanic<F> {
         #[pin]
         inner: F,
-        what: &'static str,
+        what: std::borrow::Cow<'static, str>,
+        reason: &'static str,
     }
 }
 
 impl<F> CatchPanic<F> {
     pub(crate) fn new(inner: F, what: &'static str) -> Self {
-        CatchPanic { inner, what }
+        CatchPanic {
+            inner,
+            what: what.into(),
+            reason: "HANDLER_PANICKED",
+        }
+    }
+
+    /// The same for a projection (or another named runner): reason `reason`.
+    pub(crate) fn named(inner: F, what: String, reason: &'static str) -> Self {
+        CatchPanic {
+            inner,
+            what: what.into(),
+            reason,
+        }
     }
 }
 
@@ -27,7 +43,7 @@ impl<T, F: Future<Output = Result<T, Error>>> Future for CatchPanic<F> {
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
-        let what = *this.what;
+        let what = this.what.as_ref();
         let inner = this.inner;
         match catch_unwind(AssertUnwindSafe(|| inner.poll(cx))) {
             Ok(poll) => poll,
@@ -37,9 +53,10 @@ impl<T, F: Future<Output = Result<T, Error>>> Future for CatchPanic<F> {
                     .map(|s| (*s).to_owned())
                     .or_else(|| panic.downcast_ref::<String>().cloned())
                     .unwrap_or_else(|| "a non-string panic payload".to_owned());
+                tracing::error!(handler = %what, panic = %message, "a handler panicked");
                 Poll::Ready(Err(Error::internal(
-                    "HANDLER_PANICKED",
-                    format!("the handler of {what} panicked: {message}"),
+                    *this.reason,
+                    format!("the handler of {what} panicked (the panic is in the log)"),
                 )
                 .with_detail("message_type", what)))
             }

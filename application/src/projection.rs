@@ -38,7 +38,10 @@ pub enum PoisonPolicy {
 pub struct ProjectionOptions {
     /// The most events in one transaction (default 500).
     pub batch_size: usize,
-    /// Attempts at an event that fails, the first included (default 5).
+    /// Attempts at an event that fails with an error that is not transient, the first
+    /// included (default 5); then the poison policy applies. Transient errors
+    /// ([`flext_domain::ErrorCode::is_transient`]) are retried without limit and do not
+    /// count.
     pub max_attempts: u32,
     /// The wait before the second attempt; it doubles up to `max_backoff`
     /// (default 50 ms).
@@ -79,6 +82,10 @@ pub enum ProjectionState {
     CatchingUp,
     /// Caught up, following live appends.
     Running,
+    /// Retrying an event that failed with a transient error (`UNAVAILABLE`,
+    /// `DEADLINE_EXCEEDED`, `ABORTED`, `RESOURCE_EXHAUSTED`): tried again with capped
+    /// backoff, without limit, never parked; the error is in the status.
+    Retrying,
     /// Shut down.
     Stopped,
     /// Stopped on an event it could not handle (policy [`PoisonPolicy::Stop`]);
@@ -159,7 +166,12 @@ impl<T: Send, P: Projection<T>> DynProjection<T> for P {
         tx: &'a mut T,
         event: &'a RecordedEvent,
     ) -> BoxFuture<'a, Result<(), Error>> {
-        Box::pin(Projection::handle(self, tx, event))
+        // A panic is a failure of this event, under the poison policy.
+        Box::pin(crate::catch::CatchPanic::named(
+            Projection::handle(self, tx, event),
+            format!("projection {:?}", Projection::name(self)),
+            "PROJECTION_PANICKED",
+        ))
     }
     fn reset<'a>(&'a self, tx: &'a mut T) -> BoxFuture<'a, Result<(), Error>> {
         Box::pin(Projection::reset(self, tx))
@@ -402,7 +414,26 @@ where
                 clock: Arc::clone(&self.clock),
                 metrics: Arc::clone(&self.metrics),
             };
-            tasks.push(tokio::spawn(worker.run()));
+            // A worker that ends other than by shutdown (a panic outside the handler) is
+            // `Failed` with the reason, never a status stuck at its last state.
+            let supervised = Arc::clone(&shared);
+            let run = crate::catch::CatchPanic::named(
+                async move {
+                    worker.run().await;
+                    Ok::<(), Error>(())
+                },
+                format!("projection {name:?}"),
+                "PROJECTION_WORKER_PANICKED",
+            );
+            tasks.push(tokio::spawn(async move {
+                if let Err(e) = run.await {
+                    supervised.set(|p| {
+                        p.state = ProjectionState::Failed;
+                        p.owned = false;
+                        p.last_error = Some(e);
+                    });
+                }
+            }));
             workers.insert(name, shared);
         }
         Projections {
@@ -550,7 +581,8 @@ where
     /// stores that cannot notify across processes). After `timeout` it is a
     /// `DeadlineExceeded` error with reason `PROJECTION_BEHIND` naming the projection,
     /// the position asked for and the one reached. A projection that failed here or shut
-    /// down is `Unavailable` at once.
+    /// down is `Unavailable` at once. Reached, but with events up to `position` parked in
+    /// the dead letters, it is `FailedPrecondition`/`EVENTS_PARKED` naming them.
     pub async fn wait_for(
         &self,
         name: &str,
@@ -604,7 +636,8 @@ where
             }
         };
         match tokio::time::timeout(timeout, wait).await {
-            Ok(result) => result,
+            Ok(Ok(())) => self.parked_up_to(name, position).await,
+            Ok(Err(e)) => Err(e),
             Err(_) => Err(Error::deadline_exceeded(
                 "PROJECTION_BEHIND",
                 format!(
@@ -615,6 +648,44 @@ where
             .with_detail("position", position.get())
             .with_detail("reached", reached.get())),
         }
+    }
+
+    /// Reaching `position` is not seeing every event up to it when some were parked: a
+    /// typed error naming them (`FAILED_PRECONDITION`/`EVENTS_PARKED`), so a query does not
+    /// silently read a model without them.
+    async fn parked_up_to(&self, name: &str, position: Position) -> Result<(), Error> {
+        let parked: Vec<DeadLetter> = self
+            .inner
+            .store
+            .dead_letters(name)
+            .await?
+            .into_iter()
+            .filter(|l| l.position <= position)
+            .collect();
+        let Some(first) = parked.first() else {
+            return Ok(());
+        };
+        let listed: Vec<String> = parked
+            .iter()
+            .take(10)
+            .map(|l| format!("{}@{}", l.event_id, l.position))
+            .collect();
+        Err(Error::failed_precondition(
+            "EVENTS_PARKED",
+            format!(
+                "projection {name:?} reached position {position} but parked {} event(s) up to it \
+                 (first: {} at {}, a {:?}: {}); redrive them to see their effect",
+                parked.len(),
+                first.event_id,
+                first.position,
+                first.event_type,
+                first.error.reason()
+            ),
+        )
+        .with_detail("projection", name)
+        .with_detail("position", position.get())
+        .with_detail("parked", parked.len())
+        .with_detail("events", listed.join(", ")))
     }
 
     /// Every consumer the store knows (also those other processes run), with its owner,
@@ -662,9 +733,15 @@ where
             unowned_for.map_or(0.0, |d| d.as_secs_f64()),
             &[("consumer", name)],
         );
+        // A projection at the head, waiting for events, is running (its last batch may
+        // have been a full one, read while catching up).
+        let state = match progress.state {
+            ProjectionState::CatchingUp if lag_events == 0 => ProjectionState::Running,
+            other => other,
+        };
         Ok(ProjectionStatus {
             name: name.to_owned(),
-            state: progress.state,
+            state,
             position,
             lag_events,
             lag,
@@ -807,6 +884,8 @@ enum Stop {
     Lost(Error),
     /// A poison event and policy `Stop`.
     Failed(Error),
+    /// While retrying, the lease was lost or is to be handed over.
+    NotOwned,
     /// Shutdown requested while waiting to retry.
     Shutdown,
 }
@@ -1094,6 +1173,13 @@ where
                     };
                 }),
                 Err(Stop::Lost(e)) => return Owned::Lost(e),
+                Err(Stop::NotOwned) => {
+                    if let Err(why) = self.still_owned() {
+                        return why;
+                    }
+                    let at = self.shared.progress.borrow().position;
+                    sub.seek(at);
+                }
                 Err(Stop::Store(e)) => {
                     self.note_error(&e);
                     if !self.pause(options.backoff).await {
@@ -1193,18 +1279,42 @@ where
         Ok(())
     }
 
+    /// Retries the one event that failed: a transient error without limit (state
+    /// `Retrying`, backoff capped at `max_backoff`), any other up to `max_attempts` in all,
+    /// then the poison policy.
     async fn poison(&mut self, event: &RecordedEvent, first: Error) -> Result<(), Stop> {
         let options = self.shared.options;
         let mut error = first;
         let mut attempts = 1;
-        while attempts < options.max_attempts {
+        let mut transient_tries = 0u32;
+        let before = self.shared.progress.borrow().state;
+        loop {
+            let wait = if error.is_transient() {
+                transient_tries = transient_tries.saturating_add(1);
+                self.shared.set(|p| p.state = ProjectionState::Retrying);
+                options.backoff_after(transient_tries)
+            } else if attempts < options.max_attempts {
+                attempts += 1;
+                options.backoff_after(attempts - 1)
+            } else {
+                break;
+            };
             self.note_error(&error);
-            if !self.pause(options.backoff_after(attempts)).await {
+            if !self.pause(wait).await {
                 return Err(Stop::Shutdown);
             }
-            attempts += 1;
+            if self.still_owned().is_err() {
+                return Err(Stop::NotOwned);
+            }
             match self.apply(std::slice::from_ref(event)).await {
-                Ok(()) => return Ok(()),
+                Ok(()) => {
+                    self.shared.set(|p| {
+                        if p.state == ProjectionState::Retrying {
+                            p.state = before;
+                        }
+                    });
+                    return Ok(());
+                }
                 Err(BatchError::Handler(_, e)) => error = e,
                 Err(BatchError::Store(e)) => return Err(Stop::store(e)),
             }
@@ -1494,6 +1604,10 @@ where
                     )),
                     None => Health::degraded("no instance has owned it yet"),
                 },
+                ProjectionState::Retrying => Health::degraded(format!(
+                    "retrying a transient error: {}",
+                    status.last_error.as_ref().map_or("", |e| e.reason())
+                )),
                 _ if status.lag_events > self.max_lag_events => Health::degraded(format!(
                     "{} events wait (more than {})",
                     status.lag_events, self.max_lag_events

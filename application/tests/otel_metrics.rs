@@ -133,10 +133,12 @@ async fn commands_and_projection_batches_produce_these_points() {
         )
         .expect("register")
         .start();
-    projections
+    // Caught up, with the poison event parked (which `wait_for` names).
+    let parked = projections
         .wait_for("totals", out.positions[6], Duration::from_secs(10))
         .await
-        .expect("caught up");
+        .expect_err("an event was parked");
+    assert_eq!(parked.reason(), "EVENTS_PARKED", "{parked}");
     projections.status("totals").await.expect("status");
     projections.shutdown().await;
 

@@ -192,10 +192,18 @@ where
         .register_with(model.clone(), options(25))
         .expect("add")
         .start();
-    projections
+    // It goes on past the poison, and waiting for a position beyond it says so.
+    let parked = projections
         .wait_for("parking", head, WAIT)
         .await
-        .expect("goes on past the poison");
+        .expect_err("the poison event is parked");
+    assert_eq!(parked.code(), flext_domain::ErrorCode::FailedPrecondition);
+    assert_eq!(parked.reason(), "EVENTS_PARKED");
+    assert!(parked.message().contains(&poison.to_string()), "{parked}");
+    projections
+        .wait_for("parking", Position(poison.get() - 1), WAIT)
+        .await
+        .expect("nothing parked before it");
     let letters = projections
         .dead_letters("parking")
         .await
@@ -238,6 +246,10 @@ where
             .is_empty()
     );
     assert_eq!(store.totals(&model).await, expected(&store, &[]).await);
+    projections
+        .wait_for("parking", head, WAIT)
+        .await
+        .expect("nothing parked any more");
     let unknown = projections
         .redrive("parking", letters[0].event_id)
         .await

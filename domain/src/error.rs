@@ -80,6 +80,25 @@ impl ErrorCode {
     /// A concurrency conflict: the same code as [`ErrorCode::Aborted`].
     pub const CONFLICT: ErrorCode = ErrorCode::Aborted;
 
+    /// Whether trying again later may succeed with nothing changed: `UNAVAILABLE`,
+    /// `DEADLINE_EXCEEDED`, `ABORTED` and `RESOURCE_EXHAUSTED`. The one place flext decides
+    /// it: runners retry these without limit and count only the others toward poison.
+    ///
+    /// ```
+    /// use flext_domain::ErrorCode;
+    /// assert!(ErrorCode::Unavailable.is_transient());
+    /// assert!(!ErrorCode::InvalidArgument.is_transient());
+    /// ```
+    pub const fn is_transient(self) -> bool {
+        matches!(
+            self,
+            ErrorCode::Unavailable
+                | ErrorCode::DeadlineExceeded
+                | ErrorCode::Aborted
+                | ErrorCode::ResourceExhausted
+        )
+    }
+
     /// Every code, in numeric order.
     pub const ALL: [ErrorCode; 16] = [
         ErrorCode::Cancelled,
@@ -473,6 +492,12 @@ impl Error {
         self.0.correlation_id
     }
 
+    /// Whether trying again later may succeed: its code is transient
+    /// ([`ErrorCode::is_transient`]).
+    pub fn is_transient(&self) -> bool {
+        self.code().is_transient()
+    }
+
     /// Whether the error has this code.
     pub fn is(&self, code: ErrorCode) -> bool {
         self.0.code == code
@@ -602,6 +627,25 @@ impl<'de> Deserialize<'de> for Error {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn exactly_four_codes_are_transient() {
+        let transient: Vec<ErrorCode> = ErrorCode::ALL
+            .into_iter()
+            .filter(|c| c.is_transient())
+            .collect();
+        assert_eq!(
+            transient,
+            [
+                ErrorCode::DeadlineExceeded,
+                ErrorCode::ResourceExhausted,
+                ErrorCode::Aborted,
+                ErrorCode::Unavailable
+            ]
+        );
+        assert!(Error::unavailable("DOWN", "down").is_transient());
+        assert!(!Error::data_loss("LOST", "lost").is_transient());
+    }
 
     #[test]
     fn numeric_codes_match_google_rpc() {

@@ -36,6 +36,11 @@ pub(crate) struct Knobs {
     /// Microseconds to sleep after writing each event (widens the window between the
     /// read-model write and the checkpoint for the crash tests).
     pub(crate) delay_us: AtomicU64,
+    /// While nonzero, events of type "flaky" fail with `UNAVAILABLE` (a transient error,
+    /// as when a read model's table is not there yet), one attempt less each time.
+    pub(crate) unavailable_left: AtomicU64,
+    /// When nonzero, the handler panics on the event whose amount is this.
+    pub(crate) panic_on: AtomicU64,
     /// A file: the first process to create it (on an event of type "pause") writes its
     /// pid in it and stops itself with SIGSTOP, in the middle of a batch.
     pub(crate) pause_marker: Mutex<Option<std::path::PathBuf>>,
@@ -63,6 +68,22 @@ impl<S> Model<S> {
         self.knobs.handled.fetch_add(1, Ordering::SeqCst);
         if event.event_type == "pause" {
             self.pause_once();
+        }
+        if event.event_type == "flaky"
+            && self
+                .knobs
+                .unavailable_left
+                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+                .is_ok()
+        {
+            return Err(Error::unavailable(
+                "READ_MODEL_MISSING",
+                "the read model's table is not there yet",
+            ));
+        }
+        let panic_on = self.knobs.panic_on.load(Ordering::SeqCst);
+        if panic_on != 0 && amount(event).ok() == Some(panic_on as i64) {
+            panic!("the projection blew up on {panic_on}");
         }
         if event.event_type == "poison" && self.knobs.poison.load(Ordering::SeqCst) {
             return Err(Error::failed_precondition(
