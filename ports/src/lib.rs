@@ -29,6 +29,7 @@ mod metrics;
 mod ownership;
 mod plugin;
 mod projection;
+mod redact;
 mod snapshot;
 pub mod trace;
 mod watch;
@@ -58,6 +59,7 @@ pub use ownership::{
 };
 pub use plugin::{Contributions, Health, HealthStatus, Plugin, PluginDependency, PluginFuture};
 pub use projection::{DeadLetter, Projection, ProjectionStore, assemble_dead_letter};
+pub use redact::redact_url;
 pub use snapshot::{Snapshot, SnapshotStore};
 pub use trace::{Propagator, StoreOp, StoreTelemetry};
 pub use watch::{AppendSignal, AppendWatcher, Changed, WatchAppends};

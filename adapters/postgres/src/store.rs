@@ -136,12 +136,23 @@ fn limit(max_count: usize) -> i64 {
     i64::try_from(max_count).unwrap_or(i64::MAX)
 }
 
-/// Configures and connects a [`PgEventStore`].
-#[derive(Debug, Clone)]
+/// Configures and connects a [`PgEventStore`]. Its `Debug` shows the URL without its
+/// password.
+#[derive(Clone)]
 pub struct PgStoreBuilder {
     url: String,
     schema: Option<String>,
     max_connections: u32,
+}
+
+impl std::fmt::Debug for PgStoreBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PgStoreBuilder")
+            .field("url", &flext_ports::redact_url(&self.url))
+            .field("schema", &self.schema)
+            .field("max_connections", &self.max_connections)
+            .finish()
+    }
 }
 
 impl PgStoreBuilder {

@@ -195,12 +195,23 @@ impl SqliteEventStore {
 
     /// Opens the store at a `sqlite:` URL (`sqlite://events.db`, `sqlite:events.db`).
     pub async fn open_url(url: &str) -> Result<Self, Error> {
-        let options = SqliteConnectOptions::from_str(url).map_err(|e| {
+        // Neither the URL nor the parser's message (which may quote it) goes into the
+        // error as given: a URL may carry a password.
+        if !url.starts_with("sqlite:") {
+            let scheme = url.split_once(':').map_or("", |(s, _)| s);
+            return Err(Error::invalid_argument(
+                "INVALID_DATABASE_URL",
+                format!(
+                    "{:?} is not a SQLite URL (it starts with {scheme:?}, not \"sqlite:\")",
+                    flext_ports::redact_url(url)
+                ),
+            ));
+        }
+        let options = SqliteConnectOptions::from_str(url).map_err(|_| {
             Error::invalid_argument(
                 "INVALID_DATABASE_URL",
-                format!("{url:?} is not a SQLite URL"),
+                format!("{:?} is not a SQLite URL", flext_ports::redact_url(url)),
             )
-            .with_source(e)
         })?;
         SqliteEventStore::open(options.get_filename()).await
     }
