@@ -533,6 +533,14 @@ impl fmt::Display for Error {
         if !inner.details.is_empty() {
             f.write_str("}")?;
         }
+        // `{:#}`: the cause chain too, nearest first.
+        if f.alternate() {
+            let mut next = StdError::source(self);
+            while let Some(cause) = next {
+                write!(f, ": {cause}")?;
+                next = cause.source();
+            }
+        }
         Ok(())
     }
 }

@@ -132,12 +132,8 @@ async fn main() {
         }
     };
     if let Err(e) = result {
-        eprintln!(
-            "error: {} {}: {}",
-            e.code().as_str(),
-            e.reason(),
-            e.message()
-        );
+        // `{:#}`: the error with its causes (a lost connection, the server's own words).
+        eprintln!("error: {e:#}");
         std::process::exit(1);
     }
 }

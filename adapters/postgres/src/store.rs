@@ -2,6 +2,7 @@
 
 use std::str::FromStr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
@@ -38,6 +39,9 @@ pub fn migrator() -> Migrator {
 
 /// Events one transaction may append: positions give each transaction 2^20 slots.
 const MAX_EVENTS_PER_TRANSACTION: usize = (1 << 20) - 1;
+
+/// How long an operation waits for a pooled connection by default.
+const DEFAULT_ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// How often an `Any` or `StreamExists` append retries after losing a race for a version.
 const VERSION_RACE_RETRIES: usize = 64;
@@ -112,13 +116,61 @@ WHERE position > $1
 ORDER BY position
 LIMIT $2";
 
+/// A sqlx error as flext's, by what it means for the caller: the server away or the
+/// connection lost is `UNAVAILABLE` (retryable); a configuration mistake gets the fitting
+/// code and the server's own words (never the URL: it may carry a password). Database
+/// errors are told apart by their SQLSTATE, PostgreSQL's stable machine-readable code.
 pub(crate) fn db_error(what: &str, e: sqlx::Error) -> Error {
+    let unavailable = || {
+        Error::unavailable(
+            "STORE_UNAVAILABLE",
+            format!("PostgreSQL store unavailable while {what}"),
+        )
+    };
     let err = match &e {
-        sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) => {
-            Error::unavailable(
-                "STORE_UNAVAILABLE",
-                format!("PostgreSQL store unavailable while {what}"),
-            )
+        sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::Protocol(_)
+        | sqlx::Error::WorkerCrashed => unavailable(),
+        sqlx::Error::Configuration(_) => Error::invalid_argument(
+            "STORE_MISCONFIGURED",
+            format!("the PostgreSQL store is misconfigured (while {what})"),
+        ),
+        sqlx::Error::Database(db) => {
+            let state = db.code().unwrap_or_default();
+            let said = db.message();
+            match &*state {
+                // Connection exceptions, shutdowns, too many connections.
+                s if s.starts_with("08") => unavailable(),
+                "57P01" | "57P02" | "57P03" | "53300" => unavailable(),
+                // Serialization failure, deadlock: try again.
+                "40001" | "40P01" => Error::conflict(
+                    "STORE_CONFLICT",
+                    format!("PostgreSQL aborted a transaction while {what}: {said}"),
+                ),
+                "3D000" => Error::not_found(
+                    "DATABASE_NOT_FOUND",
+                    format!("PostgreSQL store: {said} (while {what})"),
+                ),
+                "28000" | "28P01" => Error::permission_denied(
+                    "STORE_ACCESS_DENIED",
+                    format!("PostgreSQL store refused the login: {said} (while {what})"),
+                ),
+                "42501" => Error::permission_denied(
+                    "STORE_ACCESS_DENIED",
+                    format!("PostgreSQL store: {said} (while {what})"),
+                ),
+                "53100" | "53200" => Error::resource_exhausted(
+                    "STORE_EXHAUSTED",
+                    format!("PostgreSQL store out of resources while {what}: {said}"),
+                ),
+                _ => Error::internal(
+                    "STORE_ERROR",
+                    format!("PostgreSQL store failed while {what}: {said}"),
+                ),
+            }
         }
         _ => Error::internal(
             "STORE_ERROR",
@@ -143,6 +195,7 @@ pub struct PgStoreBuilder {
     url: String,
     schema: Option<String>,
     max_connections: u32,
+    acquire_timeout: Duration,
 }
 
 impl std::fmt::Debug for PgStoreBuilder {
@@ -151,6 +204,7 @@ impl std::fmt::Debug for PgStoreBuilder {
             .field("url", &flext_ports::redact_url(&self.url))
             .field("schema", &self.schema)
             .field("max_connections", &self.max_connections)
+            .field("acquire_timeout", &self.acquire_timeout)
             .finish()
     }
 }
@@ -170,8 +224,25 @@ impl PgStoreBuilder {
         self
     }
 
+    /// How long an operation waits for a connection (connecting included) before it
+    /// fails `UNAVAILABLE` (default 5 s: while the server is away, callers learn it fast).
+    pub fn acquire_timeout(mut self, timeout: Duration) -> Self {
+        self.acquire_timeout = timeout;
+        self
+    }
+
     /// Connects, creates the schema if one was named, runs the migrations.
     pub async fn connect(self) -> Result<PgEventStore, Error> {
+        let scheme = self.url.split_once("://").map_or("", |(s, _)| s);
+        if !matches!(scheme, "postgres" | "postgresql") {
+            return Err(Error::invalid_argument(
+                "INVALID_DATABASE_URL",
+                format!(
+                    "{:?} is not a PostgreSQL URL (its scheme is {scheme:?}, not \"postgres\")",
+                    flext_ports::redact_url(&self.url)
+                ),
+            ));
+        }
         let mut options = PgConnectOptions::from_str(&self.url).map_err(|e| {
             Error::invalid_argument("INVALID_DATABASE_URL", "the PostgreSQL URL is invalid")
                 .with_source(e)
@@ -191,9 +262,19 @@ impl PgStoreBuilder {
                     format!("{schema:?} is not a plain identifier"),
                 ));
             }
-            let mut conn = PgConnection::connect_with(&options)
-                .await
-                .map_err(|e| db_error("connecting", e))?;
+            let mut conn =
+                tokio::time::timeout(self.acquire_timeout, PgConnection::connect_with(&options))
+                    .await
+                    .map_err(|_| {
+                        Error::unavailable(
+                            "STORE_UNAVAILABLE",
+                            format!(
+                                "PostgreSQL did not answer within {:?} while connecting",
+                                self.acquire_timeout
+                            ),
+                        )
+                    })?
+                    .map_err(|e| db_error("connecting", e))?;
             sqlx::query(sqlx::AssertSqlSafe(format!(
                 "CREATE SCHEMA IF NOT EXISTS \"{schema}\""
             )))
@@ -204,6 +285,7 @@ impl PgStoreBuilder {
         }
         let pool = PgPoolOptions::new()
             .max_connections(self.max_connections)
+            .acquire_timeout(self.acquire_timeout)
             .test_before_acquire(false)
             .connect_with(options)
             .await
@@ -234,6 +316,7 @@ impl PgEventStore {
             url: url.into(),
             schema: None,
             max_connections: 10,
+            acquire_timeout: DEFAULT_ACQUIRE_TIMEOUT,
         }
     }
 

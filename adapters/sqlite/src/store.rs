@@ -57,17 +57,99 @@ const ROWS_PER_STATEMENT: usize = 500;
 const COLUMNS: &str = "position, event_id, stream_id, version, event_type, schema_version, \
                        payload, correlation_id, causation_id, headers, recorded_at";
 
+/// A sqlx error as flext's, by what it means for the caller: a busy or unreachable file is
+/// `UNAVAILABLE` (retryable), a read-only one `PERMISSION_DENIED`, a full disk
+/// `RESOURCE_EXHAUSTED`, a damaged one `DATA_LOSS`; told apart by SQLite's result code.
 pub(crate) fn db_error(what: &str, e: sqlx::Error) -> Error {
+    let unavailable = || {
+        Error::unavailable(
+            "STORE_UNAVAILABLE",
+            format!("SQLite store unavailable while {what}"),
+        )
+    };
     let code_error = match &e {
-        sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) => {
-            Error::unavailable(
-                "STORE_UNAVAILABLE",
-                format!("SQLite store unavailable while {what}"),
-            )
+        sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::Io(_)
+        | sqlx::Error::WorkerCrashed => unavailable(),
+        sqlx::Error::Configuration(_) => Error::invalid_argument(
+            "STORE_MISCONFIGURED",
+            format!("the SQLite store is misconfigured (while {what})"),
+        ),
+        sqlx::Error::Database(db) => {
+            // The primary result code is the low byte of the extended one.
+            let primary = db
+                .code()
+                .and_then(|c| c.parse::<i32>().ok())
+                .map_or(0, |c| c & 0xff);
+            let said = db.message();
+            match primary {
+                5 | 6 | 10 => unavailable(),
+                3 | 8 | 23 => Error::permission_denied(
+                    "STORE_READ_ONLY",
+                    format!("SQLite store cannot write while {what}: {said}"),
+                ),
+                13 => Error::resource_exhausted(
+                    "STORE_FULL",
+                    format!("SQLite store is full while {what}: {said}"),
+                ),
+                11 | 26 => Error::data_loss(
+                    "STORE_CORRUPT",
+                    format!("SQLite file is damaged or not a database ({what}): {said}"),
+                ),
+                14 => Error::failed_precondition(
+                    "STORE_CANNOT_OPEN",
+                    format!("SQLite cannot open the file while {what}: {said}"),
+                ),
+                _ => Error::internal(
+                    "STORE_ERROR",
+                    format!("SQLite store failed while {what}: {said}"),
+                ),
+            }
         }
         _ => Error::internal("STORE_ERROR", format!("SQLite store failed while {what}")),
     };
     code_error.with_source(e)
+}
+
+/// Refuses, with the fitting code, a path SQLite could not open or write as a store: a
+/// directory, a file in a directory that does not exist, a read-only file.
+fn check_path(path: &Path) -> Result<(), Error> {
+    let shown = path.display().to_string();
+    if let Ok(meta) = std::fs::metadata(path) {
+        if meta.is_dir() {
+            return Err(Error::invalid_argument(
+                "PATH_IS_A_DIRECTORY",
+                format!("{shown} is a directory, not a SQLite file"),
+            )
+            .with_detail("path", shown));
+        }
+        if meta.permissions().readonly() {
+            return Err(Error::permission_denied(
+                "STORE_READ_ONLY",
+                format!("{shown} is read-only: the store writes to it"),
+            )
+            .with_detail("path", shown));
+        }
+        return Ok(());
+    }
+    let parent = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => return Ok(()),
+    };
+    match std::fs::metadata(parent) {
+        Ok(meta) if meta.is_dir() => Ok(()),
+        Ok(_) => Err(Error::invalid_argument(
+            "PATH_NOT_IN_A_DIRECTORY",
+            format!("{} is not a directory", parent.display()),
+        )
+        .with_detail("path", shown)),
+        Err(_) => Err(Error::not_found(
+            "DIRECTORY_NOT_FOUND",
+            format!("the directory of {shown} does not exist; create it first"),
+        )
+        .with_detail("path", shown)),
+    }
 }
 
 pub(crate) fn to_i64(v: u64) -> i64 {
@@ -121,6 +203,7 @@ impl SqliteStoreBuilder {
     /// Opens (creating if missing) the database file, runs the migrations and returns the
     /// store.
     pub async fn open(self) -> Result<SqliteEventStore, Error> {
+        check_path(&self.path)?;
         let options = SqliteConnectOptions::new()
             .filename(&self.path)
             .create_if_missing(true)
@@ -132,6 +215,7 @@ impl SqliteStoreBuilder {
             .busy_timeout(Duration::from_secs(30));
         let readers = SqlitePoolOptions::new()
             .max_connections(self.readers)
+            .acquire_timeout(Duration::from_secs(5))
             .test_before_acquire(false)
             .connect_with(options.clone())
             .await
