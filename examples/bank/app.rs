@@ -1274,6 +1274,8 @@ pub trait BankStore:
     fn read_model(&self) -> Arc<dyn ReadModel>;
     /// How readers of the global order wait for new events.
     fn subscription(&self) -> SubscriptionOptions;
+    /// Closes the store (SQLite: the `.db` file alone then holds everything).
+    fn close_store(&self) -> BoxFuture<'_, Result<(), Error>>;
 }
 
 impl BankStore for SqliteEventStore {
@@ -1291,6 +1293,9 @@ impl BankStore for SqliteEventStore {
             ..SubscriptionOptions::default()
         }
     }
+    fn close_store(&self) -> BoxFuture<'_, Result<(), Error>> {
+        Box::pin(self.close())
+    }
 }
 
 impl BankStore for PgEventStore {
@@ -1303,6 +1308,12 @@ impl BankStore for PgEventStore {
     /// PostgreSQL notifies every process of every append.
     fn subscription(&self) -> SubscriptionOptions {
         SubscriptionOptions::default()
+    }
+    fn close_store(&self) -> BoxFuture<'_, Result<(), Error>> {
+        Box::pin(async move {
+            self.close().await;
+            Ok(())
+        })
     }
 }
 

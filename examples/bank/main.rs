@@ -282,7 +282,10 @@ async fn run<S: BankStore>(store: S, args: &Args) -> Result<(), Error> {
         "audit trail: {} events recorded",
         bank.read.audit_count().await?
     );
+    let store = bank.store.clone();
     bank.shutdown().await?;
+    // SQLite: the write-ahead log goes into the file, so a copy of the .db alone is whole.
+    store.close_store().await?;
     println!("stopped cleanly; run it again to resume from the stored state");
     outcome
 }

@@ -178,6 +178,20 @@ impl Notifications {
     }
 }
 
+impl Notifications {
+    /// Stops the background tasks (the store is closing).
+    pub(crate) fn stop(&self) {
+        for task in self
+            .tasks
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .drain(..)
+        {
+            task.abort();
+        }
+    }
+}
+
 impl Drop for Notifications {
     fn drop(&mut self) {
         for task in self

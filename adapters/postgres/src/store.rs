@@ -320,6 +320,13 @@ impl PgEventStore {
         }
     }
 
+    /// Closes the pool (waiting for the connections in use to come back) and stops the
+    /// notification tasks; every later operation fails `UNAVAILABLE`.
+    pub async fn close(&self) {
+        self.pool.close().await;
+        self.notifications.stop();
+    }
+
     /// Connects to `url` with the defaults and runs the migrations.
     pub async fn connect(url: &str) -> Result<Self, Error> {
         PgEventStore::builder(url).connect().await

@@ -162,12 +162,20 @@ fn limit(max_count: usize) -> i64 {
 
 pub(crate) struct Writer {
     pub(crate) conn: SqliteConnection,
+    /// `close` was called: every write is refused.
+    closed: bool,
     /// A write transaction was begun and its handle dropped without commit or rollback.
     open_tx: bool,
 }
 
 impl Writer {
     pub(crate) async fn settle(&mut self) -> Result<(), Error> {
+        if self.closed {
+            return Err(Error::unavailable(
+                "STORE_CLOSED",
+                "the SQLite store was closed",
+            ));
+        }
         if self.open_tx {
             sqlx::query("ROLLBACK")
                 .execute(&mut self.conn)
@@ -185,6 +193,9 @@ pub struct SqliteStoreBuilder {
     path: PathBuf,
     synchronous: Synchronous,
     readers: u32,
+    /// Options parsed from a URL (`open_url`): in-memory, read-only and the like, kept.
+    /// (the options, whether they are read-only)
+    from_url: Option<(SqliteConnectOptions, bool)>,
 }
 
 impl SqliteStoreBuilder {
@@ -203,10 +214,17 @@ impl SqliteStoreBuilder {
     /// Opens (creating if missing) the database file, runs the migrations and returns the
     /// store.
     pub async fn open(self) -> Result<SqliteEventStore, Error> {
-        check_path(&self.path)?;
-        let options = SqliteConnectOptions::new()
-            .filename(&self.path)
-            .create_if_missing(true)
+        let (base, read_only) = match self.from_url.clone() {
+            Some((options, read_only)) => (options, read_only),
+            None => {
+                check_path(&self.path)?;
+                let options = SqliteConnectOptions::new()
+                    .filename(&self.path)
+                    .create_if_missing(true);
+                (options, false)
+            }
+        };
+        let options = base
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(match self.synchronous {
                 Synchronous::Full => SqliteSynchronous::Full,
@@ -220,10 +238,13 @@ impl SqliteStoreBuilder {
             .connect_with(options.clone())
             .await
             .map_err(|e| db_error(&format!("opening {}", self.path.display()), e))?;
-        migrator().run(&readers).await.map_err(|e| {
-            Error::unavailable("MIGRATION_FAILED", "the SQLite store's migrations failed")
-                .with_source(e)
-        })?;
+        // A read-only store cannot migrate; its writes fail `PERMISSION_DENIED`.
+        if !read_only {
+            migrator().run(&readers).await.map_err(|e| {
+                Error::unavailable("MIGRATION_FAILED", "the SQLite store's migrations failed")
+                    .with_source(e)
+            })?;
+        }
         let conn = SqliteConnection::connect_with(&options)
             .await
             .map_err(|e| db_error("opening the writer connection", e))?;
@@ -232,6 +253,7 @@ impl SqliteStoreBuilder {
             writer: Arc::new(Mutex::new(Writer {
                 conn,
                 open_tx: false,
+                closed: false,
             })),
             clock: Arc::new(SystemClock),
             appended: AppendSignal::new(),
@@ -269,6 +291,7 @@ impl SqliteEventStore {
             path: path.as_ref().to_owned(),
             synchronous: Synchronous::Full,
             readers: 4,
+            from_url: None,
         }
     }
 
@@ -277,7 +300,10 @@ impl SqliteEventStore {
         SqliteEventStore::builder(path).open().await
     }
 
-    /// Opens the store at a `sqlite:` URL (`sqlite://events.db`, `sqlite:events.db`).
+    /// Opens the store at a `sqlite:` URL (`sqlite://events.db`, `sqlite:events.db`), with
+    /// the URL's options: `sqlite::memory:` keeps everything in memory (nothing on disk),
+    /// `?mode=ro` opens an existing store read-only (reads work, writes fail
+    /// `PERMISSION_DENIED`), `?mode=rwc` creates the file if missing.
     pub async fn open_url(url: &str) -> Result<Self, Error> {
         // Neither the URL nor the parser's message (which may quote it) goes into the
         // error as given: a URL may carry a password.
@@ -297,7 +323,35 @@ impl SqliteEventStore {
                 format!("{:?} is not a SQLite URL", flext_ports::redact_url(url)),
             )
         })?;
-        SqliteEventStore::open(options.get_filename()).await
+        let mut builder = SqliteEventStore::builder(options.get_filename());
+        let read_only = url
+            .split_once('?')
+            .is_some_and(|(_, q)| q.split('&').any(|p| p == "mode=ro"));
+        // Without a mode, as `open`: the file is created when missing.
+        let options = if url.contains("mode=") {
+            options
+        } else {
+            options.create_if_missing(true)
+        };
+        builder.from_url = Some((options, read_only));
+        builder.open().await
+    }
+
+    /// Closes the store: waits for the writer (a transaction in hand commits or rolls
+    /// back first), copies the write-ahead log into the database file and truncates it,
+    /// so the `.db` file alone holds everything, and closes the readers. Every later
+    /// operation fails `UNAVAILABLE`/`STORE_CLOSED`.
+    pub async fn close(&self) -> Result<(), Error> {
+        let mut writer = self.writer.lock().await;
+        writer.settle().await?;
+        sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
+            .execute(&mut writer.conn)
+            .await
+            .map_err(|e| db_error("checkpointing the write-ahead log", e))?;
+        writer.closed = true;
+        drop(writer);
+        self.readers.close().await;
+        Ok(())
     }
 
     /// Records times from `clock` instead of the system clock.
