@@ -1761,3 +1761,22 @@ pub async fn a_streams_versions_follow_the_global_order<H: Harness>(h: H) -> H {
     assert_eq!(versions.len() as u64, 4 * rounds + rounds / 2);
     h
 }
+
+/// An append refused inside a transaction is resolved as the transaction sees the
+/// stream (its own writes included), with the same error and details as a plain append,
+/// and leaves the transaction usable.
+pub async fn a_refused_append_in_a_transaction_sees_its_writes<H: Harness>(h: H) -> H {
+    let store = h.store();
+    let s = stream("tx-refused");
+    let (refused, rest) = h.refused_in_a_transaction(&s).await;
+    assert_eq!(refused.code(), ErrorCode::Aborted, "{refused}");
+    assert_eq!(refused.reason(), WRONG_EXPECTED_VERSION);
+    assert_eq!(
+        refused.detail("actual"),
+        Some(&json!(1)),
+        "the transaction's own event counts: {refused}"
+    );
+    rest.expect("the transaction goes on after the refusal and commits");
+    assert_eq!(store.stream_version(&s).await.expect("v"), StreamVersion(2));
+    h
+}

@@ -74,6 +74,15 @@ pub trait Harness: Send + Sync + Sized + 'static {
         pause: std::time::Duration,
     ) -> impl Future<Output = Result<(), Error>> + Send;
 
+    /// In one transaction of the store's own (memory: plain appends): appends one event
+    /// to `stream` (`NoStream`), then one more with `NoStream` again, which must be
+    /// refused, then one with `Exact(1)`, and commits. Returns the refusal and the outcome
+    /// of the rest.
+    fn refused_in_a_transaction(
+        &self,
+        stream: &StreamId,
+    ) -> impl Future<Output = (Error, Result<(), Error>)> + Send;
+
     /// Overwrites the payload of one stored event with bytes no codec decodes.
     fn corrupt_payload(
         &self,
@@ -173,6 +182,7 @@ macro_rules! event_store_conformance {
             an_owned_checkpoint_is_not_written_unfenced,
             numeric_fields_of_an_append_keep_their_bounds,
             a_streams_versions_follow_the_global_order,
+            a_refused_append_in_a_transaction_sees_its_writes,
         );
     };
 }

@@ -400,13 +400,37 @@ impl PgEventStore {
         expected: ExpectedVersion,
         events: &[NewEvent],
     ) -> Result<AppendOutcome, Error> {
-        let actual = self.stream_version(stream).await?;
+        let mut conn = self
+            .pool
+            .acquire()
+            .await
+            .map_err(|e| db_error("acquiring a connection", e))?;
+        self.resolve_on(&mut conn, stream, expected, events).await
+    }
+
+    /// Finds out why an append was refused, on `conn` (a transaction's own connection
+    /// sees that transaction's writes).
+    async fn resolve_on(
+        &self,
+        conn: &mut PgConnection,
+        stream: &StreamId,
+        expected: ExpectedVersion,
+        events: &[NewEvent],
+    ) -> Result<AppendOutcome, Error> {
+        let v: i64 = sqlx::query_scalar(
+            "SELECT coalesce(max(version), 0) FROM flext_events WHERE stream_id = $1",
+        )
+        .bind(stream.as_str())
+        .fetch_one(&mut *conn)
+        .await
+        .map_err(|e| db_error("reading a stream version", e))?;
+        let actual = StreamVersion(stored_number(stream.as_str(), "version", v)?);
         let ids: Vec<Uuid> = events.iter().map(|e| e.event_id.as_uuid()).collect();
         let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
             "SELECT {COLUMNS} FROM flext_events WHERE event_id = ANY($1)"
         )))
         .bind(&ids)
-        .fetch_all(&self.pool)
+        .fetch_all(&mut *conn)
         .await
         .map_err(|e| db_error("looking up event ids", e))?;
         let existing = rows
@@ -424,27 +448,6 @@ impl PgEventStore {
             })
             .collect::<Result<Vec<_>, _>>()?;
         resolve_rejected_append(stream, expected, actual, events, &existing)
-    }
-
-    /// Appends on `conn`, resolving a refused append (conflict, idempotent replay,
-    /// reused id) on the pool while `conn` is still held: for appends inside a
-    /// transaction, whose connection is in an aborted transaction by then.
-    async fn append_with(
-        &self,
-        conn: &mut PgConnection,
-        stream: &StreamId,
-        expected: ExpectedVersion,
-        events: Vec<NewEvent>,
-        offset: usize,
-        retry_races: bool,
-    ) -> Result<AppendOutcome, Error> {
-        match self
-            .try_append(conn, stream, expected, events, offset, retry_races)
-            .await?
-        {
-            Attempt::Done(outcome) => Ok(outcome),
-            Attempt::Refused(events) => self.resolve(stream, expected, &events).await,
-        }
     }
 
     /// Appends on `conn`. `offset` is how many events this transaction appended before
@@ -549,6 +552,15 @@ fn stream_order(stream: &StreamId, row: &PgRow) -> Error {
     .with_detail("version", version)
 }
 
+/// Runs a savepoint statement on a transaction's connection.
+async fn savepoint(conn: &mut PgConnection, sql: &'static str) -> Result<(), Error> {
+    sqlx::raw_sql(sql)
+        .execute(conn)
+        .await
+        .map(|_| ())
+        .map_err(|e| db_error("setting a savepoint", e))
+}
+
 /// What one append statement did.
 enum Attempt {
     /// Appended.
@@ -633,9 +645,10 @@ pub struct PgWriteTransaction {
 }
 
 impl PgWriteTransaction {
-    /// Appends within this transaction, with the same rules as [`EventStore::append`]. A
-    /// violated expectation leaves the transaction usable; a lost race for a version
-    /// aborts it (PostgreSQL aborts a transaction on a unique violation), so roll back.
+    /// Appends within this transaction, with the same rules and the same errors as
+    /// [`EventStore::append`] (a conflict reports the stream's version as this transaction
+    /// sees it). A refused append leaves the transaction usable (it runs under a
+    /// savepoint).
     /// When this transaction wrote before and another one appended to the stream and
     /// committed since, the append is refused with `ABORTED`/`STREAM_ORDER` (its events
     /// would sort before that stream's last event): roll back and retry.
@@ -653,12 +666,36 @@ impl PgWriteTransaction {
             ));
         }
         let n = events.len();
-        let out = self
+        // A savepoint: a refused append (a unique violation aborts the statement) rolls
+        // back to it, so the transaction stays usable and the refusal is resolved on the
+        // transaction's own connection, which sees its own writes and needs no second
+        // connection from the pool.
+        savepoint(&mut self.tx, "SAVEPOINT flext_append").await?;
+        let attempt = self
             .store
-            .append_with(&mut self.tx, stream, expected, events, self.appended, false)
-            .await?;
-        self.appended += n;
-        Ok(out)
+            .try_append(&mut self.tx, stream, expected, events, self.appended, false)
+            .await;
+        match attempt {
+            Ok(Attempt::Done(out)) => {
+                savepoint(&mut self.tx, "RELEASE SAVEPOINT flext_append").await?;
+                self.appended += n;
+                Ok(out)
+            }
+            Ok(Attempt::Refused(events)) => {
+                savepoint(&mut self.tx, "ROLLBACK TO SAVEPOINT flext_append").await?;
+                savepoint(&mut self.tx, "RELEASE SAVEPOINT flext_append").await?;
+                self.store
+                    .resolve_on(&mut self.tx, stream, expected, &events)
+                    .await
+            }
+            Err(e) => {
+                // The statement failed (a STREAM_ORDER refusal, the connection): leave the
+                // transaction as it was before the append, when the connection allows.
+                let _ = savepoint(&mut self.tx, "ROLLBACK TO SAVEPOINT flext_append").await;
+                let _ = savepoint(&mut self.tx, "RELEASE SAVEPOINT flext_append").await;
+                Err(e)
+            }
+        }
     }
 
     /// Sets a checkpoint within this transaction, so a read model written in the same

@@ -103,3 +103,37 @@ async fn a_checkpoint_saved_in_a_transaction_commits_or_rolls_back_with_it() {
         Some(out.positions[0])
     );
 }
+
+/// With a pool of one connection, held by a transaction, a refused append in it is still
+/// resolved (on the transaction's own connection) instead of waiting for a second one.
+#[tokio::test]
+async fn a_refused_append_needs_no_second_connection() {
+    let schema = format!("flext_t_pool1_{}", uuid::Uuid::now_v7().simple());
+    let store = PgEventStore::builder(flext_testkit::harness::database_url())
+        .schema(schema.as_str())
+        .max_connections(1)
+        .acquire_timeout(std::time::Duration::from_secs(2))
+        .connect()
+        .await
+        .unwrap();
+    let s = StreamId::new("one").unwrap();
+    let mut tx = store.transaction().await.unwrap();
+    tx.append(&s, ExpectedVersion::NoStream, events(1))
+        .await
+        .unwrap();
+    let refused = tx
+        .append(&s, ExpectedVersion::Exact(StreamVersion(5)), events(1))
+        .await
+        .unwrap_err();
+    assert_eq!(refused.reason(), "WRONG_EXPECTED_VERSION", "{refused:#}");
+    assert_eq!(refused.detail("actual"), Some(&serde_json::json!(1)));
+    tx.append(&s, ExpectedVersion::Exact(StreamVersion(1)), events(1))
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    assert_eq!(store.stream_version(&s).await.unwrap(), StreamVersion(2));
+    sqlx::query(sqlx::AssertSqlSafe(format!("DROP SCHEMA {schema} CASCADE")))
+        .execute(store.pool())
+        .await
+        .unwrap();
+}

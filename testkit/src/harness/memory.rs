@@ -61,6 +61,25 @@ impl Harness for MemoryHarness {
         Ok(())
     }
 
+    async fn refused_in_a_transaction(&self, stream: &StreamId) -> (Error, Result<(), Error>) {
+        let one = || vec![NewEvent::new(flext_domain::EventId::new(), "t", &b"{}"[..])];
+        self.store
+            .append(stream, ExpectedVersion::NoStream, one())
+            .await
+            .expect("the first append");
+        let refused = self
+            .store
+            .append(stream, ExpectedVersion::NoStream, one())
+            .await
+            .expect_err("the second is refused");
+        let rest = self
+            .store
+            .append(stream, ExpectedVersion::Exact(StreamVersion(1)), one())
+            .await
+            .map(|_| ());
+        (refused, rest)
+    }
+
     async fn corrupt_payload(&self, stream: &StreamId, version: StreamVersion) {
         let found =
             self.store

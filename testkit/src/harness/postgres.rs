@@ -143,6 +143,25 @@ impl Harness for PgHarness {
         tx.commit().await
     }
 
+    async fn refused_in_a_transaction(&self, stream: &StreamId) -> (Error, Result<(), Error>) {
+        let one = || vec![NewEvent::new(flext_domain::EventId::new(), "t", &b"{}"[..])];
+        let mut tx = self.store.transaction().await.expect("begin");
+        tx.append(stream, ExpectedVersion::NoStream, one())
+            .await
+            .expect("the first append");
+        let refused = tx
+            .append(stream, ExpectedVersion::NoStream, one())
+            .await
+            .expect_err("the second is refused");
+        let rest = async {
+            tx.append(stream, ExpectedVersion::Exact(StreamVersion(1)), one())
+                .await?;
+            tx.commit().await
+        }
+        .await;
+        (refused, rest)
+    }
+
     async fn corrupt_payload(&self, stream: &StreamId, version: StreamVersion) {
         self.execute(
             "UPDATE flext_events SET payload = '\\x00676172626167657b'::bytea WHERE stream_id = $1 AND version = $2",
