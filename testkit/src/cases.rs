@@ -1780,3 +1780,164 @@ pub async fn a_refused_append_in_a_transaction_sees_its_writes<H: Harness>(h: H)
     assert_eq!(store.stream_version(&s).await.expect("v"), StreamVersion(2));
     h
 }
+
+/// Cancellation safety: an append, a transactional append and commit, a projection batch
+/// (fenced checkpoint and commit) and an idempotency claim, each dropped at its 1st, 2nd,
+/// ... poll until it completes. After every drop the store keeps working (the next
+/// append succeeds at once), and nothing acknowledged is lost. Prints the number of
+/// cancellation points per operation.
+pub async fn every_operation_survives_cancellation_at_every_poll<H: Harness>(h: H) -> H {
+    use crate::cancel::at_every_poll;
+    let store = h.store();
+    let s = stream("cancel-1");
+    let probe = stream("cancel-probe");
+    let acknowledged = std::sync::Mutex::new(Vec::<EventId>::new());
+    // The store still works: a plain append succeeds and every acknowledged event is there.
+    let works = |_: usize| {
+        let store = store.clone();
+        let probe = probe.clone();
+        let acked = acknowledged.lock().expect("acked").clone();
+        async move {
+            let fresh = event(999);
+            let id = fresh.event_id;
+            tokio::time::timeout(
+                Duration::from_secs(10),
+                store.append(&probe, ExpectedVersion::Any, vec![fresh]),
+            )
+            .await
+            .expect("the store answers after a cancelled operation")
+            .expect("and appends");
+            // Readable soon (PostgreSQL: once no older transaction is open).
+            let mut ids = HashSet::new();
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+            loop {
+                let mut after = Position::START;
+                loop {
+                    let page = store.read_all(after, 1_000).await.expect("read");
+                    let Some(last) = page.last() else { break };
+                    after = last.position;
+                    ids.extend(page.iter().map(|e| e.event_id));
+                }
+                if ids.contains(&id) {
+                    break;
+                }
+                assert!(
+                    tokio::time::Instant::now() < deadline,
+                    "the probe append is not readable: an abandoned transaction holds readers back"
+                );
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            for a in acked {
+                assert!(ids.contains(&a), "acknowledged event {a} is kept");
+            }
+        }
+    };
+
+    let mut n = 0u64;
+    let (out, appends) = at_every_poll(
+        || {
+            n += 1;
+            let e = event(n);
+            let (store, s) = (store.clone(), s.clone());
+            async move {
+                let id = e.event_id;
+                store
+                    .append(&s, ExpectedVersion::Any, vec![e])
+                    .await
+                    .map(|_| id)
+            }
+        },
+        works,
+    )
+    .await;
+    acknowledged
+        .lock()
+        .expect("acked")
+        .push(out.expect("append"));
+
+    let many: Vec<NewEvent> = (0..600).map(|i| event(10_000 + i)).collect();
+    let (out, large) = at_every_poll(
+        || {
+            let batch: Vec<NewEvent> = many
+                .iter()
+                .map(|e| NewEvent::new(EventId::new(), e.event_type.clone(), e.payload.clone()))
+                .collect();
+            let (store, s) = (store.clone(), s.clone());
+            async move { store.append(&s, ExpectedVersion::Any, batch).await }
+        },
+        works,
+    )
+    .await;
+    out.expect("a large append");
+
+    let (out, transactional) = at_every_poll(
+        || {
+            n += 1;
+            let e = event(n);
+            let id = e.event_id;
+            let fut = h.append_in_transaction(&s, vec![e]);
+            async move { fut.await.map(|_| id) }
+        },
+        works,
+    )
+    .await;
+    acknowledged
+        .lock()
+        .expect("acked")
+        .push(out.expect("tx append"));
+
+    let lease = store
+        .acquire_lease(
+            "cancel-batch",
+            &Instance::named("a"),
+            Duration::from_secs(60),
+        )
+        .await
+        .expect("acquire")
+        .expect("free");
+    let mut target = 0u64;
+    let (out, batch) = at_every_poll(
+        || {
+            target += 1;
+            let (store, lease) = (store.clone(), lease.clone());
+            let p = Position(target);
+            async move {
+                let mut tx = store.begin().await?;
+                store.set_checkpoint(&mut tx, &lease, p).await?;
+                store.commit(tx).await.map(|_| p)
+            }
+        },
+        works,
+    )
+    .await;
+    let committed = out.expect("a batch");
+    assert_eq!(
+        store.load_checkpoint("cancel-batch").await.expect("load"),
+        Some(committed),
+        "the committed checkpoint"
+    );
+
+    let (out, claim) = at_every_poll(
+        || {
+            let store = store.clone();
+            async move {
+                store
+                    .claim(
+                        uuid::Uuid::now_v7(),
+                        "cancel.claim",
+                        Duration::from_secs(60),
+                    )
+                    .await
+            }
+        },
+        works,
+    )
+    .await;
+    assert!(matches!(out.expect("a claim"), Claim::Claimed));
+
+    println!(
+        "cancellation points: append {appends}, large append {large}, transactional append + commit {transactional}, \
+         projection batch {batch}, idempotency claim {claim}"
+    );
+    h
+}

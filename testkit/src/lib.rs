@@ -27,6 +27,7 @@ use flext_ports::{
     AppendOutcome, CheckpointStore, EventStore, IdempotencyStore, ProjectionStore, SnapshotStore,
 };
 
+pub mod cancel;
 pub mod cases;
 pub mod harness;
 
@@ -82,6 +83,14 @@ pub trait Harness: Send + Sync + Sized + 'static {
         &self,
         stream: &StreamId,
     ) -> impl Future<Output = (Error, Result<(), Error>)> + Send;
+
+    /// Begins a transaction of the store's own, appends `events` to `stream` in it and
+    /// commits, as one future (memory: a plain append).
+    fn append_in_transaction(
+        &self,
+        stream: &StreamId,
+        events: Vec<NewEvent>,
+    ) -> impl Future<Output = Result<AppendOutcome, Error>> + Send;
 
     /// Overwrites the payload of one stored event with bytes no codec decodes.
     fn corrupt_payload(
@@ -183,6 +192,7 @@ macro_rules! event_store_conformance {
             numeric_fields_of_an_append_keep_their_bounds,
             a_streams_versions_follow_the_global_order,
             a_refused_append_in_a_transaction_sees_its_writes,
+            every_operation_survives_cancellation_at_every_poll,
         );
     };
 }

@@ -22,8 +22,9 @@ use flext_ports::{
 use crate::notify::Notifications;
 use sqlx::error::ErrorKind;
 use sqlx::migrate::Migrator;
+use sqlx::pool::PoolConnection;
 use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions, PgRow};
-use sqlx::{Connection, Postgres, Row, Transaction};
+use sqlx::{Connection, Postgres, Row};
 use uuid::Uuid;
 
 /// The table in which this adapter records its applied migrations, apart from the host
@@ -381,17 +382,23 @@ impl PgEventStore {
     /// Begins a transaction in which appends and your own statements commit together
     /// (exactly-once read models, outbox rows).
     pub async fn transaction(&self) -> Result<PgWriteTransaction, Error> {
-        let tx = self
+        let conn = self
             .pool
-            .begin()
+            .acquire()
             .await
-            .map_err(|e| db_error("beginning a transaction", e))?;
-        Ok(PgWriteTransaction {
-            tx,
+            .map_err(|e| db_error("acquiring a connection", e))?;
+        // From here the connection is closed, not pooled, unless the transaction ends
+        // cleanly: a BEGIN dropped after it was sent must not leave an open transaction
+        // on a pooled connection (it would hold every gap-safe reader back).
+        let mut tx = PgWriteTransaction {
+            conn,
+            finished: false,
             store: self.clone(),
             appended: 0,
             checkpointed: false,
-        })
+        };
+        savepoint(tx.connection(), "BEGIN").await?;
+        Ok(tx)
     }
 
     async fn resolve(
@@ -637,7 +644,9 @@ fn outcome(stream: &StreamId, rows: &[PgRow]) -> Result<AppendOutcome, Error> {
 /// A transaction on one pooled connection; see [`PgEventStore::transaction`]. Dropping it
 /// without committing rolls it back.
 pub struct PgWriteTransaction {
-    tx: Transaction<'static, Postgres>,
+    conn: PoolConnection<Postgres>,
+    /// Committed or rolled back: the connection may go back to the pool.
+    finished: bool,
     store: PgEventStore,
     appended: usize,
     /// Whether a fenced checkpoint was written.
@@ -670,29 +679,36 @@ impl PgWriteTransaction {
         // back to it, so the transaction stays usable and the refusal is resolved on the
         // transaction's own connection, which sees its own writes and needs no second
         // connection from the pool.
-        savepoint(&mut self.tx, "SAVEPOINT flext_append").await?;
+        savepoint(self.connection(), "SAVEPOINT flext_append").await?;
         let attempt = self
             .store
-            .try_append(&mut self.tx, stream, expected, events, self.appended, false)
+            .try_append(
+                &mut self.conn,
+                stream,
+                expected,
+                events,
+                self.appended,
+                false,
+            )
             .await;
         match attempt {
             Ok(Attempt::Done(out)) => {
-                savepoint(&mut self.tx, "RELEASE SAVEPOINT flext_append").await?;
+                savepoint(self.connection(), "RELEASE SAVEPOINT flext_append").await?;
                 self.appended += n;
                 Ok(out)
             }
             Ok(Attempt::Refused(events)) => {
-                savepoint(&mut self.tx, "ROLLBACK TO SAVEPOINT flext_append").await?;
-                savepoint(&mut self.tx, "RELEASE SAVEPOINT flext_append").await?;
+                savepoint(self.connection(), "ROLLBACK TO SAVEPOINT flext_append").await?;
+                savepoint(self.connection(), "RELEASE SAVEPOINT flext_append").await?;
                 self.store
-                    .resolve_on(&mut self.tx, stream, expected, &events)
+                    .resolve_on(&mut self.conn, stream, expected, &events)
                     .await
             }
             Err(e) => {
                 // The statement failed (a STREAM_ORDER refusal, the connection): leave the
                 // transaction as it was before the append, when the connection allows.
-                let _ = savepoint(&mut self.tx, "ROLLBACK TO SAVEPOINT flext_append").await;
-                let _ = savepoint(&mut self.tx, "RELEASE SAVEPOINT flext_append").await;
+                let _ = savepoint(self.connection(), "ROLLBACK TO SAVEPOINT flext_append").await;
+                let _ = savepoint(self.connection(), "RELEASE SAVEPOINT flext_append").await;
                 Err(e)
             }
         }
@@ -701,7 +717,7 @@ impl PgWriteTransaction {
     /// Sets a checkpoint within this transaction, so a read model written in the same
     /// transaction and its checkpoint commit together (exactly once).
     pub async fn save_checkpoint(&mut self, name: &str, position: Position) -> Result<(), Error> {
-        save_checkpoint_on(&mut self.tx, name, position).await
+        save_checkpoint_on(self.connection(), name, position).await
     }
 
     /// Moves the checkpoint of `lease.consumer` to `position` within this transaction,
@@ -715,22 +731,21 @@ impl PgWriteTransaction {
         position: Position,
         rewind: bool,
     ) -> Result<(), Error> {
-        crate::ownership::fenced_on(&mut self.tx, lease, position, rewind).await?;
+        crate::ownership::fenced_on(self.connection(), lease, position, rewind).await?;
         self.checkpointed = true;
         Ok(())
     }
 
     /// The connection, for statements of your own in this transaction.
     pub fn connection(&mut self) -> &mut PgConnection {
-        &mut self.tx
+        &mut self.conn
     }
 
-    /// Commits.
-    pub async fn commit(self) -> Result<(), Error> {
-        self.tx
-            .commit()
-            .await
-            .map_err(|e| db_error("committing", e))?;
+    /// Commits. Dropped before it returns, the transaction's connection is closed instead
+    /// of pooled: the server commits what it received, or rolls it back.
+    pub async fn commit(mut self) -> Result<(), Error> {
+        savepoint(self.connection(), "COMMIT").await?;
+        self.finished = true;
         if self.appended > 0 {
             self.store.notifications.appended();
         }
@@ -741,11 +756,21 @@ impl PgWriteTransaction {
     }
 
     /// Rolls back.
-    pub async fn rollback(self) -> Result<(), Error> {
-        self.tx
-            .rollback()
-            .await
-            .map_err(|e| db_error("rolling back", e))
+    pub async fn rollback(mut self) -> Result<(), Error> {
+        savepoint(self.connection(), "ROLLBACK").await?;
+        self.finished = true;
+        Ok(())
+    }
+}
+
+impl Drop for PgWriteTransaction {
+    /// Not committed or rolled back (dropped, or cancelled at any await point): the
+    /// connection is closed, so the server rolls back and no pooled connection keeps an
+    /// open transaction.
+    fn drop(&mut self) {
+        if !self.finished {
+            self.conn.close_on_drop();
+        }
     }
 }
 

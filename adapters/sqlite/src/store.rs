@@ -164,7 +164,9 @@ pub(crate) struct Writer {
     pub(crate) conn: SqliteConnection,
     /// `close` was called: every write is refused.
     closed: bool,
-    /// A write transaction was begun and its handle dropped without commit or rollback.
+    /// A transaction may be open on the connection that nobody will finish: set before a
+    /// BEGIN (or a multi-statement append) is sent and cleared once it is finished, so a
+    /// future dropped at any await point leaves this set and the next user rolls back.
     open_tx: bool,
 }
 
@@ -177,10 +179,10 @@ impl Writer {
             ));
         }
         if self.open_tx {
-            sqlx::query("ROLLBACK")
-                .execute(&mut self.conn)
-                .await
-                .map_err(|e| db_error("rolling back an abandoned transaction", e))?;
+            // The abandoned work may have finished (a COMMIT dropped after it was sent) or
+            // never started (a BEGIN dropped before): then there is nothing to roll back
+            // and SQLite says so; either way the connection is in autocommit afterwards.
+            let _ = sqlx::query("ROLLBACK").execute(&mut self.conn).await;
             self.open_tx = false;
         }
         Ok(())
@@ -379,11 +381,12 @@ impl SqliteEventStore {
     pub async fn transaction(&self) -> Result<SqliteWriteTransaction, Error> {
         let mut writer = self.writer.clone().lock_owned().await;
         writer.settle().await?;
+        // Marked before it is sent: dropped at any point, the next user rolls it back.
+        writer.open_tx = true;
         sqlx::query("BEGIN IMMEDIATE")
             .execute(&mut writer.conn)
             .await
             .map_err(|e| db_error("beginning a transaction", e))?;
-        writer.open_tx = true;
         Ok(SqliteWriteTransaction {
             writer,
             clock: self.clock.clone(),
@@ -770,7 +773,12 @@ impl EventStore for SqliteEventStore {
             let now = self.clock.now();
             let mut writer = self.writer.lock().await;
             writer.settle().await?;
-            let out = append_on(&mut writer.conn, stream, expected, events, now).await?;
+            // A large append runs under a savepoint (a transaction of its own): marked, so
+            // an append dropped half-way is rolled back by the next user.
+            writer.open_tx = true;
+            let out = append_on(&mut writer.conn, stream, expected, events, now).await;
+            writer.open_tx = false;
+            let out = out?;
             drop(writer);
             self.appended.pulse();
             Ok(out)

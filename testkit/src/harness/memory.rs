@@ -80,6 +80,16 @@ impl Harness for MemoryHarness {
         (refused, rest)
     }
 
+    async fn append_in_transaction(
+        &self,
+        stream: &StreamId,
+        events: Vec<NewEvent>,
+    ) -> Result<AppendOutcome, Error> {
+        self.store
+            .append(stream, ExpectedVersion::Any, events)
+            .await
+    }
+
     async fn corrupt_payload(&self, stream: &StreamId, version: StreamVersion) {
         let found =
             self.store

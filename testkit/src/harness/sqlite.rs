@@ -104,6 +104,17 @@ impl Harness for SqliteHarness {
         (refused, rest)
     }
 
+    async fn append_in_transaction(
+        &self,
+        stream: &StreamId,
+        events: Vec<NewEvent>,
+    ) -> Result<AppendOutcome, Error> {
+        let mut tx = self.store.transaction().await?;
+        let out = tx.append(stream, ExpectedVersion::Any, events).await?;
+        tx.commit().await?;
+        Ok(out)
+    }
+
     async fn corrupt_payload(&self, stream: &StreamId, version: StreamVersion) {
         self.execute(
             "UPDATE flext_events SET payload = x'00676172626167657b' WHERE stream_id = ?1 AND version = ?2",
