@@ -11,10 +11,11 @@ pub struct SubscriptionOptions {
     /// How often to read again while the store's notifications are down (PostgreSQL's
     /// LISTEN connection lost and reconnecting). Default 250 ms.
     pub poll_interval: Duration,
-    /// Also read again after this long without a notification, even when they are up.
-    /// `None` (the default) relies on notifications alone; set it when writers in other
-    /// processes cannot notify (several processes writing one SQLite file) or to bound
-    /// the delay after a writer that died between its commit and its notification.
+    /// Also read again after this long without a notification, even when they are up
+    /// (default 30 s): bounds the delay after a writer that died between its commit and
+    /// its notification, or a notification path that failed unnoticed. Set it shorter
+    /// when writers in other processes cannot notify (several processes writing one
+    /// SQLite file); `None` relies on notifications alone.
     pub idle_recheck: Option<Duration>,
 }
 
@@ -22,7 +23,7 @@ impl Default for SubscriptionOptions {
     fn default() -> Self {
         SubscriptionOptions {
             poll_interval: Duration::from_millis(250),
-            idle_recheck: None,
+            idle_recheck: Some(Duration::from_secs(30)),
         }
     }
 }

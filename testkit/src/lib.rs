@@ -14,6 +14,10 @@
 //! the [`Harness`]. A harness also provides the two hooks the suite cannot get through the
 //! port: holding an append's transaction open (gap safety) and corrupting a stored row.
 //!
+//! [`cancel`] drops a future at its 1st, 2nd, ... poll (cancellation-safety cases);
+//! [`proxy::FaultProxy`] sits between a store and PostgreSQL and cuts, delays or
+//! half-opens its connections (fault tests).
+//!
 //! | feature | harness |
 //! |---|---|
 //! | `memory` | [`harness::MemoryHarness`] |
@@ -30,6 +34,7 @@ use flext_ports::{
 pub mod cancel;
 pub mod cases;
 pub mod harness;
+pub mod proxy;
 
 /// What the conformance suite needs from an adapter.
 pub trait Harness: Send + Sync + Sized + 'static {

@@ -20,11 +20,11 @@
 //! delay sets an idle recheck interval (the projection runner's `idle_recheck`).
 
 use std::sync::atomic::{AtomicI32, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use flext_ports::{AppendSignal, AppendWatcher};
-use sqlx::postgres::{PgListener, PgPool, PgPoolOptions};
+use sqlx::postgres::{PgConnectOptions, PgListener, PgPool, PgPoolOptions};
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 
@@ -42,6 +42,21 @@ pub(crate) const NOTIFY_INTERVAL: Duration = Duration::from_millis(1);
 const RECONNECT_MIN: Duration = Duration::from_millis(50);
 const RECONNECT_MAX: Duration = Duration::from_secs(5);
 
+/// After this long without a notification the LISTEN connection is asked to answer
+/// (`SELECT 1`): a half-open socket looks alive forever otherwise.
+const LISTEN_HEARTBEAT: Duration = Duration::from_secs(2);
+/// How long that answer may take before the connection is taken for dead.
+const HEARTBEAT_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// `d` scaled by a factor in [0.5, 1.5), so processes that lost the server together do
+/// not reconnect in step.
+fn jittered(d: Duration) -> Duration {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |t| t.subsec_nanos());
+    d.mul_f64(0.5 + f64::from(nanos % 1_000) / 1_000.0)
+}
+
 /// A store's notification machinery, shared by its clones; dropping the last clone stops
 /// the background tasks.
 pub(crate) struct Notifications {
@@ -52,13 +67,12 @@ pub(crate) struct Notifications {
     consumers: AppendSignal,
     /// Wakes the sender task.
     trigger: Arc<Notify>,
-    sender: OnceLock<()>,
+    sender: TaskSlot,
     /// Wakes the consumers' sender task.
     consumers_trigger: Arc<Notify>,
-    consumers_sender: OnceLock<()>,
-    listener: OnceLock<()>,
+    consumers_sender: TaskSlot,
+    listener: TaskSlot,
     listener_pid: Arc<AtomicI32>,
-    tasks: Mutex<Vec<JoinHandle<()>>>,
 }
 
 impl Notifications {
@@ -74,25 +88,12 @@ impl Notifications {
             signal,
             consumers,
             trigger: Arc::new(Notify::new()),
-            sender: OnceLock::new(),
+            sender: TaskSlot::default(),
             consumers_trigger: Arc::new(Notify::new()),
-            consumers_sender: OnceLock::new(),
-            listener: OnceLock::new(),
+            consumers_sender: TaskSlot::default(),
+            listener: TaskSlot::default(),
             listener_pid: Arc::new(AtomicI32::new(0)),
-            tasks: Mutex::new(Vec::new()),
         }
-    }
-
-    fn spawn(&self, task: impl Future<Output = ()> + Send + 'static) -> bool {
-        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
-            return false;
-        };
-        let handle = runtime.spawn(task);
-        self.tasks
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .push(handle);
-        true
     }
 
     /// Called after a commit that appended: pulses local readers at once and has the
@@ -114,12 +115,12 @@ impl Notifications {
     }
 
     /// Starts `channel`'s sender task once, then wakes it.
-    fn notify(&self, sender: &OnceLock<()>, trigger: &Arc<Notify>, channel: &'static str) {
-        sender.get_or_init(|| {
+    fn notify(&self, sender: &TaskSlot, trigger: &Arc<Notify>, channel: &'static str) {
+        sender.ensure(|| {
             let pool = self.pool.clone();
             let schema = Arc::clone(&self.schema);
             let trigger = Arc::clone(trigger);
-            self.spawn(async move {
+            async move {
                 loop {
                     trigger.notified().await;
                     // A failed notification only delays other processes' readers (they
@@ -132,7 +133,7 @@ impl Notifications {
                         .await;
                     tokio::time::sleep(NOTIFY_INTERVAL).await;
                 }
-            });
+            }
         });
         trigger.notify_one();
     }
@@ -153,20 +154,15 @@ impl Notifications {
     }
 
     fn start_listener(&self) {
-        self.listener.get_or_init(|| {
+        self.listener.ensure(|| {
             let options = self.pool.connect_options().as_ref().clone();
-            let listen_pool = PgPoolOptions::new()
-                .max_connections(1)
-                // A terminated connection goes back to the pool: check it on the way out.
-                .test_before_acquire(true)
-                .connect_lazy_with(options);
             let schema = Arc::clone(&self.schema);
             let signals = Signals {
                 appends: self.signal.clone(),
                 consumers: self.consumers.clone(),
             };
             let pid = Arc::clone(&self.listener_pid);
-            self.spawn(listen(listen_pool, schema, signals, pid));
+            listen(options, schema, signals, pid)
         });
     }
 
@@ -181,26 +177,39 @@ impl Notifications {
 impl Notifications {
     /// Stops the background tasks (the store is closing).
     pub(crate) fn stop(&self) {
-        for task in self
-            .tasks
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .drain(..)
-        {
-            task.abort();
+        for slot in [&self.sender, &self.consumers_sender, &self.listener] {
+            slot.abort();
         }
     }
 }
 
 impl Drop for Notifications {
     fn drop(&mut self) {
-        for task in self
-            .tasks
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .drain(..)
-        {
-            task.abort();
+        self.stop();
+    }
+}
+
+/// One background task, started on first need and started again if it ended (a panic):
+/// never marked started without running.
+#[derive(Default)]
+struct TaskSlot(Mutex<Option<JoinHandle<()>>>);
+
+impl TaskSlot {
+    /// Spawns `make()`'s task unless one is running (inside a Tokio runtime; outside one
+    /// nothing starts, and the next call tries again).
+    fn ensure<F: Future<Output = ()> + Send + 'static>(&self, make: impl FnOnce() -> F) {
+        let mut slot = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        if slot.as_ref().is_some_and(|t| !t.is_finished()) {
+            return;
+        }
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            *slot = Some(runtime.spawn(make()));
+        }
+    }
+
+    fn abort(&self) {
+        if let Some(t) = self.0.lock().unwrap_or_else(|p| p.into_inner()).take() {
+            t.abort();
         }
     }
 }
@@ -218,8 +227,16 @@ impl Signals {
     }
 }
 
-async fn connect(pool: &PgPool) -> Result<(PgListener, i32), sqlx::Error> {
-    let mut listener = PgListener::connect_with(pool).await?;
+/// A LISTEN connection of its own. Each attempt gets a pool of its own too: a connection
+/// given up (lost, or silent past its heartbeat) is closed on release, never pooled, and
+/// its close (which may hang on a half-open socket) holds no slot a new attempt needs.
+async fn connect(options: &PgConnectOptions) -> Result<(PgListener, i32), sqlx::Error> {
+    let pool = PgPoolOptions::new()
+        .max_connections(1)
+        .acquire_timeout(Duration::from_secs(5))
+        .after_release(|_, _| Box::pin(async { Ok(false) }))
+        .connect_lazy_with(options.clone());
+    let mut listener = PgListener::connect_with(&pool).await?;
     listener.listen_all([CHANNEL, CONSUMERS_CHANNEL]).await?;
     let pid: i32 = sqlx::query_scalar("SELECT pg_backend_pid()")
         .fetch_one(&mut listener)
@@ -227,10 +244,16 @@ async fn connect(pool: &PgPool) -> Result<(PgListener, i32), sqlx::Error> {
     Ok((listener, pid))
 }
 
-async fn listen(pool: PgPool, schema: Arc<str>, signal: Signals, pid: Arc<AtomicI32>) {
+async fn listen(
+    options: PgConnectOptions,
+    schema: Arc<str>,
+    signal: Signals,
+    pid: Arc<AtomicI32>,
+) {
     let mut backoff = RECONNECT_MIN;
     loop {
-        if let Ok((mut listener, backend)) = connect(&pool).await {
+        let attempt = tokio::time::timeout(HEARTBEAT_TIMEOUT * 3, connect(&options)).await;
+        if let Ok(Ok((mut listener, backend))) = attempt {
             backoff = RECONNECT_MIN;
             pid.store(backend, Ordering::Release);
             // Live again; the pulse makes readers re-read what was appended meanwhile.
@@ -238,20 +261,34 @@ async fn listen(pool: PgPool, schema: Arc<str>, signal: Signals, pid: Arc<Atomic
             signal.appends.pulse();
             signal.consumers.pulse();
             // `Ok(None)`: the connection was lost; sqlx would reconnect on the next call,
-            // but we reconnect ourselves to know when LISTEN is in place again.
-            while let Ok(Some(n)) = listener.try_recv().await {
-                if n.payload() == &*schema {
-                    if n.channel() == CONSUMERS_CHANNEL {
-                        signal.consumers.pulse();
-                    } else {
-                        signal.appends.pulse();
+            // but we reconnect ourselves to know when LISTEN is in place again. A quiet
+            // connection is asked to answer every LISTEN_HEARTBEAT: one that does not
+            // within HEARTBEAT_TIMEOUT is dead (a half-open socket, a stalled path).
+            loop {
+                match tokio::time::timeout(LISTEN_HEARTBEAT, listener.try_recv()).await {
+                    Ok(Ok(Some(n))) => {
+                        if n.payload() == &*schema {
+                            if n.channel() == CONSUMERS_CHANNEL {
+                                signal.consumers.pulse();
+                            } else {
+                                signal.appends.pulse();
+                            }
+                        }
+                    }
+                    Ok(Ok(None) | Err(_)) => break,
+                    Err(_) => {
+                        let ping = sqlx::query("SELECT 1").execute(&mut listener);
+                        match tokio::time::timeout(HEARTBEAT_TIMEOUT, ping).await {
+                            Ok(Ok(_)) => {}
+                            _ => break,
+                        }
                     }
                 }
             }
             pid.store(0, Ordering::Release);
         }
         signal.set_live(false);
-        tokio::time::sleep(backoff).await;
+        tokio::time::sleep(jittered(backoff)).await;
         backoff = (backoff * 2).min(RECONNECT_MAX);
     }
 }
