@@ -244,12 +244,7 @@ async fn connect(options: &PgConnectOptions) -> Result<(PgListener, i32), sqlx::
     Ok((listener, pid))
 }
 
-async fn listen(
-    options: PgConnectOptions,
-    schema: Arc<str>,
-    signal: Signals,
-    pid: Arc<AtomicI32>,
-) {
+async fn listen(options: PgConnectOptions, schema: Arc<str>, signal: Signals, pid: Arc<AtomicI32>) {
     let mut backoff = RECONNECT_MIN;
     loop {
         let attempt = tokio::time::timeout(HEARTBEAT_TIMEOUT * 3, connect(&options)).await;
