@@ -94,9 +94,40 @@ pub struct IdempotencyLayer<S> {
     store: S,
     stale_after: Duration,
     codecs: TypeMap<OutputCodec>,
+    /// How long outcomes are kept; `None`: forever.
+    retention: Option<Duration>,
+    /// Claims since the last purge.
+    claims: std::sync::atomic::AtomicU64,
 }
 
-impl<S: IdempotencyStore + 'static> IdempotencyLayer<S> {
+/// A purge of expired records runs once per this many claims.
+const PURGE_EVERY: u64 = 1_000;
+
+/// Releases a claim when the dispatch holding it is dropped before its outcome is stored
+/// (a deadline, a client that went away), so a retry runs at once instead of getting
+/// `COMMAND_IN_PROGRESS` until the claim goes stale.
+struct ClaimGuard<S: IdempotencyStore + Clone + 'static> {
+    store: S,
+    id: flext_domain::reexport::uuid::Uuid,
+    armed: bool,
+}
+
+impl<S: IdempotencyStore + Clone + 'static> Drop for ClaimGuard<S> {
+    fn drop(&mut self) {
+        if !self.armed {
+            return;
+        }
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            let (store, id) = (self.store.clone(), self.id);
+            runtime.spawn(async move {
+                // Failing, the claim goes stale after `stale_after` as before.
+                let _ = store.release(id).await;
+            });
+        }
+    }
+}
+
+impl<S: IdempotencyStore + Clone + 'static> IdempotencyLayer<S> {
     /// Records outcomes in `store`; a claim left unfinished for 5 minutes (its process
     /// died) may be taken over.
     pub fn new(store: S) -> Self {
@@ -104,6 +135,24 @@ impl<S: IdempotencyStore + 'static> IdempotencyLayer<S> {
             store,
             stale_after: Duration::from_secs(300),
             codecs: TypeMap::default(),
+            retention: None,
+            claims: std::sync::atomic::AtomicU64::new(0),
+        }
+    }
+
+    /// Keeps outcomes for `retention` (measured from the claim), then forgets them: a
+    /// retry of the same id after that runs again. Expired records are purged every
+    /// 1,000 claims (in the background); [`IdempotencyLayer::purge`] does it now.
+    pub fn retention(mut self, retention: Duration) -> Self {
+        self.retention = Some(retention);
+        self
+    }
+
+    /// Forgets the records older than the retention period now; how many.
+    pub async fn purge(&self) -> Result<u64, Error> {
+        match self.retention {
+            Some(r) => self.store.purge(r).await,
+            None => Ok(0),
         }
     }
 
@@ -129,7 +178,7 @@ impl<S: IdempotencyStore + 'static> IdempotencyLayer<S> {
     }
 }
 
-impl<S: IdempotencyStore + 'static> Behavior for IdempotencyLayer<S> {
+impl<S: IdempotencyStore + Clone + 'static> Behavior for IdempotencyLayer<S> {
     fn handle<'s, 'a: 's>(
         &'s self,
         message: Message<'a>,
@@ -142,6 +191,19 @@ impl<S: IdempotencyStore + 'static> Behavior for IdempotencyLayer<S> {
         let id = ctx.message_id();
         let name = message.name();
         Box::pin(async move {
+            if let Some(retention) = self.retention {
+                let n = self
+                    .claims
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                if n % PURGE_EVERY == PURGE_EVERY - 1
+                    && let Ok(runtime) = tokio::runtime::Handle::try_current()
+                {
+                    let store = self.store.clone();
+                    runtime.spawn(async move {
+                        let _ = store.purge(retention).await;
+                    });
+                }
+            }
             match self.store.claim(id, name, self.stale_after).await? {
                 Claim::Done(record) if record.message_type != name => Err(Error::already_exists(
                     "COMMAND_ID_REUSED",
@@ -161,6 +223,11 @@ impl<S: IdempotencyStore + 'static> Behavior for IdempotencyLayer<S> {
                 )
                 .with_detail("command_id", id.to_string())),
                 Claim::Claimed => {
+                    let mut guard = ClaimGuard {
+                        store: self.store.clone(),
+                        id,
+                        armed: true,
+                    };
                     let result = next.run().await;
                     let stored = match &result {
                         Ok(reply) => Some(Ok((codec.encode)(reply)?)),
@@ -177,6 +244,7 @@ impl<S: IdempotencyStore + 'static> Behavior for IdempotencyLayer<S> {
                         }
                         None => self.store.release(id).await?,
                     }
+                    guard.armed = false;
                     result
                 }
             }

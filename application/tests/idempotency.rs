@@ -161,3 +161,52 @@ async fn postgres() {
     let store = flext_testkit::harness::fresh_pg_store("idem").await;
     first_outcome_is_returned(store).await;
 }
+
+/// A dispatch dropped while its handler runs (a deadline, a client gone) releases its
+/// claim: the retry runs at once instead of getting `COMMAND_IN_PROGRESS` for 5 minutes.
+async fn a_dropped_dispatch_releases_its_claim<S: IdempotencyStore + Clone + 'static>(store: S) {
+    let runs = Arc::new(AtomicU32::new(0));
+    let gate = Arc::new(Gate::default());
+    let bus = Registry::new()
+        .command::<PlaceOrder, _>(Shop(runs.clone(), gate.clone()))
+        .command_bus(Pipeline::new().layer(IdempotencyLayer::new(store).command::<PlaceOrder>()))
+        .expect("ok");
+    let ctx = Context::new();
+    tokio::select! {
+        _ = bus.dispatch(PlaceOrder { sku: "slow" }, &ctx) => panic!("the gate is shut"),
+        _ = gate.started.notified() => {} // claimed and running: now drop it
+    }
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(5);
+    let placed = loop {
+        match bus.dispatch(PlaceOrder { sku: "fast" }, &ctx).await {
+            Ok(placed) => break placed,
+            Err(e) if e.reason() == "COMMAND_IN_PROGRESS" => {
+                assert!(
+                    tokio::time::Instant::now() < deadline,
+                    "the dropped dispatch still holds its claim"
+                );
+                tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+            }
+            Err(e) => panic!("{e}"),
+        }
+    };
+    assert_eq!(placed, Placed { order: 2 }, "the retry ran");
+}
+
+#[tokio::test]
+async fn memory_releases_dropped_claims() {
+    a_dropped_dispatch_releases_its_claim(InMemoryEventStore::new()).await;
+}
+
+#[tokio::test]
+async fn sqlite_releases_dropped_claims() {
+    let path =
+        std::env::temp_dir().join(format!("flext-idem-{}.db", uuid::Uuid::now_v7().simple()));
+    a_dropped_dispatch_releases_its_claim(SqliteEventStore::open(path).await.expect("ok")).await;
+}
+
+#[tokio::test]
+async fn postgres_releases_dropped_claims() {
+    let store = flext_testkit::harness::fresh_pg_store("idem").await;
+    a_dropped_dispatch_releases_its_claim(store).await;
+}

@@ -51,6 +51,11 @@ pub trait IdempotencyStore: Send + Sync {
 
     /// Gives a claim up without an outcome (a transient failure), so a retry runs again.
     fn release(&self, id: Uuid) -> impl Future<Output = Result<(), Error>> + Send;
+
+    /// Forgets every record claimed more than `older_than` ago (completed ones, and
+    /// claims never finished): the retention period, after which a retry of the same id
+    /// runs again. Returns how many were removed.
+    fn purge(&self, older_than: Duration) -> impl Future<Output = Result<u64, Error>> + Send;
 }
 
 impl<S: IdempotencyStore> IdempotencyStore for Arc<S> {
@@ -71,6 +76,9 @@ impl<S: IdempotencyStore> IdempotencyStore for Arc<S> {
     }
     fn release(&self, id: Uuid) -> impl Future<Output = Result<(), Error>> + Send {
         (**self).release(id)
+    }
+    fn purge(&self, older_than: Duration) -> impl Future<Output = Result<u64, Error>> + Send {
+        (**self).purge(older_than)
     }
 }
 

@@ -1941,3 +1941,51 @@ pub async fn every_operation_survives_cancellation_at_every_poll<H: Harness>(h: 
     );
     h
 }
+
+/// Idempotency records are forgotten after their retention: a purge keeps what is younger
+/// than the period and removes what is older, after which the id can be claimed anew.
+pub async fn idempotency_records_are_purged_after_their_retention<H: Harness>(h: H) -> H {
+    let store = h.store();
+    let id = uuid::Uuid::now_v7();
+    assert!(matches!(
+        store
+            .claim(id, "t", Duration::from_secs(60))
+            .await
+            .expect("claim"),
+        Claim::Claimed
+    ));
+    store
+        .complete(
+            id,
+            IdempotencyRecord {
+                message_type: "t".into(),
+                outcome: Ok(Bytes::from_static(b"1")),
+            },
+        )
+        .await
+        .expect("complete");
+    assert_eq!(
+        store
+            .purge(Duration::from_secs(3_600))
+            .await
+            .expect("purge"),
+        0
+    );
+    assert!(matches!(
+        store
+            .claim(id, "t", Duration::from_secs(60))
+            .await
+            .expect("claim"),
+        Claim::Done(_)
+    ));
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    assert_eq!(store.purge(Duration::ZERO).await.expect("purge"), 1);
+    assert!(matches!(
+        store
+            .claim(id, "t", Duration::from_secs(60))
+            .await
+            .expect("claim"),
+        Claim::Claimed
+    ));
+    h
+}

@@ -198,6 +198,7 @@ macro_rules! event_store_conformance {
             a_streams_versions_follow_the_global_order,
             a_refused_append_in_a_transaction_sees_its_writes,
             every_operation_survives_cancellation_at_every_poll,
+            idempotency_records_are_purged_after_their_retention,
         );
     };
 }

@@ -38,7 +38,8 @@ pub(crate) struct State {
     /// Announced instances by id.
     pub(crate) members: HashMap<uuid::Uuid, flext_ports::Member>,
     /// Command outcomes by command id: claimed at (pending) or done.
-    idempotency: HashMap<uuid::Uuid, Result<IdempotencyRecord, std::time::Instant>>,
+    /// (claimed at, the outcome once done).
+    idempotency: HashMap<uuid::Uuid, (std::time::Instant, Option<IdempotencyRecord>)>,
     /// Dead letters by projection, then event id.
     dead_letters: HashMap<String, HashMap<EventId, DeadLetter>>,
 }
@@ -438,32 +439,47 @@ impl IdempotencyStore for InMemoryEventStore {
         let mut state = self.lock();
         let now = std::time::Instant::now();
         match state.idempotency.get(&id) {
-            Some(Ok(record)) => Ok(Claim::Done(IdempotencyRecord {
+            Some((_, Some(record))) => Ok(Claim::Done(IdempotencyRecord {
                 message_type: record.message_type.clone(),
                 outcome: record.outcome.clone(),
             })),
-            Some(Err(claimed_at)) if now.duration_since(*claimed_at) < stale_after => {
+            Some((claimed_at, None)) if now.duration_since(*claimed_at) < stale_after => {
                 Ok(Claim::InProgress)
             }
             _ => {
                 let _ = message_type;
-                state.idempotency.insert(id, Err(now));
+                state.idempotency.insert(id, (now, None));
                 Ok(Claim::Claimed)
             }
         }
     }
 
     async fn complete(&self, id: uuid::Uuid, record: IdempotencyRecord) -> Result<(), Error> {
-        self.lock().idempotency.insert(id, Ok(record));
+        let mut state = self.lock();
+        let claimed_at = state
+            .idempotency
+            .get(&id)
+            .map_or_else(std::time::Instant::now, |(at, _)| *at);
+        state.idempotency.insert(id, (claimed_at, Some(record)));
         Ok(())
     }
 
     async fn release(&self, id: uuid::Uuid) -> Result<(), Error> {
         let mut state = self.lock();
-        if matches!(state.idempotency.get(&id), Some(Err(_))) {
+        if matches!(state.idempotency.get(&id), Some((_, None))) {
             state.idempotency.remove(&id);
         }
         Ok(())
+    }
+
+    async fn purge(&self, older_than: std::time::Duration) -> Result<u64, Error> {
+        let now = std::time::Instant::now();
+        let mut state = self.lock();
+        let before = state.idempotency.len();
+        state
+            .idempotency
+            .retain(|_, (at, _)| now.duration_since(*at) <= older_than);
+        Ok((before - state.idempotency.len()) as u64)
     }
 }
 

@@ -1118,6 +1118,17 @@ impl IdempotencyStore for PgEventStore {
             .map_err(|e| db_error("releasing a command id", e))?;
         Ok(())
     }
+
+    async fn purge(&self, older_than: std::time::Duration) -> Result<u64, Error> {
+        let now = self.clock.now().timestamp_micros();
+        let cutoff = now.saturating_sub(i64::try_from(older_than.as_micros()).unwrap_or(i64::MAX));
+        let done = sqlx::query("DELETE FROM flext_idempotency WHERE claimed_at < $1")
+            .bind(cutoff)
+            .execute(&self.pool)
+            .await
+            .map_err(|e| db_error("purging command outcomes", e))?;
+        Ok(done.rows_affected())
+    }
 }
 
 fn claim_from_row(id: Uuid, row: &PgRow) -> Result<Claim, Error> {

@@ -1041,6 +1041,25 @@ impl IdempotencyStore for SqliteEventStore {
             .map_err(|e| db_error("releasing a command id", e))?;
         Ok(())
     }
+
+    async fn purge(&self, older_than: std::time::Duration) -> Result<u64, Error> {
+        self.purge_idempotency(older_than).await
+    }
+}
+
+impl SqliteEventStore {
+    async fn purge_idempotency(&self, older_than: std::time::Duration) -> Result<u64, Error> {
+        let now = self.clock.now().timestamp_micros();
+        let cutoff = now.saturating_sub(i64::try_from(older_than.as_micros()).unwrap_or(i64::MAX));
+        let mut writer = self.writer.lock().await;
+        writer.settle().await?;
+        let done = sqlx::query("DELETE FROM flext_idempotency WHERE claimed_at < ?")
+            .bind(cutoff)
+            .execute(&mut writer.conn)
+            .await
+            .map_err(|e| db_error("purging command outcomes", e))?;
+        Ok(done.rows_affected())
+    }
 }
 
 fn claim_from_row(id: Uuid, row: &SqliteRow) -> Result<Claim, Error> {
