@@ -1,8 +1,9 @@
 //! Query caching: answers of one query type kept by the query's value, bounded, with a
 //! time to live, and dropped when events of the types you name happen.
 
-use std::hash::Hash;
+use std::hash::{BuildHasher, Hash};
 use std::num::NonZeroUsize;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -13,8 +14,23 @@ use tokio::time::Instant;
 
 use crate::pipeline::{Behavior, BoxFuture, Message, Next, Reply};
 
+/// A cache key: the tenant of the asking context (answers never cross tenants) and the
+/// query's value.
+type Key<Q> = (Option<Box<str>>, Q);
+
+/// One shard: its own lock, so readers of different keys do not queue on one mutex.
 struct State<Q: Query> {
-    entries: LruCache<Q, (Instant, Q::Output)>,
+    entries: LruCache<Key<Q>, (Instant, Q::Output)>,
+}
+
+/// Shards of the cache (each bounded by its share of the capacity).
+const SHARDS: usize = 16;
+
+struct Shared<Q: Query> {
+    shards: Vec<Mutex<State<Q>>>,
+    /// Bumped by every `clear`: an answer computed before it is not stored after it.
+    generation: AtomicU64,
+    hasher: std::hash::RandomState,
 }
 
 /// A bounded, expiring cache of the answers to query type `Q`, keyed by the query's value.
@@ -40,7 +56,7 @@ struct State<Q: Query> {
 /// # let _ = pipeline;
 /// ```
 pub struct QueryCache<Q: Query> {
-    state: Arc<Mutex<State<Q>>>,
+    shared: Arc<Shared<Q>>,
     ttl: Duration,
     event_types: Arc<[String]>,
 }
@@ -48,7 +64,7 @@ pub struct QueryCache<Q: Query> {
 impl<Q: Query> Clone for QueryCache<Q> {
     fn clone(&self) -> Self {
         QueryCache {
-            state: self.state.clone(),
+            shared: self.shared.clone(),
             ttl: self.ttl,
             event_types: self.event_types.clone(),
         }
@@ -62,11 +78,21 @@ where
 {
     /// Keeps at most `capacity` answers (at least 1), each for `ttl`.
     pub fn new(capacity: usize, ttl: Duration) -> Self {
-        let capacity = NonZeroUsize::new(capacity).unwrap_or(NonZeroUsize::MIN);
+        // Small caches keep one shard, so the bound stays exact.
+        let shards = if capacity >= SHARDS * 64 { SHARDS } else { 1 };
+        let each = NonZeroUsize::new(capacity.div_ceil(shards)).unwrap_or(NonZeroUsize::MIN);
         QueryCache {
-            state: Arc::new(Mutex::new(State {
-                entries: LruCache::new(capacity),
-            })),
+            shared: Arc::new(Shared {
+                shards: (0..shards)
+                    .map(|_| {
+                        Mutex::new(State {
+                            entries: LruCache::new(each),
+                        })
+                    })
+                    .collect(),
+                generation: AtomicU64::new(0),
+                hasher: std::hash::RandomState::new(),
+            }),
             ttl,
             event_types: Arc::from(Vec::new()),
         }
@@ -82,8 +108,10 @@ where
         self
     }
 
-    fn lock(&self) -> MutexGuard<'_, State<Q>> {
-        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    fn shard(&self, key: &Key<Q>) -> MutexGuard<'_, State<Q>> {
+        let shards = &self.shared.shards;
+        let i = (self.shared.hasher.hash_one(key) as usize) % shards.len();
+        shards[i].lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// The behavior to put in the query pipeline; other query types pass through it.
@@ -102,12 +130,24 @@ where
 
     /// Drops every cached answer.
     pub fn clear(&self) {
-        self.lock().entries.clear();
+        // First the generation: an answer computed before this call is not stored after.
+        self.shared.generation.fetch_add(1, Ordering::SeqCst);
+        for shard in &self.shared.shards {
+            shard
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .entries
+                .clear();
+        }
     }
 
     /// How many answers are cached (expired ones included until they are next asked).
     pub fn len(&self) -> usize {
-        self.lock().entries.len()
+        self.shared
+            .shards
+            .iter()
+            .map(|s| s.lock().unwrap_or_else(|p| p.into_inner()).entries.len())
+            .sum()
     }
 
     /// Whether nothing is cached.
@@ -115,24 +155,31 @@ where
         self.len() == 0
     }
 
-    fn lookup(&self, query: &Q) -> Option<Q::Output> {
-        let mut state = self.lock();
-        match state.entries.get(query) {
-            Some((stored, answer)) if stored.elapsed() < self.ttl => Some(answer.clone()),
+    /// The cached answer, else the generation to store a fresh one under.
+    fn lookup(&self, key: &Key<Q>) -> Result<Q::Output, u64> {
+        let generation = self.shared.generation.load(Ordering::SeqCst);
+        let mut state = self.shard(key);
+        match state.entries.get(key) {
+            Some((stored, answer)) if stored.elapsed() < self.ttl => Ok(answer.clone()),
             Some(_) => {
-                state.entries.pop(query);
-                None
+                state.entries.pop(key);
+                Err(generation)
             }
-            None => None,
+            None => Err(generation),
         }
     }
 
-    fn store(&self, query: Q, answer: Q::Output) {
-        self.lock().entries.put(query, (Instant::now(), answer));
+    /// Stores `answer` unless the cache was cleared since `generation` was read.
+    fn store(&self, key: Key<Q>, answer: Q::Output, generation: u64) {
+        let mut state = self.shard(&key);
+        if self.shared.generation.load(Ordering::SeqCst) == generation {
+            state.entries.put(key, (Instant::now(), answer));
+        }
     }
 }
 
-/// The pipeline behavior of a [`QueryCache`].
+/// The pipeline behavior of a [`QueryCache`]: answers are keyed by the context's tenant
+/// and the query's value.
 pub struct QueryCacheLayer<Q: Query> {
     cache: QueryCache<Q>,
 }
@@ -145,19 +192,21 @@ where
     fn handle<'s, 'a: 's>(
         &'s self,
         message: Message<'a>,
-        _ctx: &'a Context,
+        ctx: &'a Context,
         next: Next<'a>,
     ) -> BoxFuture<'s, Result<Reply, Error>> {
         let Some(query) = message.downcast_ref::<Q>() else {
             return next.run();
         };
-        if let Some(answer) = self.cache.lookup(query) {
-            return Box::pin(async move { Ok(Reply::new(answer)) });
-        }
+        let key: Key<Q> = (ctx.tenant().map(Box::from), query.clone());
+        let generation = match self.cache.lookup(&key) {
+            Ok(answer) => return Box::pin(async move { Ok(Reply::new(answer)) }),
+            Err(generation) => generation,
+        };
         Box::pin(async move {
             let reply = next.run().await?;
             if let Some(answer) = reply.downcast_ref::<Q::Output>() {
-                self.cache.store(query.clone(), answer.clone());
+                self.cache.store(key, answer.clone(), generation);
             }
             Ok(reply)
         })

@@ -118,3 +118,77 @@ async fn answers_are_cached_by_value_until_ttl_bound_or_named_event() {
     let b = bus.ask(Uncached, &ctx).await.unwrap();
     assert_ne!(a, b);
 }
+
+/// Answers the first query only when let through: it reads "old data" before an
+/// invalidation and returns after it.
+struct Gated(
+    Arc<AtomicU32>,
+    Arc<tokio::sync::Notify>,
+    Arc<tokio::sync::Notify>,
+);
+impl QueryHandler<Balance> for Gated {
+    async fn handle(&self, q: Balance, _: &Context) -> Result<u32, Error> {
+        let n = self.0.fetch_add(1, Ordering::SeqCst);
+        if n == 0 {
+            self.1.notify_one(); // read the old state
+            self.2.notified().await; // meanwhile the state changes and the cache is cleared
+        }
+        Ok(q.account * 10 + n)
+    }
+}
+
+#[tokio::test]
+async fn an_answer_computed_before_an_invalidation_is_not_stored_after_it() {
+    let calls = Arc::new(AtomicU32::new(0));
+    let (read, go) = (
+        Arc::new(tokio::sync::Notify::new()),
+        Arc::new(tokio::sync::Notify::new()),
+    );
+    let cache = QueryCache::<Balance>::new(16, Duration::from_secs(60));
+    let bus = Registry::new()
+        .query::<Balance, _>(Gated(calls.clone(), read.clone(), go.clone()))
+        .query_bus(Pipeline::new().layer(cache.layer()))
+        .expect("bus");
+    let ctx = Context::new();
+    let (stale, ()) = tokio::join!(bus.ask(Balance { account: 1 }, &ctx), async {
+        read.notified().await;
+        cache.clear(); // an event changed the balance
+        go.notify_one();
+    });
+    assert_eq!(
+        stale.expect("answer"),
+        10,
+        "the in-flight query answers as it read"
+    );
+    let fresh = bus.ask(Balance { account: 1 }, &ctx).await.expect("answer");
+    assert_eq!(
+        fresh, 11,
+        "the stale answer was not cached: the query ran again"
+    );
+    assert_eq!(calls.load(Ordering::SeqCst), 2);
+}
+
+#[tokio::test]
+async fn answers_do_not_cross_tenants() {
+    let calls = Arc::new(AtomicU32::new(0));
+    let cache = QueryCache::<Balance>::new(16, Duration::from_secs(60));
+    let bus = Registry::new()
+        .query::<Balance, _>(Counting(calls.clone()))
+        .query_bus(Pipeline::new().layer(cache.layer()))
+        .expect("bus");
+    let acme = Context::new().with_tenant("acme");
+    let globex = Context::new().with_tenant("globex");
+    bus.ask(Balance { account: 1 }, &acme).await.expect("acme");
+    bus.ask(Balance { account: 1 }, &acme)
+        .await
+        .expect("acme again");
+    assert_eq!(calls.load(Ordering::SeqCst), 1, "a hit within one tenant");
+    bus.ask(Balance { account: 1 }, &globex)
+        .await
+        .expect("globex");
+    assert_eq!(
+        calls.load(Ordering::SeqCst),
+        2,
+        "another tenant runs its own query"
+    );
+}
