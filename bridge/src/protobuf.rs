@@ -42,24 +42,39 @@ fn value_to_pb(v: &Value) -> v1::Value {
     v1::Value { kind: Some(kind) }
 }
 
-fn value_from_pb(v: v1::Value) -> Value {
+/// A Protobuf `Value` as flext's. A value with no case set is refused: every v1 writer
+/// sets one, and a case added by a later contract (v1 adds none) would otherwise read as
+/// null without a word.
+fn value_from_pb(v: v1::Value) -> Result<Value, Error> {
     use v1::value::Kind;
-    match v.kind {
-        None | Some(Kind::Null(_)) => Value::Null,
+    Ok(match v.kind {
+        None => {
+            return Err(malformed(
+                FORMAT,
+                "a value has no case this contract knows (v1's cases are null, bool, int, \
+                 uint, float, string, bytes, list and map)",
+            ));
+        }
+        Some(Kind::Null(_)) => Value::Null,
         Some(Kind::Bool(b)) => Value::Bool(b),
         Some(Kind::Int(i)) => Value::Int(i),
         Some(Kind::Uint(u)) => Value::from(u),
         Some(Kind::Float(f)) => Value::Float(f),
         Some(Kind::String(s)) => Value::String(s),
         Some(Kind::Bytes(b)) => Value::Bytes(b),
-        Some(Kind::List(l)) => Value::List(l.items.into_iter().map(value_from_pb).collect()),
+        Some(Kind::List(l)) => Value::List(
+            l.items
+                .into_iter()
+                .map(value_from_pb)
+                .collect::<Result<_, _>>()?,
+        ),
         Some(Kind::Map(m)) => Value::Map(
             m.entries
                 .into_iter()
-                .map(|(k, v)| (k, value_from_pb(v)))
-                .collect(),
+                .map(|(k, v)| value_from_pb(v).map(|v| (k, v)))
+                .collect::<Result<_, _>>()?,
         ),
-    }
+    })
 }
 
 /// The generated message of `envelope`.
@@ -113,7 +128,7 @@ pub fn from_pb(pb: v1::Envelope) -> Result<Envelope, Error> {
     use v1::payload::Body;
     let outcome = match pb.outcome {
         Some(PbOutcome::Ok(p)) => Outcome::Ok(match p.body {
-            Some(Body::Value(v)) => Payload::Value(value_from_pb(v)),
+            Some(Body::Value(v)) => Payload::Value(value_from_pb(v)?),
             Some(Body::Bytes(b)) => Payload::Bytes {
                 encoding: b.encoding,
                 data: b.data,
@@ -126,8 +141,8 @@ pub fn from_pb(pb: v1::Envelope) -> Result<Envelope, Error> {
             details: s
                 .details
                 .into_iter()
-                .map(|(k, v)| (k, value_from_pb(v)))
-                .collect(),
+                .map(|(k, v)| value_from_pb(v).map(|v| (k, v)))
+                .collect::<Result<_, _>>()?,
             reason: s.reason,
             domain: s.domain,
             field_violations: s
@@ -164,6 +179,10 @@ pub fn decode(bytes: &[u8]) -> Result<Envelope, Error> {
     check_size(FORMAT, bytes.len())?;
     let pb = v1::Envelope::decode(bytes).map_err(|e| malformed(FORMAT, e))?;
     let envelope = from_pb(pb)?;
+    // The contract version from the raw varints: the generated `uint32` field truncates
+    // a larger number (2^32 + 1 would read as 1).
+    let head = parts(bytes)?;
+    crate::wire::check_contract(head.major, head.minor)?;
     envelope.check_contract()?;
     check_depth(FORMAT, &envelope)?;
     Ok(envelope)
@@ -264,8 +283,14 @@ fn parts(mut buf: &[u8]) -> Result<Parts<'_>, Error> {
     while !buf.is_empty() {
         let (tag, wire) = decode_key(&mut buf).map_err(pb)?;
         match (tag, wire) {
-            (1, WireType::Varint) => p.major = decode_varint(&mut buf).map_err(pb)? as u32,
-            (2, WireType::Varint) => p.minor = decode_varint(&mut buf).map_err(pb)? as u32,
+            // A number beyond u32 is no contract this reads: u32::MAX is refused below
+            // (truncating would read 2^32 + 1 as version 1).
+            (1, WireType::Varint) => {
+                p.major = u32::try_from(decode_varint(&mut buf).map_err(pb)?).unwrap_or(u32::MAX);
+            }
+            (2, WireType::Varint) => {
+                p.minor = u32::try_from(decode_varint(&mut buf).map_err(pb)?).unwrap_or(u32::MAX);
+            }
             (3, WireType::LengthDelimited) => (p.ok, p.error) = (Some(take(&mut buf)?), None),
             (4, WireType::LengthDelimited) => (p.ok, p.error) = (None, Some(take(&mut buf)?)),
             _ => skip_field(wire, tag, &mut buf, DecodeContext::default()).map_err(pb)?,
