@@ -114,8 +114,9 @@ async fn finished(
     }
     let spans = exporter.get_finished_spans().expect("spans");
     panic!(
-        "expected spans {expected:?}, ended: {:?}",
-        spans.iter().map(|s| &s.name).collect::<Vec<_>>()
+        "expected spans {expected:?}, ended: {:?}; still open: {:?}",
+        spans.iter().map(|s| &s.name).collect::<Vec<_>>(),
+        OPEN.lock().unwrap_or_else(|p| p.into_inner())
     );
 }
 
@@ -137,6 +138,48 @@ fn named<'s>(spans: &'s [SpanData], name: &str) -> Vec<&'s SpanData> {
 /// with it on, tracing-opentelemetry 0.34 now and then never ended a span that sqlx's
 /// SQLite worker thread had entered (sqlx enters the caller's span there) while a test
 /// on another thread dropped its own subscriber.
+/// Spans opened and not yet closed (id, name, where it was entered last), to say in a
+/// failure which span is still open and who holds it.
+static OPEN: std::sync::Mutex<BTreeMap<u64, String>> = std::sync::Mutex::new(BTreeMap::new());
+
+/// Records [`OPEN`].
+struct OpenSpans;
+
+impl<S> tracing_subscriber::Layer<S> for OpenSpans
+where
+    S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
+{
+    fn on_new_span(
+        &self,
+        attrs: &tracing::span::Attributes<'_>,
+        id: &tracing::span::Id,
+        _: tracing_subscriber::layer::Context<'_, S>,
+    ) {
+        OPEN.lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(id.into_u64(), attrs.metadata().name().to_owned());
+    }
+
+    fn on_enter(&self, id: &tracing::span::Id, _: tracing_subscriber::layer::Context<'_, S>) {
+        let thread = std::thread::current();
+        let at = thread.name().unwrap_or("unnamed").to_owned();
+        if let Some(entry) = OPEN
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get_mut(&id.into_u64())
+        {
+            let name = entry.split(" @").next().unwrap_or_default().to_owned();
+            *entry = format!("{name} @{at}");
+        }
+    }
+
+    fn on_close(&self, id: tracing::span::Id, _: tracing_subscriber::layer::Context<'_, S>) {
+        OPEN.lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&id.into_u64());
+    }
+}
+
 fn tracing_to_memory() -> (
     InMemorySpanExporter,
     SdkTracerProvider,
@@ -146,11 +189,14 @@ fn tracing_to_memory() -> (
     let provider = SdkTracerProvider::builder()
         .with_simple_exporter(exporter.clone())
         .build();
-    let subscriber = tracing_subscriber::registry().with(
-        tracing_opentelemetry::layer()
-            .with_tracer(provider.tracer("flext-test"))
-            .with_context_activation(false),
-    );
+    OPEN.lock().unwrap_or_else(|p| p.into_inner()).clear();
+    let subscriber = tracing_subscriber::registry()
+        .with(
+            tracing_opentelemetry::layer()
+                .with_tracer(provider.tracer("flext-test"))
+                .with_context_activation(false),
+        )
+        .with(OpenSpans);
     let guard = tracing::subscriber::set_default(subscriber);
     flext_otel::install();
     (exporter, provider, guard)
@@ -187,6 +233,15 @@ async fn stored(store: &SqliteEventStore, account: Id<Account>) -> Vec<RecordedE
         .expect("read")
 }
 
+/// Closes `store` and drops it: a SQLite worker thread may keep the span of the last
+/// statement it ran until it runs another (a pooled reader that is not used again would
+/// keep a command's span open for good); closed connections end their workers, and with
+/// them every span they held.
+async fn close(store: SqliteEventStore) {
+    store.close().await.expect("close");
+    drop(store);
+}
+
 async fn project(store: &SqliteEventStore, until: Position) {
     let runner = ProjectionRunner::new(store.clone())
         .register(Tally)
@@ -199,8 +254,15 @@ async fn project(store: &SqliteEventStore, until: Position) {
     runner.shutdown().await;
 }
 
+/// The tests of this file run one at a time: each installs a thread-local subscriber
+/// while SQLite worker threads (which enter the caller's span) and the process-wide
+/// propagator are shared, and in parallel under a loaded machine a test's spans were seen
+/// not to end within its wait.
+static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 #[tokio::test]
 async fn command_append_and_projection_batch_form_one_linked_trace() {
+    let _serial = ONE_AT_A_TIME.lock().await;
     let path = temp_db("in-process.db");
     let (exporter, provider, _guard) = tracing_to_memory();
     let store = SqliteEventStore::open(&path).await.expect("open");
@@ -208,6 +270,7 @@ async fn command_append_and_projection_batch_form_one_linked_trace() {
     let ctx = credit_once(&store, account).await;
     let events = stored(&store, account).await;
     project(&store, events[0].position).await;
+    close(store).await;
     let spans = finished(
         &provider,
         &exporter,
@@ -304,6 +367,7 @@ impl EventHandler<RecordedEvent> for FollowUp {
 
 #[tokio::test]
 async fn a_fresh_process_links_its_batches_and_continues_its_follow_ups_from_the_stored_context() {
+    let _serial = ONE_AT_A_TIME.lock().await;
     let path = temp_db("cross-process.db");
     let account = Id::new();
 
@@ -312,6 +376,7 @@ async fn a_fresh_process_links_its_batches_and_continues_its_follow_ups_from_the
         let (exporter, provider, _guard) = tracing_to_memory();
         let store = SqliteEventStore::open(&path).await.expect("open");
         credit_once(&store, account).await;
+        close(store).await;
         let spans = finished(&provider, &exporter, &["command account.credit"]).await;
         let [command] = named(&spans, "command account.credit")[..] else {
             panic!("one command span");
@@ -342,6 +407,9 @@ async fn a_fresh_process_links_its_batches_and_continues_its_follow_ups_from_the
         .publish(&events[0], &Context::for_event(&events[0]))
         .await;
     assert!(outcomes.iter().all(|o| o.result.is_ok()), "{outcomes:?}");
+    let after = stored(&store, account).await;
+    drop(handlers); // its command bus and repository hold clones of the store
+    close(store).await;
 
     let spans = finished(
         &provider,
@@ -382,7 +450,6 @@ async fn a_fresh_process_links_its_batches_and_continues_its_follow_ups_from_the
     );
 
     // And the follow-up's own event carries the follow-up's context: the chain goes on.
-    let after = stored(&store, account).await;
     let expected = format!(
         "00-{}-{}-01",
         command_trace,
@@ -422,6 +489,7 @@ impl flext_ports::Plugin for Audit {
 
 #[tokio::test]
 async fn plugin_lifecycle_hooks_are_spans_with_their_outcome() {
+    let _serial = ONE_AT_A_TIME.lock().await;
     let (exporter, provider, _guard) = tracing_to_memory();
     let mut plugins = flext_application::PluginRegistry::new();
     plugins
