@@ -148,6 +148,8 @@ impl<P: Plugin> HotSwap<P> {
     /// on the old one, and stops the old one (once). If `next` fails to start, the old one
     /// keeps serving and the error names the cause. If the old one does not drain in time
     /// it is stopped anyway and the swap reports `DeadlineExceeded`/`PLUGIN_DRAIN_TIMEOUT`.
+    /// Dropping the returned future does not abandon the swap: it goes on to its end in a
+    /// task of its own (inside a Tokio runtime), so no started version is left unstopped.
     pub async fn swap(&self, next: P, drain: Duration) -> Result<(), Error> {
         if next.name() != self.shared.name {
             return Err(Error::invalid_argument(
@@ -159,64 +161,90 @@ impl<P: Plugin> HotSwap<P> {
                 ),
             ));
         }
-        let _one_at_a_time = self.shared.swapping.lock().await;
-        let config = self
-            .shared
-            .config
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone();
-        let started = match next.init(&config).await {
-            Ok(()) => next.start().await,
-            Err(e) => Err(e),
-        };
-        if let Err(cause) = started {
-            let _ = next.stop().await;
-            return Err(Error::failed_precondition(
-                "PLUGIN_SWAP_FAILED",
-                format!(
-                    "version {} of plugin {} failed to start, version {} keeps serving: {}",
-                    next.version(),
-                    self.shared.name,
-                    self.current_version(),
-                    cause.message()
-                ),
-            )
-            .with_source(cause));
+        // The swap runs as a task of its own: dropping this future (a caller's deadline)
+        // does not abandon it half-way, so a started next version is never left
+        // unstopped and a replaced one is always stopped after its drain.
+        let shared = Arc::clone(&self.shared);
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => runtime
+                .spawn(swap_in(shared, next, drain))
+                .await
+                .map_err(|e| {
+                    Error::internal(
+                        "PLUGIN_SWAP_PANICKED",
+                        format!("the swap of plugin {} panicked: {e}", self.shared.name),
+                    )
+                })?,
+            Err(_) => swap_in(shared, next, drain).await,
         }
-        let old = {
-            let mut current = self
-                .shared
-                .current
-                .write()
-                .unwrap_or_else(|p| p.into_inner());
-            std::mem::replace(&mut *current, Instance::new(next))
-        };
-        // Pairs with the fence in `enter`.
-        std::sync::atomic::fence(Ordering::SeqCst);
-        let drained = tokio::time::timeout(drain, async {
-            loop {
-                let notified = old.drained.notified();
-                if old.in_flight.load(Ordering::SeqCst) == 0 {
-                    return;
-                }
-                notified.await;
-            }
-        })
-        .await;
-        old.stop_once().await?;
-        if drained.is_err() {
-            return Err(Error::deadline_exceeded(
-                "PLUGIN_DRAIN_TIMEOUT",
-                format!(
-                    "version {} of plugin {} still had calls in flight after {drain:?}; it was stopped",
-                    old.plugin.version(),
-                    self.shared.name
-                ),
-            ));
-        }
-        Ok(())
     }
+}
+
+/// The version serving new calls in `shared`.
+fn current_version<P: Plugin>(shared: &Shared<P>) -> String {
+    shared
+        .current
+        .read()
+        .unwrap_or_else(|p| p.into_inner())
+        .plugin
+        .version()
+        .to_owned()
+}
+
+/// The swap itself: start `next`, route new calls to it, drain and stop the old one.
+async fn swap_in<P: Plugin>(shared: Arc<Shared<P>>, next: P, drain: Duration) -> Result<(), Error> {
+    let _one_at_a_time = shared.swapping.lock().await;
+    let config = shared
+        .config
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .clone();
+    let started = match next.init(&config).await {
+        Ok(()) => next.start().await,
+        Err(e) => Err(e),
+    };
+    if let Err(cause) = started {
+        let _ = next.stop().await;
+        return Err(Error::failed_precondition(
+            "PLUGIN_SWAP_FAILED",
+            format!(
+                "version {} of plugin {} failed to start, version {} keeps serving: {}",
+                next.version(),
+                shared.name,
+                current_version(&shared),
+                cause.message()
+            ),
+        )
+        .with_source(cause));
+    }
+    let old = {
+        let mut current = shared.current.write().unwrap_or_else(|p| p.into_inner());
+        std::mem::replace(&mut *current, Instance::new(next))
+    };
+    // Pairs with the fence in `enter`.
+    std::sync::atomic::fence(Ordering::SeqCst);
+    let drained = tokio::time::timeout(drain, async {
+        loop {
+            let notified = old.drained.notified();
+            if old.in_flight.load(Ordering::SeqCst) == 0 {
+                return;
+            }
+            notified.await;
+        }
+    })
+    .await;
+    old.stop_once().await?;
+    if drained.is_err() {
+        return Err(Error::deadline_exceeded(
+            "PLUGIN_DRAIN_TIMEOUT",
+            format!(
+                "version {} of plugin {} still had calls in flight after {drain:?}; it was stopped",
+                old.plugin.version(),
+                shared.name
+            ),
+        ));
+    }
+    Ok(())
 }
 
 impl<P: Plugin> HotSwap<P> {

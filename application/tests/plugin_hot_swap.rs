@@ -299,3 +299,69 @@ async fn a_plugin_behavior_switches_with_the_swap() {
         2
     );
 }
+
+/// A version whose start takes a while.
+struct SlowStart(Pricing);
+
+impl Plugin for SlowStart {
+    fn name(&self) -> &str {
+        self.0.name()
+    }
+    fn version(&self) -> &str {
+        self.0.version()
+    }
+    fn start(&self) -> PluginFuture<'_> {
+        Box::pin(async {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            Ok(())
+        })
+    }
+    fn stop(&self) -> PluginFuture<'_> {
+        self.0.stop()
+    }
+}
+
+/// A swap whose future is dropped (a caller's deadline) during the next version's start
+/// still completes: the next version serves and the old one is stopped exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dropped_swap_still_stops_what_it_replaced() {
+    let stops: Stops = Arc::default();
+    let slot = HotSwap::new(SlowStart(Pricing::new(1, &stops)));
+
+    // Dropped while version 2 starts.
+    let dropped = tokio::time::timeout(
+        Duration::from_millis(10),
+        slot.swap(SlowStart(Pricing::new(2, &stops)), Duration::from_secs(5)),
+    )
+    .await;
+    assert!(dropped.is_err(), "the caller gave up during the start");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while stops.lock().expect("stops").get(&1).copied().unwrap_or(0) == 0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "version 1 was never stopped"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert_eq!(slot.current_version(), "1.2.0", "version 2 serves");
+
+    // Dropped while version 3 starts: version 2 is stopped all the same, once.
+    let dropped = tokio::time::timeout(
+        Duration::from_millis(10),
+        slot.swap(SlowStart(Pricing::new(3, &stops)), Duration::from_secs(5)),
+    )
+    .await;
+    assert!(dropped.is_err());
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while stops.lock().expect("stops").get(&2).copied().unwrap_or(0) == 0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "version 2 was never stopped"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert_eq!(slot.current_version(), "1.3.0");
+    let stops = stops.lock().expect("stops").clone();
+    assert_eq!(stops.get(&1), Some(&1));
+    assert_eq!(stops.get(&2), Some(&1));
+}
