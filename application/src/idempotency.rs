@@ -17,6 +17,37 @@ use crate::typemap::TypeMap;
 struct OutputCodec {
     encode: fn(&Reply) -> Result<Bytes, Error>,
     decode: fn(&[u8]) -> Result<Reply, Error>,
+    /// A digest of the command's value (its JSON), stored with its outcome.
+    fingerprint: fn(&Message<'_>) -> Option<String>,
+}
+
+use flext_domain::reexport::uuid::Uuid;
+
+/// The namespace of tenant-scoped command ids (UUID v5).
+const TENANT_NAMESPACE: Uuid = Uuid::from_u128(0x6f1e_5b1e_3c2a_4d8e_9a71_0c4f_2b6d_8e10);
+/// The namespace of command fingerprints (UUID v5).
+const FINGERPRINT_NAMESPACE: Uuid = Uuid::from_u128(0x2c9d_41a7_7e53_4f06_b8d2_5e19_a3c4_f771);
+
+/// The key a command's outcome is kept under: its id within its tenant, so the same id
+/// sent by two tenants is two commands (no tenant: the id itself).
+fn scoped_id(tenant: Option<&str>, id: Uuid) -> Uuid {
+    match tenant {
+        None => id,
+        Some(t) => Uuid::new_v5(
+            &Uuid::new_v5(&TENANT_NAMESPACE, t.as_bytes()),
+            id.as_bytes(),
+        ),
+    }
+}
+
+fn fingerprint<C: Command + Serialize>(message: &Message<'_>) -> Option<String> {
+    let command = message.downcast_ref::<C>()?;
+    let json = serde_json::to_vec(command).ok()?;
+    Some(
+        Uuid::new_v5(&FINGERPRINT_NAMESPACE, &json)
+            .simple()
+            .to_string(),
+    )
 }
 
 fn encode<C: Command>(reply: &Reply) -> Result<Bytes, Error>
@@ -79,7 +110,7 @@ fn transient(code: ErrorCode) -> bool {
 /// use flext_memory::InMemoryEventStore;
 /// use flext_ports::Command;
 ///
-/// #[derive(Clone)]
+/// #[derive(Clone, serde::Serialize)]
 /// struct PlaceOrder;
 /// impl Command for PlaceOrder {
 ///     type Output = u64;
@@ -162,8 +193,10 @@ impl<S: IdempotencyStore + Clone + 'static> IdempotencyLayer<S> {
         self
     }
 
-    /// Makes command `C` idempotent; its output is stored as JSON.
-    pub fn command<C: Command>(mut self) -> Self
+    /// Makes command `C` idempotent; its output is stored as JSON, with a fingerprint of
+    /// the command's value: the same id sent again with another command (another type or
+    /// another value) is refused with `COMMAND_ID_REUSED`, which says nothing of the other.
+    pub fn command<C: Command + Serialize>(mut self) -> Self
     where
         C::Output: Serialize + DeserializeOwned,
     {
@@ -172,6 +205,7 @@ impl<S: IdempotencyStore + Clone + 'static> IdempotencyLayer<S> {
             OutputCodec {
                 encode: encode::<C>,
                 decode: decode::<C>,
+                fingerprint: fingerprint::<C>,
             },
         );
         self
@@ -188,8 +222,15 @@ impl<S: IdempotencyStore + Clone + 'static> Behavior for IdempotencyLayer<S> {
         let Some(codec) = self.codecs.get(&message.type_id()).copied() else {
             return next.run();
         };
-        let id = ctx.message_id();
+        let sent = ctx.message_id();
+        // Ids are scoped by tenant: another tenant's command of the same id is another.
+        let id = scoped_id(ctx.tenant(), sent);
         let name = message.name();
+        // What is stored is the type and the value's fingerprint: a retry must match both.
+        let signature = match (codec.fingerprint)(&message) {
+            Some(fp) => format!("{name}#{fp}"),
+            None => name.to_owned(),
+        };
         Box::pin(async move {
             if let Some(retention) = self.retention {
                 let n = self
@@ -204,24 +245,26 @@ impl<S: IdempotencyStore + Clone + 'static> Behavior for IdempotencyLayer<S> {
                     });
                 }
             }
-            match self.store.claim(id, name, self.stale_after).await? {
-                Claim::Done(record) if record.message_type != name => Err(Error::already_exists(
-                    "COMMAND_ID_REUSED",
-                    format!(
-                        "command id {id} was used for {} and is now sent with {name}",
-                        record.message_type
-                    ),
-                )
-                .with_detail("command_id", id.to_string())),
+            match self.store.claim(id, &signature, self.stale_after).await? {
+                Claim::Done(record) if record.message_type != signature => {
+                    Err(Error::already_exists(
+                        "COMMAND_ID_REUSED",
+                        format!(
+                            "command id {sent} was already used for another command; send a new \
+                             command with a new id"
+                        ),
+                    )
+                    .with_detail("command_id", sent.to_string()))
+                }
                 Claim::Done(record) => match record.outcome {
                     Ok(bytes) => (codec.decode)(&bytes),
                     Err(e) => Err(e),
                 },
                 Claim::InProgress => Err(Error::conflict(
                     "COMMAND_IN_PROGRESS",
-                    format!("{name} with command id {id} is running now"),
+                    format!("{name} with command id {sent} is running now"),
                 )
-                .with_detail("command_id", id.to_string())),
+                .with_detail("command_id", sent.to_string())),
                 Claim::Claimed => {
                     let mut guard = ClaimGuard {
                         store: self.store.clone(),
@@ -237,7 +280,7 @@ impl<S: IdempotencyStore + Clone + 'static> Behavior for IdempotencyLayer<S> {
                     match stored {
                         Some(outcome) => {
                             let record = IdempotencyRecord {
-                                message_type: name.to_owned(),
+                                message_type: signature.clone(),
                                 outcome,
                             };
                             self.store.complete(id, record).await?;

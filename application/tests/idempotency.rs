@@ -10,7 +10,7 @@ use flext_ports::{Command, CommandHandler, Context, IdempotencyStore};
 use flext_sqlite::SqliteEventStore;
 use serde::{Deserialize, Serialize};
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize)]
 struct PlaceOrder {
     sku: &'static str,
 }
@@ -25,7 +25,7 @@ impl Command for PlaceOrder {
     const NAME: &'static str = "order.place";
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize)]
 struct CancelOrder;
 impl Command for CancelOrder {
     type Output = ();
@@ -209,4 +209,83 @@ async fn sqlite_releases_dropped_claims() {
 async fn postgres_releases_dropped_claims() {
     let store = flext_testkit::harness::fresh_pg_store("idem").await;
     a_dropped_dispatch_releases_its_claim(store).await;
+}
+
+/// Ids are scoped by tenant, and an id is bound to its command's value: another tenant's
+/// command with the same id runs on its own; the same id with another value is refused
+/// without a word about the first command.
+async fn ids_are_per_tenant_and_bound_to_their_command<S: IdempotencyStore + Clone + 'static>(
+    store: S,
+) {
+    let runs = Arc::new(AtomicU32::new(0));
+    let gate = Arc::new(Gate::default());
+    let bus = Registry::new()
+        .command::<PlaceOrder, _>(Shop(runs.clone(), gate.clone()))
+        .command::<CancelOrder, _>(Shop(runs.clone(), gate.clone()))
+        .command_bus(
+            Pipeline::new().layer(
+                IdempotencyLayer::new(store)
+                    .command::<PlaceOrder>()
+                    .command::<CancelOrder>(),
+            ),
+        )
+        .expect("ok");
+    let acme = Context::new().with_tenant("acme");
+    let first = bus
+        .dispatch(PlaceOrder { sku: "a" }, &acme)
+        .await
+        .expect("acme");
+    // The same message id from another tenant: its own command, not acme's answer.
+    let globex = acme.clone().with_tenant("globex");
+    assert_eq!(globex.message_id(), acme.message_id());
+    let other = bus
+        .dispatch(PlaceOrder { sku: "a" }, &globex)
+        .await
+        .expect("globex");
+    assert_ne!(other, first, "globex's command ran");
+    assert_eq!(runs.load(Ordering::SeqCst), 2);
+    // acme retries exactly: the first outcome.
+    assert_eq!(
+        bus.dispatch(PlaceOrder { sku: "a" }, &acme)
+            .await
+            .expect("retry"),
+        first
+    );
+    // acme reuses the id for another value, or another command type: refused, opaque.
+    let e = bus
+        .dispatch(PlaceOrder { sku: "b" }, &acme)
+        .await
+        .expect_err("another value");
+    assert_eq!(e.reason(), "COMMAND_ID_REUSED");
+    let e2 = bus
+        .dispatch(CancelOrder, &acme)
+        .await
+        .expect_err("another command");
+    assert_eq!(e2.reason(), "COMMAND_ID_REUSED");
+    for shown in [e.to_string(), e2.to_string()] {
+        assert!(
+            !shown.contains("order.place") && !shown.contains("order.cancel"),
+            "{shown}"
+        );
+    }
+    assert_eq!(runs.load(Ordering::SeqCst), 2, "neither ran");
+}
+
+#[tokio::test]
+async fn memory_scopes_ids() {
+    ids_are_per_tenant_and_bound_to_their_command(InMemoryEventStore::new()).await;
+}
+
+#[tokio::test]
+async fn sqlite_scopes_ids() {
+    let path =
+        std::env::temp_dir().join(format!("flext-idem-{}.db", uuid::Uuid::now_v7().simple()));
+    ids_are_per_tenant_and_bound_to_their_command(SqliteEventStore::open(path).await.expect("ok"))
+        .await;
+}
+
+#[tokio::test]
+async fn postgres_scopes_ids() {
+    let store = flext_testkit::harness::fresh_pg_store("idem").await;
+    ids_are_per_tenant_and_bound_to_their_command(store).await;
 }
