@@ -352,9 +352,51 @@ impl TypeDescriptor {
         .with_field_violations(violations))
     }
 
-    /// [`TypeDescriptor::validate`] for a JSON value.
+    /// [`TypeDescriptor::validate`] for a JSON value, read as the JSON Schema of this
+    /// descriptor reads it: bytes are a base64 string, and an integer may be written as a
+    /// number with no fractional part (`1.0`).
     pub fn validate_json(&self, value: &serde_json::Value) -> Result<(), Error> {
-        self.validate(&Value::from_json(value))
+        self.validate(&self.read_json(value))
+    }
+
+    /// `value` as a [`Value`], guided by this descriptor where JSON and the descriptor
+    /// spell a kind differently (base64 bytes, integer-valued numbers); otherwise as
+    /// [`Value::from_json`] reads it, so a mismatch is still reported.
+    fn read_json(&self, value: &serde_json::Value) -> Value {
+        use serde_json::Value as J;
+        match (self, value) {
+            // Only the kind matters to validation: the bytes themselves are not decoded.
+            (TypeDescriptor::Bytes, J::String(s)) if is_base64(s) => Value::Bytes(Vec::new()),
+            (TypeDescriptor::Int { .. }, J::Number(n)) if n.is_f64() => match n.as_f64() {
+                Some(f) if f.fract() == 0.0 && f >= i64::MIN as f64 && f < i64::MAX as f64 => {
+                    Value::Int(f as i64)
+                }
+                Some(f) if f.fract() == 0.0 && f >= 0.0 && f < u64::MAX as f64 => {
+                    Value::UInt(f as u64)
+                }
+                _ => Value::from_json(value),
+            },
+            (TypeDescriptor::Optional(_), J::Null) => Value::Null,
+            (TypeDescriptor::Optional(t), _) => t.read_json(value),
+            (TypeDescriptor::List(t), J::Array(items)) => {
+                Value::List(items.iter().map(|i| t.read_json(i)).collect())
+            }
+            (TypeDescriptor::Map(t), J::Object(m)) => {
+                Value::Map(m.iter().map(|(k, v)| (k.clone(), t.read_json(v))).collect())
+            }
+            (TypeDescriptor::Struct { fields, .. }, J::Object(m)) => Value::Map(
+                m.iter()
+                    .map(|(k, v)| {
+                        let read = match fields.iter().find(|(name, _)| name == k) {
+                            Some((_, t)) => t.read_json(v),
+                            None => Value::from_json(v),
+                        };
+                        (k.clone(), read)
+                    })
+                    .collect(),
+            ),
+            _ => Value::from_json(value),
+        }
     }
 
     fn check(&self, v: &Value, path: &str, out: &mut Vec<(String, String)>) {
@@ -426,4 +468,16 @@ impl TypeDescriptor {
             (TypeDescriptor::Map(_), _) | (TypeDescriptor::Struct { .. }, _) => expected("map"),
         }
     }
+}
+/// Whether `s` is standard base64 (RFC 4648 alphabet, padded to a multiple of 4).
+fn is_base64(s: &str) -> bool {
+    let bytes = s.as_bytes();
+    if !bytes.len().is_multiple_of(4) {
+        return false;
+    }
+    let padding = bytes.iter().rev().take_while(|b| **b == b'=').count();
+    padding <= 2
+        && bytes[..bytes.len() - padding]
+            .iter()
+            .all(|b| b.is_ascii_alphanumeric() || *b == b'+' || *b == b'/')
 }

@@ -181,3 +181,35 @@ fn problem_details_follow_rfc_9457_and_redact() {
     assert_eq!(unavailable["status"], 503);
     assert!(unavailable.get("instance").is_none());
 }
+
+/// JSON is validated the way the descriptor's JSON Schema reads it: bytes are a base64
+/// string, and an integer may be written with a zero fraction (`1.0`).
+#[test]
+fn json_validation_agrees_with_the_json_schema() {
+    let d = Order::describe();
+    let good = json!({
+        "position": 7.0,
+        "items": [{"sku": "a", "quantity": 2.0, "amount": -5}],
+        "rates": {"eur": 1.5},
+        "status": "open",
+        "signature": "aGVsbG8="
+    });
+    d.validate_json(&good)
+        .expect("base64 bytes and integer-valued numbers are valid");
+    let bad = json!({
+        "position": 7.5,
+        "items": [{"sku": "a", "quantity": 2.0, "amount": 1}],
+        "rates": {},
+        "status": "open",
+        "signature": "not base64!"
+    });
+    let e = d
+        .validate_json(&bad)
+        .expect_err("a fraction and bad base64");
+    let fields: Vec<&str> = e
+        .field_violations()
+        .iter()
+        .map(|v| v.field.as_str())
+        .collect();
+    assert_eq!(fields, ["$.position", "$.signature"], "{e}");
+}
