@@ -82,20 +82,16 @@ where
         })
 }
 
-/// Whether an error may go away on a retry, so it must not become a command's stored
-/// outcome (its claim is released instead).
-fn transient(code: ErrorCode) -> bool {
-    matches!(
-        code,
-        ErrorCode::Unavailable
-            | ErrorCode::Aborted
-            | ErrorCode::DeadlineExceeded
-            | ErrorCode::Cancelled
-            | ErrorCode::ResourceExhausted
-            | ErrorCode::Internal
-            | ErrorCode::Unknown
-            | ErrorCode::DataLoss
-    )
+/// Whether an error must not become a command's stored outcome (its claim is released
+/// instead): a transient one ([`ErrorCode::is_transient`], the domain's one rule) may go
+/// away on a retry, and a cancelled, internal, unknown or data-loss one is no answer of
+/// the command's own.
+fn not_an_outcome(code: ErrorCode) -> bool {
+    code.is_transient()
+        || matches!(
+            code,
+            ErrorCode::Cancelled | ErrorCode::Internal | ErrorCode::Unknown | ErrorCode::DataLoss
+        )
 }
 
 /// Runs each opted-in command at most once per command id (the context's message id): a
@@ -274,7 +270,7 @@ impl<S: IdempotencyStore + Clone + 'static> Behavior for IdempotencyLayer<S> {
                     let result = next.run().await;
                     let stored = match &result {
                         Ok(reply) => Some(Ok((codec.encode)(reply)?)),
-                        Err(e) if transient(e.code()) => None,
+                        Err(e) if not_an_outcome(e.code()) => None,
                         Err(e) => Some(Err(e.clone())),
                     };
                     match stored {
