@@ -128,50 +128,7 @@ impl Harness for PgHarness {
         Ok(PgHeld { tx, outcome })
     }
 
-    async fn append_after_a_write(
-        &self,
-        a: &StreamId,
-        first: Vec<NewEvent>,
-        b: &StreamId,
-        second: Vec<NewEvent>,
-        pause: std::time::Duration,
-    ) -> Result<(), Error> {
-        let mut tx = self.store.transaction().await?;
-        tx.append(a, ExpectedVersion::Any, first).await?;
-        tokio::time::sleep(pause).await;
-        tx.append(b, ExpectedVersion::Any, second).await?;
-        tx.commit().await
-    }
-
-    async fn refused_in_a_transaction(&self, stream: &StreamId) -> (Error, Result<(), Error>) {
-        let one = || vec![NewEvent::new(flext_domain::EventId::new(), "t", &b"{}"[..])];
-        let mut tx = self.store.transaction().await.expect("begin");
-        tx.append(stream, ExpectedVersion::NoStream, one())
-            .await
-            .expect("the first append");
-        let refused = tx
-            .append(stream, ExpectedVersion::NoStream, one())
-            .await
-            .expect_err("the second is refused");
-        let rest = async {
-            tx.append(stream, ExpectedVersion::Exact(StreamVersion(1)), one())
-                .await?;
-            tx.commit().await
-        }
-        .await;
-        (refused, rest)
-    }
-
-    async fn append_in_transaction(
-        &self,
-        stream: &StreamId,
-        events: Vec<NewEvent>,
-    ) -> Result<AppendOutcome, Error> {
-        let mut tx = self.store.transaction().await?;
-        let out = tx.append(stream, ExpectedVersion::Any, events).await?;
-        tx.commit().await?;
-        Ok(out)
-    }
+    crate::harness::transaction_hooks!();
 
     async fn corrupt_payload(&self, stream: &StreamId, version: StreamVersion) {
         self.execute(
