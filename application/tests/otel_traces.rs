@@ -1,8 +1,9 @@
 //! Traces on OpenTelemetry: the span tree of a command that records events which a
 //! projection then handles, read from the SDK's in-memory span exporter, on a SQLite file.
 //! The cross-process case runs the projection (and an event handler that dispatches a
-//! follow-up command) from a fresh store, runner and tracer provider that share nothing
-//! with the first but the database file: the link travels in the stored `traceparent`.
+//! follow-up command) from a fresh store and runner that share nothing with the first but
+//! the database file (and the process's tracer, which holds no trace context once every
+//! span has ended): the link travels in the stored `traceparent`.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -131,13 +132,6 @@ fn named<'s>(spans: &'s [SpanData], name: &str) -> Vec<&'s SpanData> {
     spans.iter().filter(|s| s.name == name).collect()
 }
 
-/// A tracer provider exporting to memory, installed as this thread's subscriber (the
-/// tests run on current-thread runtimes, so every task they spawn records here too).
-///
-/// Context activation is off: flext reads span contexts itself and does not need it, and
-/// with it on, tracing-opentelemetry 0.34 now and then never ended a span that sqlx's
-/// SQLite worker thread had entered (sqlx enters the caller's span there) while a test
-/// on another thread dropped its own subscriber.
 /// Spans opened and not yet closed (id, name, where it was entered last), to say in a
 /// failure which span is still open and who holds it.
 static OPEN: std::sync::Mutex<BTreeMap<u64, String>> = std::sync::Mutex::new(BTreeMap::new());
@@ -180,26 +174,45 @@ where
     }
 }
 
-fn tracing_to_memory() -> (
-    InMemorySpanExporter,
-    SdkTracerProvider,
-    tracing::subscriber::DefaultGuard,
-) {
-    let exporter = InMemorySpanExporter::default();
-    let provider = SdkTracerProvider::builder()
-        .with_simple_exporter(exporter.clone())
-        .build();
+/// The process-wide tracer provider and its in-memory exporter.
+static OTEL: std::sync::OnceLock<(SdkTracerProvider, InMemorySpanExporter)> =
+    std::sync::OnceLock::new();
+
+/// The tracer provider exporting to memory, installed in the process-wide subscriber,
+/// with its exporter emptied: what it holds from now on is the caller's.
+///
+/// The subscriber is the *global* default, never a thread-local one: sqlx runs each
+/// SQLite statement on a worker thread of its own, which drops the caller's span there,
+/// and `tracing-subscriber`'s registry releases a closed span's reference to its parent
+/// through the dispatcher that is the default *on the thread that closes it*. With a
+/// thread-local subscriber (`set_default`) a child span closed on a worker thread (the
+/// append span, after its COMMIT) therefore never released its parent, and the command's
+/// span stayed open for good, now and then, depending on which thread dropped the child
+/// last. A service installs its subscriber globally, so the tests do too. The tests run
+/// one at a time, and each waits until every span it started has ended, so what the
+/// exporter holds after the reset is the caller's alone.
+///
+/// Context activation is off: flext reads span contexts itself and does not need it.
+fn tracing_to_memory() -> (InMemorySpanExporter, SdkTracerProvider) {
+    let (provider, exporter) = OTEL.get_or_init(|| {
+        let exporter = InMemorySpanExporter::default();
+        let provider = SdkTracerProvider::builder()
+            .with_simple_exporter(exporter.clone())
+            .build();
+        let subscriber = tracing_subscriber::registry()
+            .with(
+                tracing_opentelemetry::layer()
+                    .with_tracer(provider.tracer("flext-test"))
+                    .with_context_activation(false),
+            )
+            .with(OpenSpans);
+        tracing::subscriber::set_global_default(subscriber).expect("the only global subscriber");
+        flext_otel::install();
+        (provider, exporter)
+    });
+    exporter.reset();
     OPEN.lock().unwrap_or_else(|p| p.into_inner()).clear();
-    let subscriber = tracing_subscriber::registry()
-        .with(
-            tracing_opentelemetry::layer()
-                .with_tracer(provider.tracer("flext-test"))
-                .with_context_activation(false),
-        )
-        .with(OpenSpans);
-    let guard = tracing::subscriber::set_default(subscriber);
-    flext_otel::install();
-    (exporter, provider, guard)
+    (exporter.clone(), provider.clone())
 }
 
 fn temp_db(name: &str) -> std::path::PathBuf {
@@ -254,17 +267,15 @@ async fn project(store: &SqliteEventStore, until: Position) {
     runner.shutdown().await;
 }
 
-/// The tests of this file run one at a time: each installs a thread-local subscriber
-/// while SQLite worker threads (which enter the caller's span) and the process-wide
-/// propagator are shared, and in parallel under a loaded machine a test's spans were seen
-/// not to end within its wait.
+/// The tests of this file run one at a time: they share the process-wide subscriber and
+/// exporter, and each reads everything the exporter holds.
 static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 #[tokio::test]
 async fn command_append_and_projection_batch_form_one_linked_trace() {
     let _serial = ONE_AT_A_TIME.lock().await;
     let path = temp_db("in-process.db");
-    let (exporter, provider, _guard) = tracing_to_memory();
+    let (exporter, provider) = tracing_to_memory();
     let store = SqliteEventStore::open(&path).await.expect("open");
     let account = Id::new();
     let ctx = credit_once(&store, account).await;
@@ -373,7 +384,7 @@ async fn a_fresh_process_links_its_batches_and_continues_its_follow_ups_from_the
 
     // "Process" one: the command, then everything is dropped.
     let (command_trace, command_span) = {
-        let (exporter, provider, _guard) = tracing_to_memory();
+        let (exporter, provider) = tracing_to_memory();
         let store = SqliteEventStore::open(&path).await.expect("open");
         credit_once(&store, account).await;
         close(store).await;
@@ -387,8 +398,8 @@ async fn a_fresh_process_links_its_batches_and_continues_its_follow_ups_from_the
         )
     };
 
-    // "Process" two: a new tracer provider and exporter, a new store on the same file.
-    let (exporter, provider, _guard) = tracing_to_memory();
+    // "Process" two: an emptied exporter, a new store on the same file.
+    let (exporter, provider) = tracing_to_memory();
     let store = SqliteEventStore::open(&path).await.expect("reopen");
     let events = stored(&store, account).await;
     project(&store, events[0].position).await;
@@ -490,7 +501,7 @@ impl flext_ports::Plugin for Audit {
 #[tokio::test]
 async fn plugin_lifecycle_hooks_are_spans_with_their_outcome() {
     let _serial = ONE_AT_A_TIME.lock().await;
-    let (exporter, provider, _guard) = tracing_to_memory();
+    let (exporter, provider) = tracing_to_memory();
     let mut plugins = flext_application::PluginRegistry::new();
     plugins
         .register(Audit { fail_start: false })

@@ -14,9 +14,16 @@
 //! let provider = opentelemetry_sdk::trace::SdkTracerProvider::builder().build();
 //! let subscriber = tracing_subscriber::registry()
 //!     .with(tracing_opentelemetry::layer().with_tracer(provider.tracer("my-service")));
-//! let _guard = tracing::subscriber::set_default(subscriber);
+//! tracing::subscriber::set_global_default(subscriber).expect("the first subscriber");
 //! flext_otel::install();
 //! ```
+//!
+//! Install the subscriber globally, not per thread (`set_default`): the SQLite store's
+//! driver runs statements on worker threads that drop the caller's span there, and
+//! `tracing-subscriber`'s registry releases a closed span's parent through the default
+//! subscriber *of the thread that closes it*, so under a thread-local subscriber a
+//! command's span can stay open (and never be exported) after its append span closed on
+//! such a thread.
 //!
 //! **Metrics.** [`OtelMetrics`] implements the metrics port on an
 //! OpenTelemetry [`Meter`]: every `count` is a `u64` counter, every `observe` a histogram
