@@ -289,3 +289,50 @@ async fn postgres_scopes_ids() {
     let store = flext_testkit::harness::fresh_pg_store("idem").await;
     ids_are_per_tenant_and_bound_to_their_command(store).await;
 }
+
+/// A claim that finds the id pending while its holder releases it (between the store's
+/// upsert and its read of the record) is a new claim, never a store error: two tasks
+/// claim and release one id in a tight loop.
+async fn claims_racing_releases_never_fail<S: IdempotencyStore + Clone + 'static>(store: S) {
+    let id = uuid::Uuid::now_v7();
+    let stale = std::time::Duration::from_secs(300);
+    let racer = |store: S| async move {
+        let mut claimed = 0;
+        for _ in 0..1_000 {
+            match store.claim(id, "order.place", stale).await {
+                Ok(flext_ports::Claim::Claimed) => {
+                    claimed += 1;
+                    store.release(id).await.expect("release");
+                }
+                Ok(flext_ports::Claim::InProgress) => tokio::task::yield_now().await,
+                Ok(flext_ports::Claim::Done(_)) => panic!("nothing completes this id"),
+                Err(e) => panic!("a claim failed: {e:#}"),
+            }
+        }
+        claimed
+    };
+    let (a, b) = tokio::join!(
+        tokio::spawn(racer(store.clone())),
+        tokio::spawn(racer(store.clone()))
+    );
+    let claimed = a.expect("racer a") + b.expect("racer b");
+    assert!(claimed > 0, "someone claimed the id");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn memory_claims_race_releases() {
+    claims_racing_releases_never_fail(InMemoryEventStore::new()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_claims_race_releases() {
+    let path =
+        std::env::temp_dir().join(format!("flext-idem-{}.db", uuid::Uuid::now_v7().simple()));
+    claims_racing_releases_never_fail(SqliteEventStore::open(path).await.expect("ok")).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_claims_race_releases() {
+    let store = flext_testkit::harness::fresh_pg_store("idem").await;
+    claims_racing_releases_never_fail(store).await;
+}

@@ -1061,6 +1061,10 @@ impl SnapshotStore for PgEventStore {
     }
 }
 
+/// How many times a claim tries again when the id it found pending was released before
+/// it could read the record.
+const CLAIM_ROUNDS: usize = 16;
+
 impl IdempotencyStore for PgEventStore {
     async fn claim(
         &self,
@@ -1068,31 +1072,50 @@ impl IdempotencyStore for PgEventStore {
         message_type: &str,
         stale_after: std::time::Duration,
     ) -> Result<Claim, Error> {
-        let now = self.clock.now().timestamp_micros();
-        let stale = now.saturating_sub(i64::try_from(stale_after.as_micros()).unwrap_or(i64::MAX));
-        let claimed = sqlx::query(
-            "INSERT INTO flext_idempotency (command_id, message_type, state, claimed_at) \
-             VALUES ($1, $2, 'pending', $3) \
-             ON CONFLICT (command_id) DO UPDATE SET message_type = excluded.message_type, \
-             claimed_at = excluded.claimed_at \
-             WHERE flext_idempotency.state = 'pending' AND flext_idempotency.claimed_at <= $4",
-        )
-        .bind(id)
-        .bind(message_type)
-        .bind(now)
-        .bind(stale)
-        .execute(&self.pool)
-        .await
-        .map_err(|e| db_error("claiming a command id", e))?;
-        if claimed.rows_affected() == 1 {
-            return Ok(Claim::Claimed);
-        }
-        let row = sqlx::query("SELECT state, message_type, output, error FROM flext_idempotency WHERE command_id = $1")
+        // The upsert and the read of a record it did not take are two statements: the
+        // holder may release the id in between, and then the id is free, so claim again.
+        // Each round needs someone else's claim and release in between; a few rounds in a
+        // row mean a hot id, a retryable conflict.
+        for _ in 0..CLAIM_ROUNDS {
+            let now = self.clock.now().timestamp_micros();
+            let stale =
+                now.saturating_sub(i64::try_from(stale_after.as_micros()).unwrap_or(i64::MAX));
+            let claimed = sqlx::query(
+                "INSERT INTO flext_idempotency (command_id, message_type, state, claimed_at) \
+                 VALUES ($1, $2, 'pending', $3) \
+                 ON CONFLICT (command_id) DO UPDATE SET message_type = excluded.message_type, \
+                 claimed_at = excluded.claimed_at \
+                 WHERE flext_idempotency.state = 'pending' AND flext_idempotency.claimed_at <= $4",
+            )
             .bind(id)
-            .fetch_one(&self.pool)
+            .bind(message_type)
+            .bind(now)
+            .bind(stale)
+            .execute(&self.pool)
+            .await
+            .map_err(|e| db_error("claiming a command id", e))?;
+            if claimed.rows_affected() == 1 {
+                return Ok(Claim::Claimed);
+            }
+            let row = sqlx::query(
+                "SELECT state, message_type, output, error FROM flext_idempotency \
+                 WHERE command_id = $1",
+            )
+            .bind(id)
+            .fetch_optional(&self.pool)
             .await
             .map_err(|e| db_error("reading a command outcome", e))?;
-        claim_from_row(id, &row)
+            if let Some(row) = row {
+                return claim_from_row(id, &row);
+            }
+        }
+        Err(Error::conflict(
+            "CLAIM_CONTENDED",
+            format!(
+                "command {id} was claimed and released {CLAIM_ROUNDS} times while this claim \
+                 ran; try again"
+            ),
+        ))
     }
 
     async fn complete(&self, id: Uuid, record: IdempotencyRecord) -> Result<(), Error> {
