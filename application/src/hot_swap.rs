@@ -8,6 +8,7 @@ use std::time::Duration;
 use flext_domain::Error;
 use flext_ports::{
     Command, CommandHandler, Context, Health, Plugin, PluginFuture, Query, QueryHandler,
+    VersionRequirement,
 };
 use tokio::sync::Notify;
 
@@ -60,6 +61,8 @@ struct Shared<P> {
     version: String,
     current: RwLock<Arc<Instance<P>>>,
     config: Mutex<serde_json::Value>,
+    /// What dependents and the manifest require of the version, told by the registry.
+    required: Mutex<Vec<VersionRequirement>>,
     swapping: tokio::sync::Mutex<()>,
 }
 
@@ -94,6 +97,7 @@ impl<P: Plugin> HotSwap<P> {
                 version: plugin.version().to_owned(),
                 current: RwLock::new(Instance::new(plugin)),
                 config: Mutex::new(serde_json::Value::Null),
+                required: Mutex::new(Vec::new()),
                 swapping: tokio::sync::Mutex::new(()),
             }),
         }
@@ -148,6 +152,10 @@ impl<P: Plugin> HotSwap<P> {
     /// on the old one, and stops the old one (once). If `next` fails to start, the old one
     /// keeps serving and the error names the cause. If the old one does not drain in time
     /// it is stopped anyway and the swap reports `DeadlineExceeded`/`PLUGIN_DRAIN_TIMEOUT`.
+    /// A `next` whose version breaks a requirement the registry told the slot of (a
+    /// dependent's, the manifest's) is refused before it is initialised,
+    /// `FailedPrecondition`/`PLUGIN_VERSION_MISMATCH` naming who requires what; a version
+    /// that is not semver is `InvalidArgument`/`INVALID_PLUGIN_VERSION`.
     /// Dropping the returned future does not abandon the swap: it goes on to its end in a
     /// task of its own (inside a Tokio runtime), so no started version is left unstopped.
     pub async fn swap(&self, next: P, drain: Duration) -> Result<(), Error> {
@@ -191,9 +199,46 @@ fn current_version<P: Plugin>(shared: &Shared<P>) -> String {
         .to_owned()
 }
 
+/// Refuses `next` when its version breaks a requirement placed on the slot.
+fn check_requirements<P: Plugin>(shared: &Shared<P>, next: &P) -> Result<(), Error> {
+    let version = semver::Version::parse(next.version()).map_err(|e| {
+        Error::invalid_argument(
+            "INVALID_PLUGIN_VERSION",
+            format!(
+                "plugin {} has version {:?}, which is not semver: {e}",
+                shared.name,
+                next.version()
+            ),
+        )
+    })?;
+    let required = shared.required.lock().unwrap_or_else(|p| p.into_inner());
+    for r in required.iter() {
+        // The registry parsed each requirement before it started the slot.
+        let Ok(req) = semver::VersionReq::parse(&r.requirement) else {
+            continue;
+        };
+        if !req.matches(&version) {
+            return Err(Error::failed_precondition(
+                "PLUGIN_VERSION_MISMATCH",
+                format!(
+                    "version {version} of plugin {} cannot replace version {}: {} requires {}",
+                    shared.name,
+                    current_version(shared),
+                    r.required_by,
+                    r.requirement
+                ),
+            )
+            .with_detail("required_by", r.required_by.as_str())
+            .with_detail("requirement", r.requirement.as_str()));
+        }
+    }
+    Ok(())
+}
+
 /// The swap itself: start `next`, route new calls to it, drain and stop the old one.
 async fn swap_in<P: Plugin>(shared: Arc<Shared<P>>, next: P, drain: Duration) -> Result<(), Error> {
     let _one_at_a_time = shared.swapping.lock().await;
+    check_requirements(&shared, &next)?;
     let config = shared
         .config
         .lock()
@@ -270,6 +315,14 @@ impl<P: Plugin> Plugin for HotSwap<P> {
 
     fn dependencies(&self) -> Vec<flext_ports::PluginDependency> {
         self.current().plugin.dependencies()
+    }
+
+    fn required(&self, requirements: Vec<VersionRequirement>) {
+        *self
+            .shared
+            .required
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = requirements;
     }
 
     fn init<'a>(&'a self, config: &'a serde_json::Value) -> PluginFuture<'a> {

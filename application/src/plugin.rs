@@ -6,7 +6,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use flext_domain::Error;
-use flext_ports::{Contributions, Health, HealthStatus, Plugin};
+use flext_ports::{Contributions, Health, HealthStatus, Plugin, VersionRequirement};
 use semver::{Version, VersionReq};
 use serde::{Deserialize, Serialize};
 
@@ -332,6 +332,7 @@ impl PluginRegistry {
                 continue;
             }
             let plugin = self.plugins[&name].plugin.clone();
+            plugin.required(self.requirements_on(&name));
             let config = self
                 .manifests
                 .get(&name)
@@ -361,6 +362,32 @@ impl PluginRegistry {
             self.started.push(name);
         }
         Ok(())
+    }
+
+    /// The version requirements on `name`: its manifest's, and each enabled dependent's.
+    fn requirements_on(&self, name: &str) -> Vec<VersionRequirement> {
+        let manifest = self.manifests.get(name).and_then(|(m, file)| {
+            m.version.as_ref().map(|requirement| VersionRequirement {
+                required_by: format!("manifest {file}"),
+                requirement: requirement.clone(),
+            })
+        });
+        let dependents = self
+            .plugins
+            .iter()
+            .filter(|(dependent, _)| self.enabled(dependent))
+            .flat_map(|(dependent, registered)| {
+                registered
+                    .plugin
+                    .dependencies()
+                    .into_iter()
+                    .filter(|d| d.name == name)
+                    .map(move |d| VersionRequirement {
+                        required_by: format!("plugin {dependent}"),
+                        requirement: d.requirement,
+                    })
+            });
+        manifest.into_iter().chain(dependents).collect()
     }
 
     /// Stops the started plugins in reverse start order. Every plugin is asked to stop even

@@ -365,3 +365,64 @@ async fn a_dropped_swap_still_stops_what_it_replaced() {
     assert_eq!(stops.get(&1), Some(&1));
     assert_eq!(stops.get(&2), Some(&1));
 }
+
+/// A plugin that needs pricing at `^1`.
+struct Checkout;
+
+impl Plugin for Checkout {
+    fn name(&self) -> &str {
+        "checkout"
+    }
+    fn version(&self) -> &str {
+        "0.1.0"
+    }
+    fn dependencies(&self) -> Vec<flext_ports::PluginDependency> {
+        vec![flext_ports::PluginDependency::new("pricing", "^1")]
+    }
+}
+
+/// A version that breaks a dependent's requirement is refused before it is initialised,
+/// and the old one keeps serving; one that meets it goes in.
+#[tokio::test]
+async fn a_swap_to_a_version_a_dependent_refuses_is_refused() {
+    let stops = Stops::default();
+    let slot = HotSwap::new(Pricing::new(1, &stops));
+    let mut plugins = PluginRegistry::new();
+    plugins
+        .register(slot.clone())
+        .expect("pricing")
+        .register(Checkout)
+        .expect("checkout");
+    plugins.start_all().await.expect("start");
+
+    let mut two = Pricing::new(2, &stops);
+    two.semver = "2.0.0".into();
+    let refused = slot
+        .swap(two, Duration::from_secs(1))
+        .await
+        .expect_err("checkout requires ^1");
+    assert_eq!(refused.reason(), "PLUGIN_VERSION_MISMATCH");
+    assert!(
+        refused.message().contains("plugin checkout requires ^1"),
+        "{refused}"
+    );
+    assert_eq!(slot.current_version(), "1.1.0");
+    assert!(
+        stops.lock().expect("stops").is_empty(),
+        "nothing was stopped"
+    );
+
+    let mut bad = Pricing::new(3, &stops);
+    bad.semver = "three".into();
+    let refused = slot
+        .swap(bad, Duration::from_secs(1))
+        .await
+        .expect_err("not semver");
+    assert_eq!(refused.reason(), "INVALID_PLUGIN_VERSION");
+
+    slot.swap(Pricing::new(4, &stops), Duration::from_secs(1))
+        .await
+        .expect("1.4.0 meets ^1");
+    assert_eq!(slot.current_version(), "1.4.0");
+    plugins.stop_all().await.expect("stop");
+}

@@ -57,7 +57,9 @@ pub use ownership::{
     ConsumerRecord, Instance, Lease, Member, OwnershipStore, checkpoint_backwards,
     checkpoint_owned, chrono_ttl, ownership_lost, refused_checkpoint,
 };
-pub use plugin::{Contributions, Health, HealthStatus, Plugin, PluginDependency, PluginFuture};
+pub use plugin::{
+    Contributions, Health, HealthStatus, Plugin, PluginDependency, PluginFuture, VersionRequirement,
+};
 pub use projection::{DeadLetter, Projection, ProjectionStore, assemble_dead_letter};
 pub use redact::redact_url;
 pub use snapshot::{Snapshot, SnapshotStore};

@@ -31,6 +31,16 @@ impl PluginDependency {
     }
 }
 
+/// A version requirement placed on a plugin by someone else: a dependent plugin (its
+/// [`PluginDependency`]) or a manifest (its `version`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VersionRequirement {
+    /// Who requires it: `plugin audit`, `manifest plugins/store.json`.
+    pub required_by: String,
+    /// The versions that will do, as a semver requirement.
+    pub requirement: String,
+}
+
 /// How well something is doing; ordered from best to worst.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -167,6 +177,14 @@ pub trait Plugin: Send + Sync + 'static {
     /// The plugins this one needs started before it.
     fn dependencies(&self) -> Vec<PluginDependency> {
         Vec::new()
+    }
+
+    /// Told by the registry, before the plugin starts, the version requirements placed on
+    /// it (by dependents and the manifest), each of which its version satisfies then. A
+    /// plugin whose version can change while it runs (a hot-swap slot) keeps them and
+    /// refuses a version that breaks one; others ignore them (the default).
+    fn required(&self, requirements: Vec<VersionRequirement>) {
+        let _ = requirements;
     }
 
     /// Reads the configuration (the manifest's `settings`, or `null`).
