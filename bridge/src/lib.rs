@@ -32,6 +32,7 @@
 //! # Ok::<(), Error>(())
 //! ```
 
+mod budget;
 mod describe;
 pub mod metrics;
 #[cfg(feature = "msgpack")]
@@ -41,6 +42,7 @@ mod problem;
 pub mod protobuf;
 mod wire;
 
+pub use budget::DecodeLimits;
 pub use describe::{Bytes, Describe, Language, TypeDescriptor};
 pub use metrics::{Format, Observer, Operation};
 pub use problem::{PROBLEM_JSON, problem_details};

@@ -23,9 +23,10 @@ use flext_domain::Error;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
+use crate::budget::{DecodeLimits, NodeCounter};
 use crate::metrics::{Format, Observer, Operation};
 use crate::wire::{
-    Envelope, FieldViolation, Outcome, Payload, Status, Value, check_depth, check_size, malformed,
+    Envelope, FieldViolation, Outcome, Payload, Status, Value, check_depth, malformed,
 };
 
 const FORMAT: &str = "MessagePack";
@@ -190,11 +191,18 @@ pub fn encode(envelope: &Envelope) -> Result<Vec<u8>, Error> {
     })
 }
 
-/// Decodes MessagePack bytes: total on any input (a typed error, never a panic, memory
-/// bounded by the input), refusing another contract major version
-/// (`UNSUPPORTED_CONTRACT`) and ignoring fields it does not know.
+/// Decodes MessagePack bytes within the default [`DecodeLimits`]: total on any input (a
+/// typed error, never a panic, memory bounded by the input), refusing another contract
+/// major version (`UNSUPPORTED_CONTRACT`) and ignoring fields it does not know.
 pub fn decode(bytes: &[u8]) -> Result<Envelope, Error> {
-    check_size(FORMAT, bytes.len())?;
+    decode_with(bytes, &DecodeLimits::DEFAULT)
+}
+
+/// [`decode`] within `limits`: an input over `max_bytes` is `ENVELOPE_TOO_LARGE`, one
+/// holding more values than its node budget `ENVELOPE_TOO_COMPLEX` (both
+/// `ResourceExhausted`), found before anything is built.
+pub fn decode_with(bytes: &[u8], limits: &DecodeLimits) -> Result<Envelope, Error> {
+    check_budget(bytes, limits)?;
     let mut de = rmp_serde::Deserializer::from_read_ref(bytes);
     de.set_max_depth(crate::wire::MAX_DEPTH + 8);
     let wire = MpEnvelope::deserialize(&mut de).map_err(|e| malformed(FORMAT, e))?;
@@ -283,7 +291,15 @@ pub fn encode_ok<T: Serialize>(
 /// Decoding problems (malformed bytes, another major version, a value that is not a
 /// `T`) are the outer error; the error the envelope carries is `Decoded::result`.
 pub fn decode_result<T: DeserializeOwned>(bytes: &[u8]) -> Result<Decoded<T>, Error> {
-    check_size(FORMAT, bytes.len())?;
+    decode_result_with(bytes, &DecodeLimits::DEFAULT)
+}
+
+/// [`decode_result`] within `limits` (see [`decode_with`]).
+pub fn decode_result_with<T: DeserializeOwned>(
+    bytes: &[u8],
+    limits: &DecodeLimits,
+) -> Result<Decoded<T>, Error> {
+    check_budget(bytes, limits)?;
     let mut de = rmp_serde::Deserializer::from_read_ref(bytes);
     de.set_max_depth(crate::wire::MAX_DEPTH + 8);
     let wire = match TypedIn::<T>::deserialize(&mut de) {
@@ -319,6 +335,89 @@ pub fn decode_result<T: DeserializeOwned>(bytes: &[u8]) -> Result<Decoded<T>, Er
         result,
         metadata: wire.metadata,
     })
+}
+
+/// Refuses `bytes` over the size limit, or holding more objects than their node budget.
+fn check_budget(bytes: &[u8], limits: &DecodeLimits) -> Result<(), Error> {
+    limits.check_size(FORMAT, bytes.len())?;
+    count_objects(bytes, &mut NodeCounter::new(FORMAT, bytes.len(), limits))
+}
+
+/// Counts the objects of the first MessagePack object in `bytes` and of everything it
+/// nests, from the markers alone: nothing is allocated, whatever the input declares.
+fn count_objects(bytes: &[u8], counter: &mut NodeCounter<'_>) -> Result<(), Error> {
+    /// The `n`-byte big-endian length or count at `at`, moving past it.
+    fn read_len(bytes: &[u8], at: &mut usize, n: usize) -> Result<usize, Error> {
+        let field = at
+            .checked_add(n)
+            .and_then(|end| bytes.get(*at..end))
+            .ok_or_else(|| malformed(FORMAT, "the input ends inside a length"))?;
+        *at += n;
+        let value = field.iter().fold(0u64, |v, b| (v << 8) | u64::from(*b));
+        Ok(usize::try_from(value).unwrap_or(usize::MAX))
+    }
+    let mut at = 0usize;
+    // Objects still to read in each open list or map, outermost first.
+    let mut open: Vec<usize> = vec![1];
+    while let Some(left) = open.last_mut() {
+        if *left == 0 {
+            open.pop();
+            continue;
+        }
+        *left -= 1;
+        let Some(&marker) = bytes.get(at) else {
+            return Err(malformed(FORMAT, "the input ends inside a value"));
+        };
+        at += 1;
+        counter.add(1)?;
+        let (items, skip) = match marker {
+            0x00..=0x7f | 0xc0 | 0xc2 | 0xc3 | 0xe0..=0xff => (0, 0),
+            0x80..=0x8f => (2 * usize::from(marker & 0x0f), 0),
+            0x90..=0x9f => (usize::from(marker & 0x0f), 0),
+            0xa0..=0xbf => (0, usize::from(marker & 0x1f)),
+            0xc1 => return Err(malformed(FORMAT, "byte 0xc1 is never used")),
+            0xc4 | 0xd9 => (0, read_len(bytes, &mut at, 1)?),
+            0xc5 | 0xda => (0, read_len(bytes, &mut at, 2)?),
+            0xc6 | 0xdb => (0, read_len(bytes, &mut at, 4)?),
+            0xc7 => (0, read_len(bytes, &mut at, 1)?.saturating_add(1)),
+            0xc8 => (0, read_len(bytes, &mut at, 2)?.saturating_add(1)),
+            0xc9 => (0, read_len(bytes, &mut at, 4)?.saturating_add(1)),
+            0xcc | 0xd0 => (0, 1),
+            0xcd | 0xd1 | 0xd4 => (0, 2),
+            0xd5 => (0, 3),
+            0xca | 0xce | 0xd2 => (0, 4),
+            0xd6 => (0, 5),
+            0xcb | 0xcf | 0xd3 => (0, 8),
+            0xd7 => (0, 9),
+            0xd8 => (0, 17),
+            0xdc => (read_len(bytes, &mut at, 2)?, 0),
+            0xdd => (read_len(bytes, &mut at, 4)?, 0),
+            0xde => (read_len(bytes, &mut at, 2)?.saturating_mul(2), 0),
+            0xdf => (read_len(bytes, &mut at, 4)?.saturating_mul(2), 0),
+        };
+        at = at
+            .checked_add(skip)
+            .filter(|end| *end <= bytes.len())
+            .ok_or_else(|| malformed(FORMAT, "a string or bytes run past the end of the input"))?;
+        if items > 0 {
+            // The envelope's own maps are a few levels above its values.
+            if open.len() > crate::wire::MAX_DEPTH + 8 {
+                return Err(malformed(
+                    FORMAT,
+                    format_args!("values nest deeper than {}", crate::wire::MAX_DEPTH),
+                ));
+            }
+            // Every object takes a byte at least.
+            if items > bytes.len() - at {
+                return Err(malformed(
+                    FORMAT,
+                    "a list or map declares more items than the input holds",
+                ));
+            }
+            open.push(items);
+        }
+    }
+    Ok(())
 }
 
 /// [`encode`], reporting to `observer`.

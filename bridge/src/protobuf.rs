@@ -9,9 +9,10 @@ use std::time::Instant;
 use flext_domain::Error;
 use prost::Message;
 
+use crate::budget::{DecodeLimits, NodeCounter};
 use crate::metrics::{Format, Observer, Operation};
 use crate::wire::{
-    Envelope, FieldViolation, Outcome, Payload, Status, Value, check_depth, check_size, malformed,
+    Envelope, FieldViolation, Outcome, Payload, Status, Value, check_depth, malformed,
 };
 
 /// The generated types of package `flext.bridge.v1`.
@@ -172,11 +173,20 @@ pub fn encode(envelope: &Envelope) -> Vec<u8> {
     to_pb(envelope).encode_to_vec()
 }
 
-/// Decodes Protobuf bytes: total on any input (prost bounds nesting at 100 and never
-/// allocates more than the input backs), refusing another contract major version and
-/// ignoring unknown fields.
+/// Decodes Protobuf bytes within the default [`DecodeLimits`]: total on any input,
+/// refusing another contract major version and ignoring unknown fields.
 pub fn decode(bytes: &[u8]) -> Result<Envelope, Error> {
-    check_size(FORMAT, bytes.len())?;
+    decode_with(bytes, &DecodeLimits::DEFAULT)
+}
+
+/// [`decode`] within `limits`: an input over `max_bytes` is `ENVELOPE_TOO_LARGE`, one
+/// holding more values, list items, map entries and field violations than its node budget
+/// `ENVELOPE_TOO_COMPLEX` (both `ResourceExhausted`), found from the raw bytes before
+/// anything is built; values nested deeper than [`MAX_DEPTH`](crate::MAX_DEPTH) are
+/// refused on the way.
+pub fn decode_with(bytes: &[u8], limits: &DecodeLimits) -> Result<Envelope, Error> {
+    limits.check_size(FORMAT, bytes.len())?;
+    scan_envelope(bytes, &mut NodeCounter::new(FORMAT, bytes.len(), limits))?;
     let pb = v1::Envelope::decode(bytes).map_err(|e| malformed(FORMAT, e))?;
     let envelope = from_pb(pb)?;
     // The contract version from the raw varints: the generated `uint32` field truncates
@@ -338,10 +348,22 @@ pub fn decode_message<M: Message + Default>(
     bytes: &[u8],
     message_type: &str,
 ) -> Result<Result<M, Error>, Error> {
-    check_size(FORMAT, bytes.len())?;
+    decode_message_with(bytes, message_type, &DecodeLimits::DEFAULT)
+}
+
+/// [`decode_message`] within `limits`: the size limit, and the node budget for an error's
+/// details (the message itself is yours, decoded by prost, which allocates no more than
+/// the input backs for it but its own per-field structures).
+pub fn decode_message_with<M: Message + Default>(
+    bytes: &[u8],
+    message_type: &str,
+    limits: &DecodeLimits,
+) -> Result<Result<M, Error>, Error> {
+    limits.check_size(FORMAT, bytes.len())?;
     let p = parts(bytes)?;
     crate::wire::check_contract(p.major, p.minor)?;
     if let Some(error) = p.error {
+        scan_status(error, &mut NodeCounter::new(FORMAT, bytes.len(), limits))?;
         let status = v1::Status::decode(error).map_err(|e| malformed(FORMAT, e))?;
         let env = from_pb(v1::Envelope {
             contract_major: p.major,
@@ -380,6 +402,88 @@ pub fn decode_message<M: Message + Default>(
     M::decode(data)
         .map(Ok)
         .map_err(|e| malformed(FORMAT, format_args!("the {message_type} payload: {e}")))
+}
+
+/// Calls `each` with every field of the message in `buf` (number, wire type, and for a
+/// length-delimited field its bytes), skipping the others' values.
+fn fields<'a>(
+    mut buf: &'a [u8],
+    mut each: impl FnMut(u32, prost::encoding::WireType, &'a [u8]) -> Result<(), Error>,
+) -> Result<(), Error> {
+    use prost::encoding::{DecodeContext, WireType, decode_key, skip_field};
+    while !buf.is_empty() {
+        let (tag, wire) = decode_key(&mut buf).map_err(pb)?;
+        if wire == WireType::LengthDelimited {
+            let body = take(&mut buf)?;
+            each(tag, wire, body)?;
+        } else {
+            skip_field(wire, tag, &mut buf, DecodeContext::default()).map_err(pb)?;
+            each(tag, wire, &[])?;
+        }
+    }
+    Ok(())
+}
+
+/// Counts an envelope's nodes (metadata entries, the payload, its values; the error's
+/// details and field violations) against `counter`, from the raw bytes.
+fn scan_envelope(buf: &[u8], counter: &mut NodeCounter<'_>) -> Result<(), Error> {
+    use prost::encoding::WireType::LengthDelimited as Ld;
+    fields(buf, |tag, wire, body| match (tag, wire) {
+        (3, Ld) => fields(body, |tag, wire, body| match (tag, wire) {
+            (1, Ld) => counter.add(1),
+            (2, Ld) => scan_value(body, counter, 1),
+            _ => Ok(()),
+        }),
+        (4, Ld) => scan_status(body, counter),
+        (5, Ld) => counter.add(1),
+        _ => Ok(()),
+    })
+}
+
+/// Counts a `Status`'s detail entries, their values and its field violations.
+fn scan_status(buf: &[u8], counter: &mut NodeCounter<'_>) -> Result<(), Error> {
+    use prost::encoding::WireType::LengthDelimited as Ld;
+    fields(buf, |tag, wire, body| match (tag, wire) {
+        (3, Ld) => {
+            counter.add(1)?;
+            fields(body, |tag, wire, body| match (tag, wire) {
+                (2, Ld) => scan_value(body, counter, 2),
+                _ => Ok(()),
+            })
+        }
+        (6, Ld) => counter.add(1),
+        _ => Ok(()),
+    })
+}
+
+/// Counts a `Value` and everything it nests, `depth` levels down. Each value counts twice:
+/// decoding builds prost's tree first, then the envelope's.
+fn scan_value(buf: &[u8], counter: &mut NodeCounter<'_>, depth: usize) -> Result<(), Error> {
+    use prost::encoding::WireType::LengthDelimited as Ld;
+    if depth > crate::MAX_DEPTH + 1 {
+        return Err(malformed(
+            FORMAT,
+            format_args!("values nest deeper than {}", crate::MAX_DEPTH),
+        ));
+    }
+    counter.add(2)?;
+    fields(buf, |tag, wire, body| match (tag, wire) {
+        (8, Ld) => fields(body, |tag, wire, item| match (tag, wire) {
+            (1, Ld) => scan_value(item, counter, depth + 1),
+            _ => Ok(()),
+        }),
+        (9, Ld) => fields(body, |tag, wire, entry| match (tag, wire) {
+            (1, Ld) => {
+                counter.add(1)?;
+                fields(entry, |tag, wire, value| match (tag, wire) {
+                    (2, Ld) => scan_value(value, counter, depth + 1),
+                    _ => Ok(()),
+                })
+            }
+            _ => Ok(()),
+        }),
+        _ => Ok(()),
+    })
 }
 
 /// [`encode`], reporting to `observer`.

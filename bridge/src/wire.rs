@@ -12,8 +12,9 @@ use serde::ser::{Serialize, SerializeMap, SerializeSeq, Serializer};
 pub const CONTRACT_MAJOR: u32 = 1;
 /// The contract's minor version: later minors only add fields, which readers ignore.
 pub const CONTRACT_MINOR: u32 = 0;
-/// The largest envelope a decoder accepts (64 MiB).
-pub const MAX_ENVELOPE_BYTES: usize = 64 << 20;
+/// The largest envelope a decoder accepts by default (8 MiB; see
+/// [`DecodeLimits`](crate::DecodeLimits) for another limit).
+pub const MAX_ENVELOPE_BYTES: usize = crate::DecodeLimits::DEFAULT.max_bytes;
 /// How deep values may nest.
 pub const MAX_DEPTH: usize = 64;
 
@@ -481,18 +482,6 @@ pub(crate) fn malformed(format: &str, problem: impl fmt::Display) -> Error {
         format!("the {format} bytes are not a flext envelope: {problem}"),
     )
     .with_detail("format", format)
-}
-
-#[cfg(any(feature = "msgpack", feature = "protobuf"))]
-/// Refuses input over [`MAX_ENVELOPE_BYTES`] before any parsing.
-pub(crate) fn check_size(format: &str, len: usize) -> Result<(), Error> {
-    if len > MAX_ENVELOPE_BYTES {
-        return Err(Error::resource_exhausted(
-            "ENVELOPE_TOO_LARGE",
-            format!("{len} bytes of {format} exceed the limit of {MAX_ENVELOPE_BYTES}"),
-        ));
-    }
-    Ok(())
 }
 
 #[cfg(any(feature = "msgpack", feature = "protobuf"))]
