@@ -66,10 +66,11 @@ fn bound(len: usize) -> usize {
 }
 
 type Decoder = fn(&[u8], &DecodeLimits) -> Result<Envelope, flext_domain::Error>;
+type Encoder = fn(&Envelope) -> Vec<u8>;
 
 #[test]
 fn what_is_decoded_stays_within_a_small_multiple_of_the_input() {
-    let formats: [(&str, fn(&Envelope) -> Vec<u8>, Decoder); 2] = [
+    let formats: [(&str, Encoder, Decoder); 2] = [
         (
             "MessagePack",
             |e| msgpack::encode(e).expect("encodes"),
