@@ -1915,3 +1915,169 @@ pub async fn load<S: BankStore>(
     report.events_written = bank.store.count_after(head_before).await?;
     Ok(report)
 }
+
+#[cfg(test)]
+mod decisions {
+    //! The account's business boundaries, decided with no store: each test sits on one
+    //! side of a rule's edge, so moving the edge by one fails it.
+
+    use super::*;
+
+    fn account(history: &[AccountEvent]) -> Account {
+        let mut a = Account::default();
+        for e in history {
+            a.apply(e);
+        }
+        a
+    }
+
+    fn opened(overdraft_limit: i64) -> AccountEvent {
+        AccountEvent::Opened {
+            owner: "alice".into(),
+            overdraft_limit,
+        }
+    }
+
+    fn deposited(amount: i64) -> AccountEvent {
+        AccountEvent::Deposited { amount }
+    }
+
+    fn reason(r: Result<Vec<AccountEvent>, Error>) -> String {
+        r.expect_err("refused").reason().to_owned()
+    }
+
+    #[test]
+    fn the_overdraft_limit_can_be_reached_exactly_but_not_passed() {
+        let a = account(&[opened(100), deposited(50)]);
+        assert_eq!(
+            a.withdraw(150).expect("down to -100 exactly"),
+            [AccountEvent::Withdrawn { amount: 150 }]
+        );
+        assert_eq!(reason(a.withdraw(151)), "INSUFFICIENT_FUNDS");
+        let to = Uuid::now_v7();
+        let t = Uuid::now_v7();
+        assert!(a.send(t, to, 150).is_ok());
+        assert_eq!(reason(a.send(t, to, 151)), "INSUFFICIENT_FUNDS");
+        let refused = a.withdraw(151).expect_err("refused");
+        assert_eq!(refused.code(), ErrorCode::FailedPrecondition);
+        assert_eq!(refused.details()["balance"], 50);
+        assert_eq!(refused.details()["overdraft_limit"], 100);
+    }
+
+    #[test]
+    fn without_an_overdraft_the_balance_can_be_emptied_but_not_overdrawn() {
+        let a = account(&[opened(0), deposited(10)]);
+        assert!(a.withdraw(10).is_ok());
+        assert_eq!(reason(a.withdraw(11)), "INSUFFICIENT_FUNDS");
+    }
+
+    #[test]
+    fn amounts_must_be_positive() {
+        let a = account(&[opened(0), deposited(10)]);
+        for amount in [0, -1] {
+            assert_eq!(reason(a.deposit(amount)), "VALIDATION_FAILED");
+            assert_eq!(reason(a.withdraw(amount)), "VALIDATION_FAILED");
+            assert_eq!(
+                reason(a.send(Uuid::now_v7(), Uuid::now_v7(), amount)),
+                "VALIDATION_FAILED"
+            );
+        }
+        assert_eq!(a.deposit(1).expect("1 is positive"), [deposited(1)]);
+    }
+
+    #[test]
+    fn an_account_closes_only_at_a_zero_balance() {
+        assert_eq!(
+            reason(account(&[opened(0), deposited(1)]).close()),
+            "BALANCE_NOT_ZERO"
+        );
+        assert_eq!(
+            reason(account(&[opened(10), AccountEvent::Withdrawn { amount: 1 }]).close()),
+            "BALANCE_NOT_ZERO"
+        );
+        assert_eq!(
+            account(&[opened(0)]).close().expect("empty"),
+            [AccountEvent::Closed]
+        );
+    }
+
+    #[test]
+    fn a_closed_or_unopened_account_takes_no_money() {
+        let closed = account(&[opened(0), AccountEvent::Closed]);
+        assert_eq!(reason(closed.deposit(1)), "ACCOUNT_CLOSED");
+        assert_eq!(reason(closed.withdraw(1)), "ACCOUNT_CLOSED");
+        assert_eq!(reason(closed.close()), "ACCOUNT_CLOSED");
+        assert_eq!(
+            reason(closed.receive(Uuid::now_v7(), Uuid::now_v7(), 1)),
+            "ACCOUNT_CLOSED"
+        );
+        let never = Account::default();
+        assert_eq!(reason(never.deposit(1)), "ACCOUNT_NOT_FOUND");
+        assert_eq!(reason(never.withdraw(1)), "ACCOUNT_NOT_FOUND");
+        // A refund goes back even to a closed account.
+        let t = Uuid::now_v7();
+        assert_eq!(
+            closed.refund(t, 5, "gone").expect("refunded"),
+            [AccountEvent::TransferRefunded {
+                transfer: t,
+                amount: 5,
+                reason: "gone".into()
+            }]
+        );
+    }
+
+    #[test]
+    fn opening_needs_an_owner_and_a_limit_of_zero_or_more_once() {
+        let new = Account::default();
+        assert_eq!(new.open("bob", 0).expect("0 is allowed"), [AccountEvent::Opened {
+            owner: "bob".into(),
+            overdraft_limit: 0
+        }]);
+        assert_eq!(reason(new.open("bob", -1)), "VALIDATION_FAILED");
+        assert_eq!(reason(new.open("  ", 0)), "VALIDATION_FAILED");
+        assert_eq!(reason(account(&[opened(0)]).open("bob", 0)), "ACCOUNT_EXISTS");
+    }
+
+    #[test]
+    fn a_transfer_leg_is_settled_once() {
+        let t = Uuid::now_v7();
+        let from = Uuid::now_v7();
+        let a = account(&[opened(0)]);
+        let received = a.receive(t, from, 7).expect("first time");
+        assert_eq!(
+            received,
+            [AccountEvent::TransferReceived {
+                transfer: t,
+                from,
+                amount: 7
+            }]
+        );
+        let after = account(&[opened(0), received[0].clone()]);
+        assert_eq!(after.balance, 7);
+        assert!(after.receive(t, from, 7).expect("again").is_empty());
+        assert!(after.refund(t, 7, "late").expect("settled").is_empty());
+        assert_eq!(after.receive(Uuid::now_v7(), from, 1).expect("another").len(), 1);
+    }
+
+    #[test]
+    fn events_move_the_balance_both_ways() {
+        let t = Uuid::now_v7();
+        let a = account(&[
+            opened(0),
+            deposited(100),
+            AccountEvent::Withdrawn { amount: 30 },
+            AccountEvent::TransferSent {
+                transfer: t,
+                to: Uuid::now_v7(),
+                amount: 20,
+            },
+            AccountEvent::TransferRefunded {
+                transfer: t,
+                amount: 20,
+                reason: "no".into(),
+            },
+        ]);
+        assert_eq!(a.balance, 70);
+        assert!(a.settled.contains(&t));
+    }
+}
