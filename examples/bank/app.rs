@@ -2029,13 +2029,19 @@ mod decisions {
     #[test]
     fn opening_needs_an_owner_and_a_limit_of_zero_or_more_once() {
         let new = Account::default();
-        assert_eq!(new.open("bob", 0).expect("0 is allowed"), [AccountEvent::Opened {
-            owner: "bob".into(),
-            overdraft_limit: 0
-        }]);
+        assert_eq!(
+            new.open("bob", 0).expect("0 is allowed"),
+            [AccountEvent::Opened {
+                owner: "bob".into(),
+                overdraft_limit: 0
+            }]
+        );
         assert_eq!(reason(new.open("bob", -1)), "VALIDATION_FAILED");
         assert_eq!(reason(new.open("  ", 0)), "VALIDATION_FAILED");
-        assert_eq!(reason(account(&[opened(0)]).open("bob", 0)), "ACCOUNT_EXISTS");
+        assert_eq!(
+            reason(account(&[opened(0)]).open("bob", 0)),
+            "ACCOUNT_EXISTS"
+        );
     }
 
     #[test]
@@ -2056,7 +2062,13 @@ mod decisions {
         assert_eq!(after.balance, 7);
         assert!(after.receive(t, from, 7).expect("again").is_empty());
         assert!(after.refund(t, 7, "late").expect("settled").is_empty());
-        assert_eq!(after.receive(Uuid::now_v7(), from, 1).expect("another").len(), 1);
+        assert_eq!(
+            after
+                .receive(Uuid::now_v7(), from, 1)
+                .expect("another")
+                .len(),
+            1
+        );
     }
 
     #[test]
