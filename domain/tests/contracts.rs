@@ -53,6 +53,7 @@ fn ids_are_equal_ordered_and_hashed_by_their_uuid() {
         hasher.hash_one(a),
         hasher.hash_one(Id::<Counter>::from_uuid(a.into()))
     );
+    assert_ne!(hasher.hash_one(a), hasher.hash_one(b), "the uuid goes in");
     let set: HashSet<Id<Counter>> = [a, b, a].into_iter().collect();
     assert_eq!(set.len(), 2);
     assert_eq!(format!("{a:?}"), format!("Id({a})"));
@@ -138,6 +139,14 @@ fn an_errors_causes_form_a_chain() {
     let first = std::error::Error::source(&outer).expect("a cause");
     assert!(first.to_string().contains("the disk is gone"), "{first}");
     assert_eq!(outer.causes().len(), 1);
+    let deep = Error::internal("TOP", "top")
+        .with_source(Error::internal("MID", "mid").with_source(std::io::Error::other("bottom")));
+    assert_eq!(deep.causes().len(), 2, "{:?}", deep.causes());
+    assert!(deep.causes()[1].contains("bottom"), "{:?}", deep.causes());
+    // And walked by hand, as any error reporter does.
+    let mid = std::error::Error::source(&deep).expect("the middle cause");
+    let bottom = mid.source().expect("the cause of the cause");
+    assert!(bottom.to_string().contains("bottom"), "{bottom}");
     let alternate = format!("{outer:#}");
     assert!(alternate.contains("cannot write: "), "{alternate}");
     assert!(alternate.contains("the disk is gone"), "{alternate}");
