@@ -65,6 +65,22 @@ fn bound(len: usize) -> usize {
     20 * len + (320 << 10)
 }
 
+/// The largest count in 1..2^20 that `fits` accepts (it accepts 1 and refuses 2^20, and
+/// accepts every count below one it accepts), by bisection.
+fn largest_accepted(fits: impl Fn(usize) -> bool, what: &str) -> usize {
+    let (mut lo, mut hi) = (1usize, 1usize << 20);
+    assert!(fits(lo) && !fits(hi), "{what}");
+    while hi - lo > 1 {
+        let mid = lo + (hi - lo) / 2;
+        if fits(mid) {
+            lo = mid;
+        } else {
+            hi = mid;
+        }
+    }
+    lo
+}
+
 type Decoder = fn(&[u8], &DecodeLimits) -> Result<Envelope, flext_domain::Error>;
 type Encoder = fn(&Envelope) -> Vec<u8>;
 
@@ -108,17 +124,7 @@ fn what_is_decoded_stays_within_a_small_multiple_of_the_input() {
             // As many as the budget lets through (found by bisection): decoded within
             // the bound.
             let fits = |n: usize| decode(&encode(&list_of(item.clone(), n)), &limits).is_ok();
-            let (mut lo, mut hi) = (1usize, 1usize << 20);
-            assert!(fits(lo) && !fits(hi), "{format} {name}");
-            while hi - lo > 1 {
-                let mid = lo + (hi - lo) / 2;
-                if fits(mid) {
-                    lo = mid;
-                } else {
-                    hi = mid;
-                }
-            }
-            let n = lo;
+            let n = largest_accepted(fits, &format!("{format} {name}"));
             let accepted = encode(&list_of(item.clone(), n));
             let (result, peak) = peak_of(|| decode(&accepted, &limits));
             let envelope = result.unwrap_or_else(|e| panic!("{format} {name} x {n}: {e}"));
@@ -151,16 +157,7 @@ fn what_is_decoded_stays_within_a_small_multiple_of_the_input() {
             Envelope::ok_value(Value::List(items))
         };
         let fits = |n: usize| decode(&encode(&padded(n)), &limits).is_ok();
-        let (mut lo, mut hi) = (1usize, 1usize << 20);
-        assert!(fits(lo) && !fits(hi), "{format} padded");
-        while hi - lo > 1 {
-            let mid = lo + (hi - lo) / 2;
-            if fits(mid) {
-                lo = mid;
-            } else {
-                hi = mid;
-            }
-        }
+        let lo = largest_accepted(fits, &format!("{format} padded"));
         let accepted = encode(&padded(lo));
         let (result, peak) = peak_of(|| decode(&accepted, &limits));
         assert!(result.is_ok_and(|e| e == padded(lo)), "{format} padded");
