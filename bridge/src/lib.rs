@@ -40,6 +40,8 @@ pub mod msgpack;
 mod problem;
 #[cfg(feature = "protobuf")]
 pub mod protobuf;
+mod value_de;
+pub use value_de::ValueError;
 mod wire;
 
 pub use budget::DecodeLimits;

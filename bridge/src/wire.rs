@@ -4,6 +4,8 @@
 use std::collections::BTreeMap;
 use std::fmt;
 
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as BASE64_STANDARD;
 use flext_domain::{CorrelationId, Error, ErrorCode, FieldViolation as DomainViolation, Position};
 use serde::de::{Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde::ser::{Serialize, SerializeMap, SerializeSeq, Serializer};
@@ -132,7 +134,8 @@ impl Value {
         }
     }
 
-    /// To a JSON value (bytes become an array of numbers; a non-finite float, null).
+    /// To a JSON value, as the descriptors' JSON Schema spells it: bytes become a standard
+    /// base64 string (RFC 4648, padded); a non-finite float, null.
     pub fn to_json(&self) -> serde_json::Value {
         match self {
             Value::Null => serde_json::Value::Null,
@@ -142,7 +145,7 @@ impl Value {
             Value::Float(f) => serde_json::Number::from_f64(*f)
                 .map_or(serde_json::Value::Null, serde_json::Value::Number),
             Value::String(s) => serde_json::Value::String(s.clone()),
-            Value::Bytes(b) => serde_json::Value::from(b.clone()),
+            Value::Bytes(b) => serde_json::Value::String(BASE64_STANDARD.encode(b)),
             Value::List(l) => serde_json::Value::Array(l.iter().map(Value::to_json).collect()),
             Value::Map(m) => {
                 serde_json::Value::Object(m.iter().map(|(k, v)| (k.clone(), v.to_json())).collect())
@@ -162,10 +165,11 @@ impl Value {
             })
     }
 
-    /// Into a deserializable type (through its JSON form); a mismatch is an
-    /// `InvalidArgument` error saying what did not fit.
+    /// Into a deserializable type, read from the value itself (bytes stay bytes: a
+    /// `Vec<u8>` or `serde_bytes` field takes them); a mismatch is an `InvalidArgument`
+    /// error saying what did not fit.
     pub fn deserialize_into<T: serde::de::DeserializeOwned>(&self) -> Result<T, Error> {
-        serde_json::from_value(self.to_json()).map_err(|e| {
+        T::deserialize(self.clone()).map_err(|e| {
             Error::invalid_argument(
                 "VALUE_MISMATCH",
                 format!("the value does not fit the type: {e}"),

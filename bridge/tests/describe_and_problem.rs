@@ -213,3 +213,120 @@ fn json_validation_agrees_with_the_json_schema() {
         .collect();
     assert_eq!(fields, ["$.position", "$.signature"], "{e}");
 }
+
+/// What `Value::to_json` writes is what the JSON Schema and `validate_json` accept: bytes
+/// as a base64 string, not an array of numbers.
+#[test]
+fn to_json_writes_what_validate_json_accepts() {
+    let mut m = BTreeMap::new();
+    m.insert("position".to_owned(), flext_bridge::Value::from(7u64));
+    m.insert("items".to_owned(), flext_bridge::Value::List(Vec::new()));
+    m.insert(
+        "rates".to_owned(),
+        flext_bridge::Value::Map(BTreeMap::new()),
+    );
+    m.insert("status".to_owned(), flext_bridge::Value::from("open"));
+    m.insert(
+        "signature".to_owned(),
+        flext_bridge::Value::Bytes(b"hello".to_vec()),
+    );
+    let v = flext_bridge::Value::Map(m);
+    let j = v.to_json();
+    assert_eq!(j["signature"], "aGVsbG8=");
+    Order::describe()
+        .validate_json(&j)
+        .expect("to_json's output is valid JSON for the schema");
+    assert_eq!(flext_bridge::Value::Bytes(Vec::new()).to_json(), "");
+    assert_eq!(
+        flext_bridge::Value::Bytes(vec![0xfb, 0xff]).to_json(),
+        "+/8="
+    );
+}
+
+#[derive(Debug, PartialEq, serde::Deserialize)]
+enum Shape {
+    Dot,
+    Circle(u32),
+    Pair(i8, i8),
+    Rect { w: u16, h: u16 },
+}
+
+#[derive(Debug, PartialEq, serde::Deserialize)]
+struct Blob {
+    plain: Vec<u8>,
+    #[serde(with = "serde_bytes")]
+    wrapped: Vec<u8>,
+    shapes: Vec<Shape>,
+    note: Option<String>,
+    missing: Option<u64>,
+    big: u64,
+}
+
+/// `Value::deserialize_into` reads bytes as bytes (a plain `Vec<u8>` and a `serde_bytes`
+/// field alike), enums as serde writes them, and options; a mismatch names the problem.
+#[test]
+fn deserialize_into_reads_bytes_enums_and_options() {
+    use flext_bridge::Value;
+    let shapes = vec![
+        Value::from("Dot"),
+        Value::Map(BTreeMap::from([("Circle".to_owned(), Value::from(3i64))])),
+        Value::Map(BTreeMap::from([(
+            "Pair".to_owned(),
+            Value::List(vec![Value::from(-1i64), Value::from(2i64)]),
+        )])),
+        Value::Map(BTreeMap::from([(
+            "Rect".to_owned(),
+            Value::Map(BTreeMap::from([
+                ("w".to_owned(), Value::from(4i64)),
+                ("h".to_owned(), Value::from(5i64)),
+            ])),
+        )])),
+    ];
+    let v = Value::Map(BTreeMap::from([
+        ("plain".to_owned(), Value::Bytes(vec![1, 2, 255])),
+        ("wrapped".to_owned(), Value::Bytes(vec![9, 8])),
+        ("shapes".to_owned(), Value::List(shapes)),
+        ("note".to_owned(), Value::from("hi")),
+        ("missing".to_owned(), Value::Null),
+        ("big".to_owned(), Value::from(u64::MAX)),
+    ]));
+    let b: Blob = v.deserialize_into().expect("fits");
+    assert_eq!(
+        b,
+        Blob {
+            plain: vec![1, 2, 255],
+            wrapped: vec![9, 8],
+            shapes: vec![
+                Shape::Dot,
+                Shape::Circle(3),
+                Shape::Pair(-1, 2),
+                Shape::Rect { w: 4, h: 5 }
+            ],
+            note: Some("hi".into()),
+            missing: None,
+            big: u64::MAX,
+        }
+    );
+    // A list of small integers still reads as bytes, as before.
+    let listed: Vec<u8> = Value::List(vec![Value::from(7i64)])
+        .deserialize_into()
+        .expect("a list of bytes");
+    assert_eq!(listed, [7]);
+    let e = Value::from(300i64)
+        .deserialize_into::<u8>()
+        .expect_err("out of range");
+    assert_eq!(e.reason(), "VALUE_MISMATCH");
+    assert!(e.message().contains("300"), "{e}");
+    let e = Value::from("Hexagon")
+        .deserialize_into::<Shape>()
+        .expect_err("unknown variant");
+    assert!(e.message().contains("Hexagon"), "{e}");
+    let e = Value::List(vec![
+        Value::from(1i64),
+        Value::from(2i64),
+        Value::from(3i64),
+    ])
+    .deserialize_into::<(u8, u8)>()
+    .expect_err("too long");
+    assert!(e.message().contains("3"), "{e}");
+}
