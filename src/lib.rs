@@ -37,7 +37,7 @@
 //! | feature | default | what it adds |
 //! |---|---|---|
 //! | `ports` | yes | [`ports`]: event store, snapshot store, codec, clock and id-generator ports |
-//! | `application` | no | [`application`]: the aggregate repository |
+//! | `application` | no | [`application`]: the repository, buses and behaviors, services, plugins, projections, ownership, health |
 //! | `memory` | no | [`memory`]: the in-memory event store |
 //! | `sqlite` | no | [`sqlite`]: the SQLite event store |
 //! | `postgres` | no | [`postgres`]: the PostgreSQL event store |
@@ -48,8 +48,8 @@
 
 pub use flext_domain::{
     Aggregate, AggregateRoot, CausationId, CorrelationId, DomainEvent, Entity, Error, ErrorCode,
-    EventId, EventMetadata, ExpectedVersion, FieldViolation, Id, NewEvent, Position, REDACTED,
-    RecordedEvent, Result, ResultExt, StreamId, StreamVersion, Validation, ValueObject,
+    EventId, EventMetadata, EventRef, ExpectedVersion, FieldViolation, Id, NewEvent, Position,
+    REDACTED, RecordedEvent, Result, ResultExt, StreamId, StreamVersion, Validation, ValueObject,
     WRONG_EXPECTED_VERSION, is_sensitive_key, join_field_path, traverse, wrong_expected_version,
 };
 pub use flext_domain::{entity_identity_eq, reexport};
@@ -64,14 +64,14 @@ pub mod testing {
 #[cfg(feature = "ports")]
 pub mod ports {
     pub use flext_ports::{
-        AppendOutcome, AppendSignal, AppendWatcher, CheckpointStore, Claim, Clock, Command,
-        CommandHandler, ConsumerRecord, Context, Contributions, DeadLetter, EventCodec,
-        EventHandler, EventStore, FixedClock, Health, HealthStatus, IdGenerator, IdempotencyRecord,
-        IdempotencyStore, Instance, JsonCodec, Labels, Lease, MAX_EVENTS_PER_APPEND, Member,
-        Metrics, OwnershipStore, Plugin, PluginDependency, PluginFuture, Projection,
-        ProjectionStore, Query, QueryHandler, ReadDirection, SequentialIds, Snapshot,
-        SnapshotStore, StoreOp, StoreTelemetry, SystemClock, Upcasters, UuidV7Ids, WatchAppends,
-        trace,
+        AppendEvents, AppendOutcome, AppendSignal, AppendWatcher, CheckpointStore, Claim, Clock,
+        Command, CommandHandler, ConsumerRecord, Context, Contributions, DeadLetter, Decoded,
+        EventCodec, EventHandler, EventProjection, EventStore, FixedClock, Health, HealthCheck,
+        HealthFuture, HealthStatus, IdGenerator, IdempotencyRecord, IdempotencyStore, Instance,
+        JsonCodec, Labels, Lease, MAX_EVENTS_PER_APPEND, Member, Metrics, OwnershipStore, Plugin,
+        PluginDependency, PluginFuture, Projection, ProjectionStore, Query, QueryHandler,
+        ReadDirection, SequentialIds, Snapshot, SnapshotStore, StoreOp, StoreTelemetry,
+        SystemClock, Typed, Upcasters, UuidV7Ids, WatchAppends, new_events, trace,
     };
 }
 
@@ -80,14 +80,15 @@ pub mod ports {
 pub mod application {
     pub use flext_application::{
         Behavior, BoxFuture, BridgeMetrics, CommandBus, ConsumerSlot, Dep, Distribution, EventBus,
-        Executed, FromServices, Grant, HandlerOutcome, HotSwap, IdempotencyLayer, Manifest,
-        Message, MessageKind, MetricsLayer, Next, Ownership, OwnershipOptions, Pipeline,
-        PluginRegistration, PluginRegistry, PoisonPolicy, ProjectionOptions,
-        ProjectionRegistration, ProjectionRunner, ProjectionState, ProjectionStatus, Projections,
-        QueryBus, QueryCache, QueryCacheInvalidator, QueryCacheLayer, ReadYourWrites,
-        ReadYourWritesLayer, RebuildFrom, RedriveReport, Registration, Registry, RegistryHealth,
-        Reply, Repository, RetryLayer, RetryPolicy, Routed, Scope, Services, ServicesBuilder, Site,
-        Subscription, SubscriptionOptions, TimeoutLayer, TracingLayer, ValidationLayer,
+        Executed, FromServices, Grant, HandlerOutcome, HealthChecks, HealthReport, HotSwap,
+        IdempotencyLayer, IntoProjection, Manifest, Message, MessageKind, MetricsLayer, Next,
+        OfEvents, Ownership, OwnershipOptions, Pipeline, PluginRegistration, PluginRegistry,
+        PoisonPolicy, ProjectionHealth, ProjectionOptions, ProjectionRegistration,
+        ProjectionRunner, ProjectionState, ProjectionStatus, Projections, QueryBus, QueryCache,
+        QueryCacheInvalidator, QueryCacheLayer, ReadYourWrites, ReadYourWritesLayer, RebuildFrom,
+        RedriveReport, Registration, Registry, RegistryHealth, Reply, Repository, RetryLayer,
+        RetryPolicy, Routed, Scope, Services, ServicesBuilder, Site, Subscription,
+        SubscriptionOptions, TimeoutLayer, TracingLayer, Untyped, ValidationLayer,
         erase_projection,
     };
 }

@@ -61,9 +61,9 @@ pub use ownership::{ConsumerSlot, Distribution, Grant, Ownership, OwnershipOptio
 pub use pipeline::{Behavior, BoxFuture, Message, MessageKind, Next, Pipeline, Reply};
 pub use plugin::{Manifest, PluginRegistration, PluginRegistry, RegistryHealth};
 pub use projection::{
-    PoisonPolicy, ProjectionHealth, ProjectionOptions, ProjectionRegistration, ProjectionRunner,
-    ProjectionState, ProjectionStatus, Projections, ReadYourWrites, ReadYourWritesLayer,
-    RebuildFrom, RedriveReport, erase_projection,
+    IntoProjection, OfEvents, PoisonPolicy, ProjectionHealth, ProjectionOptions,
+    ProjectionRegistration, ProjectionRunner, ProjectionState, ProjectionStatus, Projections,
+    ReadYourWrites, ReadYourWritesLayer, RebuildFrom, RedriveReport, Untyped, erase_projection,
 };
 pub use query_cache::{QueryCache, QueryCacheInvalidator, QueryCacheLayer};
 pub use repository::{Executed, Repository, RetryPolicy};

@@ -9,8 +9,8 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use flext_domain::{Error, EventId, Position, RecordedEvent, StreamVersion};
 use flext_ports::{
-    Clock, ConsumerRecord, DeadLetter, EventStore, Instance, Lease, Metrics, Projection,
-    ProjectionStore, ReadDirection, SystemClock, WatchAppends,
+    Clock, ConsumerRecord, DeadLetter, EventProjection, EventStore, Instance, Lease, Metrics,
+    Projection, ProjectionStore, ReadDirection, SystemClock, Typed, WatchAppends,
 };
 use serde::Serialize;
 use tokio::sync::{Notify, oneshot, watch};
@@ -155,6 +155,7 @@ trait DynProjection<T>: Send + Sync {
         event: &'a RecordedEvent,
     ) -> BoxFuture<'a, Result<(), Error>>;
     fn reset<'a>(&'a self, tx: &'a mut T) -> BoxFuture<'a, Result<(), Error>>;
+    fn event_types(&self) -> Option<&[&str]>;
 }
 
 impl<T: Send, P: Projection<T>> DynProjection<T> for P {
@@ -176,6 +177,14 @@ impl<T: Send, P: Projection<T>> DynProjection<T> for P {
     fn reset<'a>(&'a self, tx: &'a mut T) -> BoxFuture<'a, Result<(), Error>> {
         Box::pin(Projection::reset(self, tx))
     }
+    fn event_types(&self) -> Option<&[&str]> {
+        <P as Projection<T>>::event_types(self)
+    }
+}
+
+/// Whether a projection that handles `types` (`None`: all) is handed `event`.
+fn selects(types: Option<&[&str]>, event: &RecordedEvent) -> bool {
+    types.is_none_or(|t| t.contains(&event.event_type.as_str()))
 }
 
 /// A projection registered by `#[projection]`, which `ProjectionRunner::with_registered`
@@ -195,9 +204,47 @@ inventory::collect!(ProjectionRegistration);
 
 /// Makes a `P` (by `Default`) boxed for a [`ProjectionRegistration`]; what `#[projection]`
 /// generates calls it.
-pub fn erase_projection<T: Send + 'static, P: Projection<T> + Default>() -> Box<dyn Any + Send> {
-    let p: Arc<dyn DynProjection<T>> = Arc::new(P::default());
+pub fn erase_projection<T: Send + 'static, M, P: IntoProjection<T, M> + Default>()
+-> Box<dyn Any + Send> {
+    let p: Arc<dyn DynProjection<T>> = Arc::new(P::default().into_projection());
     Box::new(p)
+}
+
+/// What [`ProjectionRunner::register`] takes: a [`Projection<T>`] as it is, an
+/// [`EventProjection<T>`] wrapped in [`Typed`]. `M` tells the two apart ([`Untyped`] or
+/// [`OfEvents`]) and is inferred; a type implements one of the two traits, not both.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` is not a projection for the transaction `{T}`",
+    label = "not a projection here",
+    note = "implement `Projection<{T}>` (every stored event) or `EventProjection<{T}>` (the events of one type, decoded)"
+)]
+pub trait IntoProjection<T, M> {
+    /// The projection the runner runs.
+    type Projection: Projection<T>;
+    /// `self` as that projection.
+    fn into_projection(self) -> Self::Projection;
+}
+
+/// The [`IntoProjection`] marker of a [`Projection`].
+#[derive(Debug)]
+pub enum Untyped {}
+
+/// The [`IntoProjection`] marker of an [`EventProjection`].
+#[derive(Debug)]
+pub enum OfEvents {}
+
+impl<T, P: Projection<T>> IntoProjection<T, Untyped> for P {
+    type Projection = P;
+    fn into_projection(self) -> P {
+        self
+    }
+}
+
+impl<T: Send, P: EventProjection<T>> IntoProjection<T, OfEvents> for P {
+    type Projection = Typed<P>;
+    fn into_projection(self) -> Typed<P> {
+        Typed(self)
+    }
 }
 
 type Entry<T> = (Arc<dyn DynProjection<T>>, ProjectionOptions);
@@ -301,19 +348,24 @@ where
         self
     }
 
-    /// Adds a projection with the default options.
-    pub fn register<P: Projection<S::Transaction>>(self, projection: P) -> Result<Self, Error> {
+    /// Adds a projection (a [`Projection`] or an [`EventProjection`]) with the default
+    /// options.
+    pub fn register<M, P: IntoProjection<S::Transaction, M>>(
+        self,
+        projection: P,
+    ) -> Result<Self, Error> {
         self.register_with(projection, ProjectionOptions::default())
     }
 
-    /// Adds a projection; a second projection with the same name is an `AlreadyExists`
-    /// error.
-    pub fn register_with<P: Projection<S::Transaction>>(
+    /// Adds a projection (a [`Projection`] or an [`EventProjection`]); a second projection
+    /// with the same name is an `AlreadyExists` error, an [`EventProjection`] whose event
+    /// type lists no type names an `InvalidArgument` error (`NO_EVENT_TYPES`).
+    pub fn register_with<M, P: IntoProjection<S::Transaction, M>>(
         self,
         projection: P,
         options: ProjectionOptions,
     ) -> Result<Self, Error> {
-        self.add_dyn(Arc::new(projection), options)
+        self.add_dyn(Arc::new(projection.into_projection()), options)
     }
 
     fn add_dyn(
@@ -327,6 +379,17 @@ where
                 "INVALID_PROJECTION_NAME",
                 "a projection's name must not be empty",
             ));
+        }
+        if projection.event_types().is_some_and(<[&str]>::is_empty) {
+            return Err(Error::invalid_argument(
+                "NO_EVENT_TYPES",
+                format!(
+                    "projection {name:?} selects no event type, so it would never see an event: \
+                     its event type lists none (derive DomainEvent, or implement \
+                     DomainEvent::event_types)"
+                ),
+            )
+            .with_detail("projection", name));
         }
         if self.entries.iter().any(|(p, _)| p.name() == name) {
             return Err(Error::already_exists(
@@ -1225,7 +1288,11 @@ where
             return Ok(());
         };
         let mut tx = self.store.begin().await.map_err(BatchError::Store)?;
+        let types = self.projection.event_types();
         for (i, e) in events.iter().enumerate() {
+            if !selects(types, e) {
+                continue;
+            }
             if let Err(err) = self.projection.handle(&mut tx, e).await {
                 return Err(BatchError::Handler(i, err));
             }

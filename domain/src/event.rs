@@ -50,6 +50,16 @@ pub trait DomainEvent {
         let _ = event_type;
         None
     }
+
+    /// Every type name this type's values can have (each variant's, for an enum), so a
+    /// reader can select the stored events of this type before decoding them. Empty by
+    /// default, meaning the type does not say; `#[derive(DomainEvent)]` lists them.
+    fn event_types() -> &'static [&'static str]
+    where
+        Self: Sized,
+    {
+        &[]
+    }
 }
 
 /// Metadata recorded with every event.

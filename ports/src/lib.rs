@@ -36,7 +36,7 @@ mod watch;
 
 pub use checkpoint::CheckpointStore;
 pub use clock::{Clock, FixedClock, SystemClock};
-pub use codec::EventCodec;
+pub use codec::{AppendEvents, EventCodec, new_events};
 pub use event_store::{
     AppendOutcome, EventStore, MAX_EVENT_TYPE_LEN, MAX_EVENTS_PER_APPEND, MAX_SCHEMA_VERSION,
     ReadDirection, StoredEvent, StoredRow, assemble_recorded, corrupted_event,
@@ -60,7 +60,9 @@ pub use ownership::{
 pub use plugin::{
     Contributions, Health, HealthStatus, Plugin, PluginDependency, PluginFuture, VersionRequirement,
 };
-pub use projection::{DeadLetter, Projection, ProjectionStore, assemble_dead_letter};
+pub use projection::{
+    DeadLetter, Decoded, EventProjection, Projection, ProjectionStore, Typed, assemble_dead_letter,
+};
 pub use redact::redact_url;
 pub use snapshot::{Snapshot, SnapshotStore};
 pub use trace::{Propagator, StoreOp, StoreTelemetry};

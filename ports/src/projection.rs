@@ -2,12 +2,16 @@
 //! transactions that let a read model and its checkpoint commit together.
 
 use std::future::Future;
+use std::sync::LazyLock;
 
 use chrono::{DateTime, Utc};
-use flext_domain::{Error, EventId, Position, RecordedEvent, StreamId, StreamVersion};
+use flext_domain::{
+    DomainEvent, Error, EventId, EventMetadata, Position, RecordedEvent, StreamId, StreamVersion,
+};
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
-use crate::{Lease, OwnershipStore};
+use crate::{EventCodec, JsonCodec, Lease, OwnershipStore};
 
 /// Builds a read model from events, in the global order. Run by
 /// `flext_application::ProjectionRunner`.
@@ -65,14 +69,159 @@ pub trait Projection<T>: Send + Sync + 'static {
     /// forget what it built cannot be rebuilt.
     fn reset(&self, tx: &mut T) -> impl Future<Output = Result<(), Error>> + Send {
         let _ = tx;
-        let name = self.name().to_owned();
-        async move {
-            Err(Error::unimplemented(
-                "REBUILD_UNSUPPORTED",
-                format!("projection {name:?} cannot be rebuilt from the beginning: it does not implement `reset`"),
+        rebuild_unsupported(self.name())
+    }
+
+    /// The event types this projection handles: the runner hands it only those (its
+    /// checkpoint still moves past the others). `None`, the default, hands it every event.
+    /// An [`EventProjection`] answers with its event type's names.
+    fn event_types(&self) -> Option<&[&str]> {
+        None
+    }
+}
+
+fn rebuild_unsupported(name: &str) -> impl Future<Output = Result<(), Error>> + Send + use<> {
+    let name = name.to_owned();
+    async move {
+        Err(Error::unimplemented(
+            "REBUILD_UNSUPPORTED",
+            format!("projection {name:?} cannot be rebuilt from the beginning: it does not implement `reset`"),
+        )
+        .with_detail("projection", name))
+    }
+}
+
+/// A stored event decoded to its type `E`, with the record it was decoded from (position,
+/// stream, version, id, time and metadata).
+#[derive(Debug, Clone, Copy)]
+pub struct Decoded<'a, E> {
+    /// The event, decoded and upcast to its current schema version.
+    pub event: E,
+    /// The stored record.
+    pub record: &'a RecordedEvent,
+}
+
+impl<E> Decoded<'_, E> {
+    /// The event's global position.
+    pub fn position(&self) -> Position {
+        self.record.position
+    }
+
+    /// The event's stream.
+    pub fn stream_id(&self) -> &StreamId {
+        &self.record.stream_id
+    }
+
+    /// The stream id after its `{category}-` prefix (`"account-7f3…"` gives `"7f3…"`): the
+    /// aggregate's id in a stream the repository named. The whole id when it has no `-`.
+    pub fn stream_key(&self) -> &str {
+        let s = self.record.stream_id.as_str();
+        s.split_once('-').map_or(s, |(_, key)| key)
+    }
+
+    /// The event's metadata (correlation, causation, headers).
+    pub fn metadata(&self) -> &EventMetadata {
+        &self.record.metadata
+    }
+}
+
+/// A projection of one event type: the runner hands it only the stored events whose type
+/// is one of [`DomainEvent::event_types`] of [`EventProjection::Event`] (the others are
+/// skipped, never decoded), decoded and upcast by [`EventProjection::codec`]. The runner's
+/// `register` takes it as it takes a [`Projection`] (wrapped in [`Typed`]).
+///
+/// ```
+/// use flext_domain::{DomainEvent, Error};
+/// use flext_ports::{Decoded, EventProjection};
+/// use serde::{Deserialize, Serialize};
+/// use std::sync::atomic::{AtomicI64, Ordering};
+///
+/// #[derive(Serialize, Deserialize)]
+/// enum AccountEvent { Deposited { amount: i64 }, Withdrawn { amount: i64 } }
+/// impl DomainEvent for AccountEvent {
+///     fn event_type(&self) -> &'static str {
+///         match self { Self::Deposited { .. } => "deposited", Self::Withdrawn { .. } => "withdrawn" }
+///     }
+///     fn event_types() -> &'static [&'static str] { &["deposited", "withdrawn"] } // derived
+/// }
+///
+/// #[derive(Default)]
+/// struct Total(AtomicI64);
+///
+/// impl<T: Send> EventProjection<T> for Total {
+///     type Event = AccountEvent;
+///     fn name(&self) -> &str { "total" }
+///     async fn apply(&self, _tx: &mut T, e: Decoded<'_, AccountEvent>) -> Result<(), Error> {
+///         let change = match e.event {
+///             AccountEvent::Deposited { amount } => amount,
+///             AccountEvent::Withdrawn { amount } => -amount,
+///         };
+///         self.0.fetch_add(change, Ordering::Relaxed);
+///         Ok(())
+///     }
+/// }
+/// ```
+pub trait EventProjection<T>: Send + Sync + 'static {
+    /// The event type it projects (an enum of an aggregate's events, usually).
+    type Event: DomainEvent + Serialize + DeserializeOwned + Send + Sync + 'static;
+
+    /// The projection's name: the key of its checkpoint, its dead letters and its status.
+    fn name(&self) -> &str;
+
+    /// Applies one event of its type. An error rolls back the batch, as for
+    /// [`Projection::handle`].
+    fn apply(
+        &self,
+        tx: &mut T,
+        event: Decoded<'_, Self::Event>,
+    ) -> impl Future<Output = Result<(), Error>> + Send;
+
+    /// Empties the read model before a rebuild, as [`Projection::reset`]; the default
+    /// refuses.
+    fn reset(&self, tx: &mut T) -> impl Future<Output = Result<(), Error>> + Send {
+        let _ = tx;
+        rebuild_unsupported(self.name())
+    }
+
+    /// The codec that decodes and upcasts its events: JSON without upcasters by default;
+    /// return a [`JsonCodec::with_upcasters`] kept in the projection when the event type
+    /// has older schema versions in the store.
+    fn codec(&self) -> &dyn EventCodec<Self::Event> {
+        static PLAIN: LazyLock<JsonCodec> = LazyLock::new(JsonCodec::new);
+        &*PLAIN
+    }
+}
+
+/// An [`EventProjection`] as a [`Projection`]: selects its event types, decodes each event
+/// with its codec and hands it over. `ProjectionRunner::register` wraps an
+/// `EventProjection` in it by itself.
+#[derive(Debug, Clone, Default)]
+pub struct Typed<P>(pub P);
+
+impl<T: Send, P: EventProjection<T>> Projection<T> for Typed<P> {
+    fn name(&self) -> &str {
+        self.0.name()
+    }
+
+    async fn handle(&self, tx: &mut T, event: &RecordedEvent) -> Result<(), Error> {
+        let decoded = self.0.codec().decode(event.as_event_ref())?;
+        self.0
+            .apply(
+                tx,
+                Decoded {
+                    event: decoded,
+                    record: event,
+                },
             )
-            .with_detail("projection", name))
-        }
+            .await
+    }
+
+    fn reset(&self, tx: &mut T) -> impl Future<Output = Result<(), Error>> + Send {
+        self.0.reset(tx)
+    }
+
+    fn event_types(&self) -> Option<&[&str]> {
+        Some(P::Event::event_types())
     }
 }
 

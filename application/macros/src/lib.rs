@@ -367,7 +367,7 @@ pub fn projection(attr: TokenStream, item: TokenStream) -> TokenStream {
     };
     let tx = parsed.trait_.as_ref().and_then(|(_, path, _)| {
         let last = path.segments.last()?;
-        if last.ident != "Projection" {
+        if last.ident != "Projection" && last.ident != "EventProjection" {
             return None;
         }
         match &last.arguments {
@@ -383,7 +383,7 @@ pub fn projection(attr: TokenStream, item: TokenStream) -> TokenStream {
     let Some(tx) = tx else {
         let e = Error::new(
             parsed.impl_token.span(),
-            "#[projection] goes on an `impl Projection<Tx> for Type` block, with the store's transaction type as `Tx`",
+            "#[projection] goes on an `impl Projection<Tx> for Type` or `impl EventProjection<Tx> for Type` block, with the store's transaction type as `Tx`",
         )
         .to_compile_error();
         return quote!(#item2 #e).into();
@@ -404,7 +404,7 @@ pub fn projection(attr: TokenStream, item: TokenStream) -> TokenStream {
         ::flext::__private::inventory::submit! {
             ::flext::application::ProjectionRegistration {
                 transaction: ::core::any::TypeId::of::<#tx>,
-                make: ::flext::application::erase_projection::<#tx, #ty>,
+                make: ::flext::application::erase_projection::<#tx, _, #ty>,
                 type_name: ::core::stringify!(#ty),
                 site: ::flext::application::Site { file: ::core::file!(), line: #line },
             }
@@ -532,6 +532,9 @@ fn expand_event(input: &DeriveInput) -> syn::Result<TokenStream2> {
                     #(#names => ::core::option::Option::Some(#versions),)*
                     _ => ::core::option::Option::None,
                 }
+            }
+            fn event_types() -> &'static [&'static str] {
+                &[#(#names),*]
             }
         }
     })
