@@ -71,7 +71,7 @@ pub mod ports {
         JsonCodec, Labels, Lease, MAX_EVENTS_PER_APPEND, Member, Metrics, OwnershipStore, Plugin,
         PluginDependency, PluginFuture, Projection, ProjectionStore, Query, QueryHandler,
         ReadDirection, SequentialIds, Snapshot, SnapshotStore, StoreOp, StoreTelemetry,
-        SystemClock, Typed, Upcasters, UuidV7Ids, WatchAppends, new_events, trace,
+        SystemClock, Typed, Upcasters, UuidV7Ids, WatchAppends, new_events, sql, sql_args, trace,
     };
 }
 

@@ -155,6 +155,7 @@ trait DynProjection<T>: Send + Sync {
         event: &'a RecordedEvent,
     ) -> BoxFuture<'a, Result<(), Error>>;
     fn reset<'a>(&'a self, tx: &'a mut T) -> BoxFuture<'a, Result<(), Error>>;
+    fn setup<'a>(&'a self, tx: &'a mut T) -> BoxFuture<'a, Result<(), Error>>;
     fn event_types(&self) -> Option<&[&str]>;
 }
 
@@ -176,6 +177,13 @@ impl<T: Send, P: Projection<T>> DynProjection<T> for P {
     }
     fn reset<'a>(&'a self, tx: &'a mut T) -> BoxFuture<'a, Result<(), Error>> {
         Box::pin(Projection::reset(self, tx))
+    }
+    fn setup<'a>(&'a self, tx: &'a mut T) -> BoxFuture<'a, Result<(), Error>> {
+        Box::pin(crate::catch::CatchPanic::named(
+            Projection::setup(self, tx),
+            format!("the setup of projection {:?}", Projection::name(self)),
+            "PROJECTION_PANICKED",
+        ))
     }
     fn event_types(&self) -> Option<&[&str]> {
         <P as Projection<T>>::event_types(self)
@@ -476,6 +484,7 @@ where
                 shutdown: shutdown.subscribe(),
                 clock: Arc::clone(&self.clock),
                 metrics: Arc::clone(&self.metrics),
+                prepared: false,
             };
             // A worker that ends other than by shutdown (a panic outside the handler) is
             // `Failed` with the reason, never a status stuck at its last state.
@@ -989,6 +998,9 @@ struct Worker<S: ProjectionStore> {
     shutdown: watch::Receiver<bool>,
     clock: Arc<dyn Clock>,
     metrics: Arc<dyn Metrics>,
+    /// Whether the projection's `setup` ran since this process came to own it (or since
+    /// its last rebuild).
+    prepared: bool,
 }
 
 impl<S> Worker<S>
@@ -1153,7 +1165,15 @@ where
         }
     }
 
+    /// Runs the projection's `setup` in a transaction of its own.
+    async fn setup(&self) -> Result<(), Error> {
+        let mut tx = self.store.begin().await?;
+        self.projection.setup(&mut tx).await?;
+        self.store.commit(tx).await
+    }
+
     async fn run_owned(&mut self, start: Position) -> Owned {
+        self.prepared = false;
         let options = self.shared.options;
         let mut sub = Subscription::with_options(self.store.clone(), start, options.subscription);
         let mut failed = false;
@@ -1181,6 +1201,25 @@ where
                     _ = slot.changed() => {}
                 }
                 continue;
+            }
+            if !self.prepared {
+                match self.setup().await {
+                    Ok(()) => self.prepared = true,
+                    Err(e) if e.is_transient() => {
+                        self.note_error(&e);
+                        self.shared.set(|p| p.state = ProjectionState::Retrying);
+                        self.pause(options.max_backoff.min(options.backoff.saturating_mul(8)))
+                            .await;
+                        continue;
+                    }
+                    Err(e) => {
+                        tracing::error!(projection = %self.shared.name, error = %e, "the projection's setup failed: it stops until resumed");
+                        self.note_error(&e);
+                        self.shared.set(|p| p.state = ProjectionState::Failed);
+                        failed = true;
+                        continue;
+                    }
+                }
             }
             let polled = match prefetched.take() {
                 Some(events) => Ok(events),
@@ -1451,6 +1490,9 @@ where
             RebuildFrom::Time(t) => self.position_before(t).await?,
         };
         let mut tx = self.store.begin().await?;
+        // The tables exist before `reset` empties them (a projection that failed its
+        // setup is rebuilt from here).
+        self.projection.setup(&mut tx).await?;
         if from == RebuildFrom::Start {
             self.projection.reset(&mut tx).await?;
         }

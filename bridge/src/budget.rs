@@ -6,6 +6,9 @@
 //! decoders therefore count an input's nodes *before* they build anything, from the raw
 //! bytes, and refuse an input that holds more than [`DecodeLimits::node_budget`] of them.
 
+// Without a format feature nothing decodes, and the counting helpers go unused.
+#![cfg_attr(not(any(feature = "msgpack", feature = "protobuf")), allow(dead_code))]
+
 use flext_domain::Error;
 
 /// The limits a decoder holds its input to.

@@ -2006,6 +2006,10 @@ mod decisions {
         let closed = account(&[opened(0), AccountEvent::Closed]);
         assert_eq!(reason(closed.deposit(1)), "ACCOUNT_CLOSED");
         assert_eq!(reason(closed.withdraw(1)), "ACCOUNT_CLOSED");
+        assert_eq!(
+            reason(closed.send(Uuid::now_v7(), Uuid::now_v7(), 1)),
+            "ACCOUNT_CLOSED"
+        );
         assert_eq!(reason(closed.close()), "ACCOUNT_CLOSED");
         assert_eq!(
             reason(closed.receive(Uuid::now_v7(), Uuid::now_v7(), 1)),

@@ -31,6 +31,7 @@ mod plugin;
 mod projection;
 mod redact;
 mod snapshot;
+pub mod sql;
 pub mod trace;
 mod watch;
 

@@ -72,6 +72,16 @@ pub trait Projection<T>: Send + Sync + 'static {
         rebuild_unsupported(self.name())
     }
 
+    /// Prepares the read model (creates or migrates its tables, e.g. with
+    /// [`crate::sql::migrate`]) in a transaction of its own, each time this process comes
+    /// to own the projection and after a rebuild, before the next event. Nothing by
+    /// default. A transient error is retried; another stops the projection (`Failed`) until
+    /// it is resumed.
+    fn setup(&self, tx: &mut T) -> impl Future<Output = Result<(), Error>> + Send {
+        let _ = tx;
+        std::future::ready(Ok(()))
+    }
+
     /// The event types this projection handles: the runner hands it only those (its
     /// checkpoint still moves past the others). `None`, the default, hands it every event.
     /// An [`EventProjection`] answers with its event type's names.
@@ -101,26 +111,26 @@ pub struct Decoded<'a, E> {
     pub record: &'a RecordedEvent,
 }
 
-impl<E> Decoded<'_, E> {
+impl<'a, E> Decoded<'a, E> {
     /// The event's global position.
     pub fn position(&self) -> Position {
         self.record.position
     }
 
     /// The event's stream.
-    pub fn stream_id(&self) -> &StreamId {
+    pub fn stream_id(&self) -> &'a StreamId {
         &self.record.stream_id
     }
 
     /// The stream id after its `{category}-` prefix (`"account-7f3…"` gives `"7f3…"`): the
     /// aggregate's id in a stream the repository named. The whole id when it has no `-`.
-    pub fn stream_key(&self) -> &str {
+    pub fn stream_key(&self) -> &'a str {
         let s = self.record.stream_id.as_str();
         s.split_once('-').map_or(s, |(_, key)| key)
     }
 
     /// The event's metadata (correlation, causation, headers).
-    pub fn metadata(&self) -> &EventMetadata {
+    pub fn metadata(&self) -> &'a EventMetadata {
         &self.record.metadata
     }
 }
@@ -183,6 +193,12 @@ pub trait EventProjection<T>: Send + Sync + 'static {
         rebuild_unsupported(self.name())
     }
 
+    /// Prepares the read model, as [`Projection::setup`]; nothing by default.
+    fn setup(&self, tx: &mut T) -> impl Future<Output = Result<(), Error>> + Send {
+        let _ = tx;
+        std::future::ready(Ok(()))
+    }
+
     /// The codec that decodes and upcasts its events: JSON without upcasters by default;
     /// return a [`JsonCodec::with_upcasters`] kept in the projection when the event type
     /// has older schema versions in the store.
@@ -218,6 +234,10 @@ impl<T: Send, P: EventProjection<T>> Projection<T> for Typed<P> {
 
     fn reset(&self, tx: &mut T) -> impl Future<Output = Result<(), Error>> + Send {
         self.0.reset(tx)
+    }
+
+    fn setup(&self, tx: &mut T) -> impl Future<Output = Result<(), Error>> + Send {
+        self.0.setup(tx)
     }
 
     fn event_types(&self) -> Option<&[&str]> {

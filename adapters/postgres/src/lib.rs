@@ -22,6 +22,7 @@
 
 mod notify;
 mod ownership;
+mod sql;
 mod store;
 
 pub use store::{MIGRATIONS_TABLE, PgEventStore, PgStoreBuilder, PgWriteTransaction, migrator};

@@ -373,6 +373,13 @@ impl PgEventStore {
         &self.pool
     }
 
+    /// The pool as [`ReadModels`](flext_ports::sql::ReadModels): portable SQL for queries
+    /// over read models in the store's schema, the same type as
+    /// `SqliteEventStore::read_models`.
+    pub fn read_models(&self) -> flext_ports::sql::ReadModels {
+        flext_ports::sql::ReadModels::new(crate::sql::PgReadPool(self.pool.clone()))
+    }
+
     /// The server process id of the connection that LISTENs for other processes'
     /// appends, once it is connected (for diagnostics: `pg_stat_activity`).
     pub fn listener_backend_pid(&self) -> Option<i32> {

@@ -20,6 +20,7 @@
 //! ```
 
 mod ownership;
+mod sql;
 mod store;
 
 pub use store::{

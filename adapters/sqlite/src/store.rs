@@ -375,6 +375,13 @@ impl SqliteEventStore {
         &self.readers
     }
 
+    /// The reader pool as [`ReadModels`](flext_ports::sql::ReadModels): portable SQL for
+    /// queries over read models, the same type as `PgEventStore::read_models`. Write read
+    /// models in a projection's transaction (which holds the store's one writer), not here.
+    pub fn read_models(&self) -> flext_ports::sql::ReadModels {
+        flext_ports::sql::ReadModels::new(crate::sql::SqliteReadPool(self.readers.clone()))
+    }
+
     /// Begins a write transaction on the store's one writer connection: appends and your
     /// own statements in it commit together (exactly-once read models). Every other write
     /// waits until it commits, rolls back or is dropped (a drop rolls back).
