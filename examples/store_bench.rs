@@ -525,7 +525,7 @@ where
                 throughput(tasks, ops, move |t, i| {
                     let (repo, id) = (repo.clone(), ids[t][i % 100]);
                     async move {
-                        repo.execute(id, &Default::default(), increment)
+                        repo.execute_with_metadata(id, &Default::default(), increment)
                             .await
                             .expect("command");
                     }
@@ -552,7 +552,7 @@ where
         let warm = Arc::new(Repository::<Counter, _>::new(store.clone()).with_cache(10_000));
         for row in ids.iter() {
             for id in row {
-                warm.execute(*id, &Default::default(), increment)
+                warm.execute_with_metadata(*id, &Default::default(), increment)
                     .await
                     .expect("warm-up");
             }
@@ -564,7 +564,7 @@ where
                 throughput(tasks, ops, move |t, i| {
                     let (repo, id) = (repo.clone(), ids[t][i % 100]);
                     async move {
-                        repo.execute(id, &Default::default(), increment)
+                        repo.execute_with_metadata(id, &Default::default(), increment)
                             .await
                             .expect("command");
                     }

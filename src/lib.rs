@@ -71,7 +71,8 @@ pub mod ports {
         JsonCodec, Labels, Lease, MAX_EVENTS_PER_APPEND, Member, Metrics, OwnershipStore, Plugin,
         PluginDependency, PluginFuture, Projection, ProjectionStore, Query, QueryHandler,
         ReadDirection, SequentialIds, Snapshot, SnapshotStore, StoreOp, StoreTelemetry,
-        SystemClock, Typed, Upcasters, UuidV7Ids, WatchAppends, new_events, sql, sql_args, trace,
+        SystemClock, Typed, Upcasters, UuidV7Ids, WatchAppends, messages, new_events, sql,
+        sql_args, trace,
     };
 }
 
@@ -79,11 +80,11 @@ pub mod ports {
 #[cfg(feature = "application")]
 pub mod application {
     pub use flext_application::{
-        Behavior, BoxFuture, BridgeMetrics, CommandBus, ConsumerSlot, Dep, Distribution, EventBus,
-        Executed, FromServices, Grant, HandlerOutcome, HealthChecks, HealthReport, HotSwap,
-        IdempotencyLayer, IntoProjection, Manifest, Message, MessageKind, MetricsLayer, Next,
-        OfEvents, Ownership, OwnershipOptions, Pipeline, PluginRegistration, PluginRegistry,
-        PoisonPolicy, ProjectionHealth, ProjectionOptions, ProjectionRegistration,
+        App, AppBuilder, Behavior, BoxFuture, BridgeMetrics, CommandBus, ConsumerSlot, Dep,
+        Distribution, EventBus, Executed, FromServices, Grant, HandlerOutcome, HealthChecks,
+        HealthReport, HotSwap, IdempotencyLayer, IntoProjection, Manifest, Message, MessageKind,
+        MetricsLayer, Next, OfEvents, Ownership, OwnershipOptions, Pipeline, PluginRegistration,
+        PluginRegistry, PoisonPolicy, ProjectionHealth, ProjectionOptions, ProjectionRegistration,
         ProjectionRunner, ProjectionState, ProjectionStatus, Projections, QueryBus, QueryCache,
         QueryCacheInvalidator, QueryCacheLayer, ReadYourWrites, ReadYourWritesLayer, RebuildFrom,
         RedriveReport, Registration, Registry, RegistryHealth, Reply, Repository, RetryLayer,
@@ -104,6 +105,15 @@ pub use flext_macros::{
 #[doc(hidden)]
 pub mod __private {
     pub use flext_application::__private::inventory;
+
+    /// A handler's result as its message's: the value converted with `Into` (a
+    /// repository's `Executed` into a `Position`), the error with `Into<Error>`.
+    #[inline]
+    pub fn handler_output<T, O: Into<T>, E: Into<crate::Error>>(
+        result: Result<O, E>,
+    ) -> Result<T, crate::Error> {
+        result.map(Into::into).map_err(Into::into)
+    }
 }
 
 /// The cross-language result bridge (feature `bridge`): see [`flext_bridge`].

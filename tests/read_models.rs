@@ -1,5 +1,5 @@
 //! One read model, one definition, both SQL stores: a typed projection generic over any
-//! transaction that runs [`Sql`], its tables made by `migrate` in `setup`, queried through
+//! transaction that runs [`Sql`], its tables made by its `MIGRATIONS`, queried through
 //! `ReadModels`, rebuilt, on a SQLite file and on PostgreSQL. Also: read-model errors are
 //! typed (unique violation, bad SQL, a column type with no value of its own), and a
 //! migration step edited after it ran is refused.
@@ -8,7 +8,7 @@
 use std::time::Duration;
 
 use flext::application::{ProjectionRunner, RebuildFrom};
-use flext::ports::sql::{ReadModels, Sql, SqlExt, SqlRow, migrate};
+use flext::ports::sql::{ReadModels, Sql, SqlRow, migrate};
 use flext::ports::{
     AppendEvents, Decoded, EventProjection, EventStore, ProjectionStore, WatchAppends, sql_args,
 };
@@ -31,21 +31,12 @@ struct Balances;
 impl<T: Sql + Send> EventProjection<T> for Balances {
     type Event = AccountEvent;
 
-    fn name(&self) -> &str {
-        "balances"
-    }
+    const NAME: &'static str = "balances";
 
-    async fn setup(&self, tx: &mut T) -> Result<(), Error> {
-        migrate(
-            tx,
-            "balances",
-            &[
-                "CREATE TABLE rm_balances (account TEXT PRIMARY KEY, owner TEXT NOT NULL, balance BIGINT NOT NULL)",
-                "ALTER TABLE rm_balances ADD COLUMN deposits BIGINT NOT NULL DEFAULT 0",
-            ],
-        )
-        .await
-    }
+    const MIGRATIONS: &'static [&'static str] = &[
+        "CREATE TABLE rm_balances (account TEXT PRIMARY KEY, owner TEXT NOT NULL, balance BIGINT NOT NULL)",
+        "ALTER TABLE rm_balances ADD COLUMN deposits BIGINT NOT NULL DEFAULT 0",
+    ];
 
     async fn apply(&self, tx: &mut T, e: Decoded<'_, AccountEvent>) -> Result<(), Error> {
         let account = e.stream_key();
@@ -81,7 +72,7 @@ struct Balance {
     deposits: i64,
 }
 
-async fn run<S>(store: S, mut read: ReadModels)
+async fn run<S>(store: S, read: ReadModels)
 where
     S: EventStore + ProjectionStore + WatchAppends + Clone,
     S::Transaction: Sql,
@@ -245,7 +236,7 @@ async fn one_read_model_definition_runs_on_sqlite() {
 #[tokio::test]
 async fn one_read_model_definition_runs_on_postgres() {
     let store = flext_testkit::harness::fresh_pg_store("read_models").await;
-    let mut read = store.read_models();
+    let read = store.read_models();
     let e = read
         .fetch::<(i64,)>("SELECT CAST(1 AS NUMERIC)", sql_args![])
         .await

@@ -71,9 +71,7 @@ impl Balances {
 impl<T: Send> EventProjection<T> for Balances {
     type Event = AccountEvent;
 
-    fn name(&self) -> &str {
-        "balances"
-    }
+    const NAME: &'static str = "balances";
 
     async fn apply(&self, _tx: &mut T, e: Decoded<'_, AccountEvent>) -> Result<(), Error> {
         self.seen
@@ -239,9 +237,7 @@ async fn a_typed_projection_whose_event_lists_no_types_is_refused() {
     struct Blind;
     impl<T: Send> EventProjection<T> for Blind {
         type Event = Unlisted;
-        fn name(&self) -> &str {
-            "blind"
-        }
+        const NAME: &'static str = "blind";
         async fn apply(&self, _: &mut T, _: Decoded<'_, Unlisted>) -> Result<(), Error> {
             Ok(())
         }
@@ -253,4 +249,39 @@ async fn a_typed_projection_whose_event_lists_no_types_is_refused() {
     assert_eq!(e.code(), ErrorCode::InvalidArgument);
     assert_eq!(e.reason(), "NO_EVENT_TYPES");
     assert!(e.message().contains("blind"), "{e}");
+}
+
+/// A read model with SQL migrations on a store that keeps no read model: the projection
+/// fails with a typed error in its status instead of running without its tables.
+#[tokio::test]
+async fn migrations_on_the_memory_store_fail_the_projection_with_a_reason() {
+    struct Tables;
+    impl<T: Send> EventProjection<T> for Tables {
+        type Event = TodoEvent;
+        const NAME: &'static str = "tables";
+        const MIGRATIONS: &'static [&'static str] = &["CREATE TABLE t (id TEXT)"];
+        async fn apply(&self, _: &mut T, _: Decoded<'_, TodoEvent>) -> Result<(), Error> {
+            Ok(())
+        }
+    }
+    let projections = ProjectionRunner::new(InMemoryEventStore::new())
+        .register(Tables)
+        .expect("register")
+        .start();
+    let mut status = projections.status("tables").await.expect("status");
+    for _ in 0..500 {
+        if status.state == flext::application::ProjectionState::Failed {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        status = projections.status("tables").await.expect("status");
+    }
+    assert_eq!(status.state, flext::application::ProjectionState::Failed);
+    let e = status.last_error.expect("the reason");
+    assert_eq!(
+        (e.code(), e.reason()),
+        (ErrorCode::Unimplemented, "MIGRATIONS_UNSUPPORTED"),
+        "{e}"
+    );
+    projections.shutdown().await;
 }

@@ -160,6 +160,7 @@ pub struct Registry {
     commands: Vec<Entry>,
     queries: Vec<Entry>,
     events: HashMap<TypeId, Vec<EventEntry>>,
+    unresolved: Vec<Unresolved>,
 }
 
 impl fmt::Debug for Registry {
@@ -249,23 +250,76 @@ impl Registry {
     /// `#[query_handler]`, `#[event_handler]`), their dependencies resolved from
     /// `services` at dispatch. Macro-registered event handlers of one type run in an
     /// unspecified order; register by hand where order matters.
+    ///
+    /// Each handler's dependencies are checked against `services` here: the buses then
+    /// refuse to build while any is missing ([`Registry::validate`]).
     pub fn with_registered(self, services: &Services) -> Self {
         inventory::iter::<Registration>
             .into_iter()
             .fold(self, |registry, registration| {
-                (registration.register)(registry, services)
+                let mut registry = (registration.register)(registry, services);
+                let missing = (registration.missing)(services);
+                if !missing.is_empty() {
+                    registry.unresolved.push(Unresolved {
+                        handler: registration.handler,
+                        site: registration.site,
+                        missing,
+                    });
+                }
+                registry
             })
+    }
+
+    /// `Ok` when every macro-registered handler can resolve its dependencies; otherwise
+    /// one `FailedPrecondition`/`MISSING_SERVICES` error listing every handler and every
+    /// service type it lacks (a field violation each, the field being the handler), so
+    /// a service that could not run one of its handlers does not start.
+    /// [`Registry::command_bus`] and [`Registry::query_bus`] call it.
+    pub fn validate(&self) -> Result<(), Error> {
+        if self.unresolved.is_empty() {
+            return Ok(());
+        }
+        let mut unresolved = self.unresolved.clone();
+        unresolved.sort_by_key(|u| (u.site.file, u.site.line));
+        let count: usize = unresolved.iter().map(|u| u.missing.len()).sum();
+        let listed: Vec<String> = unresolved
+            .iter()
+            .map(|u| format!("{} ({}) needs {}", u.handler, u.site, u.missing.join(", ")))
+            .collect();
+        let violations = unresolved.iter().flat_map(|u| {
+            u.missing.iter().map(move |m| {
+                flext_domain::FieldViolation::new(
+                    u.handler,
+                    flext_domain::ErrorCode::FailedPrecondition,
+                    "MISSING_SERVICE",
+                    format!(
+                        "no service of type {m} is registered (handler at {})",
+                        u.site
+                    ),
+                )
+            })
+        });
+        Err(Error::failed_precondition(
+            "MISSING_SERVICES",
+            format!(
+                "{count} service(s) that handlers need are not registered: {}",
+                listed.join("; ")
+            ),
+        )
+        .with_field_violations(violations))
     }
 
     /// The command bus with `pipeline` around every handler. Two handlers for one command
     /// type are an `AlreadyExists`/`DUPLICATE_HANDLER` error naming both sites.
     pub fn command_bus(&self, pipeline: Pipeline) -> Result<CommandBus, Error> {
+        self.validate()?;
         Dispatcher::build(MessageKind::Command, &self.commands, pipeline)
             .map(|inner| CommandBus { inner })
     }
 
     /// The query bus with `pipeline` around every handler; duplicates as for commands.
     pub fn query_bus(&self, pipeline: Pipeline) -> Result<QueryBus, Error> {
+        self.validate()?;
         Dispatcher::build(MessageKind::Query, &self.queries, pipeline)
             .map(|inner| QueryBus { inner })
     }
@@ -412,6 +466,21 @@ impl<O> std::future::Future for Dispatch<'_, O> {
 pub struct Registration {
     /// Adds the handler to a registry, given the services its dependencies come from.
     pub register: fn(Registry, &Services) -> Registry,
+    /// The handler function's name.
+    pub handler: &'static str,
+    /// Where it was written.
+    pub site: Site,
+    /// The type names of the dependencies `services` lacks for it
+    /// ([`FromServices::missing`](crate::FromServices::missing) of each argument).
+    pub missing: fn(&Services) -> Vec<&'static str>,
+}
+
+/// A macro-registered handler whose dependencies are not all registered.
+#[derive(Debug, Clone)]
+struct Unresolved {
+    handler: &'static str,
+    site: Site,
+    missing: Vec<&'static str>,
 }
 
 inventory::collect!(Registration);

@@ -6,8 +6,9 @@
 //!
 //! ```
 //! use flext_application::Repository;
-//! use flext_domain::{Aggregate, DomainEvent, Error, EventMetadata, Id};
+//! use flext_domain::{Aggregate, DomainEvent, Error, Id};
 //! use flext_memory::InMemoryEventStore;
+//! use flext_ports::Context;
 //! use serde::{Deserialize, Serialize};
 //!
 //! #[derive(Default)]
@@ -27,13 +28,14 @@
 //! let repo = Repository::<Counter, _>::new(InMemoryEventStore::new()).with_cache(1_000);
 //! let id = Id::new();
 //! for _ in 0..3 {
-//!     repo.execute(id, &EventMetadata::default(), |_| Ok(vec![Incremented])).await?;
+//!     repo.execute(id, &Context::new(), |_| Ok(vec![Incremented])).await?;
 //! }
 //! assert_eq!(repo.load(id).await?.state().value, 3);
 //! # Ok::<(), Error>(())
 //! # }).unwrap();
 //! ```
 
+mod app;
 mod behavior;
 mod bridge_metrics;
 mod bus;
@@ -51,6 +53,7 @@ mod services;
 mod subscription;
 mod typemap;
 
+pub use app::{App, AppBuilder};
 pub use behavior::{MetricsLayer, RetryLayer, TimeoutLayer, TracingLayer, ValidationLayer};
 pub use bridge_metrics::BridgeMetrics;
 pub use bus::{CommandBus, EventBus, HandlerOutcome, QueryBus, Registration, Registry, Site};

@@ -157,6 +157,7 @@ trait DynProjection<T>: Send + Sync {
     fn reset<'a>(&'a self, tx: &'a mut T) -> BoxFuture<'a, Result<(), Error>>;
     fn setup<'a>(&'a self, tx: &'a mut T) -> BoxFuture<'a, Result<(), Error>>;
     fn event_types(&self) -> Option<&[&str]>;
+    fn migrations(&self) -> &[&str];
 }
 
 impl<T: Send, P: Projection<T>> DynProjection<T> for P {
@@ -187,6 +188,9 @@ impl<T: Send, P: Projection<T>> DynProjection<T> for P {
     }
     fn event_types(&self) -> Option<&[&str]> {
         <P as Projection<T>>::event_types(self)
+    }
+    fn migrations(&self) -> &[&str] {
+        <P as Projection<T>>::migrations(self)
     }
 }
 
@@ -1165,10 +1169,18 @@ where
         }
     }
 
-    /// Runs the projection's `setup` in a transaction of its own.
+    /// Migrates the read model, then runs the projection's `setup`, in `tx`.
+    async fn prepare(&self, tx: &mut S::Transaction) -> Result<(), Error> {
+        self.store
+            .migrate(tx, &self.shared.name, self.projection.migrations())
+            .await?;
+        self.projection.setup(tx).await
+    }
+
+    /// Runs [`Worker::prepare`] in a transaction of its own.
     async fn setup(&self) -> Result<(), Error> {
         let mut tx = self.store.begin().await?;
-        self.projection.setup(&mut tx).await?;
+        self.prepare(&mut tx).await?;
         self.store.commit(tx).await
     }
 
@@ -1492,7 +1504,7 @@ where
         let mut tx = self.store.begin().await?;
         // The tables exist before `reset` empties them (a projection that failed its
         // setup is rebuilt from here).
-        self.projection.setup(&mut tx).await?;
+        self.prepare(&mut tx).await?;
         if from == RebuildFrom::Start {
             self.projection.reset(&mut tx).await?;
         }

@@ -10,8 +10,8 @@ use flext_domain::{
     StreamVersion, WRONG_EXPECTED_VERSION,
 };
 use flext_ports::{
-    AppendOutcome, EventCodec, EventStore, IdGenerator, JsonCodec, Snapshot, SnapshotStore,
-    UuidV7Ids,
+    AppendOutcome, Context, EventCodec, EventStore, IdGenerator, JsonCodec, Snapshot,
+    SnapshotStore, UuidV7Ids,
 };
 use lru::LruCache;
 use serde::Serialize;
@@ -77,6 +77,14 @@ impl Executed {
     /// The position of the last event written: what read-your-writes waits for.
     pub fn last_position(&self) -> Option<Position> {
         self.positions.last().copied()
+    }
+}
+
+/// The position of the last event written, or [`Position::START`] when the command
+/// decided nothing (so read-your-writes waits for nothing).
+impl From<Executed> for Position {
+    fn from(done: Executed) -> Position {
+        done.last_position().unwrap_or(Position::START)
     }
 }
 
@@ -158,6 +166,26 @@ impl<A: Aggregate, S, C> Repository<A, S, C> {
     /// The store.
     pub fn store(&self) -> &S {
         &self.store
+    }
+
+    /// Forgets the cached copy of aggregate `id`, if any: the next command loads it from
+    /// the store (after a change made around the repository, e.g. a raw append).
+    pub fn invalidate(&self, id: Id<A>) {
+        drop(self.cache_take(id));
+    }
+
+    /// Forgets every cached aggregate.
+    pub fn clear_cache(&self) {
+        if let Some(cache) = &self.cache {
+            cache.lock().unwrap_or_else(|p| p.into_inner()).clear();
+        }
+    }
+
+    /// How many aggregates the cache holds.
+    pub fn cached(&self) -> usize {
+        self.cache
+            .as_ref()
+            .map_or(0, |c| c.lock().unwrap_or_else(|p| p.into_inner()).len())
     }
 
     fn cache_take(&self, id: Id<A>) -> Option<AggregateRoot<A>> {
@@ -347,13 +375,29 @@ where
         }
     }
 
-    /// Runs one command: takes the aggregate from the cache or loads it, runs `decide`
-    /// against its state, and appends what it decided with the expectation of the version
-    /// it decided on. A version conflict drops the cached copy, reloads and decides again,
-    /// up to the retry policy. A decision's own error is returned as is, with nothing
-    /// written, but only once the decision refused on a freshly loaded state: a refusal on
-    /// a cached copy (which may be stale) reloads and decides once more.
-    pub async fn execute<F>(
+    /// Runs one command for the dispatch `ctx`: takes the aggregate from the cache or
+    /// loads it, runs `decide` against its state, and appends what it decided with the
+    /// expectation of the version it decided on, the events carrying the context's
+    /// correlation id, the command as their causation, its tenant and its trace
+    /// ([`Context::event_metadata`]). A version conflict drops the cached copy, reloads
+    /// and decides again, up to the retry policy. A decision's own error is returned as
+    /// is, with nothing written, but only once the decision refused on a freshly loaded
+    /// state: a refusal on a cached copy (which may be stale) reloads and decides once
+    /// more.
+    ///
+    /// The [`Executed`] it returns converts into the [`Position`] of its last event, what
+    /// a command handler returns for read-your-writes.
+    pub async fn execute<F>(&self, id: Id<A>, ctx: &Context, decide: F) -> Result<Executed, Error>
+    where
+        F: Fn(&A) -> Result<Vec<A::Event>, Error>,
+    {
+        self.execute_with_metadata(id, &ctx.event_metadata(), decide)
+            .await
+    }
+
+    /// [`Repository::execute`] with metadata of your own instead of a dispatch's (imports,
+    /// tools, tests).
+    pub async fn execute_with_metadata<F>(
         &self,
         id: Id<A>,
         metadata: &EventMetadata,

@@ -55,12 +55,14 @@ impl fmt::Debug for Services {
 }
 
 fn missing<T>(how: &str) -> Error {
+    let how = if how.is_empty() {
+        String::new()
+    } else {
+        format!("{how} ")
+    };
     Error::not_found(
         "MISSING_SERVICE",
-        format!(
-            "no {how} service of type {} is registered",
-            type_name::<T>()
-        ),
+        format!("no {how}service of type {} is registered", type_name::<T>()),
     )
     .with_detail("service", type_name::<T>())
 }
@@ -100,6 +102,11 @@ impl Services {
                 .map_err(|_| missing::<T>("factory")),
             _ => Err(missing::<T>("factory")),
         }
+    }
+
+    /// Whether a service of type `T` is registered (of any kind).
+    pub fn contains<T: Any>(&self) -> bool {
+        self.providers.contains_key(&TypeId::of::<T>())
     }
 
     /// A new scope: scoped values are made at most once in it.
@@ -289,6 +296,14 @@ mod tests {
 pub trait FromServices: Sized {
     /// Resolves the value; a missing service is `NotFound`/`MISSING_SERVICE`.
     fn from_services(scope: &Scope) -> Result<Self, Error>;
+
+    /// The type names of what `services` lacks to resolve this value (none by default),
+    /// so a registry can refuse to build a bus whose handlers could not run, before the
+    /// first dispatch.
+    fn missing(services: &Services) -> Vec<&'static str> {
+        let _ = services;
+        Vec::new()
+    }
 }
 
 /// A service of type `T` from the container, as a handler argument:
@@ -325,6 +340,14 @@ impl<T: ?Sized> std::ops::Deref for Dep<T> {
 impl<T: Any + Send + Sync> FromServices for Dep<T> {
     fn from_services(scope: &Scope) -> Result<Self, Error> {
         scope.get::<T>().map(|inner| Dep { inner })
+    }
+
+    fn missing(services: &Services) -> Vec<&'static str> {
+        if services.contains::<T>() {
+            Vec::new()
+        } else {
+            vec![type_name::<T>()]
+        }
     }
 }
 

@@ -287,7 +287,7 @@ struct CreditHandler(Arc<Repository<Account, InMemoryEventStore>>);
 impl CommandHandler<Credit> for CreditHandler {
     async fn handle(&self, c: Credit, ctx: &Context) -> Result<(), Error> {
         self.0
-            .execute(c.account, &ctx.event_metadata(), |_| {
+            .execute(c.account, ctx, |_| {
                 Ok(vec![AccountEvent::Credited { amount: c.amount }])
             })
             .await

@@ -229,6 +229,6 @@ async fn sqlite_reports_its_migrations() {
     let store = support::sqlite().await;
     let h = store.check().await;
     assert_eq!(h.status, HealthStatus::Up, "{h:?}");
-    assert_eq!(h.details["migration_version"], "5");
+    assert_eq!(h.details["migration_version"], "6");
     assert_eq!(store.name(), "sqlite-event-store");
 }

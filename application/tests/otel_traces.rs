@@ -63,7 +63,7 @@ struct CreditHandler(Arc<Repository<Account, SqliteEventStore>>);
 impl CommandHandler<Credit> for CreditHandler {
     async fn handle(&self, c: Credit, ctx: &Context) -> Result<(), Error> {
         self.0
-            .execute(c.account, &ctx.event_metadata(), |_| {
+            .execute(c.account, ctx, |_| {
                 Ok(vec![AccountEvent::Credited { amount: c.amount }])
             })
             .await

@@ -149,17 +149,17 @@ async fn load_save_and_business_errors<S: EventStore + SnapshotStore>(store: S) 
     let repo = Repository::<Account, _>::new(store);
     let id = Id::new();
     let meta = EventMetadata::default();
-    repo.execute(id, &meta, deposit(500))
+    repo.execute_with_metadata(id, &meta, deposit(500))
         .await
         .expect("deposit");
     let out = repo
-        .execute(id, &meta, withdraw(200))
+        .execute_with_metadata(id, &meta, withdraw(200))
         .await
         .expect("withdraw");
     assert_eq!(out.stream_version, StreamVersion(2));
     assert_eq!(out.attempts, 1);
     let refused = repo
-        .execute(id, &meta, withdraw(1_000))
+        .execute_with_metadata(id, &meta, withdraw(1_000))
         .await
         .expect_err("refused");
     assert_eq!(refused.reason(), "INSUFFICIENT_FUNDS");
@@ -183,17 +183,20 @@ async fn conflict_is_retried_after_reload<S: EventStore + SnapshotStore + Clone>
     let repo = Repository::<Account, _>::new(counting.clone()).with_cache(16);
     let id = Id::new();
     let meta = EventMetadata::default();
-    repo.execute(id, &meta, deposit(100))
+    repo.execute_with_metadata(id, &meta, deposit(100))
         .await
         .expect("deposit");
     // Another writer moves the stream on behind the cached copy.
     let other = Repository::<Account, _>::new(counting.clone());
     other
-        .execute(id, &meta, deposit(1))
+        .execute_with_metadata(id, &meta, deposit(1))
         .await
         .expect("other writer");
     counting.take();
-    let out = repo.execute(id, &meta, deposit(5)).await.expect("retried");
+    let out = repo
+        .execute_with_metadata(id, &meta, deposit(5))
+        .await
+        .expect("retried");
     assert_eq!(
         out.attempts, 2,
         "first attempt conflicts on the stale cache, second wins"
@@ -205,11 +208,11 @@ async fn conflict_is_retried_after_reload<S: EventStore + SnapshotStore + Clone>
 
     // A refusal on the stale cached state is decided again on the fresh one.
     other
-        .execute(id, &meta, deposit(10))
+        .execute_with_metadata(id, &meta, deposit(10))
         .await
         .expect("other writer");
     let out = repo
-        .execute(id, &meta, withdraw(116))
+        .execute_with_metadata(id, &meta, withdraw(116))
         .await
         .expect("allowed on fresh state");
     assert_eq!(out.stream_version, StreamVersion(5));
@@ -219,15 +222,15 @@ async fn conflict_is_retried_after_reload<S: EventStore + SnapshotStore + Clone>
         .with_cache(16)
         .with_retry(RetryPolicy::none());
     no_retry
-        .execute(id, &meta, deposit(1))
+        .execute_with_metadata(id, &meta, deposit(1))
         .await
         .expect("warm the cache");
     other
-        .execute(id, &meta, deposit(1))
+        .execute_with_metadata(id, &meta, deposit(1))
         .await
         .expect("other writer");
     let err = no_retry
-        .execute(id, &meta, deposit(1))
+        .execute_with_metadata(id, &meta, deposit(1))
         .await
         .expect_err("conflict");
     assert_eq!(err.code(), ErrorCode::CONFLICT);
@@ -239,10 +242,14 @@ async fn warm_command_is_one_round_trip<S: EventStore + SnapshotStore + Clone>(s
     let repo = Repository::<Account, _>::new(counting.clone()).with_cache(16);
     let id = Id::new();
     let meta = EventMetadata::default();
-    repo.execute(id, &meta, deposit(1)).await.expect("cold");
+    repo.execute_with_metadata(id, &meta, deposit(1))
+        .await
+        .expect("cold");
     counting.take();
     for _ in 0..10 {
-        repo.execute(id, &meta, deposit(1)).await.expect("warm");
+        repo.execute_with_metadata(id, &meta, deposit(1))
+            .await
+            .expect("warm");
     }
     assert_eq!(
         counting.take(),
@@ -261,7 +268,9 @@ async fn snapshots_bound_the_replay_and_stale_ones_are_ignored<
     let id = Id::new();
     let meta = EventMetadata::default();
     for _ in 0..25 {
-        repo.execute(id, &meta, deposit(2)).await.expect("deposit");
+        repo.execute_with_metadata(id, &meta, deposit(2))
+            .await
+            .expect("deposit");
     }
     let stream = StreamId::for_aggregate(id);
     let snap = counting
@@ -328,7 +337,7 @@ async fn old_events_are_upcast_and_corrupt_ones_named<S: EventStore + SnapshotSt
         store.clone(),
         JsonCodec::with_upcasters(upcasters),
     );
-    repo.execute(id, &EventMetadata::default(), deposit(5))
+    repo.execute_with_metadata(id, &EventMetadata::default(), deposit(5))
         .await
         .expect("deposit");
     let root = repo.load(id).await.expect("load");
@@ -373,7 +382,7 @@ async fn concurrent_commands_on_one_aggregate_all_land<
         let repo = repo.clone();
         tasks.push(tokio::spawn(async move {
             for _ in 0..10 {
-                repo.execute(id, &EventMetadata::default(), deposit(1))
+                repo.execute_with_metadata(id, &EventMetadata::default(), deposit(1))
                     .await
                     .expect("deposit");
             }

@@ -411,7 +411,7 @@ impl<S: EventStore + SnapshotStore + 'static> AccountRepository for Repository<A
         ctx: &'a Context,
         decide: &'a (dyn Fn(&Account) -> Result<Vec<AccountEvent>, Error> + Send + Sync),
     ) -> BoxFuture<'a, Result<Executed, Error>> {
-        Box::pin(async move { Repository::execute(self, id, &ctx.event_metadata(), decide).await })
+        Box::pin(async move { Repository::execute(self, id, ctx, decide).await })
     }
 }
 

@@ -315,6 +315,62 @@ impl Context {
     }
 }
 
+/// Declares commands and queries: a struct each (tuple or named fields, `Debug` and
+/// `Clone`, fields public), with its [`Command`] or [`Query`] impl. `= "name"` sets the
+/// stable name (the type's name by default); attributes and doc comments go before each.
+///
+/// ```
+/// use flext_ports::{Command, Query};
+///
+/// flext_ports::messages! {
+///     /// Opens an account.
+///     pub command OpenAccount { pub owner: String, pub overdraft: i64 } -> u64 = "bank.open";
+///     command Deposit(u64, i64) -> u64;
+///     query Balance(u64) -> Option<i64>;
+/// }
+///
+/// assert_eq!(<OpenAccount as Command>::NAME, "bank.open");
+/// assert_eq!(<Deposit as Command>::NAME, "Deposit");
+/// assert_eq!(Balance(7).0, 7);
+/// let _: <Balance as Query>::Output = Some(1);
+/// ```
+#[macro_export]
+macro_rules! messages {
+    (@one $trait:ident [$($m:tt)*] $vis:vis $name:ident ( $($ty:ty),* $(,)? ) -> $out:ty $(= $wire:literal)? ; $($rest:tt)*) => {
+        $($m)*
+        #[derive(Debug, Clone)]
+        $vis struct $name($(pub $ty),*);
+        $crate::messages!(@impl $trait $name $out $(, $wire)?);
+        $crate::messages!($($rest)*);
+    };
+    (@one $trait:ident [$($m:tt)*] $vis:vis $name:ident { $($fvis:vis $field:ident : $fty:ty),* $(,)? } -> $out:ty $(= $wire:literal)? ; $($rest:tt)*) => {
+        $($m)*
+        #[derive(Debug, Clone)]
+        $vis struct $name { $($fvis $field: $fty),* }
+        $crate::messages!(@impl $trait $name $out $(, $wire)?);
+        $crate::messages!($($rest)*);
+    };
+    (@impl $trait:ident $name:ident $out:ty) => {
+        impl $crate::$trait for $name {
+            type Output = $out;
+            const NAME: &'static str = ::core::stringify!($name);
+        }
+    };
+    (@impl $trait:ident $name:ident $out:ty, $wire:literal) => {
+        impl $crate::$trait for $name {
+            type Output = $out;
+            const NAME: &'static str = $wire;
+        }
+    };
+    () => {};
+    ($(#[$m:meta])* $vis:vis command $name:ident $($rest:tt)*) => {
+        $crate::messages!(@one Command [$(#[$m])*] $vis $name $($rest)*);
+    };
+    ($(#[$m:meta])* $vis:vis query $name:ident $($rest:tt)*) => {
+        $crate::messages!(@one Query [$(#[$m])*] $vis $name $($rest)*);
+    };
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -82,6 +82,13 @@ pub trait Projection<T>: Send + Sync + 'static {
         std::future::ready(Ok(()))
     }
 
+    /// The read model's migration steps, applied in order before [`Projection::setup`]
+    /// by [`ProjectionStore::migrate`] (each step once; see [`crate::sql::migrate`]). None
+    /// by default; only the SQL stores take any.
+    fn migrations(&self) -> &[&str] {
+        &[]
+    }
+
     /// The event types this projection handles: the runner hands it only those (its
     /// checkpoint still moves past the others). `None`, the default, hands it every event.
     /// An [`EventProjection`] answers with its event type's names.
@@ -160,7 +167,7 @@ impl<'a, E> Decoded<'a, E> {
 ///
 /// impl<T: Send> EventProjection<T> for Total {
 ///     type Event = AccountEvent;
-///     fn name(&self) -> &str { "total" }
+///     const NAME: &'static str = "total";
 ///     async fn apply(&self, _tx: &mut T, e: Decoded<'_, AccountEvent>) -> Result<(), Error> {
 ///         let change = match e.event {
 ///             AccountEvent::Deposited { amount } => amount,
@@ -176,7 +183,18 @@ pub trait EventProjection<T>: Send + Sync + 'static {
     type Event: DomainEvent + Serialize + DeserializeOwned + Send + Sync + 'static;
 
     /// The projection's name: the key of its checkpoint, its dead letters and its status.
-    fn name(&self) -> &str;
+    const NAME: &'static str;
+
+    /// The read model's migration steps (SQL, `;`-separated statements per step), applied
+    /// in order, each once, before the first event and before a rebuild, in the runner's
+    /// transaction; add a step to change the tables, never edit one. None by default.
+    const MIGRATIONS: &'static [&'static str] = &[];
+
+    /// The name, [`EventProjection::NAME`] by default; override it for names made at run
+    /// time (one projection per tenant).
+    fn name(&self) -> &str {
+        Self::NAME
+    }
 
     /// Applies one event of its type. An error rolls back the batch, as for
     /// [`Projection::handle`].
@@ -238,6 +256,10 @@ impl<T: Send, P: EventProjection<T>> Projection<T> for Typed<P> {
 
     fn setup(&self, tx: &mut T) -> impl Future<Output = Result<(), Error>> + Send {
         self.0.setup(tx)
+    }
+
+    fn migrations(&self) -> &[&str] {
+        P::MIGRATIONS
     }
 
     fn event_types(&self) -> Option<&[&str]> {
@@ -352,6 +374,26 @@ pub trait ProjectionStore: OwnershipStore + Send + Sync + 'static {
         projection: &str,
         event_id: EventId,
     ) -> impl Future<Output = Result<bool, Error>> + Send;
+
+    /// Applies the read-model migration `steps` of `name` that have not run yet, in `tx`
+    /// (what [`crate::sql::migrate`] does on the SQL stores). The default takes no step:
+    /// a store with no read model of its own refuses any with
+    /// `UNIMPLEMENTED`/`MIGRATIONS_UNSUPPORTED`.
+    fn migrate(
+        &self,
+        tx: &mut Self::Transaction,
+        name: &str,
+        steps: &[&str],
+    ) -> impl Future<Output = Result<(), Error>> + Send {
+        let _ = tx;
+        let refused = (!steps.is_empty()).then(|| {
+            Error::unimplemented(
+                "MIGRATIONS_UNSUPPORTED",
+                format!("read model {name:?} has migrations, and this store keeps no read model of its own"),
+            )
+        });
+        std::future::ready(refused.map_or(Ok(()), Err))
+    }
 
     /// The dead letters of `projection`, in position order.
     fn dead_letters(

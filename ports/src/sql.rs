@@ -444,6 +444,50 @@ impl ReadModels {
     pub fn system(&self) -> &'static str {
         self.0.system()
     }
+
+    /// [`Sql::execute`] on a pooled connection, from a shared handle.
+    pub async fn execute(&self, sql: &str, args: Vec<SqlValue>) -> Result<u64, Error> {
+        self.0.execute(sql, args).await
+    }
+
+    /// [`SqlExt::fetch`] on a pooled connection, from a shared handle.
+    pub async fn fetch<T: FromSqlRow>(
+        &self,
+        sql: &str,
+        args: Vec<SqlValue>,
+    ) -> Result<Vec<T>, Error> {
+        self.0
+            .fetch_all(sql, args)
+            .await?
+            .iter()
+            .map(T::from_row)
+            .collect()
+    }
+
+    /// [`SqlExt::fetch_optional`] on a pooled connection, from a shared handle.
+    pub async fn fetch_optional<T: FromSqlRow>(
+        &self,
+        sql: &str,
+        args: Vec<SqlValue>,
+    ) -> Result<Option<T>, Error> {
+        self.0
+            .fetch_all(sql, args)
+            .await?
+            .first()
+            .map(T::from_row)
+            .transpose()
+    }
+
+    /// [`SqlExt::fetch_one`] on a pooled connection, from a shared handle.
+    pub async fn fetch_one<T: FromSqlRow>(
+        &self,
+        sql: &str,
+        args: Vec<SqlValue>,
+    ) -> Result<T, Error> {
+        self.fetch_optional(sql, args).await?.ok_or_else(|| {
+            Error::not_found("NO_ROW", format!("no row for: {}", statement_head(sql)))
+        })
+    }
 }
 
 impl Sql for ReadModels {

@@ -1233,6 +1233,18 @@ impl WatchAppends for PgEventStore {
 impl ProjectionStore for PgEventStore {
     type Transaction = PgWriteTransaction;
 
+    async fn migrate(
+        &self,
+        tx: &mut PgWriteTransaction,
+        name: &str,
+        steps: &[&str],
+    ) -> Result<(), Error> {
+        if steps.is_empty() {
+            return Ok(());
+        }
+        flext_ports::sql::migrate(tx, name, steps).await
+    }
+
     fn exactly_once(&self) -> bool {
         true
     }

@@ -1140,6 +1140,18 @@ impl WatchAppends for SqliteEventStore {
 impl ProjectionStore for SqliteEventStore {
     type Transaction = SqliteWriteTransaction;
 
+    async fn migrate(
+        &self,
+        tx: &mut SqliteWriteTransaction,
+        name: &str,
+        steps: &[&str],
+    ) -> Result<(), Error> {
+        if steps.is_empty() {
+            return Ok(());
+        }
+        flext_ports::sql::migrate(tx, name, steps).await
+    }
+
     fn exactly_once(&self) -> bool {
         true
     }

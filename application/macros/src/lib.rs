@@ -35,21 +35,25 @@ impl Kind {
     }
 }
 
-/// Registers an `async fn (command: C, ctx: &Context, deps...) -> Result<C::Output, Error>`
-/// as the handler of command `C`. Extra arguments implement `FromServices` (such as
-/// `Dep<T>`) and are resolved from the services at dispatch.
+/// Registers an `async fn (command: C, ctx: &Context, deps...) -> Result<O, E>` as the
+/// handler of command `C`, where `O: Into<C::Output>` and `E: Into<Error>` (usually
+/// `C::Output` and `Error` themselves; a repository's `Executed` converts into a
+/// `Position`). Extra arguments implement `FromServices` (such as `Dep<T>`) and are
+/// resolved from the services at dispatch.
 ///
 /// ```ignore
 /// #[command_handler]
-/// async fn open(cmd: OpenAccount, ctx: &Context, repo: Dep<Accounts>) -> Result<Id<Account>, Error> { .. }
+/// async fn deposit(c: Deposit, ctx: &Context, accounts: Dep<Accounts>) -> Result<Executed, Error> {
+///     accounts.execute(c.account, ctx, |a| a.deposit(c.amount)).await // Output = Position
+/// }
 /// ```
 #[proc_macro_attribute]
 pub fn command_handler(attr: TokenStream, item: TokenStream) -> TokenStream {
     handler(Kind::Command, attr, item)
 }
 
-/// Registers an `async fn (query: Q, ctx: &Context, deps...) -> Result<Q::Output, Error>`
-/// as the handler of query `Q`.
+/// Registers an `async fn (query: Q, ctx: &Context, deps...) -> Result<O, E>` as the
+/// handler of query `Q`, where `O: Into<Q::Output>` and `E: Into<Error>`.
 #[proc_macro_attribute]
 pub fn query_handler(attr: TokenStream, item: TokenStream) -> TokenStream {
     handler(Kind::Query, attr, item)
@@ -160,6 +164,7 @@ fn expand_handler(kind: Kind, f: &ItemFn) -> syn::Result<TokenStream2> {
     }
     let mut dep_names = Vec::new();
     let mut dep_lets = Vec::new();
+    let mut dep_types = Vec::new();
     for (i, arg) in inputs.enumerate() {
         let FnArg::Typed(arg) = arg else {
             return Err(Error::new(arg.span(), "unexpected receiver"));
@@ -174,6 +179,7 @@ fn expand_handler(kind: Kind, f: &ItemFn) -> syn::Result<TokenStream2> {
             ));
         }
         let ty = &arg.ty;
+        dep_types.push(ty.clone());
         let var = format_ident!("__flext_dep_{}", i);
         dep_lets.push(quote_spanned! {ty.span()=>
             let #var = <#ty as ::flext::application::FromServices>::from_services(&__flext_scope)?;
@@ -192,9 +198,10 @@ fn expand_handler(kind: Kind, f: &ItemFn) -> syn::Result<TokenStream2> {
             "a handler returns `Result<Output, Error>`\n  hint: add `-> Result<..., Error>`",
         ));
     }
-    // A handler whose output is not the message's Output fails here, pointed at its
-    // return type.
-    let call = quote_spanned!(sig.output.span()=> #name(message, ctx, #(#dep_names),*).await);
+    // The handler's value converts into the message's Output with `Into` (a repository's
+    // `Executed` into a `Position`), its error into flext's `Error`; one that does not
+    // fails here, pointed at its return type.
+    let call = quote_spanned!(sig.output.span()=> ::flext::__private::handler_output(#name(message, ctx, #(#dep_names),*).await));
     let handler_type = format_ident!("__FlextHandler_{}", name);
     let (trait_impl, register) = match kind {
         Kind::Command | Kind::Query => {
@@ -263,6 +270,14 @@ fn expand_handler(kind: Kind, f: &ItemFn) -> syn::Result<TokenStream2> {
                     #handler_type { services: ::core::clone::Clone::clone(services) },
                     ::flext::application::Site { file: ::core::file!(), line: #line },
                 ),
+                handler: ::core::stringify!(#name),
+                site: ::flext::application::Site { file: ::core::file!(), line: #line },
+                missing: |services| {
+                    #[allow(unused_mut)]
+                    let mut missing = ::std::vec::Vec::new();
+                    #(missing.extend(<#dep_types as ::flext::application::FromServices>::missing(services));)*
+                    missing
+                },
             }
         }
     })

@@ -1,0 +1,223 @@
+//! [`App`]: a service put together in one place: services, macro-registered handlers,
+//! projections, pipelines, checked before anything runs.
+
+use std::time::Duration;
+
+use flext_domain::{Error, Position};
+use flext_ports::{Command, Context, EventStore, ProjectionStore, Query, WatchAppends};
+
+use crate::bus::{CommandBus, EventBus, QueryBus, Registry};
+use crate::pipeline::Pipeline;
+use crate::projection::{IntoProjection, ProjectionOptions, ProjectionRunner, Projections};
+use crate::services::{Services, ServicesBuilder};
+
+/// Builds an [`App`]: see [`App::builder`].
+pub struct AppBuilder<S: ProjectionStore> {
+    store: S,
+    services: ServicesBuilder,
+    runner: ProjectionRunner<S>,
+    error: Option<Error>,
+    commands: Pipeline,
+    queries: Pipeline,
+    registry: Registry,
+    read_timeout: Duration,
+}
+
+impl<S: ProjectionStore> std::fmt::Debug for AppBuilder<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AppBuilder").finish_non_exhaustive()
+    }
+}
+
+/// A running service on store `S`: its buses, its projections and its services.
+///
+/// ```
+/// use flext_application::{App, Repository};
+/// use flext_memory::InMemoryEventStore;
+/// # use flext_domain::{Aggregate, DomainEvent, Error};
+/// # #[derive(Default)] struct Counter;
+/// # #[derive(serde::Serialize, serde::Deserialize)] struct Incremented;
+/// # impl DomainEvent for Incremented { fn event_type(&self) -> &'static str { "incremented" } }
+/// # impl Aggregate for Counter { const TYPE: &'static str = "counter"; type Event = Incremented; fn apply(&mut self, _: &Incremented) {} }
+///
+/// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+/// let store = InMemoryEventStore::new();
+/// let app = App::builder(store.clone())
+///     .service(Repository::<Counter, _>::new(store)) // and more services, projections...
+///     .start()?; // checks every handler's dependencies first
+/// // app.send(command).await?; app.ask_after(query, position).await?;
+/// app.shutdown().await;
+/// # Ok::<(), Error>(())
+/// # }).unwrap();
+/// ```
+pub struct App<S: ProjectionStore> {
+    /// The command bus, with the command pipeline.
+    pub commands: CommandBus,
+    /// The query bus, with the query pipeline.
+    pub queries: QueryBus,
+    /// The in-process event bus.
+    pub events: EventBus,
+    /// The running projections.
+    pub projections: Projections<S>,
+    /// The services the handlers draw on (the store among them).
+    pub services: Services,
+    read_timeout: Duration,
+}
+
+impl<S: ProjectionStore> std::fmt::Debug for App<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("App").finish_non_exhaustive()
+    }
+}
+
+impl<S> App<S>
+where
+    S: ProjectionStore + EventStore + WatchAppends + Clone + Sync,
+{
+    /// An app on `store`, which is also registered as a service (a handler takes it as
+    /// `Dep<S>`). Handlers come from the attribute macros; the pipelines are empty until
+    /// set.
+    pub fn builder(store: S) -> AppBuilder<S> {
+        AppBuilder {
+            runner: ProjectionRunner::new(store.clone()),
+            services: Services::builder().singleton(store.clone()),
+            store,
+            error: None,
+            commands: Pipeline::new(),
+            queries: Pipeline::new(),
+            registry: Registry::new(),
+            read_timeout: Duration::from_secs(10),
+        }
+    }
+
+    /// Dispatches `command` with a new [`Context`].
+    pub async fn send<C: Command>(&self, command: C) -> Result<C::Output, Error> {
+        self.commands.dispatch(command, &Context::new()).await
+    }
+
+    /// Asks `query` with a new [`Context`].
+    pub async fn ask<Q: Query>(&self, query: Q) -> Result<Q::Output, Error> {
+        self.queries.ask(query, &Context::new()).await
+    }
+
+    /// Asks `query` once every projection has processed the events up to `position` (a
+    /// command's output): read-your-writes over all of them. Waits at most the read
+    /// timeout (10 s unless set) for each; a projection that does not get there is a
+    /// `DEADLINE_EXCEEDED` error, and one that parked an event at or before `position`
+    /// reports it.
+    pub async fn ask_after<Q: Query>(
+        &self,
+        query: Q,
+        position: Position,
+    ) -> Result<Q::Output, Error> {
+        for name in self.projections.names() {
+            self.projections
+                .wait_for(name, position, self.read_timeout)
+                .await?;
+        }
+        self.ask(query).await
+    }
+
+    /// Stops the projections (each finishes the batch in hand and keeps its checkpoint).
+    pub async fn shutdown(self) {
+        self.projections.shutdown().await;
+    }
+}
+
+impl<S> AppBuilder<S>
+where
+    S: ProjectionStore + EventStore + WatchAppends + Clone + Sync,
+{
+    /// Registers `value` as a singleton service.
+    pub fn service<T: Send + Sync + 'static>(mut self, value: T) -> Self {
+        self.services = self.services.singleton(value);
+        self
+    }
+
+    /// Registers services through the [`ServicesBuilder`] (factories, scoped values).
+    pub fn services(mut self, add: impl FnOnce(ServicesBuilder) -> ServicesBuilder) -> Self {
+        self.services = add(self.services);
+        self
+    }
+
+    /// Adds a projection (a `Projection` or an `EventProjection`) with the default
+    /// options; a mistake (a duplicate name) is reported by [`AppBuilder::start`].
+    pub fn projection<M, P: IntoProjection<S::Transaction, M>>(self, projection: P) -> Self {
+        self.projection_with(projection, ProjectionOptions::default())
+    }
+
+    /// Adds a projection with `options`.
+    pub fn projection_with<M, P: IntoProjection<S::Transaction, M>>(
+        mut self,
+        projection: P,
+        options: ProjectionOptions,
+    ) -> Self {
+        if self.error.is_none() {
+            match self.runner.register_with(projection, options) {
+                Ok(runner) => return AppBuilder { runner, ..self },
+                Err(e) => {
+                    self.runner = ProjectionRunner::new(self.store.clone());
+                    self.error = Some(e);
+                }
+            }
+        }
+        self
+    }
+
+    /// Changes the projection runner (instance name, ownership, metrics, clock) before
+    /// projections are added.
+    pub fn runner(
+        mut self,
+        change: impl FnOnce(ProjectionRunner<S>) -> ProjectionRunner<S>,
+    ) -> Self {
+        self.runner = change(self.runner);
+        self
+    }
+
+    /// The behaviors around every command.
+    pub fn command_pipeline(mut self, pipeline: Pipeline) -> Self {
+        self.commands = pipeline;
+        self
+    }
+
+    /// The behaviors around every query.
+    pub fn query_pipeline(mut self, pipeline: Pipeline) -> Self {
+        self.queries = pipeline;
+        self
+    }
+
+    /// Handlers registered by hand, beside the macro-registered ones.
+    pub fn registry(mut self, change: impl FnOnce(Registry) -> Registry) -> Self {
+        self.registry = change(self.registry);
+        self
+    }
+
+    /// How long [`App::ask_after`] waits for each projection (10 s by default).
+    pub fn read_timeout(mut self, timeout: Duration) -> Self {
+        self.read_timeout = timeout;
+        self
+    }
+
+    /// Checks everything, then starts the projections: a projection that could not be
+    /// added, a handler whose dependencies are not all registered (all of them, listed in
+    /// one `MISSING_SERVICES` error), two handlers for one message: each is an error here,
+    /// and nothing runs.
+    pub fn start(self) -> Result<App<S>, Error> {
+        if let Some(e) = self.error {
+            return Err(e);
+        }
+        let services = self.services.build();
+        let registry = self.registry.with_registered(&services);
+        let commands = registry.command_bus(self.commands)?;
+        let queries = registry.query_bus(self.queries)?;
+        let events = registry.event_bus();
+        Ok(App {
+            commands,
+            queries,
+            events,
+            projections: self.runner.start(),
+            services,
+            read_timeout: self.read_timeout,
+        })
+    }
+}

@@ -1,0 +1,1 @@
+//! Compile-time checks of flext's macros: see `tests/ui.rs` and the cases under `ui/`.
