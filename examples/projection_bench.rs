@@ -21,8 +21,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use flext::application::{ProjectionOptions, ProjectionRunner, Projections};
+use flext::ports::{EventStore, Projection, ProjectionStore, WatchAppends};
 use flext::postgres::PgEventStore;
-use flext::prelude::*;
 use flext::sqlite::SqliteEventStore;
 use flext::{Error, EventId, ExpectedVersion, NewEvent, Position, RecordedEvent, StreamId};
 use tokio::sync::mpsc;

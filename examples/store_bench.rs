@@ -18,6 +18,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use flext::application::Repository;
+use flext::ports::{EventStore, SnapshotStore};
 use flext::postgres::PgEventStore;
 use flext::prelude::*;
 use flext::sqlite::SqliteEventStore;

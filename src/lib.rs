@@ -82,14 +82,14 @@ pub mod application {
     pub use flext_application::{
         App, AppBuilder, Behavior, BoxFuture, BridgeMetrics, CommandBus, ConsumerSlot, Dep,
         Distribution, EventBus, Executed, FromServices, Grant, HandlerOutcome, HealthChecks,
-        HealthReport, HotSwap, IdempotencyLayer, IntoProjection, Manifest, Message, MessageKind,
-        MetricsLayer, Next, OfEvents, Ownership, OwnershipOptions, Pipeline, PluginRegistration,
+        HealthReport, HotSwap, IdempotencyBehavior, IntoProjection, Manifest, Message, MessageKind,
+        MetricsBehavior, Next, OfEvents, Ownership, OwnershipOptions, Pipeline, PluginRegistration,
         PluginRegistry, PoisonPolicy, ProjectionHealth, ProjectionOptions, ProjectionRegistration,
         ProjectionRunner, ProjectionState, ProjectionStatus, Projections, QueryBus, QueryCache,
-        QueryCacheInvalidator, QueryCacheLayer, ReadYourWrites, ReadYourWritesLayer, RebuildFrom,
-        RedriveReport, Registration, Registry, RegistryHealth, Reply, Repository, RetryLayer,
-        RetryPolicy, Routed, Scope, Services, ServicesBuilder, Site, Subscription,
-        SubscriptionOptions, TimeoutLayer, TracingLayer, Untyped, ValidationLayer,
+        QueryCacheBehavior, QueryCacheInvalidator, ReadYourWrites, ReadYourWritesBehavior,
+        RebuildFrom, RedriveReport, Registration, Registry, RegistryHealth, Reply, Repository,
+        RetryBehavior, RetryPolicy, Routed, Scope, Services, ServicesBuilder, Site, Subscription,
+        SubscriptionOptions, TimeoutBehavior, TracingBehavior, Untyped, ValidationBehavior,
         erase_projection,
     };
 }
@@ -138,26 +138,34 @@ pub mod memory {
 #[cfg(feature = "sqlite")]
 pub mod sqlite {
     pub use flext_sqlite::{
-        SqliteEventStore, SqliteStoreBuilder, SqliteWriteTransaction, Synchronous, migrator,
+        SqliteEventStore, SqliteStoreBuilder, SqliteWriteTransaction, Synchronous, migrator, sqlx,
     };
 }
 
 /// The PostgreSQL event store (feature `postgres`).
 #[cfg(feature = "postgres")]
 pub mod postgres {
-    pub use flext_postgres::{PgEventStore, PgStoreBuilder, PgWriteTransaction, migrator};
+    pub use flext_postgres::{PgEventStore, PgStoreBuilder, PgWriteTransaction, migrator, sqlx};
 }
 
-/// The traits an application uses every day, to glob-import: `use flext::prelude::*;`.
 pub mod prelude {
+    //! The traits an application uses every day, to glob-import. `use flext::prelude::*;`
+    //! brings the domain traits you implement into scope by name,
+    //! and the ports' and application's traits anonymously (`as _`): their methods work
+    //! (`store.append_events(..)`, `tx.execute(..)`), and their names never clash with
+    //! types of your own (a `Command` or `Query` enum, a `Clock`); name them through
+    //! `flext::ports` / `flext::application` to implement them.
     #[cfg(feature = "application")]
-    pub use flext_application::{Behavior, FromServices};
+    pub use flext_application::{Behavior as _, FromServices as _};
     pub use flext_domain::{Aggregate, DomainEvent, Entity, ResultExt, ValueObject};
     #[cfg(feature = "ports")]
     pub use flext_ports::{
-        Clock, Command, CommandHandler, EventCodec, EventHandler, EventStore, IdGenerator,
-        IdempotencyStore, Metrics, OwnershipStore, Projection, ProjectionStore, Query,
-        QueryHandler, SnapshotStore, WatchAppends,
+        AppendEvents as _, CheckpointStore as _, Clock as _, Command as _, CommandHandler as _,
+        EventCodec as _, EventHandler as _, EventProjection as _, EventStore as _,
+        IdGenerator as _, IdempotencyStore as _, Metrics as _, OwnershipStore as _,
+        Projection as _, ProjectionStore as _, Query as _, QueryHandler as _, SnapshotStore as _,
+        WatchAppends as _,
+        sql::{Sql as _, SqlExt as _, SqlStore as _},
     };
 }
 

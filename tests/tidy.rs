@@ -250,3 +250,29 @@ fn the_rules_catch_wrong_arrows() {
         "{joined}"
     );
 }
+
+/// The minimum Rust version is stated once, in the workspace's `rust-version`, and the
+/// README says the same (a reader installs what it says).
+#[test]
+fn the_readme_states_the_minimum_rust_version_of_the_manifest() {
+    let root = env!("CARGO_MANIFEST_DIR");
+    let manifest = std::fs::read_to_string(format!("{root}/Cargo.toml")).expect("Cargo.toml");
+    let msrv = manifest
+        .lines()
+        .find_map(|l| l.strip_prefix("rust-version = \""))
+        .and_then(|v| v.strip_suffix('"'))
+        .expect("a rust-version in the workspace");
+    let readme = std::fs::read_to_string(format!("{root}/README.md")).expect("README.md");
+    assert!(
+        readme.contains(&format!("Rust {msrv} or newer")),
+        "README.md must say \"Rust {msrv} or newer\""
+    );
+    let stated: Vec<&str> = readme
+        .match_indices("Rust 1.")
+        .map(|(i, _)| readme[i..].split_whitespace().nth(1).unwrap_or(""))
+        .collect();
+    assert!(
+        stated.iter().all(|v| *v == msrv),
+        "README.md names other Rust versions: {stated:?}"
+    );
+}

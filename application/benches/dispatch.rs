@@ -13,8 +13,8 @@ use criterion::{Criterion, criterion_group, criterion_main};
 use std::time::Duration;
 
 use flext_application::{
-    MetricsLayer, Pipeline, QueryCache, Registry, RetryLayer, Services, TracingLayer,
-    ValidationLayer,
+    MetricsBehavior, Pipeline, QueryCache, Registry, RetryBehavior, Services, TracingBehavior,
+    ValidationBehavior,
 };
 use flext_domain::Error;
 use flext_ports::{Command, CommandHandler, Context, Query, QueryHandler};
@@ -84,15 +84,15 @@ fn dispatch(c: &mut Criterion) {
     let layered = registry
         .command_bus(
             Pipeline::new()
-                .layer(RetryLayer::default())
-                .layer(MetricsLayer::new(()))
-                .layer(ValidationLayer),
+                .layer(RetryBehavior::default())
+                .layer(MetricsBehavior::new(()))
+                .layer(ValidationBehavior),
         )
         .expect("bus");
     // The metrics layer alone, recording nowhere and on an OpenTelemetry meter (SDK
     // provider with a reader that is never flushed during the run).
     let noop_metrics = registry
-        .command_bus(Pipeline::new().layer(MetricsLayer::new(())))
+        .command_bus(Pipeline::new().layer(MetricsBehavior::new(())))
         .expect("bus");
     let provider = opentelemetry_sdk::metrics::SdkMeterProvider::builder()
         .with_reader(
@@ -104,7 +104,7 @@ fn dispatch(c: &mut Criterion) {
         .build();
     let otel = registry
         .command_bus(
-            Pipeline::new().layer(MetricsLayer::new(flext_otel::OtelMetrics::new(
+            Pipeline::new().layer(MetricsBehavior::new(flext_otel::OtelMetrics::new(
                 opentelemetry::metrics::MeterProvider::meter(&provider, "bench"),
             ))),
         )
@@ -127,20 +127,20 @@ fn dispatch(c: &mut Criterion) {
     group.bench_function("bus, three behaviors", |b| {
         b.iter(|| ready(layered.dispatch(Noop(black_box(7)), &ctx)))
     });
-    group.bench_function("bus, MetricsLayer recording nowhere", |b| {
+    group.bench_function("bus, MetricsBehavior recording nowhere", |b| {
         b.iter(|| ready(noop_metrics.dispatch(Noop(black_box(7)), &ctx)))
     });
-    group.bench_function("bus, MetricsLayer on OpenTelemetry", |b| {
+    group.bench_function("bus, MetricsBehavior on OpenTelemetry", |b| {
         b.iter(|| ready(otel.dispatch(Noop(black_box(7)), &ctx)))
     });
 
-    // Tracing: the TracingLayer with no subscriber, then exported through
+    // Tracing: the TracingBehavior with no subscriber, then exported through
     // tracing-opentelemetry (every span sampled, ended and handed to an exporter that
     // drops it), then traces and metrics together.
     let traced = registry
-        .command_bus(Pipeline::new().layer(TracingLayer))
+        .command_bus(Pipeline::new().layer(TracingBehavior))
         .expect("bus");
-    group.bench_function("bus, TracingLayer, no subscriber", |b| {
+    group.bench_function("bus, TracingBehavior, no subscriber", |b| {
         b.iter(|| ready(traced.dispatch(Noop(black_box(7)), &ctx)))
     });
     let tracer_provider = opentelemetry_sdk::trace::SdkTracerProvider::builder()
@@ -149,20 +149,23 @@ fn dispatch(c: &mut Criterion) {
     let subscriber = tracing_subscriber::registry()
         .with(tracing_opentelemetry::layer().with_tracer(tracer_provider.tracer("bench")));
     let observed = registry
-        .command_bus(Pipeline::new().layer(TracingLayer).layer(MetricsLayer::new(
-            flext_otel::OtelMetrics::new(opentelemetry::metrics::MeterProvider::meter(
-                &provider, "bench",
-            )),
-        )))
+        .command_bus(
+            Pipeline::new()
+                .layer(TracingBehavior)
+                .layer(MetricsBehavior::new(flext_otel::OtelMetrics::new(
+                    opentelemetry::metrics::MeterProvider::meter(&provider, "bench"),
+                ))),
+        )
         .expect("bus");
     tracing::subscriber::with_default(subscriber, || {
         flext_otel::install();
-        group.bench_function("bus, TracingLayer on OpenTelemetry", |b| {
+        group.bench_function("bus, TracingBehavior on OpenTelemetry", |b| {
             b.iter(|| ready(traced.dispatch(Noop(black_box(7)), &ctx)))
         });
-        group.bench_function("bus, TracingLayer + MetricsLayer on OpenTelemetry", |b| {
-            b.iter(|| ready(observed.dispatch(Noop(black_box(7)), &ctx)))
-        });
+        group.bench_function(
+            "bus, TracingBehavior + MetricsBehavior on OpenTelemetry",
+            |b| b.iter(|| ready(observed.dispatch(Noop(black_box(7)), &ctx))),
+        );
     });
     group.finish();
 

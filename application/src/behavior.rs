@@ -12,9 +12,9 @@ use crate::repository::RetryPolicy;
 /// Runs the message's own checks first and returns every violation at once, with its code
 /// and field path, without calling the handler.
 #[derive(Debug, Clone, Copy, Default)]
-pub struct ValidationLayer;
+pub struct ValidationBehavior;
 
-impl Behavior for ValidationLayer {
+impl Behavior for ValidationBehavior {
     fn handle<'s, 'a: 's>(
         &'s self,
         message: Message<'a>,
@@ -34,25 +34,25 @@ impl Behavior for ValidationLayer {
 /// when the context has none; past it the call is dropped and the caller gets
 /// `DeadlineExceeded`.
 #[derive(Debug, Clone, Copy)]
-pub struct TimeoutLayer {
+pub struct TimeoutBehavior {
     default: Duration,
 }
 
-impl Default for TimeoutLayer {
+impl Default for TimeoutBehavior {
     /// A default of 30 seconds.
     fn default() -> Self {
-        TimeoutLayer::new(Duration::from_secs(30))
+        TimeoutBehavior::new(Duration::from_secs(30))
     }
 }
 
-impl TimeoutLayer {
+impl TimeoutBehavior {
     /// Uses `default` when the context carries no deadline.
     pub fn new(default: Duration) -> Self {
-        TimeoutLayer { default }
+        TimeoutBehavior { default }
     }
 }
 
-impl Behavior for TimeoutLayer {
+impl Behavior for TimeoutBehavior {
     fn handle<'s, 'a: 's>(
         &'s self,
         message: Message<'a>,
@@ -87,18 +87,18 @@ impl Behavior for TimeoutLayer {
 /// writer won a race), with exponential backoff and full jitter, up to the policy's
 /// attempts; other errors pass through at once.
 #[derive(Debug, Clone, Copy, Default)]
-pub struct RetryLayer {
+pub struct RetryBehavior {
     policy: RetryPolicy,
 }
 
-impl RetryLayer {
+impl RetryBehavior {
     /// Retries by `policy`.
     pub fn new(policy: RetryPolicy) -> Self {
-        RetryLayer { policy }
+        RetryBehavior { policy }
     }
 }
 
-impl Behavior for RetryLayer {
+impl Behavior for RetryBehavior {
     fn handle<'s, 'a: 's>(
         &'s self,
         _message: Message<'a>,
@@ -127,18 +127,18 @@ impl Behavior for RetryLayer {
 /// (`flext.dispatch.duration`), labelled `kind`, `message_type` and `outcome` (`ok` or the
 /// error code's name), through the [`Metrics`] port.
 #[derive(Debug, Clone)]
-pub struct MetricsLayer<M> {
+pub struct MetricsBehavior<M> {
     metrics: M,
 }
 
-impl<M: Metrics + 'static> MetricsLayer<M> {
+impl<M: Metrics + 'static> MetricsBehavior<M> {
     /// Records into `metrics`.
     pub fn new(metrics: M) -> Self {
-        MetricsLayer { metrics }
+        MetricsBehavior { metrics }
     }
 }
 
-impl<M: Metrics + 'static> Behavior for MetricsLayer<M> {
+impl<M: Metrics + 'static> Behavior for MetricsBehavior<M> {
     fn handle<'s, 'a: 's>(
         &'s self,
         message: Message<'a>,
@@ -182,9 +182,9 @@ impl<M: Metrics + 'static> Behavior for MetricsLayer<M> {
 /// [`Propagator`](flext_ports::Propagator) is installed, the span continues that trace when
 /// no span is current (a current span is the better parent).
 #[derive(Debug, Clone, Copy, Default)]
-pub struct TracingLayer;
+pub struct TracingBehavior;
 
-impl Behavior for TracingLayer {
+impl Behavior for TracingBehavior {
     fn handle<'s, 'a: 's>(
         &'s self,
         message: Message<'a>,

@@ -129,7 +129,7 @@ struct EventEntry {
 /// built. Registration records the caller's `file:line`, so a duplicate names both sites.
 ///
 /// ```
-/// use flext_application::{Pipeline, Registry, ValidationLayer};
+/// use flext_application::{Pipeline, Registry, ValidationBehavior};
 /// use flext_domain::Error;
 /// use flext_ports::{Command, CommandHandler, Context};
 ///
@@ -147,7 +147,7 @@ struct EventEntry {
 /// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
 /// let bus = Registry::new()
 ///     .command::<Ping, _>(Pong)
-///     .command_bus(Pipeline::new().layer(ValidationLayer))?;
+///     .command_bus(Pipeline::new().layer(ValidationBehavior))?;
 /// assert_eq!(bus.dispatch(Ping, &Context::new()).await?, "pong");
 ///
 /// let twice = Registry::new().command::<Ping, _>(Pong).command::<Ping, _>(Pong).command_bus(Pipeline::new());
@@ -612,7 +612,7 @@ impl EventBus {
 }
 
 /// The span of one event's delivery: `flext.dispatch` with `otel.name` `"event {type}"`,
-/// kind consumer, the messaging attributes of [`TracingLayer`](crate::TracingLayer), and
+/// kind consumer, the messaging attributes of [`TracingBehavior`](crate::TracingBehavior), and
 /// the trace context stored with the event as its parent when no span is current, else
 /// as a link.
 fn event_span<E>(ctx: &Context) -> tracing::Span {

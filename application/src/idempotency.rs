@@ -102,7 +102,7 @@ fn not_an_outcome(code: ErrorCode) -> bool {
 /// command type is `AlreadyExists`/`COMMAND_ID_REUSED`. Commands not opted in pass through.
 ///
 /// ```
-/// use flext_application::{IdempotencyLayer, Pipeline};
+/// use flext_application::{IdempotencyBehavior, Pipeline};
 /// use flext_memory::InMemoryEventStore;
 /// use flext_ports::Command;
 ///
@@ -114,10 +114,10 @@ fn not_an_outcome(code: ErrorCode) -> bool {
 /// }
 ///
 /// let pipeline = Pipeline::new()
-///     .layer(IdempotencyLayer::new(InMemoryEventStore::new()).command::<PlaceOrder>());
+///     .layer(IdempotencyBehavior::new(InMemoryEventStore::new()).command::<PlaceOrder>());
 /// # let _ = pipeline;
 /// ```
-pub struct IdempotencyLayer<S> {
+pub struct IdempotencyBehavior<S> {
     store: S,
     stale_after: Duration,
     codecs: TypeMap<OutputCodec>,
@@ -154,11 +154,11 @@ impl<S: IdempotencyStore + Clone + 'static> Drop for ClaimGuard<S> {
     }
 }
 
-impl<S: IdempotencyStore + Clone + 'static> IdempotencyLayer<S> {
+impl<S: IdempotencyStore + Clone + 'static> IdempotencyBehavior<S> {
     /// Records outcomes in `store`; a claim left unfinished for 5 minutes (its process
     /// died) may be taken over.
     pub fn new(store: S) -> Self {
-        IdempotencyLayer {
+        IdempotencyBehavior {
             store,
             stale_after: Duration::from_secs(300),
             codecs: TypeMap::default(),
@@ -169,7 +169,7 @@ impl<S: IdempotencyStore + Clone + 'static> IdempotencyLayer<S> {
 
     /// Keeps outcomes for `retention` (measured from the claim), then forgets them: a
     /// retry of the same id after that runs again. Expired records are purged every
-    /// 1,000 claims (in the background); [`IdempotencyLayer::purge`] does it now.
+    /// 1,000 claims (in the background); [`IdempotencyBehavior::purge`] does it now.
     pub fn retention(mut self, retention: Duration) -> Self {
         self.retention = Some(retention);
         self
@@ -208,7 +208,7 @@ impl<S: IdempotencyStore + Clone + 'static> IdempotencyLayer<S> {
     }
 }
 
-impl<S: IdempotencyStore + Clone + 'static> Behavior for IdempotencyLayer<S> {
+impl<S: IdempotencyStore + Clone + 'static> Behavior for IdempotencyBehavior<S> {
     fn handle<'s, 'a: 's>(
         &'s self,
         message: Message<'a>,

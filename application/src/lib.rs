@@ -54,21 +54,23 @@ mod subscription;
 mod typemap;
 
 pub use app::{App, AppBuilder};
-pub use behavior::{MetricsLayer, RetryLayer, TimeoutLayer, TracingLayer, ValidationLayer};
+pub use behavior::{
+    MetricsBehavior, RetryBehavior, TimeoutBehavior, TracingBehavior, ValidationBehavior,
+};
 pub use bridge_metrics::BridgeMetrics;
 pub use bus::{CommandBus, EventBus, HandlerOutcome, QueryBus, Registration, Registry, Site};
 pub use health::{HealthChecks, HealthReport};
 pub use hot_swap::{HotSwap, Routed};
-pub use idempotency::IdempotencyLayer;
+pub use idempotency::IdempotencyBehavior;
 pub use ownership::{ConsumerSlot, Distribution, Grant, Ownership, OwnershipOptions};
 pub use pipeline::{Behavior, BoxFuture, Message, MessageKind, Next, Pipeline, Reply};
 pub use plugin::{Manifest, PluginRegistration, PluginRegistry, RegistryHealth};
 pub use projection::{
     IntoProjection, OfEvents, PoisonPolicy, ProjectionHealth, ProjectionOptions,
     ProjectionRegistration, ProjectionRunner, ProjectionState, ProjectionStatus, Projections,
-    ReadYourWrites, ReadYourWritesLayer, RebuildFrom, RedriveReport, Untyped, erase_projection,
+    ReadYourWrites, ReadYourWritesBehavior, RebuildFrom, RedriveReport, Untyped, erase_projection,
 };
-pub use query_cache::{QueryCache, QueryCacheInvalidator, QueryCacheLayer};
+pub use query_cache::{QueryCache, QueryCacheBehavior, QueryCacheInvalidator};
 pub use repository::{Executed, Repository, RetryPolicy};
 pub use services::{Dep, FromServices, Scope, Services, ServicesBuilder};
 pub use subscription::{Subscription, SubscriptionOptions};

@@ -233,12 +233,12 @@ pub trait Behavior: Send + Sync + 'static {
 /// it is built.
 ///
 /// ```
-/// use flext_application::{Pipeline, RetryLayer, TimeoutLayer, ValidationLayer};
+/// use flext_application::{Pipeline, RetryBehavior, TimeoutBehavior, ValidationBehavior};
 ///
 /// let pipeline = Pipeline::new()
-///     .layer(TimeoutLayer::default())    // outermost: bounds everything below
-///     .layer(RetryLayer::default())      // retries what is below on conflicts
-///     .layer(ValidationLayer);           // innermost: checks before the handler
+///     .layer(TimeoutBehavior::default())    // outermost: bounds everything below
+///     .layer(RetryBehavior::default())      // retries what is below on conflicts
+///     .layer(ValidationBehavior);           // innermost: checks before the handler
 /// assert_eq!(pipeline.len(), 3);
 /// ```
 #[derive(Clone, Default)]

@@ -1161,7 +1161,7 @@ where
         match self.slot.grant() {
             Grant::Held(l) if l.epoch == lease.epoch => Ok(()),
             Grant::Release(l) if l.epoch == lease.epoch => Err(Owned::HandOver),
-            _ => Err(Owned::Lost(flext_ports::ownership_lost(
+            _ => Err(Owned::Lost(flext_ports::adapter::ownership_lost(
                 lease,
                 None,
                 "the lease could not be renewed",
@@ -1613,7 +1613,7 @@ where
 }
 
 /// Asks a query to see its caller's writes: put it in the query's
-/// [`flext_ports::Context`] (`Context::with_value`) and the [`ReadYourWritesLayer`]
+/// [`flext_ports::Context`] (`Context::with_value`) and the [`ReadYourWritesBehavior`]
 /// waits until the projection has reached the position before the handler runs.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ReadYourWrites {
@@ -1637,22 +1637,22 @@ impl ReadYourWrites {
 /// [`ReadYourWrites`], waits (up to the context's deadline, else the layer's timeout)
 /// until that projection has reached the position, then runs the query. A projection
 /// that does not get there in time fails the query with `PROJECTION_BEHIND`.
-pub struct ReadYourWritesLayer<S> {
+pub struct ReadYourWritesBehavior<S> {
     projections: Projections<S>,
     timeout: Duration,
 }
 
-impl<S> ReadYourWritesLayer<S> {
+impl<S> ReadYourWritesBehavior<S> {
     /// Waits on `projections`, at most `timeout` when the context has no deadline.
     pub fn new(projections: Projections<S>, timeout: Duration) -> Self {
-        ReadYourWritesLayer {
+        ReadYourWritesBehavior {
             projections,
             timeout,
         }
     }
 }
 
-impl<S> crate::pipeline::Behavior for ReadYourWritesLayer<S>
+impl<S> crate::pipeline::Behavior for ReadYourWritesBehavior<S>
 where
     S: ProjectionStore + EventStore + WatchAppends + Clone,
 {

@@ -115,8 +115,8 @@ where
     }
 
     /// The behavior to put in the query pipeline; other query types pass through it.
-    pub fn layer(&self) -> QueryCacheLayer<Q> {
-        QueryCacheLayer {
+    pub fn layer(&self) -> QueryCacheBehavior<Q> {
+        QueryCacheBehavior {
             cache: self.clone(),
         }
     }
@@ -180,11 +180,11 @@ where
 
 /// The pipeline behavior of a [`QueryCache`]: answers are keyed by the context's tenant
 /// and the query's value.
-pub struct QueryCacheLayer<Q: Query> {
+pub struct QueryCacheBehavior<Q: Query> {
     cache: QueryCache<Q>,
 }
 
-impl<Q> Behavior for QueryCacheLayer<Q>
+impl<Q> Behavior for QueryCacheBehavior<Q>
 where
     Q: Query + Hash + Eq,
     Q::Output: Clone + Sync,

@@ -5,8 +5,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use flext_application::{
-    Behavior, BoxFuture, Message, MetricsLayer, Next, Reply, RetryLayer, RetryPolicy, TimeoutLayer,
-    TracingLayer, ValidationLayer,
+    Behavior, BoxFuture, Message, MetricsBehavior, Next, Reply, RetryBehavior, RetryPolicy,
+    TimeoutBehavior, TracingBehavior, ValidationBehavior,
 };
 use flext_domain::{Error, ErrorCode, Validation};
 use flext_ports::{Command, Context, Labels, Metrics};
@@ -71,7 +71,7 @@ async fn validation_returns_every_violation_with_its_code_and_skips_the_handler(
         from: String::new(),
         amount: -1,
     };
-    let (result, calls) = run(&ValidationLayer, &bad, &Context::new(), Ok).await;
+    let (result, calls) = run(&ValidationBehavior, &bad, &Context::new(), Ok).await;
     let err = result.unwrap_err();
     assert_eq!(calls, 0);
     assert_eq!(err.reason(), "VALIDATION_FAILED");
@@ -87,13 +87,13 @@ async fn validation_returns_every_violation_with_its_code_and_skips_the_handler(
             ("amount", ErrorCode::OutOfRange)
         ]
     );
-    let (ok, calls) = run(&ValidationLayer, &ok_transfer(), &Context::new(), Ok).await;
+    let (ok, calls) = run(&ValidationBehavior, &ok_transfer(), &Context::new(), Ok).await;
     assert_eq!((ok.unwrap(), calls), (1, 1));
 }
 
 #[tokio::test(start_paused = true)]
 async fn timeout_uses_the_context_deadline_then_the_default() {
-    let slow = |layer: TimeoutLayer, ctx: Context| async move {
+    let slow = |layer: TimeoutBehavior, ctx: Context| async move {
         let transfer = ok_transfer();
         let stub = || -> BoxFuture<'_, Result<Reply, Error>> {
             Box::pin(async {
@@ -108,30 +108,33 @@ async fn timeout_uses_the_context_deadline_then_the_default() {
             .map(|_| ())
     };
     let err = slow(
-        TimeoutLayer::new(Duration::from_secs(60)),
+        TimeoutBehavior::new(Duration::from_secs(60)),
         Context::new().with_timeout(Duration::from_secs(1)),
     )
     .await
     .unwrap_err();
     assert_eq!(err.code(), ErrorCode::DeadlineExceeded);
-    let err = slow(TimeoutLayer::new(Duration::from_secs(2)), Context::new())
+    let err = slow(TimeoutBehavior::new(Duration::from_secs(2)), Context::new())
         .await
         .unwrap_err();
     assert_eq!(err.reason(), "DEADLINE_EXCEEDED");
     assert!(
-        slow(TimeoutLayer::new(Duration::from_secs(10)), Context::new())
-            .await
-            .is_ok()
+        slow(
+            TimeoutBehavior::new(Duration::from_secs(10)),
+            Context::new()
+        )
+        .await
+        .is_ok()
     );
     // A timeout too long to be an instant is no deadline, not a panic.
     assert!(
-        slow(TimeoutLayer::new(Duration::MAX), Context::new())
+        slow(TimeoutBehavior::new(Duration::MAX), Context::new())
             .await
             .is_ok()
     );
     assert!(
         slow(
-            TimeoutLayer::new(Duration::MAX),
+            TimeoutBehavior::new(Duration::MAX),
             Context::new().with_timeout(Duration::MAX)
         )
         .await
@@ -142,7 +145,7 @@ async fn timeout_uses_the_context_deadline_then_the_default() {
 #[tokio::test(start_paused = true)]
 async fn retry_runs_again_on_conflicts_only_and_gives_up_after_the_policy() {
     let conflict = || Error::conflict("WRONG_EXPECTED_VERSION", "lost a race");
-    let layer = RetryLayer::new(RetryPolicy {
+    let layer = RetryBehavior::new(RetryPolicy {
         attempts: 4,
         ..RetryPolicy::default()
     });
@@ -189,7 +192,7 @@ impl Metrics for Captured {
 #[tokio::test]
 async fn metrics_count_and_time_each_dispatch_by_type_and_outcome() {
     let captured = Arc::new(Captured::default());
-    let layer = MetricsLayer::new(captured.clone());
+    let layer = MetricsBehavior::new(captured.clone());
     run(&layer, &ok_transfer(), &Context::new(), Ok)
         .await
         .0
@@ -271,7 +274,7 @@ async fn tracing_opens_a_span_with_ids_outcome_and_error_code() {
     let _guard = tracing::subscriber::set_default(capture::Capture::new(spans.clone()));
     let root = Context::new();
     let child = root.child();
-    run(&TracingLayer, &ok_transfer(), &child, |_| {
+    run(&TracingBehavior, &ok_transfer(), &child, |_| {
         Err(Error::conflict("WRONG_EXPECTED_VERSION", "x"))
     })
     .await

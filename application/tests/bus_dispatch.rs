@@ -118,7 +118,7 @@ fn two_handlers_for_one_command_name_both_sites() {
 async fn a_panicking_handler_is_an_internal_error_and_the_bus_keeps_serving() {
     for pipeline in [
         Pipeline::new(),
-        Pipeline::new().layer(flext_application::ValidationLayer),
+        Pipeline::new().layer(flext_application::ValidationBehavior),
     ] {
         let bus = Registry::new()
             .command::<Deposit, _>(Doubler)

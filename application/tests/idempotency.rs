@@ -3,7 +3,7 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 
-use flext_application::{IdempotencyLayer, Pipeline, Registry};
+use flext_application::{IdempotencyBehavior, Pipeline, Registry};
 use flext_domain::{Error, ErrorCode};
 use flext_memory::InMemoryEventStore;
 use flext_ports::{Command, CommandHandler, Context, IdempotencyStore};
@@ -71,7 +71,7 @@ async fn first_outcome_is_returned<S: IdempotencyStore + Clone + 'static>(store:
         .command::<CancelOrder, _>(Shop(runs.clone(), gate.clone()))
         .command_bus(
             Pipeline::new().layer(
-                IdempotencyLayer::new(store)
+                IdempotencyBehavior::new(store)
                     .command::<PlaceOrder>()
                     .command::<CancelOrder>(),
             ),
@@ -169,7 +169,7 @@ async fn a_dropped_dispatch_releases_its_claim<S: IdempotencyStore + Clone + 'st
     let gate = Arc::new(Gate::default());
     let bus = Registry::new()
         .command::<PlaceOrder, _>(Shop(runs.clone(), gate.clone()))
-        .command_bus(Pipeline::new().layer(IdempotencyLayer::new(store).command::<PlaceOrder>()))
+        .command_bus(Pipeline::new().layer(IdempotencyBehavior::new(store).command::<PlaceOrder>()))
         .expect("ok");
     let ctx = Context::new();
     tokio::select! {
@@ -224,7 +224,7 @@ async fn ids_are_per_tenant_and_bound_to_their_command<S: IdempotencyStore + Clo
         .command::<CancelOrder, _>(Shop(runs.clone(), gate.clone()))
         .command_bus(
             Pipeline::new().layer(
-                IdempotencyLayer::new(store)
+                IdempotencyBehavior::new(store)
                     .command::<PlaceOrder>()
                     .command::<CancelOrder>(),
             ),

@@ -1,5 +1,5 @@
 //! The metrics port on OpenTelemetry: a known sequence of commands (through the
-//! `MetricsLayer`), store appends and projection batches produces exactly these metric points in the
+//! `MetricsBehavior`), store appends and projection batches produces exactly these metric points in the
 //! SDK's in-memory exporter.
 
 mod support;
@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use flext_application::{
-    MetricsLayer, Pipeline, PoisonPolicy, ProjectionOptions, ProjectionRunner, Registry,
+    MetricsBehavior, Pipeline, PoisonPolicy, ProjectionOptions, ProjectionRunner, Registry,
 };
 use flext_domain::{Error, EventId, ExpectedVersion, NewEvent, StreamId};
 use flext_memory::InMemoryEventStore;
@@ -86,7 +86,7 @@ async fn commands_and_projection_batches_produce_these_points() {
     // Commands: two succeed, one is refused.
     let bus = Registry::new()
         .command::<Open, _>(Opener)
-        .command_bus(Pipeline::new().layer(MetricsLayer::new(metrics.clone())))
+        .command_bus(Pipeline::new().layer(MetricsBehavior::new(metrics.clone())))
         .expect("bus");
     for n in [1, 2, -1] {
         let _ = bus.dispatch(Open(n), &Context::new()).await;

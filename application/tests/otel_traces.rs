@@ -9,7 +9,9 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use flext_application::{EventBus, Pipeline, ProjectionRunner, Registry, Repository, TracingLayer};
+use flext_application::{
+    EventBus, Pipeline, ProjectionRunner, Registry, Repository, TracingBehavior,
+};
 use flext_domain::{
     Aggregate, DomainEvent, Error, Id, Position, RecordedEvent, StreamId, StreamVersion,
 };
@@ -225,7 +227,7 @@ async fn credit_once(store: &SqliteEventStore, account: Id<Account>) -> Context 
     let repo = Arc::new(Repository::<Account, _>::new(store.clone()));
     let bus = Registry::new()
         .command::<Credit, _>(CreditHandler(repo))
-        .command_bus(Pipeline::new().layer(TracingLayer))
+        .command_bus(Pipeline::new().layer(TracingBehavior))
         .expect("bus");
     let ctx = Context::new();
     bus.dispatch(Credit { account, amount: 7 }, &ctx)
@@ -409,7 +411,7 @@ async fn a_fresh_process_links_its_batches_and_continues_its_follow_ups_from_the
     let repo = Arc::new(Repository::<Account, _>::new(store.clone()));
     let commands = Registry::new()
         .command::<Credit, _>(CreditHandler(repo))
-        .command_bus(Pipeline::new().layer(TracingLayer))
+        .command_bus(Pipeline::new().layer(TracingBehavior))
         .expect("bus");
     let handlers: EventBus = Registry::new()
         .event::<RecordedEvent, _>(FollowUp(commands))

@@ -214,7 +214,10 @@ async fn a_projection_runs_in_one_instance_and_is_waited_for_from_the_other() {
     assert_eq!(standby.lag_events, 0);
     let record = standby.ownership.expect("a record");
     assert!(record.owned);
-    assert_eq!(record.epoch, 1);
+    // 1 unless a renewal came later than the 400 ms lease on a loaded machine and the
+    // owner acquired it again: any acquisition grows the epoch.
+    assert!(record.epoch >= 1);
+    let first_epoch = record.epoch;
     let health = standby_handle
         .health_check("shared", 100)
         .expect("check")
@@ -254,7 +257,10 @@ async fn a_projection_runs_in_one_instance_and_is_waited_for_from_the_other() {
         .expect("taken over");
     let now = stays.status("shared").await.expect("status");
     assert!(now.owned_here);
-    assert_eq!(now.ownership.expect("record").epoch, 2);
+    assert!(
+        now.ownership.expect("record").epoch > first_epoch,
+        "the takeover is a later acquisition"
+    );
     assert_eq!(
         store.totals(&model).await,
         support::expected(&store, &[]).await

@@ -645,7 +645,7 @@ async fn wait_for_listener(store: &flext_postgres::PgEventStore, not: Option<i32
 /// write; a projection that does not get there fails the query with the typed error.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn queries_wait_for_their_writes_through_the_layer() {
-    use flext_application::{Pipeline, ReadYourWrites, ReadYourWritesLayer, Registry};
+    use flext_application::{Pipeline, ReadYourWrites, ReadYourWritesBehavior, Registry};
     use flext_ports::{Context, Query, QueryHandler};
 
     #[derive(Clone)]
@@ -672,7 +672,7 @@ async fn queries_wait_for_their_writes_through_the_layer() {
         .start();
     let bus = Registry::new()
         .query::<Total, _>(ReadModel(model.clone()))
-        .query_bus(Pipeline::new().layer(ReadYourWritesLayer::new(
+        .query_bus(Pipeline::new().layer(ReadYourWritesBehavior::new(
             projections.clone(),
             Duration::from_secs(10),
         )))

@@ -11,10 +11,10 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use flext::application::{
-    BoxFuture, CommandBus, Dep, Executed, MetricsLayer, Ownership, OwnershipOptions, Pipeline,
+    BoxFuture, CommandBus, Dep, Executed, MetricsBehavior, Ownership, OwnershipOptions, Pipeline,
     PluginRegistry, ProjectionOptions, ProjectionRunner, Projections, QueryBus, ReadYourWrites,
-    ReadYourWritesLayer, Registry, Repository, RetryLayer, Services, Subscription,
-    SubscriptionOptions, TimeoutLayer, TracingLayer, ValidationLayer,
+    ReadYourWritesBehavior, Registry, Repository, RetryBehavior, Services, Subscription,
+    SubscriptionOptions, TimeoutBehavior, TracingBehavior, ValidationBehavior,
 };
 use flext::ports::{
     CheckpointStore, Command, Context, EventStore, Instance, Labels, Metrics, OwnershipStore,
@@ -1224,7 +1224,7 @@ impl Plugin for AuditPlugin {
 }
 
 // ---------------------------------------------------------------------------------------
-// Counting commands through the metrics port (the MetricsLayer reports to it).
+// Counting commands through the metrics port (the MetricsBehavior reports to it).
 
 /// Commands by outcome, from `flext.dispatch.count`.
 #[derive(Default)]
@@ -1310,10 +1310,7 @@ impl BankStore for PgEventStore {
         SubscriptionOptions::default()
     }
     fn close_store(&self) -> BoxFuture<'_, Result<(), Error>> {
-        Box::pin(async move {
-            self.close().await;
-            Ok(())
-        })
+        Box::pin(self.close())
     }
 }
 
@@ -1382,20 +1379,20 @@ impl<S: BankStore> Bank<S> {
         let tally = Arc::new(CommandTally::default());
         let commands = registry.command_bus(
             Pipeline::new()
-                .layer(TracingLayer)
-                .layer(MetricsLayer::new(tally.clone()))
-                .layer(TimeoutLayer::new(Duration::from_secs(30)))
-                .layer(RetryLayer::default())
-                .layer(ValidationLayer),
+                .layer(TracingBehavior)
+                .layer(MetricsBehavior::new(tally.clone()))
+                .layer(TimeoutBehavior::new(Duration::from_secs(30)))
+                .layer(RetryBehavior::default())
+                .layer(ValidationBehavior),
         )?;
         let queries = registry.query_bus(
             Pipeline::new()
-                .layer(TracingLayer)
-                .layer(ReadYourWritesLayer::new(
+                .layer(TracingBehavior)
+                .layer(ReadYourWritesBehavior::new(
                     projections.clone(),
                     READ_YOUR_WRITES,
                 ))
-                .layer(ValidationLayer),
+                .layer(ValidationBehavior),
         )?;
         services
             .get::<FollowUps>()?

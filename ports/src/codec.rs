@@ -34,7 +34,7 @@ pub trait EventCodec<E>: Send + Sync {
 /// use flext_domain::{DomainEvent, EventMetadata};
 /// use flext_ports::{JsonCodec, new_events};
 ///
-/// #[derive(serde::Serialize)]
+/// #[derive(serde::Serialize, serde::Deserialize)]
 /// struct Seeded { n: u32 }
 /// impl DomainEvent for Seeded {
 ///     fn event_type(&self) -> &'static str { "seeded" }

@@ -40,13 +40,10 @@ pub use clock::{Clock, FixedClock, SystemClock};
 pub use codec::{AppendEvents, EventCodec, new_events};
 pub use event_store::{
     AppendOutcome, EventStore, MAX_EVENT_TYPE_LEN, MAX_EVENTS_PER_APPEND, MAX_SCHEMA_VERSION,
-    ReadDirection, StoredEvent, StoredRow, assemble_recorded, corrupted_event,
-    resolve_rejected_append, stored_number, validate_append,
+    ReadDirection,
 };
 pub use health::{HealthCheck, HealthFuture};
-pub use idempotency::{
-    Claim, IdempotencyRecord, IdempotencyStore, decode_error, encode_error, stored_claim,
-};
+pub use idempotency::{Claim, IdempotencyRecord, IdempotencyStore};
 pub use ids::{IdGenerator, SequentialIds, UuidV7Ids};
 pub use json::{JsonCodec, Upcasters};
 pub use message::{
@@ -54,17 +51,28 @@ pub use message::{
     is_valid_traceparent,
 };
 pub use metrics::{Labels, Metrics};
-pub use ownership::{
-    ConsumerRecord, Instance, Lease, Member, OwnershipStore, checkpoint_backwards,
-    checkpoint_owned, chrono_ttl, ownership_lost, refused_checkpoint,
-};
+pub use ownership::{ConsumerRecord, Instance, Lease, Member, OwnershipStore};
 pub use plugin::{
     Contributions, Health, HealthStatus, Plugin, PluginDependency, PluginFuture, VersionRequirement,
 };
-pub use projection::{
-    DeadLetter, Decoded, EventProjection, Projection, ProjectionStore, Typed, assemble_dead_letter,
-};
+pub use projection::{DeadLetter, Decoded, EventProjection, Projection, ProjectionStore, Typed};
 pub use redact::redact_url;
 pub use snapshot::{Snapshot, SnapshotStore};
 pub use trace::{Propagator, StoreOp, StoreTelemetry};
 pub use watch::{AppendSignal, AppendWatcher, Changed, WatchAppends};
+
+/// What the store adapters share: checks of an append's input, the outcome of a rejected
+/// append, the assembly of stored rows into events and dead letters, the stored form of
+/// idempotency outcomes and the diagnosis of a refused checkpoint. For writers of a store
+/// adapter; an application does not need them.
+pub mod adapter {
+    pub use crate::event_store::{
+        StoredEvent, StoredRow, assemble_recorded, corrupted_event, resolve_rejected_append,
+        stored_number, validate_append,
+    };
+    pub use crate::idempotency::{decode_error, encode_error, stored_claim};
+    pub use crate::ownership::{
+        checkpoint_backwards, checkpoint_owned, chrono_ttl, ownership_lost, refused_checkpoint,
+    };
+    pub use crate::projection::assemble_dead_letter;
+}

@@ -403,7 +403,7 @@ pub trait ProjectionStore: OwnershipStore + Send + Sync + 'static {
 }
 
 /// Builds a [`DeadLetter`] from the columns a SQL adapter stored (`error` is the JSON of
-/// [`crate::encode_error`]); a column that does not convert is a `DataLoss` error with
+/// [`crate::adapter::encode_error`]); a column that does not convert is a `DataLoss` error with
 /// reason `CORRUPTED_DEAD_LETTER` naming the projection and position.
 #[allow(clippy::too_many_arguments)]
 pub fn assemble_dead_letter(

@@ -424,6 +424,13 @@ impl fmt::Debug for ReadModels {
     }
 }
 
+/// A store that keeps read models in its own database (the SQL stores): what generic code
+/// over either asks of it.
+pub trait SqlStore {
+    /// The store's read pool as [`ReadModels`].
+    fn read_models(&self) -> ReadModels;
+}
+
 /// What [`ReadModels`] runs statements on; implemented by the SQL adapters.
 pub trait ReadPool: Send + Sync + 'static {
     /// `"sqlite"` or `"postgresql"`.
@@ -556,4 +563,177 @@ pub async fn migrate(
         .await?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row() -> SqlRow {
+        let columns: Arc<[String]> = ["id", "n", "ratio", "flag", "blob", "gone"]
+            .into_iter()
+            .map(String::from)
+            .collect();
+        SqlRow::new(
+            columns,
+            vec![
+                SqlValue::from("a"),
+                SqlValue::Int(7),
+                SqlValue::Float(0.5),
+                SqlValue::Int(1),
+                SqlValue::Bytes(vec![1, 2]),
+                SqlValue::Null,
+            ],
+        )
+    }
+
+    #[test]
+    fn a_row_reads_by_name_and_position_with_typed_errors() {
+        let r = row();
+        assert_eq!(r.columns()[1], "n");
+        assert_eq!(r.values()[1], SqlValue::Int(7));
+        assert_eq!(r.get::<String>("id").expect("id"), "a");
+        assert_eq!(r.get::<i64>("n").expect("n"), 7);
+        assert_eq!(r.get::<i32>("n").expect("n"), 7);
+        assert_eq!(r.get::<u64>("n").expect("n"), 7);
+        assert_eq!(r.get::<f64>("n").expect("n as float"), 7.0);
+        assert_eq!(r.get::<f64>("ratio").expect("ratio"), 0.5);
+        assert!(r.get::<bool>("flag").expect("1 is true"));
+        assert_eq!(r.get::<Vec<u8>>("blob").expect("blob"), [1, 2]);
+        assert_eq!(r.get::<Option<i64>>("gone").expect("null"), None);
+        assert_eq!(r.get::<Option<i64>>("n").expect("some"), Some(7));
+        assert_eq!(
+            r.get::<SqlValue>("ratio").expect("raw"),
+            SqlValue::Float(0.5)
+        );
+        let e = r.get::<i64>("nope").expect_err("no such column");
+        assert_eq!(e.reason(), "NO_SUCH_COLUMN");
+        assert!(e.message().contains("nope"), "{e}");
+        assert_eq!(
+            r.at::<i64>(9).expect_err("past the end").reason(),
+            "NO_SUCH_COLUMN"
+        );
+        let e = r.get::<i64>("id").expect_err("text is not an integer");
+        assert_eq!(e.reason(), "COLUMN_TYPE_MISMATCH");
+        assert!(
+            e.message().contains("\"id\"")
+                && e.message().contains("holds text")
+                && e.message().contains("an integer"),
+            "{e}"
+        );
+        assert!(r.get::<i64>("n").is_ok() && r.get::<String>("n").is_err());
+    }
+
+    #[test]
+    fn every_reader_refuses_what_it_does_not_read() {
+        let text = SqlValue::from("x");
+        assert!(i64::from_sql(&text).is_err());
+        assert_eq!(i64::from_sql(&SqlValue::Bool(true)), Ok(1));
+        assert!(i32::from_sql(&SqlValue::Int(i64::MAX)).is_err());
+        assert!(u64::from_sql(&SqlValue::Int(-1)).is_err());
+        assert!(bool::from_sql(&SqlValue::Int(2)).is_err());
+        assert_eq!(bool::from_sql(&SqlValue::Int(0)), Ok(false));
+        assert_eq!(bool::from_sql(&SqlValue::Bool(true)), Ok(true));
+        assert!(bool::from_sql(&text).is_err());
+        assert!(f64::from_sql(&text).is_err());
+        assert!(String::from_sql(&SqlValue::Int(1)).is_err());
+        assert!(Vec::<u8>::from_sql(&text).is_err());
+        assert!(Option::<i64>::from_sql(&text).is_err());
+        for (v, kind) in [
+            (SqlValue::Null, "NULL"),
+            (SqlValue::Bool(true), "a boolean"),
+            (SqlValue::Int(1), "an integer"),
+            (SqlValue::Float(1.0), "a float"),
+            (text.clone(), "text"),
+            (SqlValue::Bytes(Vec::new()), "bytes"),
+        ] {
+            assert_eq!(v.kind(), kind);
+        }
+    }
+
+    #[derive(Debug, PartialEq, serde::Deserialize)]
+    struct Item {
+        id: String,
+        n: i64,
+        ratio: f64,
+        flag: i64,
+        blob: Vec<u8>,
+        gone: Option<String>,
+    }
+
+    #[test]
+    fn a_row_reads_as_a_struct_by_column_name() {
+        assert_eq!(
+            row().deserialize::<Item>().expect("struct"),
+            Item {
+                id: "a".into(),
+                n: 7,
+                ratio: 0.5,
+                flag: 1,
+                blob: vec![1, 2],
+                gone: None
+            }
+        );
+        #[derive(Debug, serde::Deserialize)]
+        #[allow(dead_code)]
+        struct Wrong {
+            id: i64,
+        }
+        let e = row().deserialize::<Wrong>().expect_err("id is text");
+        assert_eq!(e.reason(), "ROW_MISMATCH");
+        let t: (String, i64, f64) = FromSqlRow::from_row(&row()).expect("tuple");
+        assert_eq!(t, ("a".to_owned(), 7, 0.5));
+        let bools = SqlRow::new(
+            ["b".to_owned()].into_iter().collect(),
+            vec![SqlValue::Bool(true)],
+        );
+        assert_eq!(json_of(&SqlValue::Bool(true)), serde_json::json!(true));
+        assert_eq!(
+            bools.deserialize::<serde_json::Value>().expect("map")["b"],
+            true
+        );
+    }
+
+    #[test]
+    fn arguments_convert_from_the_usual_types() {
+        assert_eq!(
+            crate::sql_args![
+                1i64,
+                2i32,
+                3u32,
+                true,
+                0.5f64,
+                "s",
+                String::from("t"),
+                None::<i64>,
+                Some(4i64),
+                vec![9u8]
+            ],
+            vec![
+                SqlValue::Int(1),
+                SqlValue::Int(2),
+                SqlValue::Int(3),
+                SqlValue::Bool(true),
+                SqlValue::Float(0.5),
+                SqlValue::Text("s".into()),
+                SqlValue::Text("t".into()),
+                SqlValue::Null,
+                SqlValue::Int(4),
+                SqlValue::Bytes(vec![9]),
+            ]
+        );
+        let id = flext_domain::Id::<String>::new();
+        assert_eq!(SqlValue::from(&id), SqlValue::Text(id.to_string()));
+    }
+
+    #[test]
+    fn a_statement_is_named_by_its_first_words() {
+        assert_eq!(statement_head("SELECT  1\n FROM   t"), "SELECT 1 FROM t");
+        let long = format!("SELECT {}", "x, ".repeat(40));
+        let head = statement_head(&long);
+        assert!(
+            head.ends_with("...") && head.chars().count() == 63,
+            "{head}"
+        );
+    }
 }

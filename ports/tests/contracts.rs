@@ -14,13 +14,15 @@ use flext_domain::{
     ExpectedVersion, Id, NewEvent, Position, RecordedEvent, StreamId, StreamVersion,
 };
 use flext_memory::InMemoryEventStore;
+use flext_ports::adapter::{
+    StoredEvent, StoredRow, assemble_recorded, chrono_ttl, encode_error, refused_checkpoint,
+    resolve_rejected_append, stored_claim, validate_append,
+};
 use flext_ports::{
     AppendEvents, AppendOutcome, AppendSignal, Claim, ConsumerRecord, Contributions, Decoded,
     EventCodec, EventProjection, EventStore, Health, HealthCheck, HealthFuture, IdGenerator,
     JsonCodec, Labels, Lease, MAX_EVENT_TYPE_LEN, MAX_EVENTS_PER_APPEND, Metrics, Projection,
-    SequentialIds, StoredEvent, StoredRow, Typed, Upcasters, UuidV7Ids, assemble_recorded,
-    chrono_ttl, encode_error, new_events, redact_url, refused_checkpoint, resolve_rejected_append,
-    stored_claim, validate_append,
+    SequentialIds, Typed, Upcasters, UuidV7Ids, new_events, redact_url,
 };
 use serde::{Deserialize, Serialize};
 
@@ -516,4 +518,40 @@ fn a_context_shows_its_ids_when_debugged() {
     let shown = format!("{ctx:?}");
     assert!(shown.contains("acme"), "{shown}");
     assert!(shown.contains(&ctx.correlation_id().to_string()), "{shown}");
+}
+
+struct Tables;
+impl EventProjection<()> for Tables {
+    type Event = Ev;
+    const NAME: &'static str = "tables";
+    const MIGRATIONS: &'static [&'static str] =
+        &["CREATE TABLE t (id TEXT)", "ALTER TABLE t ADD n BIGINT"];
+    async fn apply(&self, _: &mut (), _: Decoded<'_, Ev>) -> Result<(), Error> {
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn migrations_reach_the_store_which_may_refuse_them() {
+    use flext_ports::ProjectionStore;
+    let typed = Typed(Tables);
+    assert_eq!(
+        Projection::<()>::migrations(&typed),
+        ["CREATE TABLE t (id TEXT)", "ALTER TABLE t ADD n BIGINT"]
+    );
+    // The in-memory store keeps no read model: no step is fine, any step is refused.
+    let store = InMemoryEventStore::new();
+    let mut tx = store.begin().await.expect("tx");
+    store
+        .migrate(&mut tx, "tables", &[])
+        .await
+        .expect("nothing to do");
+    let e = store
+        .migrate(&mut tx, "tables", Projection::<()>::migrations(&typed))
+        .await
+        .expect_err("no tables here");
+    assert_eq!(
+        (e.code(), e.reason()),
+        (ErrorCode::Unimplemented, "MIGRATIONS_UNSUPPORTED")
+    );
 }

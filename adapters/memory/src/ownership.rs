@@ -4,10 +4,8 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use flext_domain::{Error, Position};
-use flext_ports::{
-    AppendWatcher, ConsumerRecord, Instance, Lease, Member, OwnershipStore, chrono_ttl,
-    refused_checkpoint,
-};
+use flext_ports::adapter::{chrono_ttl, refused_checkpoint};
+use flext_ports::{AppendWatcher, ConsumerRecord, Instance, Lease, Member, OwnershipStore};
 
 use crate::store::{InMemoryEventStore, State};
 
@@ -97,7 +95,7 @@ impl OwnershipStore for InMemoryEventStore {
                     ..lease.clone()
                 })
             }
-            other => Err(flext_ports::ownership_lost(
+            other => Err(flext_ports::adapter::ownership_lost(
                 lease,
                 other.map(|c| c.epoch),
                 "the lease expired or was taken",

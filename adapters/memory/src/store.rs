@@ -6,11 +6,12 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use flext_domain::{
     Error, EventId, ExpectedVersion, NewEvent, Position, RecordedEvent, StreamId, StreamVersion,
 };
+use flext_ports::adapter::{StoredEvent, resolve_rejected_append, validate_append};
 use flext_ports::{
     AppendOutcome, AppendSignal, AppendWatcher, CheckpointStore, Claim, Clock, DeadLetter,
     EventStore, Health, HealthCheck, HealthFuture, IdempotencyRecord, IdempotencyStore, Lease,
-    Metrics, ProjectionStore, ReadDirection, Snapshot, SnapshotStore, StoreTelemetry, StoredEvent,
-    SystemClock, WatchAppends, resolve_rejected_append, validate_append,
+    Metrics, ProjectionStore, ReadDirection, Snapshot, SnapshotStore, StoreTelemetry, SystemClock,
+    WatchAppends,
 };
 
 /// One position of the global log.
@@ -495,7 +496,7 @@ impl CheckpointStore for InMemoryEventStore {
             let consumer = state.consumers.entry(name.to_owned()).or_default();
             // Never over a consumer an instance owns: its checkpoint is written under its lease.
             if consumer.held(now) {
-                return Err(flext_ports::checkpoint_owned(name));
+                return Err(flext_ports::adapter::checkpoint_owned(name));
             }
             consumer.position = position;
         }

@@ -29,7 +29,7 @@
 //! OpenTelemetry [`Meter`]: every `count` is a `u64` counter, every `observe` a histogram
 //! and every `gauge` an `f64` gauge, named as flext names them (`flext.dispatch`,
 //! `flext.projection.batch.size`, ...), labels as attributes. Give it to the behaviors
-//! (`MetricsLayer`), the projection runner and the bridge (`BridgeMetrics`).
+//! (`MetricsBehavior`), the projection runner and the bridge (`BridgeMetrics`).
 //!
 //! ```
 //! use flext_otel::OtelMetrics;

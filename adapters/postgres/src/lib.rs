@@ -26,3 +26,7 @@ mod sql;
 mod store;
 
 pub use store::{MIGRATIONS_TABLE, PgEventStore, PgStoreBuilder, PgWriteTransaction, migrator};
+
+/// The `sqlx` this store is built on (its version and features), for SQL of your own in the
+/// same database without a second dependency to keep in step.
+pub use sqlx;

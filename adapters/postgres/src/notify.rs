@@ -60,7 +60,11 @@ fn jittered(d: Duration) -> Duration {
 /// A store's notification machinery, shared by its clones; dropping the last clone stops
 /// the background tasks.
 pub(crate) struct Notifications {
+    /// One connection of its own for NOTIFY (made when first needed), so notifying never
+    /// takes a connection from the pool the user sized.
     pool: PgPool,
+    /// Whether LISTEN/NOTIFY is on.
+    enabled: bool,
     schema: Arc<str>,
     signal: AppendSignal,
     /// Pulsed for consumers' records, here and (through LISTEN) in other processes.
@@ -76,7 +80,11 @@ pub(crate) struct Notifications {
 }
 
 impl Notifications {
-    pub(crate) fn new(pool: PgPool, schema: String) -> Notifications {
+    pub(crate) fn new(store_pool: &PgPool, schema: String, enabled: bool) -> Notifications {
+        let pool = PgPoolOptions::new()
+            .max_connections(1)
+            .acquire_timeout(RECONNECT_MAX)
+            .connect_lazy_with(store_pool.connect_options().as_ref().clone());
         let signal = AppendSignal::new();
         // Not live until the LISTEN connection is up.
         signal.set_live(false);
@@ -84,6 +92,7 @@ impl Notifications {
         consumers.set_live(false);
         Notifications {
             pool,
+            enabled,
             schema: schema.into(),
             signal,
             consumers,
@@ -116,6 +125,9 @@ impl Notifications {
 
     /// Starts `channel`'s sender task once, then wakes it.
     fn notify(&self, sender: &TaskSlot, trigger: &Arc<Notify>, channel: &'static str) {
+        if !self.enabled {
+            return;
+        }
         sender.ensure(|| {
             let pool = self.pool.clone();
             let schema = Arc::clone(&self.schema);
@@ -154,6 +166,9 @@ impl Notifications {
     }
 
     fn start_listener(&self) {
+        if !self.enabled {
+            return;
+        }
         self.listener.ensure(|| {
             let options = self.pool.connect_options().as_ref().clone();
             let schema = Arc::clone(&self.schema);

@@ -12,10 +12,8 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use flext_domain::{Error, Position};
-use flext_ports::{
-    AppendWatcher, ConsumerRecord, Instance, Lease, Member, OwnershipStore, ownership_lost,
-    refused_checkpoint,
-};
+use flext_ports::adapter::{ownership_lost, refused_checkpoint};
+use flext_ports::{AppendWatcher, ConsumerRecord, Instance, Lease, Member, OwnershipStore};
 use sqlx::postgres::PgRow;
 use sqlx::{PgConnection, Row};
 use uuid::Uuid;

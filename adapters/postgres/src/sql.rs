@@ -162,3 +162,9 @@ impl ReadPool for PgReadPool {
         })
     }
 }
+
+impl flext_ports::sql::SqlStore for crate::PgEventStore {
+    fn read_models(&self) -> flext_ports::sql::ReadModels {
+        crate::PgEventStore::read_models(self)
+    }
+}

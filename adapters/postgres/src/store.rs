@@ -11,12 +11,15 @@ use flext_domain::{
     Error, EventMetadata, EventRef, ExpectedVersion, NewEvent, Position, RecordedEvent, StreamId,
     StreamVersion,
 };
+use flext_ports::adapter::{
+    StoredEvent, StoredRow, assemble_dead_letter, assemble_recorded, corrupted_event, encode_error,
+    resolve_rejected_append, stored_claim, stored_number, validate_append,
+};
 use flext_ports::{
     AppendOutcome, AppendWatcher, CheckpointStore, Claim, Clock, DeadLetter, EventStore, Health,
     HealthCheck, HealthFuture, IdempotencyRecord, IdempotencyStore, Lease, Metrics,
-    ProjectionStore, ReadDirection, Snapshot, SnapshotStore, StoreTelemetry, StoredEvent,
-    StoredRow, SystemClock, WatchAppends, assemble_dead_letter, assemble_recorded, corrupted_event,
-    encode_error, resolve_rejected_append, stored_claim, stored_number, validate_append,
+    ProjectionStore, ReadDirection, Snapshot, SnapshotStore, StoreTelemetry, SystemClock,
+    WatchAppends,
 };
 
 use crate::notify::Notifications;
@@ -197,6 +200,7 @@ pub struct PgStoreBuilder {
     schema: Option<String>,
     max_connections: u32,
     acquire_timeout: Duration,
+    notifications: bool,
 }
 
 impl std::fmt::Debug for PgStoreBuilder {
@@ -206,6 +210,7 @@ impl std::fmt::Debug for PgStoreBuilder {
             .field("schema", &self.schema)
             .field("max_connections", &self.max_connections)
             .field("acquire_timeout", &self.acquire_timeout)
+            .field("notifications", &self.notifications)
             .finish()
     }
 }
@@ -229,6 +234,16 @@ impl PgStoreBuilder {
     /// fails `UNAVAILABLE` (default 5 s: while the server is away, callers learn it fast).
     pub fn acquire_timeout(mut self, timeout: Duration) -> Self {
         self.acquire_timeout = timeout;
+        self
+    }
+
+    /// Whether the store tells other processes of its appends (and listens for theirs)
+    /// with LISTEN/NOTIFY (default on). Off, readers of another process's appends poll
+    /// (a subscription's `idle_recheck`); appends in this process still wake this
+    /// process's readers at once. Either way the notifications use connections of their
+    /// own, never the pool's.
+    pub fn notifications(mut self, on: bool) -> Self {
+        self.notifications = on;
         self
     }
 
@@ -291,7 +306,7 @@ impl PgStoreBuilder {
             .connect_with(options)
             .await
             .map_err(|e| db_error("connecting", e))?;
-        PgEventStore::with_pool(pool).await
+        PgEventStore::open_pool(pool, self.notifications).await
     }
 }
 
@@ -318,14 +333,18 @@ impl PgEventStore {
             schema: None,
             max_connections: 10,
             acquire_timeout: DEFAULT_ACQUIRE_TIMEOUT,
+            notifications: true,
         }
     }
 
     /// Closes the pool (waiting for the connections in use to come back) and stops the
-    /// notification tasks; every later operation fails `UNAVAILABLE`.
-    pub async fn close(&self) {
+    /// notification tasks; every later operation fails `UNAVAILABLE`. Never fails; it
+    /// returns a `Result` as `SqliteEventStore::close` does, so code over either store
+    /// reads the same.
+    pub async fn close(&self) -> Result<(), Error> {
         self.pool.close().await;
         self.notifications.stop();
+        Ok(())
     }
 
     /// Connects to `url` with the defaults and runs the migrations.
@@ -334,8 +353,12 @@ impl PgEventStore {
     }
 
     /// Uses an existing pool (its `search_path` decides the schema) and runs the
-    /// migrations.
+    /// migrations; notifications on.
     pub async fn with_pool(pool: PgPool) -> Result<Self, Error> {
+        PgEventStore::open_pool(pool, true).await
+    }
+
+    async fn open_pool(pool: PgPool, notifications: bool) -> Result<Self, Error> {
         migrator().run(&pool).await.map_err(|e| {
             Error::unavailable(
                 "MIGRATION_FAILED",
@@ -349,7 +372,7 @@ impl PgEventStore {
             .map_err(|e| db_error("reading the current schema", e))?;
         Ok(PgEventStore {
             telemetry: StoreTelemetry::new("postgresql", "flext_events").with_namespace(&schema),
-            notifications: Arc::new(Notifications::new(pool.clone(), schema)),
+            notifications: Arc::new(Notifications::new(&pool, schema, notifications)),
             pool,
             clock: Arc::new(SystemClock),
         })
@@ -368,7 +391,7 @@ impl PgEventStore {
         self
     }
 
-    /// The pool, for queries of your own.
+    /// The pool, for queries of your own (`SqliteEventStore::pool` is its counterpart).
     pub fn pool(&self) -> &PgPool {
         &self.pool
     }
@@ -1196,7 +1219,7 @@ async fn save_checkpoint_on(
     .await
     .map_err(|e| db_error("saving a checkpoint", e))?;
     if done.rows_affected() == 0 {
-        return Err(flext_ports::checkpoint_owned(name));
+        return Err(flext_ports::adapter::checkpoint_owned(name));
     }
     Ok(())
 }

@@ -27,3 +27,7 @@ pub use store::{
     MIGRATIONS_TABLE, SqliteEventStore, SqliteStoreBuilder, SqliteWriteTransaction, Synchronous,
     migrator,
 };
+
+/// The `sqlx` this store is built on (its version and features), for SQL of your own in the
+/// same database without a second dependency to keep in step.
+pub use sqlx;

@@ -13,10 +13,8 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use flext_domain::{Error, Position};
-use flext_ports::{
-    AppendWatcher, ConsumerRecord, Instance, Lease, Member, OwnershipStore, ownership_lost,
-    refused_checkpoint,
-};
+use flext_ports::adapter::{ownership_lost, refused_checkpoint};
+use flext_ports::{AppendWatcher, ConsumerRecord, Instance, Lease, Member, OwnershipStore};
 use sqlx::sqlite::SqliteRow;
 use sqlx::{Row, SqliteConnection};
 use uuid::Uuid;

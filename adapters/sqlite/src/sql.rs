@@ -148,3 +148,9 @@ impl ReadPool for SqliteReadPool {
         })
     }
 }
+
+impl flext_ports::sql::SqlStore for crate::SqliteEventStore {
+    fn read_models(&self) -> flext_ports::sql::ReadModels {
+        crate::SqliteEventStore::read_models(self)
+    }
+}

@@ -12,12 +12,15 @@ use flext_domain::{
     Error, EventMetadata, EventRef, ExpectedVersion, NewEvent, Position, RecordedEvent, StreamId,
     StreamVersion,
 };
+use flext_ports::adapter::{
+    StoredEvent, StoredRow, assemble_dead_letter, assemble_recorded, corrupted_event, encode_error,
+    resolve_rejected_append, stored_claim, stored_number, validate_append,
+};
 use flext_ports::{
     AppendOutcome, AppendSignal, AppendWatcher, CheckpointStore, Claim, Clock, DeadLetter,
     EventStore, Health, HealthCheck, HealthFuture, IdempotencyRecord, IdempotencyStore, Lease,
-    Metrics, ProjectionStore, ReadDirection, Snapshot, SnapshotStore, StoreTelemetry, StoredEvent,
-    StoredRow, SystemClock, WatchAppends, assemble_dead_letter, assemble_recorded, corrupted_event,
-    encode_error, resolve_rejected_append, stored_claim, stored_number, validate_append,
+    Metrics, ProjectionStore, ReadDirection, Snapshot, SnapshotStore, StoreTelemetry, SystemClock,
+    WatchAppends,
 };
 use sqlx::error::ErrorKind;
 use sqlx::migrate::Migrator;
@@ -195,6 +198,7 @@ pub struct SqliteStoreBuilder {
     path: PathBuf,
     synchronous: Synchronous,
     readers: u32,
+    acquire_timeout: Duration,
     /// Options parsed from a URL (`open_url`): in-memory, read-only and the like, kept.
     /// (the options, whether they are read-only)
     from_url: Option<(SqliteConnectOptions, bool)>,
@@ -211,6 +215,24 @@ impl SqliteStoreBuilder {
     pub fn readers(mut self, readers: u32) -> Self {
         self.readers = readers.max(1);
         self
+    }
+
+    /// The pool's size: the reader connections, as `PgStoreBuilder::max_connections` sets
+    /// PostgreSQL's (the one writer connection comes on top).
+    pub fn max_connections(self, n: u32) -> Self {
+        self.readers(n)
+    }
+
+    /// How long a read waits for a pooled connection before it fails `UNAVAILABLE`
+    /// (default 5 s, as on PostgreSQL).
+    pub fn acquire_timeout(mut self, timeout: Duration) -> Self {
+        self.acquire_timeout = timeout;
+        self
+    }
+
+    /// [`SqliteStoreBuilder::open`], under the name `PgStoreBuilder` uses.
+    pub async fn connect(self) -> Result<SqliteEventStore, Error> {
+        self.open().await
     }
 
     /// Opens (creating if missing) the database file, runs the migrations and returns the
@@ -235,7 +257,7 @@ impl SqliteStoreBuilder {
             .busy_timeout(Duration::from_secs(30));
         let readers = SqlitePoolOptions::new()
             .max_connections(self.readers)
-            .acquire_timeout(Duration::from_secs(5))
+            .acquire_timeout(self.acquire_timeout)
             .test_before_acquire(false)
             .connect_with(options.clone())
             .await
@@ -293,6 +315,7 @@ impl SqliteEventStore {
             path: path.as_ref().to_owned(),
             synchronous: Synchronous::Full,
             readers: 4,
+            acquire_timeout: Duration::from_secs(5),
             from_url: None,
         }
     }
@@ -300,6 +323,12 @@ impl SqliteEventStore {
     /// Opens the store in the file at `path` with the defaults.
     pub async fn open(path: impl AsRef<Path>) -> Result<Self, Error> {
         SqliteEventStore::builder(path).open().await
+    }
+
+    /// [`SqliteEventStore::open_url`], under the name `PgEventStore::connect` has: both
+    /// stores open from a URL with `connect`.
+    pub async fn connect(url: &str) -> Result<Self, Error> {
+        SqliteEventStore::open_url(url).await
     }
 
     /// Opens the store at a `sqlite:` URL (`sqlite://events.db`, `sqlite:events.db`), with
@@ -372,6 +401,12 @@ impl SqliteEventStore {
     /// The pool of reader connections, for queries of your own (read models in the same
     /// file, diagnostics).
     pub fn reader_pool(&self) -> &SqlitePool {
+        &self.readers
+    }
+
+    /// The pool for queries of your own: the reader pool, under the name `PgEventStore`
+    /// uses for its pool.
+    pub fn pool(&self) -> &SqlitePool {
         &self.readers
     }
 
@@ -1105,7 +1140,7 @@ async fn save_checkpoint_on(
     .await
     .map_err(|e| db_error("saving a checkpoint", e))?;
     if done.rows_affected() == 0 {
-        return Err(flext_ports::checkpoint_owned(name));
+        return Err(flext_ports::adapter::checkpoint_owned(name));
     }
     Ok(())
 }
