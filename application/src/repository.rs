@@ -230,7 +230,7 @@ where
 {
     /// The aggregate as stored: latest usable snapshot, then the events after it.
     pub async fn load(&self, id: Id<A>) -> Result<AggregateRoot<A>, Error> {
-        let stream = StreamId::for_aggregate(id);
+        let stream = A::stream_id(id);
         let mut root = match self.load_snapshot(&stream).await? {
             Some((state, version)) => AggregateRoot::from_snapshot(id, state, version),
             None => AggregateRoot::new(id),

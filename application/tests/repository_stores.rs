@@ -402,6 +402,96 @@ async fn concurrent_commands_on_one_aggregate_all_land<
     assert_eq!(root.version(), StreamVersion(80));
 }
 
+/// An aggregate whose streams are named its own way.
+#[derive(Debug, Default)]
+struct Ledger(i64);
+
+impl Aggregate for Ledger {
+    const TYPE: &'static str = "ledger";
+    type Event = AccountEvent;
+    fn apply(&mut self, e: &AccountEvent) {
+        if let AccountEvent::Deposited { cents } = e {
+            self.0 += cents;
+        }
+    }
+    fn stream_id(id: Id<Self>) -> StreamId {
+        StreamId::new(format!("acme/ledgers/{id}")).expect("a valid stream id")
+    }
+}
+
+/// Custom stream names are where the repository loads and appends; the context's ids and
+/// headers reach the events; the cache forgets on request and reloads.
+async fn custom_streams_context_metadata_and_cache_control<
+    S: EventStore + SnapshotStore + Clone,
+>(
+    store: S,
+) {
+    let repo = Repository::<Ledger, _>::new(store.clone()).with_cache(10);
+    let id = Id::new();
+    let ctx = flext_ports::Context::new().with_tenant("acme");
+    let done = repo
+        .execute(id, &ctx, |_| Ok(vec![AccountEvent::Deposited { cents: 5 }]))
+        .await
+        .expect("execute");
+    assert_eq!(Position::from(done.clone()), done.positions[0]);
+    let stream = StreamId::new(format!("acme/ledgers/{id}")).expect("id");
+    let stored = store
+        .read_stream(&stream, StreamVersion(1), 10, ReadDirection::Forward)
+        .await
+        .expect("read");
+    assert_eq!(
+        stored.len(),
+        1,
+        "appended to the aggregate's own stream name"
+    );
+    let meta = &stored[0].metadata;
+    assert_eq!(meta.correlation_id, Some(ctx.correlation_id()));
+    assert_eq!(
+        meta.causation_id.map(|c| c.as_uuid()),
+        Some(ctx.message_id())
+    );
+    assert_eq!(meta.headers.get("tenant").map(String::as_str), Some("acme"));
+    assert_eq!(repo.cached(), 1);
+
+    // An append around the repository: the cached copy is stale until invalidated.
+    let outside = EventMetadata::new()
+        .with_correlation(flext_domain::CorrelationId::new())
+        .with_causation(flext_domain::CausationId::new());
+    store
+        .append(
+            &stream,
+            ExpectedVersion::Exact(StreamVersion(1)),
+            vec![
+                NewEvent::new(
+                    EventId::new(),
+                    "account.deposited",
+                    r#"{"Deposited":{"cents":10}}"#,
+                )
+                .with_schema_version(2)
+                .with_metadata(outside.clone()),
+            ],
+        )
+        .await
+        .expect("raw append");
+    repo.invalidate(id);
+    assert_eq!(repo.cached(), 0);
+    let seen = std::sync::Mutex::new(0);
+    repo.execute(id, &ctx, |l| {
+        *seen.lock().expect("lock") = l.0;
+        Ok(Vec::new())
+    })
+    .await
+    .expect("decide on a fresh load");
+    assert_eq!(*seen.lock().expect("lock"), 15);
+    repo.clear_cache();
+    assert_eq!(repo.cached(), 0);
+    let read = store
+        .read_stream(&stream, StreamVersion(2), 1, ReadDirection::Forward)
+        .await
+        .expect("read");
+    assert_eq!(read[0].metadata, outside);
+}
+
 async fn sqlite() -> SqliteEventStore {
     let path =
         std::env::temp_dir().join(format!("flext-repo-{}.db", uuid::Uuid::now_v7().simple()));
@@ -436,4 +526,5 @@ on_every_store!(
     snapshots_bound_the_replay_and_stale_ones_are_ignored,
     old_events_are_upcast_and_corrupt_ones_named,
     concurrent_commands_on_one_aggregate_all_land,
+    custom_streams_context_metadata_and_cache_control,
 );

@@ -22,6 +22,16 @@ pub trait Aggregate: Default {
 
     /// Evolves the state by one event.
     fn apply(&mut self, event: &Self::Event);
+
+    /// The stream that holds aggregate `id`'s events: `{TYPE}-{id}` by default
+    /// ([`StreamId::for_aggregate`]). Override it to name streams your own way (a tenant
+    /// prefix, an existing naming scheme); the repository loads and appends through it.
+    fn stream_id(id: Id<Self>) -> StreamId
+    where
+        Self: Sized,
+    {
+        StreamId::for_aggregate(id)
+    }
 }
 
 /// One aggregate instance with its id, version and the events recorded but not yet saved.
@@ -109,7 +119,7 @@ impl<A: Aggregate> AggregateRoot<A> {
 
     /// Its stream: `{A::TYPE}-{id}`.
     pub fn stream_id(&self) -> StreamId {
-        StreamId::for_aggregate(self.id)
+        A::stream_id(self.id)
     }
 
     /// The current state.

@@ -92,6 +92,25 @@ impl EventMetadata {
         self.headers.insert(key.into(), value.into());
         self
     }
+
+    /// Empty metadata, to build on with the `with_*` methods.
+    pub fn new() -> Self {
+        EventMetadata::default()
+    }
+
+    /// Sets the business action the events belong to.
+    #[must_use]
+    pub fn with_correlation(mut self, correlation_id: CorrelationId) -> Self {
+        self.correlation_id = Some(correlation_id);
+        self
+    }
+
+    /// Sets what caused the events (a command's or an event's id).
+    #[must_use]
+    pub fn with_causation(mut self, causation_id: CausationId) -> Self {
+        self.causation_id = Some(causation_id);
+        self
+    }
 }
 
 /// An event to append: the store assigns its stream version, global position and time.
