@@ -63,7 +63,7 @@ where
     // A raw subscription and a projection, both started on a store with history.
     let mut sub = Subscription::new(store.clone(), Position::START);
     let model = store.model("live").await;
-    let projections = ProjectionRunner::new(store.clone())
+    let projections = support::runner(store.clone())
         .register_with(model.clone(), options(50))
         .expect("add")
         .start();
@@ -124,6 +124,7 @@ where
     let model = store.model("crashy").await;
     // The handler writes event 137's row, then hangs before the batch commits.
     model.knobs.stall_on.store(137, Ordering::SeqCst);
+    // The default lease: the restart below takes over when the crashed one's lapses.
     let projections = ProjectionRunner::new(store.clone())
         .register_with(model.clone(), options(40))
         .expect("add")
@@ -143,7 +144,7 @@ where
     // Restart.
     model.knobs.stall_on.store(0, Ordering::SeqCst);
     let head = seed(&store, 201, 40).await;
-    let projections = ProjectionRunner::new(store.clone())
+    let projections = support::runner(store.clone())
         .register_with(model.clone(), options(40))
         .expect("add")
         .start();
@@ -153,7 +154,7 @@ where
         .expect("caught up");
     // A fresh rebuild into another model from zero.
     let fresh = store.model("fresh").await;
-    let rebuilt = ProjectionRunner::new(store.clone())
+    let rebuilt = support::runner(store.clone())
         .register_with(fresh.clone(), options(500))
         .expect("add")
         .start();
@@ -188,7 +189,7 @@ where
     let head = seed(&store, 31, 30).await;
     let model = store.model("parking").await;
     model.knobs.poison.store(true, Ordering::SeqCst);
-    let projections = ProjectionRunner::new(store.clone())
+    let projections = support::runner(store.clone())
         .register_with(model.clone(), options(25))
         .expect("add")
         .start();
@@ -272,7 +273,7 @@ where
     let head = seed(&store, 11, 10).await;
     let model = store.model("stopper").await;
     model.knobs.poison.store(true, Ordering::SeqCst);
-    let projections = ProjectionRunner::new(store.clone())
+    let projections = support::runner(store.clone())
         .register_with(
             model.clone(),
             ProjectionOptions {
@@ -316,7 +317,7 @@ where
     let head = seed(&store, 1, 120).await;
     let model = store.model("rebuilt").await;
     let other = store.model("bystander").await;
-    let projections = ProjectionRunner::new(store.clone())
+    let projections = support::runner(store.clone())
         .register_with(model.clone(), options(30))
         .expect("add")
         .register_with(other.clone(), options(30))
@@ -360,7 +361,7 @@ where
 {
     let head = seed(&store, 1, 20).await;
     let model = store.model("waits").await;
-    let projections = ProjectionRunner::new(store.clone())
+    let projections = support::runner(store.clone())
         .register_with(model.clone(), options(100))
         .expect("add")
         .start();
@@ -399,12 +400,16 @@ where
 {
     let head = seed(&store, 1, 100).await;
     let model = store.model("graceful").await;
-    let projections = ProjectionRunner::new(store.clone())
+    let projections = support::runner(store.clone())
         .register_with(model.clone(), options(7))
         .expect("add")
         .start();
     tokio::time::sleep(Duration::from_millis(5)).await;
-    projections.shutdown().await;
+    // Bounded, so a shutdown that never finishes fails here by name instead of hanging
+    // the suite (seen once in 20 runs under heavy load; not reproduced since).
+    tokio::time::timeout(WAIT, projections.shutdown())
+        .await
+        .expect("the first runner shuts down");
     let stopped = projections.status("graceful").await.expect("status");
     assert_eq!(stopped.state, ProjectionState::Stopped);
     let stored = store
@@ -413,7 +418,7 @@ where
         .expect("checkpoint")
         .unwrap_or(Position::START);
     assert_eq!(stored, stopped.position, "the batch in hand was committed");
-    let projections = ProjectionRunner::new(store.clone())
+    let projections = support::runner(store.clone())
         .register_with(model.clone(), options(7))
         .expect("add")
         .start();
@@ -429,7 +434,9 @@ where
             .expect("dl")
             .is_empty()
     );
-    projections.shutdown().await;
+    tokio::time::timeout(WAIT, projections.shutdown())
+        .await
+        .expect("the second runner shuts down");
 }
 
 macro_rules! on_every_store {
@@ -469,7 +476,7 @@ async fn rebuild_from_a_position_or_a_time_replays_what_follows() {
     tokio::time::sleep(Duration::from_millis(5)).await;
     let head = seed(&store, 41, 20).await;
     let model = store.model("replays").await;
-    let projections = ProjectionRunner::new(store.clone())
+    let projections = support::runner(store.clone())
         .register_with(model.clone(), options(100))
         .expect("add")
         .start();
@@ -507,7 +514,7 @@ async fn rebuild_from_a_position_or_a_time_replays_what_follows() {
 #[tokio::test]
 async fn a_second_projection_of_the_same_name_is_refused() {
     let store = InMemoryEventStore::new();
-    let err = ProjectionRunner::new(store.clone())
+    let err = support::runner(store.clone())
         .register(store.model("twice").await)
         .expect("first")
         .register(store.model("twice").await)
@@ -534,7 +541,7 @@ async fn rebuild_without_reset_is_refused_and_changes_nothing() {
     }
     let store = InMemoryEventStore::new();
     let head = seed(&store, 1, 5).await;
-    let projections = ProjectionRunner::new(store.clone())
+    let projections = support::runner(store.clone())
         .register(NoReset)
         .expect("add")
         .start();
@@ -666,7 +673,7 @@ async fn queries_wait_for_their_writes_through_the_layer() {
     let model = store.model("totals").await;
     // Slow: 30 ms per event, so a query asked right after the write would miss it.
     model.knobs.delay_us.store(30_000, Ordering::SeqCst);
-    let projections = ProjectionRunner::new(store.clone())
+    let projections = support::runner(store.clone())
         .register_with(model.clone(), options(10))
         .expect("register")
         .start();

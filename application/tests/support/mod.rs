@@ -371,3 +371,20 @@ pub(crate) async fn sqlite() -> SqliteEventStore {
 pub(crate) async fn postgres() -> PgEventStore {
     flext_testkit::harness::fresh_pg_store("proj").await
 }
+
+/// A runner whose leases outlast any pause a loaded test machine imposes (30 s, renewed
+/// every second): for tests that are not about ownership, so a renewal delayed past the
+/// default 1.5 s lease cannot turn into an `OWNERSHIP_LOST` they do not test.
+#[allow(dead_code)]
+pub(crate) fn runner<S>(store: S) -> flext_application::ProjectionRunner<S>
+where
+    S: ProjectionStore + EventStore + WatchAppends + Clone,
+{
+    flext_application::ProjectionRunner::new(store).with_ownership_options(
+        flext_application::OwnershipOptions {
+            lease_ttl: std::time::Duration::from_secs(30),
+            renew_every: std::time::Duration::from_secs(1),
+            ..flext_application::OwnershipOptions::default()
+        },
+    )
+}
