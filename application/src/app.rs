@@ -100,17 +100,22 @@ where
         self.queries.ask(query, &Context::new()).await
     }
 
-    /// Asks `query` once every projection has processed the events up to `position` (a
-    /// command's output): read-your-writes over all of them. Waits at most the read
-    /// timeout (10 s unless set) for each; a projection that does not get there is a
-    /// `DEADLINE_EXCEEDED` error, and one that parked an event at or before `position`
-    /// reports it.
+    /// Asks `query` once the projections it reads (`Query::READS`; every projection when
+    /// it names none) have processed the events up to `position` (a command's output):
+    /// read-your-writes. Waits at most the read timeout (10 s unless set) for each; a
+    /// projection that does not get there is a `DEADLINE_EXCEEDED` error, and one that
+    /// parked an event at or before `position` reports it.
     pub async fn ask_after<Q: Query>(
         &self,
         query: Q,
         position: Position,
     ) -> Result<Q::Output, Error> {
-        for name in self.projections.names() {
+        let names: Vec<&str> = if Q::READS.is_empty() {
+            self.projections.names().collect()
+        } else {
+            Q::READS.to_vec()
+        };
+        for name in names {
             self.projections
                 .wait_for(name, position, self.read_timeout)
                 .await?;
@@ -199,7 +204,8 @@ where
     }
 
     /// Checks everything, then starts the projections: a projection that could not be
-    /// added, a handler whose dependencies are not all registered (all of them, listed in
+    /// added, a query that reads a projection not added (`UNKNOWN_PROJECTIONS`, all of
+    /// them), a handler whose dependencies are not all registered (all of them, listed in
     /// one `MISSING_SERVICES` error), two handlers for one message: each is an error here,
     /// and nothing runs.
     pub fn start(self) -> Result<App<S>, Error> {
@@ -208,6 +214,33 @@ where
         }
         let services = self.services.build();
         let registry = self.registry.with_registered(&services);
+        let known: Vec<&str> = self.runner.names().collect();
+        let unknown: Vec<(&str, &str)> = registry
+            .query_reads()
+            .into_iter()
+            .filter(|(_, p)| !known.contains(p))
+            .collect();
+        if !unknown.is_empty() {
+            let listed: Vec<String> = unknown
+                .iter()
+                .map(|(q, p)| format!("{q} reads {p:?}"))
+                .collect();
+            return Err(Error::failed_precondition(
+                "UNKNOWN_PROJECTIONS",
+                format!(
+                    "queries read projections that are not registered: {} (registered: {known:?})",
+                    listed.join("; ")
+                ),
+            )
+            .with_field_violations(unknown.iter().map(|(q, p)| {
+                flext_domain::FieldViolation::new(
+                    *q,
+                    flext_domain::ErrorCode::FailedPrecondition,
+                    "UNKNOWN_PROJECTION",
+                    format!("reads projection {p:?}, which is not registered"),
+                )
+            })));
+        }
         let commands = registry.command_bus(self.commands)?;
         let queries = registry.query_bus(self.queries)?;
         let events = registry.event_bus();

@@ -104,6 +104,8 @@ struct Entry {
     name: &'static str,
     handler: Arc<dyn Any + Send + Sync>,
     site: Site,
+    /// The projections a query reads (`Query::READS`); none for a command.
+    reads: &'static [&'static str],
 }
 
 trait DynEventHandler<E>: Send + Sync {
@@ -199,6 +201,7 @@ impl Registry {
             name: C::NAME,
             handler: Arc::new(dynamic),
             site,
+            reads: &[],
         });
         self
     }
@@ -217,6 +220,7 @@ impl Registry {
             name: Q::NAME,
             handler: Arc::new(dynamic),
             site,
+            reads: Q::READS,
         });
         self
     }
@@ -268,6 +272,14 @@ impl Registry {
                 }
                 registry
             })
+    }
+
+    /// Each registered query's name with a projection it reads (`Query::READS`).
+    pub fn query_reads(&self) -> Vec<(&'static str, &'static str)> {
+        self.queries
+            .iter()
+            .flat_map(|e| e.reads.iter().map(move |p| (e.name, *p)))
+            .collect()
     }
 
     /// `Ok` when every macro-registered handler can resolve its dependencies; otherwise

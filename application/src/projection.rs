@@ -360,6 +360,11 @@ where
         self
     }
 
+    /// The names of the projections added so far.
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.entries.iter().map(|(p, _)| p.name())
+    }
+
     /// Adds a projection (a [`Projection`] or an [`EventProjection`]) with the default
     /// options.
     pub fn register<M, P: IntoProjection<S::Transaction, M>>(

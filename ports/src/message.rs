@@ -39,6 +39,11 @@ pub trait Query: Clone + Send + Sync + 'static {
     /// A stable name for errors, traces and metrics (e.g. `account.balance`).
     const NAME: &'static str;
 
+    /// The projections whose read models this query reads (none said by default): an
+    /// application refuses to start when one of them is not registered
+    /// (`flext_application::App::start`), and read-your-writes waits for them.
+    const READS: &'static [&'static str] = &[];
+
     /// Records every violation of the query's own fields; none by default.
     fn validate(&self, violations: &mut Validation) {
         let _ = violations;
