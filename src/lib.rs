@@ -63,35 +63,13 @@ pub mod testing {
 /// The port traits and their simple implementations (feature `ports`).
 #[cfg(feature = "ports")]
 pub mod ports {
-    pub use flext_ports::{
-        AppendEvents, AppendOutcome, AppendSignal, AppendWatcher, CheckpointStore, Claim, Clock,
-        Command, CommandHandler, ConsumerRecord, Context, Contributions, DeadLetter, Decoded,
-        EventCodec, EventHandler, EventProjection, EventStore, FixedClock, Health, HealthCheck,
-        HealthFuture, HealthStatus, IdGenerator, IdempotencyRecord, IdempotencyStore, Instance,
-        JsonCodec, Labels, Lease, MAX_EVENTS_PER_APPEND, Member, Metrics, OwnershipStore, Plugin,
-        PluginDependency, PluginFuture, Projection, ProjectionStore, Query, QueryHandler,
-        ReadDirection, SequentialIds, Snapshot, SnapshotStore, StoreOp, StoreTelemetry,
-        SystemClock, Typed, Upcasters, UuidV7Ids, WatchAppends, messages, new_events, sql,
-        sql_args, trace,
-    };
+    pub use flext_ports::*;
 }
 
 /// The application layer (feature `application`).
 #[cfg(feature = "application")]
 pub mod application {
-    pub use flext_application::{
-        App, AppBuilder, Behavior, BoxFuture, BridgeMetrics, CommandBus, ConsumerSlot, Dep,
-        Distribution, EventBus, Executed, FromServices, Grant, HandlerOutcome, HealthChecks,
-        HealthReport, HotSwap, IdempotencyBehavior, IntoProjection, Manifest, Message, MessageKind,
-        MetricsBehavior, Next, OfEvents, Ownership, OwnershipOptions, Pipeline, PluginRegistration,
-        PluginRegistry, PoisonPolicy, ProjectionHealth, ProjectionOptions, ProjectionRegistration,
-        ProjectionRunner, ProjectionState, ProjectionStatus, Projections, QueryBus, QueryCache,
-        QueryCacheBehavior, QueryCacheInvalidator, ReadYourWrites, ReadYourWritesBehavior,
-        RebuildFrom, RedriveReport, Registration, Registry, RegistryHealth, Reply, Repository,
-        RetryBehavior, RetryPolicy, Routed, Scope, Services, ServicesBuilder, Site, Subscription,
-        SubscriptionOptions, TimeoutBehavior, TracingBehavior, Untyped, ValidationBehavior,
-        erase_projection,
-    };
+    pub use flext_application::*;
 }
 
 /// The attribute macros (feature `macros`): sugar over [`application::Registry`].

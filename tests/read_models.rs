@@ -72,7 +72,7 @@ struct Balance {
     deposits: i64,
 }
 
-async fn run<S>(store: S, read: ReadModels)
+async fn run<S>(store: S, read: ReadModels, expected_system: &str)
 where
     S: EventStore + ProjectionStore + WatchAppends + Clone,
     S::Transaction: Sql,
@@ -211,6 +211,26 @@ where
     assert_eq!(e.reason(), "COLUMN_TYPE_MISMATCH", "{e}");
     assert!(e.message().contains("balance"), "{e}");
 
+    // The handle names its database; statements report the rows they changed.
+    let system = read.system();
+    assert_eq!(system, expected_system);
+    assert_eq!(format!("{read:?}"), format!("ReadModels({system:?})"));
+    let changed = read
+        .execute("UPDATE rm_balances SET deposits = deposits", sql_args![])
+        .await
+        .expect("update");
+    assert_eq!(changed, 2, "both accounts' rows were touched");
+
+    // Each step is recorded under its number, from 1.
+    let steps: Vec<(i64,)> = read
+        .fetch(
+            "SELECT version FROM flext_read_model_migrations WHERE name = $1 ORDER BY version",
+            sql_args!["balances"],
+        )
+        .await
+        .expect("migrations");
+    assert_eq!(steps, [(1,), (2,)]);
+
     // A step edited after it ran is refused; a step added runs once.
     let mut tx = store.begin().await.expect("tx");
     let e = migrate(
@@ -229,7 +249,7 @@ async fn one_read_model_definition_runs_on_sqlite() {
     let path = std::env::temp_dir().join(format!("flext-rm-{}.db", EventId::new()));
     let store = SqliteEventStore::open(&path).await.expect("open");
     let read = store.read_models();
-    run(store, read).await;
+    run(store, read, "sqlite").await;
     let _ = std::fs::remove_file(&path);
 }
 
@@ -243,5 +263,5 @@ async fn one_read_model_definition_runs_on_postgres() {
         .expect_err("NUMERIC has no value of its own");
     assert_eq!(e.reason(), "UNSUPPORTED_COLUMN_TYPE", "{e}");
     assert!(e.message().contains("CAST"), "{e}");
-    run(store, read).await;
+    run(store, read, "postgresql").await;
 }

@@ -32,9 +32,9 @@ impl<S: ProjectionStore> std::fmt::Debug for AppBuilder<S> {
 /// A running service on store `S`: its buses, its projections and its services.
 ///
 /// ```
-/// use flext_application::{App, Repository};
-/// use flext_memory::InMemoryEventStore;
-/// # use flext_domain::{Aggregate, DomainEvent, Error};
+/// use flext::application::{App, Repository};
+/// use flext::memory::InMemoryEventStore;
+/// # use flext::{Aggregate, DomainEvent, Error};
 /// # #[derive(Default)] struct Counter;
 /// # #[derive(serde::Serialize, serde::Deserialize)] struct Incremented;
 /// # impl DomainEvent for Incremented { fn event_type(&self) -> &'static str { "incremented" } }

@@ -14,13 +14,13 @@ use flext_ports::Metrics;
 /// - `flext.bridge.duration` (observation, seconds), labels `operation`, `format`.
 ///
 /// ```
-/// use flext_application::BridgeMetrics;
-/// use flext_bridge::{Envelope, Value, msgpack};
+/// use flext::application::BridgeMetrics;
+/// use flext::bridge::{Envelope, Value, msgpack};
 ///
 /// let metrics = BridgeMetrics::new(()); // any `Metrics`: OpenTelemetry, Prometheus...
 /// let bytes = msgpack::encode_observed(&Envelope::ok_value(Value::Int(1)), &metrics)?;
 /// msgpack::decode_observed(&bytes, &metrics)?;
-/// # Ok::<(), flext_domain::Error>(())
+/// # Ok::<(), flext::Error>(())
 /// ```
 #[derive(Debug, Clone)]
 pub struct BridgeMetrics<M> {

@@ -131,9 +131,9 @@ struct EventEntry {
 /// built. Registration records the caller's `file:line`, so a duplicate names both sites.
 ///
 /// ```
-/// use flext_application::{Pipeline, Registry, ValidationBehavior};
-/// use flext_domain::Error;
-/// use flext_ports::{Command, CommandHandler, Context};
+/// use flext::application::{Pipeline, Registry, ValidationBehavior};
+/// use flext::Error;
+/// use flext::ports::{Command, CommandHandler, Context};
 ///
 /// #[derive(Clone)]
 /// struct Ping;

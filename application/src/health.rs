@@ -40,9 +40,9 @@ impl HealthReport {
 ///
 /// ```
 /// # tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap().block_on(async {
-/// use flext_application::HealthChecks;
-/// use flext_memory::InMemoryEventStore;
-/// use flext_ports::HealthStatus;
+/// use flext::application::HealthChecks;
+/// use flext::memory::InMemoryEventStore;
+/// use flext::ports::HealthStatus;
 ///
 /// let checks = HealthChecks::new().with(InMemoryEventStore::new());
 /// let report = checks.report().await;

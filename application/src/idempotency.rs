@@ -102,9 +102,9 @@ fn not_an_outcome(code: ErrorCode) -> bool {
 /// command type is `AlreadyExists`/`COMMAND_ID_REUSED`. Commands not opted in pass through.
 ///
 /// ```
-/// use flext_application::{IdempotencyBehavior, Pipeline};
-/// use flext_memory::InMemoryEventStore;
-/// use flext_ports::Command;
+/// use flext::application::{IdempotencyBehavior, Pipeline};
+/// use flext::memory::InMemoryEventStore;
+/// use flext::ports::Command;
 ///
 /// #[derive(Clone, serde::Serialize)]
 /// struct PlaceOrder;

@@ -5,10 +5,10 @@
 //! [`EventBus`] are built, with a [`Pipeline`] of behaviors around every dispatch.
 //!
 //! ```
-//! use flext_application::Repository;
-//! use flext_domain::{Aggregate, DomainEvent, Error, Id};
-//! use flext_memory::InMemoryEventStore;
-//! use flext_ports::Context;
+//! use flext::application::Repository;
+//! use flext::{Aggregate, DomainEvent, Error, Id};
+//! use flext::memory::InMemoryEventStore;
+//! use flext::ports::Context;
 //! use serde::{Deserialize, Serialize};
 //!
 //! #[derive(Default)]

@@ -125,19 +125,19 @@ impl<S> Drop for Inner<S> {
 ///
 /// ```
 /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
-/// use flext_application::{Grant, Ownership, OwnershipOptions};
-/// use flext_memory::InMemoryEventStore;
-/// use flext_ports::{Instance, OwnershipStore};
+/// use flext::application::{Grant, Ownership, OwnershipOptions};
+/// use flext::memory::InMemoryEventStore;
+/// use flext::ports::{Instance, OwnershipStore};
 ///
 /// let store = InMemoryEventStore::new();
 /// let ownership = Ownership::start(store.clone(), Instance::named("a"), OwnershipOptions::default());
 /// let mut slot = ownership.claim("mailer")?;
 /// let lease = slot.acquired().await.expect("the only instance gets it");
 /// // Checkpoints written under the lease are fenced by its epoch.
-/// store.save_checkpoint_fenced(&lease, flext_domain::Position(7)).await?;
+/// store.save_checkpoint_fenced(&lease, flext::Position(7)).await?;
 /// slot.release(&lease).await?;
 /// ownership.shutdown().await;
-/// # Ok::<(), flext_domain::Error>(()) }).unwrap();
+/// # Ok::<(), flext::Error>(()) }).unwrap();
 /// ```
 pub struct Ownership<S> {
     inner: Arc<Inner<S>>,
@@ -243,7 +243,7 @@ where
     /// instance. Runners should have released their consumers first (after the batch in
     /// hand); what they still hold is released as is.
     pub async fn shutdown(&self) {
-        let _ = self.inner.shutdown.send(true);
+        let _ = self.inner.shutdown.send_replace(true);
         let task = self
             .inner
             .task
@@ -268,7 +268,7 @@ where
     /// Stops the coordinator without releasing anything, as a crash would: leases lapse
     /// when they expire. For tests of failover.
     pub fn abort(&self) {
-        let _ = self.inner.shutdown.send(true);
+        let _ = self.inner.shutdown.send_replace(true);
         if let Some(t) = self
             .inner
             .task

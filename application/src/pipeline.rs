@@ -195,9 +195,9 @@ impl<'a> Next<'a> {
 /// again.
 ///
 /// ```
-/// use flext_application::{Behavior, BoxFuture, Message, Next, Reply};
-/// use flext_domain::Error;
-/// use flext_ports::Context;
+/// use flext::application::{Behavior, BoxFuture, Message, Next, Reply};
+/// use flext::Error;
+/// use flext::ports::Context;
 ///
 /// /// Refuses every message while maintenance is on.
 /// struct Maintenance(bool);
@@ -233,7 +233,7 @@ pub trait Behavior: Send + Sync + 'static {
 /// it is built.
 ///
 /// ```
-/// use flext_application::{Pipeline, RetryBehavior, TimeoutBehavior, ValidationBehavior};
+/// use flext::application::{Pipeline, RetryBehavior, TimeoutBehavior, ValidationBehavior};
 ///
 /// let pipeline = Pipeline::new()
 ///     .layer(TimeoutBehavior::default())    // outermost: bounds everything below

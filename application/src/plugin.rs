@@ -68,8 +68,8 @@ pub struct RegistryHealth {
 /// and stops them in reverse.
 ///
 /// ```
-/// use flext_application::PluginRegistry;
-/// use flext_ports::{Plugin, PluginDependency};
+/// use flext::application::PluginRegistry;
+/// use flext::ports::{Plugin, PluginDependency};
 ///
 /// struct Store;
 /// impl Plugin for Store {
@@ -89,7 +89,7 @@ pub struct RegistryHealth {
 /// plugins.start_all().await?;
 /// assert_eq!(plugins.started(), ["store", "audit"]);
 /// plugins.stop_all().await?;
-/// # Ok::<(), flext_domain::Error>(())
+/// # Ok::<(), flext::Error>(())
 /// # }).unwrap();
 /// ```
 #[derive(Default)]

@@ -268,10 +268,10 @@ type Entry<T> = (Arc<dyn DynProjection<T>>, ProjectionOptions);
 /// use std::sync::atomic::{AtomicU64, Ordering};
 /// use std::sync::Arc;
 /// use std::time::Duration;
-/// use flext_application::ProjectionRunner;
-/// use flext_domain::{Error, EventId, ExpectedVersion, NewEvent, RecordedEvent, StreamId};
-/// use flext_memory::{InMemoryEventStore, MemoryTransaction};
-/// use flext_ports::{EventStore, Projection};
+/// use flext::application::ProjectionRunner;
+/// use flext::{Error, EventId, ExpectedVersion, NewEvent, RecordedEvent, StreamId};
+/// use flext::memory::{InMemoryEventStore, MemoryTransaction};
+/// use flext::ports::{EventStore, Projection};
 ///
 /// #[derive(Default)]
 /// struct Count(Arc<AtomicU64>);
@@ -916,7 +916,7 @@ where
     /// checkpoint and releases its lease, so another instance takes over at once (and the
     /// runner's own coordinator withdraws the instance). Returns when all have stopped.
     pub async fn shutdown(&self) {
-        let _ = self.inner.shutdown.send(true);
+        let _ = self.inner.shutdown.send_replace(true);
         let tasks: Vec<_> = self
             .inner
             .tasks

@@ -40,8 +40,8 @@ struct Shared<Q: Query> {
 ///
 /// ```
 /// use std::time::Duration;
-/// use flext_application::{Pipeline, QueryCache};
-/// use flext_ports::Query;
+/// use flext::application::{Pipeline, QueryCache};
+/// use flext::ports::Query;
 ///
 /// #[derive(Clone, PartialEq, Eq, Hash)]
 /// struct Balance { account: u64 }

@@ -27,7 +27,7 @@ enum Provider {
 /// A type that was not registered is a `NotFound`/`MISSING_SERVICE` error naming it.
 ///
 /// ```
-/// use flext_application::Services;
+/// use flext::application::Services;
 ///
 /// struct Config { greeting: &'static str }
 /// struct Greeter { text: String }
@@ -39,7 +39,7 @@ enum Provider {
 /// assert_eq!(services.get::<Config>()?.greeting, "hello");
 /// assert_eq!(services.make::<Greeter>()?.text, "HELLO");
 /// assert_eq!(services.get::<String>().unwrap_err().reason(), "MISSING_SERVICE");
-/// # Ok::<(), flext_domain::Error>(())
+/// # Ok::<(), flext::Error>(())
 /// ```
 #[derive(Clone, Default)]
 pub struct Services {

@@ -38,10 +38,10 @@ impl Default for SubscriptionOptions {
 ///
 /// ```
 /// # tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap().block_on(async {
-/// use flext_application::Subscription;
-/// use flext_domain::{EventId, ExpectedVersion, NewEvent, Position, StreamId, StreamVersion};
-/// use flext_memory::InMemoryEventStore;
-/// use flext_ports::EventStore;
+/// use flext::application::Subscription;
+/// use flext::{EventId, ExpectedVersion, NewEvent, Position, StreamId, StreamVersion};
+/// use flext::memory::InMemoryEventStore;
+/// use flext::ports::EventStore;
 ///
 /// let store = InMemoryEventStore::new();
 /// let stream = StreamId::new("order-1")?;
@@ -55,7 +55,7 @@ impl Default for SubscriptionOptions {
 /// });
 /// let live = sub.next_batch(100).await?; // waits for the append
 /// assert_eq!(live[0].event_type, "paid");
-/// # Ok::<(), flext_domain::Error>(()) }).unwrap();
+/// # Ok::<(), flext::Error>(()) }).unwrap();
 /// ```
 #[derive(Debug)]
 pub struct Subscription<S> {

@@ -308,3 +308,20 @@ async fn a_projection_runs_in_one_instance_and_is_waited_for_from_the_other() {
     watcher.shutdown().await;
     standby.shutdown().await;
 }
+
+/// A shutdown called before the coordinator's task first ran (a current-thread runtime,
+/// no await between start and shutdown) still stops it: the stop is stored, not only
+/// sent to the receivers that exist at that moment. It hung forever before.
+#[tokio::test(flavor = "current_thread")]
+async fn a_shutdown_right_after_start_returns() {
+    let store = InMemoryEventStore::new();
+    let ownership = Ownership::start(store.clone(), Instance::named("a"), fast());
+    tokio::time::timeout(Duration::from_secs(10), ownership.shutdown())
+        .await
+        .expect("the coordinator stopped");
+
+    let runner = ProjectionRunner::new(store).start();
+    tokio::time::timeout(Duration::from_secs(10), runner.shutdown())
+        .await
+        .expect("the runner and its coordinator stopped");
+}

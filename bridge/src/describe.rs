@@ -77,7 +77,7 @@ pub enum TypeDescriptor {
 /// A type that can describe its shape.
 ///
 /// ```
-/// use flext_bridge::{Describe, TypeDescriptor, Value};
+/// use flext::bridge::{Describe, TypeDescriptor, Value};
 ///
 /// struct Line { sku: String, amount: i64 }
 /// impl Describe for Line {

@@ -18,8 +18,8 @@
 //! descriptors ([`Describe`]) exported as JSON Schema.
 //!
 //! ```
-//! use flext_bridge::{Envelope, Value, msgpack, protobuf};
-//! use flext_domain::{Error, Position};
+//! use flext::bridge::{Envelope, Value, msgpack, protobuf};
+//! use flext::{Error, Position};
 //!
 //! let ok = Envelope::ok_value(Value::from(42u64)).with_position(Position(7));
 //! assert_eq!(msgpack::decode(&msgpack::encode(&ok)?)?, ok);

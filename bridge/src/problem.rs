@@ -17,8 +17,8 @@ pub const PROBLEM_JSON: &str = "application/problem+json";
 ///   already redacted). Never a source chain or a type name.
 ///
 /// ```
-/// use flext_bridge::problem_details;
-/// use flext_domain::Error;
+/// use flext::bridge::problem_details;
+/// use flext::Error;
 ///
 /// let e = Error::failed_precondition("INSUFFICIENT_FUNDS", "the balance is 10, 30 asked")
 ///     .with_detail("balance", 10);

@@ -41,7 +41,7 @@ pub trait Aggregate: Default {
 /// with.
 ///
 /// ```
-/// use flext_domain::{Aggregate, AggregateRoot, DomainEvent, Error, ExpectedVersion, Id};
+/// use flext::{Aggregate, AggregateRoot, DomainEvent, Error, ExpectedVersion, Id};
 ///
 /// #[derive(Default)]
 /// struct Counter { value: u32 }

@@ -10,7 +10,7 @@ use crate::error::Error;
 /// Implement `PartialEq` by identity with [`entity_identity_eq!`](crate::entity_identity_eq).
 ///
 /// ```
-/// use flext_domain::{entity_identity_eq, Entity, Id};
+/// use flext::{entity_identity_eq, Entity, Id};
 ///
 /// struct Customer { id: Id<Customer>, name: String }
 /// impl Entity for Customer {
@@ -60,7 +60,7 @@ macro_rules! entity_identity_eq {
 /// field violations, so a [`Validation`](crate::Validation) can nest it).
 ///
 /// ```
-/// use flext_domain::{Error, ValueObject};
+/// use flext::{Error, ValueObject};
 ///
 /// #[derive(Debug, Clone, PartialEq)]
 /// struct Amount(i64);

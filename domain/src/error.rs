@@ -85,7 +85,7 @@ impl ErrorCode {
     /// it: runners retry these without limit and count only the others toward poison.
     ///
     /// ```
-    /// use flext_domain::ErrorCode;
+    /// use flext::ErrorCode;
     /// assert!(ErrorCode::Unavailable.is_transient());
     /// assert!(!ErrorCode::InvalidArgument.is_transient());
     /// ```
@@ -328,7 +328,7 @@ struct Inner {
 /// The error is one pointer wide, so `Result<T, Error>` stays small, and cheap to clone.
 ///
 /// ```
-/// use flext_domain::{Error, ErrorCode};
+/// use flext::{Error, ErrorCode};
 ///
 /// let err = Error::failed_precondition("INSUFFICIENT_FUNDS", "balance too low")
 ///     .with_detail("balance", 10)
@@ -628,6 +628,17 @@ impl<'de> Deserialize<'de> for Error {
             err.0.source = Some(cause);
         }
         Ok(err)
+    }
+}
+
+/// A JSON value that did not encode or decode (`serde_json`'s error, kept as the source),
+/// so code of your own turns it into a flext error with `?`: `INVALID_ARGUMENT` with
+/// reason `INVALID_JSON` and serde's words (line and column for a syntax error). Where the
+/// JSON came from storage and is now unreadable, map it to `data_loss` yourself: that is
+/// a fact about the data the conversion cannot know.
+impl From<serde_json::Error> for Error {
+    fn from(e: serde_json::Error) -> Self {
+        Error::invalid_argument("INVALID_JSON", format!("invalid JSON: {e}")).with_source(e)
     }
 }
 

@@ -16,7 +16,7 @@ use crate::stream::{Position, StreamId, StreamVersion};
 /// raised whenever the shape changes (stored older versions are upcast when read).
 ///
 /// ```
-/// use flext_domain::DomainEvent;
+/// use flext::DomainEvent;
 ///
 /// enum AccountEvent { Opened { owner: String }, Deposited { amount: i64 } }
 ///

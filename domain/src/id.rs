@@ -20,14 +20,14 @@ use crate::error::{Error, FieldViolation};
 /// with [`Id::from_uuid`].
 ///
 /// ```
-/// use flext_domain::Id;
+/// use flext::Id;
 /// struct Account;
 ///
 /// let id: Id<Account> = Id::new();
 /// let parsed: Id<Account> = id.to_string().parse()?;
 /// assert_eq!(id, parsed);
 /// assert!("not-a-uuid".parse::<Id<Account>>().is_err());
-/// # Ok::<(), flext_domain::Error>(())
+/// # Ok::<(), flext::Error>(())
 /// ```
 pub struct Id<T: ?Sized> {
     uuid: Uuid,

@@ -5,7 +5,7 @@
 //! are injected by the caller (see `flext-ports`).
 //!
 //! ```
-//! use flext_domain::{Aggregate, AggregateRoot, DomainEvent, Error, ErrorCode, Id, Validation};
+//! use flext::{Aggregate, AggregateRoot, DomainEvent, Error, ErrorCode, Id, Validation};
 //!
 //! #[derive(Default)]
 //! struct Account { balance: i64 }

@@ -11,7 +11,7 @@ use crate::error::{Error, ErrorCode};
 /// and value only when there is an error.
 ///
 /// ```
-/// use flext_domain::{Error, ErrorCode, ResultExt};
+/// use flext::{Error, ErrorCode, ResultExt};
 ///
 /// fn balance(account: &str) -> Result<i64, Error> {
 ///     Err(Error::not_found("ACCOUNT_NOT_FOUND", "no such account"))
@@ -114,7 +114,7 @@ impl<T> ResultExt<T> for Result<T, Error> {
 /// error instead, use [`crate::Validation`].
 ///
 /// ```
-/// use flext_domain::{traverse, Error};
+/// use flext::{traverse, Error};
 ///
 /// let parsed = traverse(["1", "2", "x"], |s| {
 ///     s.parse::<i32>().map_err(|e| Error::invalid_argument("NOT_A_NUMBER", e.to_string()))

@@ -13,8 +13,8 @@ use crate::id::Id;
 /// `assert_eq!`, at the caller's line.
 ///
 /// ```
-/// use flext_domain::testing::AggregateFixture;
-/// use flext_domain::{Aggregate, DomainEvent, Error, ErrorCode};
+/// use flext::testing::AggregateFixture;
+/// use flext::{Aggregate, DomainEvent, Error, ErrorCode};
 ///
 /// #[derive(Default)]
 /// struct Light { on: bool }

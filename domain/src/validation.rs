@@ -11,7 +11,7 @@ use crate::error::{Error, ErrorCode, FieldViolation};
 /// so a nested validation reports the full path of every field.
 ///
 /// ```
-/// use flext_domain::{Error, ErrorCode, Validation};
+/// use flext::{Error, ErrorCode, Validation};
 ///
 /// let mut v = Validation::new();
 /// v.ensure(false, "owner", "REQUIRED", "must not be empty");

@@ -256,3 +256,18 @@ fn the_fixture_decides_on_the_given_state() {
         .then_expect_error_reason(ErrorCode::InvalidArgument, "ZERO");
     assert_eq!(e.message(), "add something");
 }
+
+#[test]
+fn a_serde_json_error_becomes_a_flext_error_with_the_question_mark() {
+    fn parse(text: &str) -> Result<serde_json::Value, flext_domain::Error> {
+        Ok(serde_json::from_str(text)?)
+    }
+    let e = parse("{\"a\": ").expect_err("truncated");
+    assert_eq!(
+        (e.code(), e.reason()),
+        (flext_domain::ErrorCode::InvalidArgument, "INVALID_JSON")
+    );
+    assert!(e.message().contains("line 1"), "{e}");
+    assert!(std::error::Error::source(&e).is_some());
+    assert_eq!(parse("[1]").expect("valid"), serde_json::json!([1]));
+}

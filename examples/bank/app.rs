@@ -722,7 +722,7 @@ where
 
     /// Finishes the event in hand, releases its lease and stops.
     pub async fn shutdown(self) -> Result<(), Error> {
-        let _ = self.stop.send(true);
+        let _ = self.stop.send_replace(true);
         self.task
             .await
             .map_err(|e| Error::internal("PROCESS_PANICKED", e.to_string()))?

@@ -31,8 +31,8 @@ pub trait EventCodec<E>: Send + Sync {
 /// imports, tests).
 ///
 /// ```
-/// use flext_domain::{DomainEvent, EventMetadata};
-/// use flext_ports::{JsonCodec, new_events};
+/// use flext::{DomainEvent, EventMetadata};
+/// use flext::ports::{JsonCodec, new_events};
 ///
 /// #[derive(serde::Serialize, serde::Deserialize)]
 /// struct Seeded { n: u32 }
@@ -43,7 +43,7 @@ pub trait EventCodec<E>: Send + Sync {
 /// let events = new_events(&JsonCodec::new(), &[Seeded { n: 1 }, Seeded { n: 2 }], &EventMetadata::default())?;
 /// assert_eq!(events[1].event_type, "seeded");
 /// assert_eq!(&events[1].payload[..], br#"{"n":2}"#);
-/// # Ok::<(), flext_domain::Error>(())
+/// # Ok::<(), flext::Error>(())
 /// ```
 pub fn new_events<E: DomainEvent>(
     codec: &(impl EventCodec<E> + ?Sized),

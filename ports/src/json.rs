@@ -23,7 +23,7 @@ type Step = Arc<dyn Fn(Value) -> Result<Value, Error> + Send + Sync>;
 /// externally tagged enum, `{"Deposited": {...}}`).
 ///
 /// ```
-/// use flext_ports::Upcasters;
+/// use flext::ports::Upcasters;
 ///
 /// let upcasters = Upcasters::new()
 ///     .with("account.deposited", 1, |mut v| {
@@ -33,7 +33,7 @@ type Step = Arc<dyn Fn(Value) -> Result<Value, Error> + Send + Sync>;
 ///         Ok(v)
 ///     })?;
 /// assert!(upcasters.has_step("account.deposited", 1));
-/// # Ok::<(), flext_domain::Error>(())
+/// # Ok::<(), flext::Error>(())
 /// ```
 #[derive(Clone, Default)]
 pub struct Upcasters {

@@ -4,8 +4,8 @@
 //! deterministic.
 //!
 //! ```
-//! use flext_ports::{Clock, FixedClock, IdGenerator, SequentialIds};
-//! use flext_domain::EventId;
+//! use flext::ports::{Clock, FixedClock, IdGenerator, SequentialIds};
+//! use flext::EventId;
 //!
 //! let clock = FixedClock::at_unix_millis(1_700_000_000_000);
 //! assert_eq!(clock.now().timestamp_millis(), 1_700_000_000_000);

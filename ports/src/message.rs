@@ -325,9 +325,9 @@ impl Context {
 /// stable name (the type's name by default); attributes and doc comments go before each.
 ///
 /// ```
-/// use flext_ports::{Command, Query};
+/// use flext::ports::{Command, Query};
 ///
-/// flext_ports::messages! {
+/// flext::ports::messages! {
 ///     /// Opens an account.
 ///     pub command OpenAccount { pub owner: String, pub overdraft: i64 } -> u64 = "bank.open";
 ///     command Deposit(u64, i64) -> u64;

@@ -32,8 +32,8 @@ use crate::{EventCodec, JsonCodec, Lease, OwnershipStore};
 ///
 /// ```
 /// use std::sync::atomic::{AtomicU64, Ordering};
-/// use flext_domain::{Error, RecordedEvent};
-/// use flext_ports::Projection;
+/// use flext::{Error, RecordedEvent};
+/// use flext::ports::Projection;
 ///
 /// #[derive(Default)]
 /// struct CountEvents(AtomicU64);
@@ -148,8 +148,8 @@ impl<'a, E> Decoded<'a, E> {
 /// `register` takes it as it takes a [`Projection`] (wrapped in [`Typed`]).
 ///
 /// ```
-/// use flext_domain::{DomainEvent, Error};
-/// use flext_ports::{Decoded, EventProjection};
+/// use flext::{DomainEvent, Error};
+/// use flext::ports::{Decoded, EventProjection};
 /// use serde::{Deserialize, Serialize};
 /// use std::sync::atomic::{AtomicI64, Ordering};
 ///

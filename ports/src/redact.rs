@@ -6,7 +6,7 @@
 /// database was meant.
 ///
 /// ```
-/// use flext_ports::redact_url;
+/// use flext::ports::redact_url;
 /// assert_eq!(
 ///     redact_url("postgres://app:hunter2@db:5432/bank?password=x&sslmode=require"),
 ///     "postgres://app:***@db:5432/bank?password=***&sslmode=require"

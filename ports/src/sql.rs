@@ -5,9 +5,9 @@
 //! version its projection expects.
 //!
 //! ```
-//! use flext_domain::Error;
-//! use flext_ports::sql::{Sql, SqlExt, migrate};
-//! use flext_ports::sql_args;
+//! use flext::Error;
+//! use flext::ports::sql::{Sql, SqlExt, migrate};
+//! use flext::ports::sql_args;
 //!
 //! /// Works on `SqliteWriteTransaction`, `PgWriteTransaction` and both stores' `read_models()`.
 //! async fn add(sql: &mut impl Sql, id: &str, amount: i64) -> Result<i64, Error> {

@@ -2,9 +2,9 @@
 //! for tests and for embedded use where durability is not needed.
 //!
 //! ```
-//! use flext_domain::{EventId, ExpectedVersion, NewEvent, Position, StreamId, StreamVersion};
-//! use flext_memory::InMemoryEventStore;
-//! use flext_ports::EventStore;
+//! use flext::{EventId, ExpectedVersion, NewEvent, Position, StreamId, StreamVersion};
+//! use flext::memory::InMemoryEventStore;
+//! use flext::ports::EventStore;
 //!
 //! # fn block_on<F: std::future::Future>(f: F) -> F::Output {
 //! #     let waker = std::task::Waker::noop();
@@ -19,7 +19,7 @@
 //! let outcome = store.append(&stream, ExpectedVersion::NoStream, vec![event]).await?;
 //! assert_eq!(outcome.stream_version, StreamVersion(1));
 //! assert_eq!(store.read_all(Position::START, 10).await?.len(), 1);
-//! # Ok::<(), flext_domain::Error>(())
+//! # Ok::<(), flext::Error>(())
 //! # }).unwrap();
 //! ```
 

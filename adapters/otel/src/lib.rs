@@ -15,7 +15,7 @@
 //! let subscriber = tracing_subscriber::registry()
 //!     .with(tracing_opentelemetry::layer().with_tracer(provider.tracer("my-service")));
 //! tracing::subscriber::set_global_default(subscriber).expect("the first subscriber");
-//! flext_otel::install();
+//! flext::otel::install();
 //! ```
 //!
 //! Install the subscriber globally, not per thread (`set_default`): the SQLite store's
@@ -32,8 +32,8 @@
 //! (`MetricsBehavior`), the projection runner and the bridge (`BridgeMetrics`).
 //!
 //! ```
-//! use flext_otel::OtelMetrics;
-//! use flext_ports::Metrics;
+//! use flext::otel::OtelMetrics;
+//! use flext::ports::Metrics;
 //!
 //! let meter = opentelemetry::global::meter("my-service");
 //! let metrics = OtelMetrics::new(meter);

@@ -8,11 +8,11 @@
 //! than every transaction still running.
 //!
 //! ```no_run
-//! use flext_domain::{EventId, ExpectedVersion, NewEvent, StreamId};
-//! use flext_ports::EventStore;
-//! use flext_postgres::PgEventStore;
+//! use flext::{EventId, ExpectedVersion, NewEvent, StreamId};
+//! use flext::ports::EventStore;
+//! use flext::postgres::PgEventStore;
 //!
-//! # async fn run() -> Result<(), flext_domain::Error> {
+//! # async fn run() -> Result<(), flext::Error> {
 //! let store = PgEventStore::connect("postgres://localhost/app").await?;
 //! let stream = StreamId::new("account-1")?;
 //! let event = NewEvent::new(EventId::new(), "account.opened", &b"{}"[..]);

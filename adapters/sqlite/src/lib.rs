@@ -7,11 +7,11 @@
 //! order is position order and read-all never skips an event.
 //!
 //! ```no_run
-//! use flext_domain::{EventId, ExpectedVersion, NewEvent, StreamId};
-//! use flext_ports::EventStore;
-//! use flext_sqlite::SqliteEventStore;
+//! use flext::{EventId, ExpectedVersion, NewEvent, StreamId};
+//! use flext::ports::EventStore;
+//! use flext::sqlite::SqliteEventStore;
 //!
-//! # async fn run() -> Result<(), flext_domain::Error> {
+//! # async fn run() -> Result<(), flext::Error> {
 //! let store = SqliteEventStore::open("events.db").await?;
 //! let stream = StreamId::new("account-1")?;
 //! let event = NewEvent::new(EventId::new(), "account.opened", &b"{}"[..]);

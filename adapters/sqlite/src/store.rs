@@ -517,6 +517,26 @@ impl SqliteWriteTransaction {
     }
 }
 
+/// A transaction dropped unfinished (a cancelled request, an error returned with `?`)
+/// is rolled back at once in a task of its own, so the file's write lock goes back to
+/// other writers (other processes among them) now rather than at this store's next
+/// write. Without a runtime the next writer rolls it back, as before.
+impl Drop for SqliteWriteTransaction {
+    fn drop(&mut self) {
+        if !self.writer.open_tx {
+            return;
+        }
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            let writer = OwnedMutexGuard::mutex(&self.writer).clone();
+            // Queued behind this guard, released right after this returns; `settle` is
+            // a no-op if a writer waiting already rolled it back.
+            runtime.spawn(async move {
+                let _ = writer.lock().await.settle().await;
+            });
+        }
+    }
+}
+
 /// A plain multi-row INSERT of `rows` events with explicit positions and versions. Only
 /// anonymous `?` placeholders: SQLite finds a numbered one by a linear scan, so binding n
 /// of them costs O(n^2). (An INSERT ... SELECT that reads the table it writes makes SQLite

@@ -98,3 +98,73 @@ async fn a_checkpoint_saved_in_a_transaction_commits_or_rolls_back_with_it() {
         Some(out.positions[0])
     );
 }
+
+/// A write from a connection of its own to the store's file, as another process (or the
+/// read pool) makes one: waits up to 10 s for the file's write lock.
+async fn foreign_write(path: &std::path::Path) -> Result<(), sqlx::Error> {
+    use sqlx::Connection as _;
+    let options = sqlx::sqlite::SqliteConnectOptions::new()
+        .filename(path)
+        .busy_timeout(std::time::Duration::from_secs(10));
+    let mut conn = sqlx::SqliteConnection::connect_with(&options).await?;
+    sqlx::query("CREATE TABLE IF NOT EXISTS foreign_writes (n INTEGER)")
+        .execute(&mut conn)
+        .await?;
+    sqlx::query("INSERT INTO foreign_writes VALUES (1)")
+        .execute(&mut conn)
+        .await?;
+    conn.close().await
+}
+
+/// A transaction dropped unfinished (a cancelled request) gives the file's write lock back
+/// at once, not when this store next writes: until then another process could not write
+/// at all. It held the lock until the store's next write before.
+#[tokio::test]
+async fn a_dropped_transaction_gives_the_file_back_to_other_writers() {
+    let path = std::env::temp_dir().join(format!("flext-tx-{}.db", uuid::Uuid::now_v7().simple()));
+    let store = SqliteEventStore::open(&path).await.expect("store");
+    let a = StreamId::new("a").unwrap();
+    {
+        let mut tx = store.transaction().await.unwrap();
+        tx.append(&a, ExpectedVersion::NoStream, events(2))
+            .await
+            .unwrap();
+    }
+    foreign_write(&path)
+        .await
+        .expect("another connection writes while the store is idle");
+    assert_eq!(store.read_all(Position::START, 10).await.unwrap().len(), 0);
+}
+
+/// The same for an append dropped at any of its await points: the file is free for other
+/// writers after each, and an append happened whole or not at all (a try dropped after
+/// its COMMIT was sent is stored: the caller cannot tell, which is why appends carry ids).
+#[tokio::test]
+async fn an_append_dropped_half_way_gives_the_file_back_to_other_writers() {
+    let path = std::env::temp_dir().join(format!("flext-tx-{}.db", uuid::Uuid::now_v7().simple()));
+    let store = SqliteEventStore::open(&path).await.expect("store");
+    let a = StreamId::new("a").unwrap();
+    let (out, points) = flext_testkit::cancel::at_every_poll(
+        || store.append(&a, ExpectedVersion::Any, events(500)),
+        |polls| {
+            let path = path.clone();
+            async move {
+                foreign_write(&path)
+                    .await
+                    .unwrap_or_else(|e| panic!("dropped at poll {polls}: {e}"));
+            }
+        },
+    )
+    .await;
+    out.expect("the last try completes");
+    assert!(points > 0, "the append had await points to drop it at");
+    let stored = store
+        .read_all(Position::START, 100_000)
+        .await
+        .unwrap()
+        .len();
+    assert!(
+        stored >= 500 && stored % 500 == 0,
+        "{stored} events: a partial append"
+    );
+}

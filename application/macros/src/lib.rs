@@ -41,11 +41,43 @@ impl Kind {
 /// `Position`). Extra arguments implement `FromServices` (such as `Dep<T>`) and are
 /// resolved from the services at dispatch.
 ///
-/// ```ignore
+/// ```
+/// use flext::application::{App, Dep, Executed, Repository};
+/// use flext::memory::InMemoryEventStore;
+/// use flext::ports::Context;
+/// use flext::{Aggregate, DomainEvent, Error, Id, Position, command_handler};
+/// # #[derive(Clone, serde::Serialize, serde::Deserialize, DomainEvent)]
+/// # #[event(name = "account.deposited")]
+/// # struct Deposited(i64);
+/// # #[derive(Default)]
+/// # struct Account(i64);
+/// # impl Aggregate for Account {
+/// #     const TYPE: &'static str = "account";
+/// #     type Event = Deposited;
+/// #     fn apply(&mut self, e: &Deposited) { self.0 += e.0 }
+/// # }
+/// # impl Account {
+/// #     fn deposit(&self, amount: i64) -> Result<Vec<Deposited>, Error> { Ok(vec![Deposited(amount)]) }
+/// # }
+///
+/// type Accounts = Repository<Account, InMemoryEventStore>;
+/// flext::ports::messages! {
+///     command Deposit(Id<Account>, i64) -> Position = "bank.deposit";
+/// }
+///
 /// #[command_handler]
 /// async fn deposit(c: Deposit, ctx: &Context, accounts: Dep<Accounts>) -> Result<Executed, Error> {
-///     accounts.execute(c.account, ctx, |a| a.deposit(c.amount)).await // Output = Position
+///     accounts.execute(c.0, ctx, |a| a.deposit(c.1)).await // Executed converts into Position
 /// }
+///
+/// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+/// let store = InMemoryEventStore::new();
+/// let app = App::builder(store.clone()).service(Accounts::new(store)).start()?;
+/// let at: Position = app.send(Deposit(Id::new(), 10)).await?;
+/// # let _ = at;
+/// app.shutdown().await;
+/// # Ok::<(), Error>(())
+/// # }).unwrap();
 /// ```
 #[proc_macro_attribute]
 pub fn command_handler(attr: TokenStream, item: TokenStream) -> TokenStream {
@@ -286,11 +318,23 @@ fn expand_handler(kind: Kind, f: &ItemFn) -> syn::Result<TokenStream2> {
 /// Registers a plugin type (it implements `Plugin` and `Default`) so that
 /// `PluginRegistry::with_registered` adds it.
 ///
-/// ```ignore
+/// ```
+/// use flext::application::PluginRegistry;
+/// use flext::plugin;
+/// use flext::ports::Plugin;
+///
 /// #[plugin]
 /// #[derive(Default)]
 /// struct Audit;
-/// impl Plugin for Audit { .. }
+///
+/// impl Plugin for Audit {
+///     fn name(&self) -> &str { "audit" }
+///     fn version(&self) -> &str { "1.0.0" }
+/// }
+///
+/// let mut plugins = PluginRegistry::new();
+/// plugins.with_registered()?;
+/// # Ok::<(), flext::Error>(())
 /// ```
 #[proc_macro_attribute]
 pub fn plugin(attr: TokenStream, item: TokenStream) -> TokenStream {
@@ -347,15 +391,30 @@ pub fn plugin(attr: TokenStream, item: TokenStream) -> TokenStream {
 /// implements `Default`), and `ProjectionRunner::with_registered` adds it to runners whose
 /// store's transaction type is `Tx`.
 ///
-/// ```ignore
+/// ```
+/// use flext::application::ProjectionRunner;
+/// use flext::ports::Projection;
+/// use flext::sqlite::{SqliteEventStore, SqliteWriteTransaction};
+/// use flext::{Error, RecordedEvent, projection};
+///
 /// #[derive(Default)]
-/// struct Balances;
+/// struct Seen;
 ///
 /// #[projection]
-/// impl Projection<SqliteWriteTransaction> for Balances {
-///     fn name(&self) -> &str { "balances" }
-///     async fn handle(&self, tx: &mut SqliteWriteTransaction, e: &RecordedEvent) -> Result<(), Error> { .. }
+/// impl Projection<SqliteWriteTransaction> for Seen {
+///     fn name(&self) -> &str { "seen" }
+///     async fn handle(&self, _tx: &mut SqliteWriteTransaction, _e: &RecordedEvent) -> Result<(), Error> {
+///         Ok(())
+///     }
 /// }
+///
+/// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+/// let store = SqliteEventStore::connect("sqlite::memory:").await?;
+/// let projections = ProjectionRunner::new(store).with_registered()?.start();
+/// assert_eq!(projections.names().collect::<Vec<_>>(), ["seen"]);
+/// projections.shutdown().await;
+/// # Ok::<(), Error>(())
+/// # }).unwrap();
 /// ```
 #[proc_macro_attribute]
 pub fn projection(attr: TokenStream, item: TokenStream) -> TokenStream {
@@ -431,14 +490,20 @@ pub fn projection(attr: TokenStream, item: TokenStream) -> TokenStream {
 /// Implements `DomainEvent` from `#[event(name = "...", version = N)]` on a struct or on
 /// every variant of an enum (`version` defaults to 1).
 ///
-/// ```ignore
-/// #[derive(DomainEvent)]
+/// ```
+/// use flext::DomainEvent;
+///
+/// #[derive(serde::Serialize, DomainEvent)]
 /// enum AccountEvent {
 ///     #[event(name = "account.opened")]
 ///     Opened { owner: String },
 ///     #[event(name = "account.deposited", version = 2)]
 ///     Deposited { cents: i64 },
 /// }
+///
+/// let e = AccountEvent::Deposited { cents: 5 };
+/// assert_eq!((e.event_type(), e.schema_version()), ("account.deposited", 2));
+/// assert_eq!(AccountEvent::event_types(), ["account.opened", "account.deposited"]);
 /// ```
 #[proc_macro_derive(DomainEvent, attributes(event))]
 pub fn derive_domain_event(input: TokenStream) -> TokenStream {
