@@ -97,6 +97,26 @@ impl<T: Send> EventProjection<T> for Balances {
     }
 }
 
+/// Events the store handed out, by read operation (`flext.store.events`).
+#[derive(Default)]
+struct ReadCounts(Mutex<BTreeMap<String, f64>>);
+
+impl flext::ports::Metrics for ReadCounts {
+    fn observe(&self, name: &'static str, value: f64, labels: flext::ports::Labels<'_>) {
+        if name != "flext.store.events" {
+            return;
+        }
+        if let Some((_, op)) = labels.iter().find(|(k, _)| *k == "operation") {
+            *self
+                .0
+                .lock()
+                .expect("counts")
+                .entry((*op).to_owned())
+                .or_default() += value;
+        }
+    }
+}
+
 async fn run<S>(store: S)
 where
     S: EventStore + ProjectionStore + flext::ports::WatchAppends + Clone,
@@ -222,6 +242,39 @@ async fn typed_projection_skips_foreign_events_on_sqlite() {
 #[tokio::test]
 async fn typed_projection_skips_foreign_events_on_postgres() {
     run(flext_testkit::harness::fresh_pg_store("typed").await).await;
+}
+
+/// The SQL stores filter by type in their query: the foreign events never leave the
+/// database. The projection's reads hand out exactly its 4 events (the other aggregate's
+/// 3 are not read at all; the runner's whole-order reads are its lag probes, of at most
+/// one event each).
+#[tokio::test]
+async fn the_sql_stores_filter_by_type_in_their_query() {
+    let counts = Arc::new(ReadCounts::default());
+    let path = std::env::temp_dir().join(format!("flext-typed-{}.db", EventId::new()));
+    let sqlite = SqliteEventStore::open(&path)
+        .await
+        .expect("open")
+        .with_metrics(counts.clone());
+    run(sqlite).await;
+    let _ = std::fs::remove_file(&path);
+    let sqlite_counts = std::mem::take(&mut *counts.0.lock().expect("counts"));
+    let pg = flext_testkit::harness::fresh_pg_store("typed_filter")
+        .await
+        .with_metrics(counts.clone());
+    run(pg).await;
+    let pg_counts = std::mem::take(&mut *counts.0.lock().expect("counts"));
+    for (store, counts) in [("sqlite", sqlite_counts), ("postgresql", pg_counts)] {
+        assert_eq!(
+            counts.get("read_all_of_types").copied(),
+            Some(4.0),
+            "{store}: {counts:?}"
+        );
+        assert!(
+            counts.get("read_all").copied().unwrap_or(0.0) < 7.0,
+            "{store}: the whole order was read: {counts:?}"
+        );
+    }
 }
 
 /// An event type that lists no names would select nothing: refused when registered.

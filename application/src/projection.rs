@@ -9,8 +9,8 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use flext_domain::{Error, EventId, Position, RecordedEvent, StreamVersion};
 use flext_ports::{
-    Clock, ConsumerRecord, DeadLetter, EventProjection, EventStore, Instance, Lease, Metrics,
-    Projection, ProjectionStore, ReadDirection, SystemClock, Typed, WatchAppends,
+    Clock, ConsumerRecord, DeadLetter, EventProjection, EventStore, FilteredPage, Instance, Lease,
+    Metrics, Projection, ProjectionStore, ReadDirection, SystemClock, Typed, WatchAppends,
 };
 use serde::Serialize;
 use tokio::sync::{Notify, oneshot, watch};
@@ -1195,8 +1195,18 @@ where
         let mut sub = Subscription::with_options(self.store.clone(), start, options.subscription);
         let mut failed = false;
         let mut shutdown = self.shutdown.clone();
+        // A typed projection reads only its event types (filtered by the store's query
+        // where it can); the others are skipped by the page's `through`.
+        let owned_types: Option<Vec<String>> = self
+            .projection
+            .event_types()
+            .map(|t| t.iter().map(|s| (*s).to_owned()).collect());
+        let types: Option<Vec<&str>> = owned_types
+            .as_ref()
+            .map(|t| t.iter().map(String::as_str).collect());
+        let types = types.as_deref();
         // While catching up, the next batch is read while the current one commits.
-        let mut prefetched: Option<Vec<RecordedEvent>> = None;
+        let mut prefetched: Option<Option<FilteredPage>> = None;
         loop {
             while let Some(control) = self.shared.pop_control() {
                 if prefetched.take().is_some() {
@@ -1239,11 +1249,12 @@ where
                 }
             }
             let polled = match prefetched.take() {
-                Some(events) => Ok(events),
-                None => sub.poll_batch(options.batch_size).await,
+                Some(page) => Ok(page),
+                None => sub.poll_page(options.batch_size, types).await,
             };
             let batch = match polled {
-                Ok(events) if events.is_empty() => {
+                Ok(Some(page)) => Ok(page),
+                Ok(None) => {
                     self.shared.set(|p| p.state = ProjectionState::Running);
                     let labels = [("projection", self.shared.name.as_str())];
                     self.metrics
@@ -1252,16 +1263,16 @@ where
                         .gauge("flext.projection.lag.seconds", 0.0, &labels);
                     let slot = &mut self.slot;
                     tokio::select! {
-                        b = sub.next_batch(options.batch_size) => b,
+                        b = sub.next_page(options.batch_size, types) => b,
                         _ = self.shared.wake.notified() => continue,
                         _ = shutdown.wait_for(|s| *s) => continue,
                         _ = slot.changed() => continue,
                     }
                 }
-                other => other,
+                Err(e) => Err(e),
             };
-            let events = match batch {
-                Ok(events) => events,
+            let page = match batch {
+                Ok(page) => page,
                 Err(e) => {
                     self.note_error(&e);
                     if !self.pause(options.backoff).await {
@@ -1270,10 +1281,12 @@ where
                     continue;
                 }
             };
-            let full = events.len() >= options.batch_size;
+            let full = page.events.len() >= options.batch_size;
             let outcome = if full {
-                let (outcome, next) =
-                    tokio::join!(self.process(&events), sub.poll_batch(options.batch_size));
+                let (outcome, next) = tokio::join!(
+                    self.process(&page),
+                    sub.poll_page(options.batch_size, types)
+                );
                 // A failed read moved nothing; after a failed batch the arms below seek
                 // back to the checkpoint.
                 if let (Ok(()), Ok(next)) = (&outcome, next) {
@@ -1281,7 +1294,7 @@ where
                 }
                 outcome
             } else {
-                self.process(&events).await
+                self.process(&page).await
             };
             match outcome {
                 Ok(()) => self.shared.set(|p| {
@@ -1325,10 +1338,15 @@ where
         }
     }
 
-    /// One transaction: every event of `events`, then the checkpoint, in the batch's span.
-    async fn apply(&self, events: &[RecordedEvent]) -> Result<(), BatchError> {
+    /// One transaction: every event of `events`, then the checkpoint at `to` (the last
+    /// event's position, or further when the read skipped events of other types), in the
+    /// batch's span.
+    async fn apply(&self, events: &[RecordedEvent], to: Position) -> Result<(), BatchError> {
         let span = batch_span(&self.shared.name, events);
-        let result = self.apply_untraced(events).instrument(span.clone()).await;
+        let result = self
+            .apply_untraced(events, to)
+            .instrument(span.clone())
+            .await;
         if let Err(e) = &result {
             let e = match e {
                 BatchError::Store(e) | BatchError::Handler(_, e) => e,
@@ -1339,10 +1357,11 @@ where
         result
     }
 
-    async fn apply_untraced(&self, events: &[RecordedEvent]) -> Result<(), BatchError> {
-        let Some(last) = events.last() else {
-            return Ok(());
-        };
+    async fn apply_untraced(
+        &self,
+        events: &[RecordedEvent],
+        to: Position,
+    ) -> Result<(), BatchError> {
         let mut tx = self.store.begin().await.map_err(BatchError::Store)?;
         let types = self.projection.event_types();
         for (i, e) in events.iter().enumerate() {
@@ -1355,7 +1374,7 @@ where
         }
         let lease = self.lease().map_err(BatchError::Store)?;
         self.store
-            .set_checkpoint(&mut tx, lease, last.position)
+            .set_checkpoint(&mut tx, lease, to)
             .await
             .map_err(BatchError::Store)?;
         self.store.commit(tx).await.map_err(BatchError::Store)
@@ -1376,13 +1395,20 @@ where
             .observe("flext.projection.batch.size", events as f64, &labels);
     }
 
-    async fn process(&mut self, events: &[RecordedEvent]) -> Result<(), Stop> {
+    async fn process(&mut self, page: &FilteredPage) -> Result<(), Stop> {
+        let events = page.events.as_slice();
         let (mut start, mut end) = (0, events.len());
         while start < events.len() {
-            match self.apply(&events[start..end]).await {
+            // The page's last batch carries the checkpoint past what the read skipped.
+            let to = if end == events.len() {
+                page.through.max(events[end - 1].position)
+            } else {
+                events[end - 1].position
+            };
+            match self.apply(&events[start..end], to).await {
                 Ok(()) => {
                     self.committed(end - start);
-                    self.advanced(events[end - 1].position);
+                    self.advanced(to);
                     start = end;
                     end = events.len();
                 }
@@ -1397,6 +1423,16 @@ where
                 }
                 // A later one fails: commit the events before it first.
                 Err(BatchError::Handler(i, _)) => end = start + i,
+            }
+        }
+        // Only events of other types (or the last one parked): the checkpoint still moves
+        // past them, so a restart does not read them again and `wait_for` sees the head.
+        if self.shared.progress.borrow().position < page.through {
+            match self.apply(&[], page.through).await {
+                Ok(()) => self.advanced(page.through),
+                Err(BatchError::Store(e) | BatchError::Handler(_, e)) => {
+                    return Err(Stop::store(e));
+                }
             }
         }
         Ok(())
@@ -1429,7 +1465,10 @@ where
             if self.still_owned().is_err() {
                 return Err(Stop::NotOwned);
             }
-            match self.apply(std::slice::from_ref(event)).await {
+            match self
+                .apply(std::slice::from_ref(event), event.position)
+                .await
+            {
                 Ok(()) => {
                     self.shared.set(|p| {
                         if p.state == ProjectionState::Retrying {

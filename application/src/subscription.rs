@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use flext_domain::{Error, Position, RecordedEvent};
-use flext_ports::{AppendWatcher, EventStore, WatchAppends};
+use flext_ports::{AppendWatcher, EventStore, FilteredPage, WatchAppends};
 
 /// How a [`Subscription`] waits once it has caught up.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -103,22 +103,60 @@ impl<S: EventStore + WatchAppends> Subscription<S> {
 
     /// Up to `max` next events now, without waiting: empty when caught up.
     pub async fn poll_batch(&mut self, max: usize) -> Result<Vec<RecordedEvent>, Error> {
-        let batch = self.store.read_all(self.position, max.max(1)).await?;
-        if let Some(last) = batch.last() {
-            self.position = last.position;
-        }
-        Ok(batch)
+        Ok(self
+            .poll_page(max, None)
+            .await?
+            .map(|page| page.events)
+            .unwrap_or_default())
     }
 
     /// Up to `max` next events, waiting until there is at least one. Cancel-safe: a
     /// cancelled call returned nothing and moved nothing.
     pub async fn next_batch(&mut self, max: usize) -> Result<Vec<RecordedEvent>, Error> {
+        Ok(self.next_page(max, None).await?.events)
+    }
+
+    /// Up to `max` next events whose type is one of `types` (every event for `None`),
+    /// now, without waiting, and how far the read looked; `None` when nothing new was
+    /// there. A page may hold no events when all it looked at was of other types: the
+    /// subscription has moved past them all the same. The SQL stores filter in their
+    /// query ([`EventStore::read_all_of_types`]).
+    pub async fn poll_page(
+        &mut self,
+        max: usize,
+        types: Option<&[&str]>,
+    ) -> Result<Option<FilteredPage>, Error> {
+        let max = max.max(1);
+        let page = match types {
+            None => {
+                let events = self.store.read_all(self.position, max).await?;
+                let through = events.last().map_or(self.position, |e| e.position);
+                FilteredPage { events, through }
+            }
+            Some(types) => {
+                self.store
+                    .read_all_of_types(self.position, max, types)
+                    .await?
+            }
+        };
+        if page.through <= self.position && page.events.is_empty() {
+            return Ok(None);
+        }
+        self.position = page.through.max(self.position);
+        Ok(Some(page))
+    }
+
+    /// [`Subscription::poll_page`], waiting until something new is there. Cancel-safe
+    /// like [`Subscription::next_batch`].
+    pub async fn next_page(
+        &mut self,
+        max: usize,
+        types: Option<&[&str]>,
+    ) -> Result<FilteredPage, Error> {
         let mut withheld_wait = WITHHELD_FIRST;
         loop {
-            let batch = self.store.read_all(self.position, max.max(1)).await?;
-            if let Some(last) = batch.last() {
-                self.position = last.position;
-                return Ok(batch);
+            if let Some(page) = self.poll_page(max, types).await? {
+                return Ok(page);
             }
             if self.store.read_all_withheld(self.position).await? {
                 // Committed events wait behind an older open transaction, which may end

@@ -45,6 +45,20 @@ impl AppendOutcome {
     }
 }
 
+/// A page of the global order read through a filter by event type
+/// ([`EventStore::read_all_of_types`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct FilteredPage {
+    /// The events that matched, in position order.
+    pub events: Vec<RecordedEvent>,
+    /// How far the read looked: every event after the position asked for, up to and
+    /// including this one, was considered, and those not in `events` did not match. At
+    /// least the last matching event's position; the position asked for when there was
+    /// nothing after it yet. A reader checkpoints this, not the last event's position, so
+    /// it does not read what it skipped again.
+    pub through: Position,
+}
+
 /// Stores events in streams and in one global order.
 ///
 /// Every adapter passes the conformance suite in `flext-testkit`, so they are
@@ -135,6 +149,32 @@ pub trait EventStore: Send + Sync {
     ) -> impl Future<Output = Result<bool, Error>> + Send {
         let _ = after;
         async { Ok(false) }
+    }
+
+    /// Up to `max_count` events after `after` whose event type is one of `types`, in
+    /// position order, and how far the read looked ([`FilteredPage::through`]): what a
+    /// consumer of a few event types reads instead of the whole order. Gap-safe like
+    /// `read_all`: no event at or before `through` commits later. The default reads a page
+    /// of `read_all` and keeps the matches (so it may return fewer than `max_count` while
+    /// more match further on); the SQL stores filter in their query.
+    fn read_all_of_types(
+        &self,
+        after: Position,
+        max_count: usize,
+        types: &[&str],
+    ) -> impl Future<Output = Result<FilteredPage, Error>> + Send
+    where
+        Self: Sized,
+    {
+        async move {
+            let page = self.read_all(after, max_count).await?;
+            let through = page.last().map_or(after, |e| e.position);
+            let events = page
+                .into_iter()
+                .filter(|e| types.contains(&e.event_type.as_str()))
+                .collect();
+            Ok(FilteredPage { events, through })
+        }
     }
 
     /// Up to `max_count` events recorded with `correlation` as their correlation id, in
@@ -238,6 +278,14 @@ impl<S: EventStore> EventStore for Arc<S> {
     }
     fn count_after(&self, after: Position) -> impl Future<Output = Result<u64, Error>> + Send {
         (**self).count_after(after)
+    }
+    fn read_all_of_types(
+        &self,
+        after: Position,
+        max_count: usize,
+        types: &[&str],
+    ) -> impl Future<Output = Result<FilteredPage, Error>> + Send {
+        (**self).read_all_of_types(after, max_count, types)
     }
     fn read_correlated(
         &self,

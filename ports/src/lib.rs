@@ -39,8 +39,8 @@ pub use checkpoint::CheckpointStore;
 pub use clock::{Clock, FixedClock, SystemClock};
 pub use codec::{AppendEvents, EventCodec, new_events};
 pub use event_store::{
-    AppendOutcome, EventStore, MAX_EVENT_TYPE_LEN, MAX_EVENTS_PER_APPEND, MAX_SCHEMA_VERSION,
-    ReadDirection,
+    AppendOutcome, EventStore, FilteredPage, MAX_EVENT_TYPE_LEN, MAX_EVENTS_PER_APPEND,
+    MAX_SCHEMA_VERSION, ReadDirection,
 };
 pub use health::{HealthCheck, HealthFuture};
 pub use idempotency::{Claim, IdempotencyRecord, IdempotencyStore};

@@ -18,7 +18,7 @@ use std::time::Instant;
 
 use flext_domain::{Error, NewEvent, RecordedEvent, StreamId};
 
-use crate::event_store::AppendOutcome;
+use crate::event_store::{AppendOutcome, FilteredPage};
 use crate::message::is_valid_traceparent;
 use crate::metrics::Metrics;
 
@@ -236,6 +236,15 @@ impl StoreOp<'_> {
         F: Future<Output = Result<Vec<RecordedEvent>, Error>>,
     {
         self.run(Vec::len, work).await
+    }
+
+    /// Runs the filtered read `work` in the span and measures it (the events it returned).
+    pub async fn read_page<F>(self, work: F) -> Result<FilteredPage, Error>
+    where
+        F: Future<Output = Result<FilteredPage, Error>>,
+    {
+        self.run(|page: &FilteredPage| page.events.len(), work)
+            .await
     }
 
     async fn run<T, F>(self, count: impl Fn(&T) -> usize, work: F) -> Result<T, Error>

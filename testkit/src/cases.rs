@@ -1989,3 +1989,232 @@ pub async fn idempotency_records_are_purged_after_their_retention<H: Harness>(h:
     ));
     h
 }
+
+/// An event of type `kind` carrying `n`.
+fn typed_event(kind: &str, n: u64) -> NewEvent {
+    NewEvent::new(
+        EventId::new(),
+        kind,
+        json!({ "n": n }).to_string().into_bytes(),
+    )
+}
+
+/// `read_all_of_types` returns only the types asked for, in position order, and says how
+/// far it looked: to the head when fewer than asked matched, to the last match when the
+/// page is full, nowhere past the position asked for when nothing is there.
+pub async fn read_all_of_types_keeps_its_types_and_says_how_far_it_looked<H: Harness>(h: H) -> H {
+    let store = h.store();
+    let kinds = ["a", "b", "c", "b", "a", "b", "b", "c"];
+    let mut positions = Vec::new();
+    for (n, kind) in kinds.iter().enumerate() {
+        let out = store
+            .append(
+                &stream(&format!("typed-{n}")),
+                ExpectedVersion::NoStream,
+                vec![typed_event(kind, n as u64)],
+            )
+            .await
+            .expect("append");
+        positions.push(out.positions[0]);
+    }
+    let head = *positions.last().expect("appended");
+    // Visible to the gap-safe reads first (a transaction elsewhere may hold them back).
+    read_all_until(&store, Position::START, kinds.len()).await;
+    let numbers =
+        |page: &flext_ports::FilteredPage| page.events.iter().map(n_of).collect::<Vec<_>>();
+
+    let page = store
+        .read_all_of_types(Position::START, 100, &["a", "c"])
+        .await
+        .expect("read");
+    assert_eq!(numbers(&page), [0, 2, 4, 7]);
+    assert!(page.events.iter().all(|e| e.event_type != "b"));
+    assert_eq!(
+        page.through, head,
+        "fewer than asked: it looked to the head"
+    );
+
+    // Pages of two: each ends at its last match; following `through` reads each match once.
+    let (mut after, mut seen, mut pages) = (Position::START, Vec::new(), 0);
+    loop {
+        let page = store
+            .read_all_of_types(after, 2, &["a", "c"])
+            .await
+            .expect("read");
+        assert!(page.through >= after, "through never goes back");
+        if let Some(last) = page.events.last() {
+            assert!(page.through >= last.position);
+        }
+        if page.through == after && page.events.is_empty() {
+            break;
+        }
+        seen.extend(numbers(&page));
+        after = page.through;
+        pages += 1;
+        assert!(pages < 20, "paging does not end");
+    }
+    assert_eq!(seen, [0, 2, 4, 7]);
+    assert_eq!(after, head);
+
+    // A type nobody wrote: nothing, but the read still moves past everything there.
+    let none = store
+        .read_all_of_types(Position::START, 100, &["z"])
+        .await
+        .expect("read");
+    assert!(none.events.is_empty());
+    assert_eq!(none.through, head);
+    // Past the head: nothing, and no further than asked.
+    let past = store
+        .read_all_of_types(head, 100, &["a"])
+        .await
+        .expect("read");
+    assert_eq!((past.events.len(), past.through), (0, head));
+    // After position 2 (the first "c"), from the middle.
+    let mid = store
+        .read_all_of_types(positions[2], 100, &["c"])
+        .await
+        .expect("read");
+    assert_eq!(numbers(&mid), [7]);
+    h
+}
+
+/// Gap safety of the filtered read: while an append with a lower position is held open,
+/// `through` never passes it, so a reader that checkpoints `through` gets the held events
+/// once they commit. Writers of matching and other types run meanwhile.
+pub async fn read_all_of_types_is_gap_safe_with_a_held_transaction<H: Harness>(h: H) -> H {
+    let store = h.store();
+    let base = store
+        .append(
+            &stream("typed-before"),
+            ExpectedVersion::NoStream,
+            vec![typed_event("other", 1)],
+        )
+        .await
+        .expect("append");
+    let checkpoint = base.positions[0];
+    let held = h
+        .hold_append(
+            &stream("typed-slow"),
+            ExpectedVersion::NoStream,
+            vec![typed_event(EVENT_TYPE, 2)],
+        )
+        .await
+        .expect("held append");
+    let fast = {
+        let store = store.clone();
+        tokio::spawn(async move {
+            store
+                .append(
+                    &stream("typed-fast"),
+                    ExpectedVersion::NoStream,
+                    vec![typed_event("other", 3), typed_event(EVENT_TYPE, 4)],
+                )
+                .await
+        })
+    };
+    let fast = if H::SERIALIZED_WRITERS {
+        Err(fast)
+    } else {
+        Ok(fast.await.expect("fast task").expect("fast append"))
+    };
+    let mut looked = Vec::new();
+    for _ in 0..5 {
+        let page = store
+            .read_all_of_types(checkpoint, 10, &[EVENT_TYPE])
+            .await
+            .expect("read");
+        assert!(
+            page.events.is_empty(),
+            "returned {:?} past an open append",
+            versions(&page.events)
+        );
+        looked.push(page.through);
+        tokio::task::yield_now().await;
+    }
+    let held_out = held.commit().await.expect("commit held");
+    if let Err(task) = fast {
+        task.await.expect("fast task").expect("fast append");
+    }
+    assert!(
+        looked.iter().all(|t| *t < held_out.positions[0]),
+        "through {looked:?} passed the open append at {}",
+        held_out.positions[0]
+    );
+    let mut after = *looked.iter().max().expect("looked");
+    let mut seen = Vec::new();
+    for _ in 0..4_000 {
+        let page = store
+            .read_all_of_types(after, 10, &[EVENT_TYPE])
+            .await
+            .expect("read");
+        seen.extend(page.events.iter().map(n_of));
+        after = page.through;
+        if seen.len() >= 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert_eq!(seen, [2, 4], "the checkpointed reader misses nothing");
+    h
+}
+
+/// Eight writers append events of two types while a reader follows one type by
+/// `through` alone: it sees every event of that type exactly once, in position order.
+pub async fn a_filtered_tailing_reader_misses_nothing<H: Harness>(h: H) -> H {
+    let store = h.store();
+    const WRITERS: u64 = 8;
+    const APPENDS: u64 = 25;
+    let wanted = (WRITERS * APPENDS) as usize;
+    let reader = {
+        let store = store.clone();
+        tokio::spawn(async move {
+            let (mut after, mut seen, mut idle) = (Position::START, Vec::new(), 0u32);
+            while seen.len() < wanted {
+                let page = store
+                    .read_all_of_types(after, 7, &["wanted"])
+                    .await
+                    .expect("read");
+                assert!(page.through >= after);
+                if page.through == after {
+                    idle += 1;
+                    assert!(
+                        idle < 10_000,
+                        "reader starved at {} of {wanted}",
+                        seen.len()
+                    );
+                    tokio::time::sleep(Duration::from_millis(1)).await;
+                } else {
+                    idle = 0;
+                }
+                after = page.through;
+                seen.extend(page.events);
+            }
+            seen
+        })
+    };
+    let mut writers = Vec::new();
+    for w in 0..WRITERS {
+        let store = store.clone();
+        writers.push(tokio::spawn(async move {
+            let s = stream(&format!("filtered-{w}"));
+            for i in 0..APPENDS {
+                let batch = vec![
+                    typed_event("unwanted", w * 1_000 + i),
+                    typed_event("wanted", w * 1_000 + i),
+                ];
+                let expected = ExpectedVersion::Exact(StreamVersion(i * 2));
+                store.append(&s, expected, batch).await.expect("append");
+            }
+        }));
+    }
+    for w in writers {
+        w.await.expect("writer task");
+    }
+    let seen = reader.await.expect("reader task");
+    assert_eq!(seen.len(), wanted);
+    assert!(seen.iter().all(|e| e.event_type == "wanted"));
+    let ids: HashSet<EventId> = seen.iter().map(|e| e.event_id).collect();
+    assert_eq!(ids.len(), wanted, "every event exactly once");
+    assert!(seen.windows(2).all(|w| w[0].position < w[1].position));
+    h
+}

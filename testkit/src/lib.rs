@@ -199,6 +199,9 @@ macro_rules! event_store_conformance {
             a_refused_append_in_a_transaction_sees_its_writes,
             every_operation_survives_cancellation_at_every_poll,
             idempotency_records_are_purged_after_their_retention,
+            read_all_of_types_keeps_its_types_and_says_how_far_it_looked,
+            read_all_of_types_is_gap_safe_with_a_held_transaction,
+            a_filtered_tailing_reader_misses_nothing,
         );
     };
 }

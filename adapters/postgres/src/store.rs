@@ -16,9 +16,9 @@ use flext_ports::adapter::{
     resolve_rejected_append, stored_claim, stored_number, validate_append,
 };
 use flext_ports::{
-    AppendOutcome, AppendWatcher, CheckpointStore, Claim, Clock, DeadLetter, EventStore, Health,
-    HealthCheck, HealthFuture, IdempotencyRecord, IdempotencyStore, Lease, Metrics,
-    ProjectionStore, ReadDirection, Snapshot, SnapshotStore, StoreTelemetry, SystemClock,
+    AppendOutcome, AppendWatcher, CheckpointStore, Claim, Clock, DeadLetter, EventStore,
+    FilteredPage, Health, HealthCheck, HealthFuture, IdempotencyRecord, IdempotencyStore, Lease,
+    Metrics, ProjectionStore, ReadDirection, Snapshot, SnapshotStore, StoreTelemetry, SystemClock,
     WatchAppends,
 };
 
@@ -985,6 +985,55 @@ impl EventStore for PgEventStore {
                 rows.iter().map(|r| decode_row(r, &mut last)).collect()
             })
             .await
+    }
+
+    /// Two statements: the gap-safe horizon (positions below it belong to transactions
+    /// that have ended, and no later one can take one below it) with the last event under
+    /// it, then the matches under that same horizon. What lies between the last match and
+    /// that last event is skipped by `through`.
+    async fn read_all_of_types(
+        &self,
+        after: Position,
+        max_count: usize,
+        types: &[&str],
+    ) -> Result<FilteredPage, Error> {
+        let types: Vec<String> = types.iter().map(|t| (*t).to_owned()).collect();
+        self.telemetry.read("read_all_of_types", None).read_page(async move {
+            let (horizon, below): (i64, Option<i64>) = sqlx::query_as(
+                "SELECT s.h, (SELECT max(position) FROM flext_events \
+                 WHERE position > $1 AND position < s.h) \
+                 FROM (SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint << 20 AS h) s",
+            )
+            .bind(to_i64(after.0))
+            .fetch_one(&self.pool)
+            .await
+            .map_err(|e| db_error("reading the gap-safe horizon", e))?;
+            let rows = sqlx::query(
+                "SELECT position, event_id, stream_id, version, event_type, schema_version, payload, \
+                 correlation_id, causation_id, headers, recorded_at FROM flext_events \
+                 WHERE position > $1 AND position < $2 AND event_type = ANY($3) \
+                 ORDER BY position LIMIT $4",
+            )
+            .bind(to_i64(after.0))
+            .bind(horizon)
+            .bind(&types)
+            .bind(limit(max_count))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(|e| db_error("reading events by type", e))?;
+            let mut last = None;
+            let events = rows
+                .iter()
+                .map(|r| decode_row(r, &mut last))
+                .collect::<Result<Vec<_>, _>>()?;
+            let through = match (events.last(), below) {
+                (Some(e), _) if events.len() >= max_count => e.position,
+                (_, Some(b)) => Position(stored_number("flext_events", "position", b)?).max(after),
+                (_, None) => after,
+            };
+            Ok(FilteredPage { events, through })
+        })
+        .await
     }
 
     async fn stream_version(&self, stream: &StreamId) -> Result<StreamVersion, Error> {

@@ -18,9 +18,9 @@ use flext_ports::adapter::{
 };
 use flext_ports::{
     AppendOutcome, AppendSignal, AppendWatcher, CheckpointStore, Claim, Clock, DeadLetter,
-    EventStore, Health, HealthCheck, HealthFuture, IdempotencyRecord, IdempotencyStore, Lease,
-    Metrics, ProjectionStore, ReadDirection, Snapshot, SnapshotStore, StoreTelemetry, SystemClock,
-    WatchAppends,
+    EventStore, FilteredPage, Health, HealthCheck, HealthFuture, IdempotencyRecord,
+    IdempotencyStore, Lease, Metrics, ProjectionStore, ReadDirection, Snapshot, SnapshotStore,
+    StoreTelemetry, SystemClock, WatchAppends,
 };
 use sqlx::error::ErrorKind;
 use sqlx::migrate::Migrator;
@@ -930,6 +930,50 @@ impl EventStore for SqliteEventStore {
             .map_err(|e| db_error("reading all events", e))?;
             let mut last = None;
             rows.iter().map(|r| decode_row(r, &mut last)).collect()
+        })
+        .await
+    }
+
+    /// The head first, then the matches up to it: positions are given in commit order
+    /// (one writer at a time, even across processes), so every event at or before a head
+    /// once read is committed and the second statement sees it.
+    async fn read_all_of_types(
+        &self,
+        after: Position,
+        max_count: usize,
+        types: &[&str],
+    ) -> Result<FilteredPage, Error> {
+        let types = serde_json::to_string(types)
+            .map_err(|e| Error::internal("ENCODING_FAILED", format!("event types: {e}")))?;
+        self.telemetry.read("read_all_of_types", None).read_page(async move {
+            let head: i64 = sqlx::query_scalar("SELECT coalesce(max(position), 0) FROM flext_events")
+                .fetch_one(&self.readers)
+                .await
+                .map_err(|e| db_error("reading the head", e))?;
+            let rows = sqlx::query(
+                "SELECT position, event_id, stream_id, version, event_type, schema_version, payload, \
+                 correlation_id, causation_id, headers, recorded_at FROM flext_events \
+                 WHERE position > ?1 AND position <= ?2 \
+                 AND event_type IN (SELECT value FROM json_each(?3)) \
+                 ORDER BY position ASC LIMIT ?4",
+            )
+            .bind(to_i64(after.0))
+            .bind(head)
+            .bind(types)
+            .bind(limit(max_count))
+            .fetch_all(&self.readers)
+            .await
+            .map_err(|e| db_error("reading events by type", e))?;
+            let mut last = None;
+            let events = rows
+                .iter()
+                .map(|r| decode_row(r, &mut last))
+                .collect::<Result<Vec<_>, _>>()?;
+            let through = match events.last() {
+                Some(e) if events.len() >= max_count => e.position,
+                _ => Position(stored_number("flext_events", "head", head)?).max(after),
+            };
+            Ok(FilteredPage { events, through })
         })
         .await
     }
