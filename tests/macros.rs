@@ -79,6 +79,7 @@ async fn macro_registered_handlers_dispatch_with_their_dependencies() {
     let services = Services::builder()
         .singleton(Greeting("hello"))
         .singleton(Seen::default())
+        .scoped(|_| Ok(UnitOfWork(0)))
         .build();
     let registry = Registry::new().with_registered(&services);
     let commands = registry.command_bus(Pipeline::new()).unwrap();
@@ -104,19 +105,19 @@ async fn macro_registered_handlers_dispatch_with_their_dependencies() {
     assert_eq!(failed[0].result.as_ref().unwrap_err().reason(), "EMPTY");
 }
 
+/// A missing dependency is found when the bus is built, before any command ran, with
+/// every missing service and the handler that needs it.
 #[tokio::test]
-async fn a_missing_dependency_is_a_typed_error_at_dispatch() {
+async fn a_missing_dependency_is_refused_when_the_bus_is_built() {
     let services = Services::builder().singleton(Seen::default()).build();
-    let bus = Registry::new()
+    let err = Registry::new()
         .with_registered(&services)
         .command_bus(Pipeline::new())
-        .unwrap();
-    let err = bus
-        .dispatch(Greet { name: "Ada".into() }, &Context::new())
-        .await
         .unwrap_err();
-    assert_eq!(err.reason(), "MISSING_SERVICE");
+    assert_eq!(err.reason(), "MISSING_SERVICES");
     assert!(err.message().contains("Greeting"), "{err}");
+    assert!(err.message().contains("UnitOfWork"), "{err}");
+    assert!(err.message().contains("macros.rs:"), "{err}");
 }
 
 #[test]

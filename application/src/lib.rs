@@ -48,6 +48,7 @@ mod pipeline;
 mod plugin;
 mod projection;
 mod query_cache;
+mod reactor;
 mod repository;
 mod services;
 mod subscription;
@@ -71,6 +72,7 @@ pub use projection::{
     ReadYourWrites, ReadYourWritesBehavior, RebuildFrom, RedriveReport, Untyped, erase_projection,
 };
 pub use query_cache::{QueryCache, QueryCacheBehavior, QueryCacheInvalidator};
+pub use reactor::{EventReactor, IntoReactor, Reactor, ReactorOptions, TypedReactor};
 pub use repository::{Executed, Repository, RetryPolicy};
 pub use services::{Dep, FromServices, Scope, Services, ServicesBuilder};
 pub use subscription::{Subscription, SubscriptionOptions};

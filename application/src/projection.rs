@@ -146,8 +146,9 @@ pub struct RedriveReport {
     pub still_failing: Vec<DeadLetter>,
 }
 
-/// A projection with its future boxed, so the runner can hold different types.
-trait DynProjection<T>: Send + Sync {
+/// A projection with its future boxed, so the runner can hold different types (a
+/// reactor is one too: `crate::reactor`).
+pub(crate) trait DynProjection<T>: Send + Sync {
     fn name(&self) -> &str;
     fn handle<'a>(
         &'a self,
@@ -158,11 +159,24 @@ trait DynProjection<T>: Send + Sync {
     fn setup<'a>(&'a self, tx: &'a mut T) -> BoxFuture<'a, Result<(), Error>>;
     fn event_types(&self) -> Option<&[&str]>;
     fn migrations(&self) -> &[&str];
+    /// A reactor handles a batch outside any transaction (its effects commit on their
+    /// own) and reports the first event that failed, every event before it handled; a
+    /// projection returns `None` and is handed its events inside the batch's transaction.
+    fn react<'a>(
+        &'a self,
+        events: &'a [RecordedEvent],
+    ) -> Option<BoxFuture<'a, Result<(), (usize, Error)>>> {
+        let _ = events;
+        None
+    }
 }
 
-impl<T: Send, P: Projection<T>> DynProjection<T> for P {
+/// A projection as the runner holds it (a type of its own, so a reactor can be held too).
+pub(crate) struct AsDyn<P>(pub(crate) P);
+
+impl<T: Send, P: Projection<T>> DynProjection<T> for AsDyn<P> {
     fn name(&self) -> &str {
-        Projection::name(self)
+        Projection::name(&self.0)
     }
     fn handle<'a>(
         &'a self,
@@ -171,26 +185,26 @@ impl<T: Send, P: Projection<T>> DynProjection<T> for P {
     ) -> BoxFuture<'a, Result<(), Error>> {
         // A panic is a failure of this event, under the poison policy.
         Box::pin(crate::catch::CatchPanic::named(
-            Projection::handle(self, tx, event),
-            format!("projection {:?}", Projection::name(self)),
+            Projection::handle(&self.0, tx, event),
+            format!("projection {:?}", Projection::name(&self.0)),
             "PROJECTION_PANICKED",
         ))
     }
     fn reset<'a>(&'a self, tx: &'a mut T) -> BoxFuture<'a, Result<(), Error>> {
-        Box::pin(Projection::reset(self, tx))
+        Box::pin(Projection::reset(&self.0, tx))
     }
     fn setup<'a>(&'a self, tx: &'a mut T) -> BoxFuture<'a, Result<(), Error>> {
         Box::pin(crate::catch::CatchPanic::named(
-            Projection::setup(self, tx),
-            format!("the setup of projection {:?}", Projection::name(self)),
+            Projection::setup(&self.0, tx),
+            format!("the setup of projection {:?}", Projection::name(&self.0)),
             "PROJECTION_PANICKED",
         ))
     }
     fn event_types(&self) -> Option<&[&str]> {
-        <P as Projection<T>>::event_types(self)
+        <P as Projection<T>>::event_types(&self.0)
     }
     fn migrations(&self) -> &[&str] {
-        <P as Projection<T>>::migrations(self)
+        <P as Projection<T>>::migrations(&self.0)
     }
 }
 
@@ -218,7 +232,7 @@ inventory::collect!(ProjectionRegistration);
 /// generates calls it.
 pub fn erase_projection<T: Send + 'static, M, P: IntoProjection<T, M> + Default>()
 -> Box<dyn Any + Send> {
-    let p: Arc<dyn DynProjection<T>> = Arc::new(P::default().into_projection());
+    let p: Arc<dyn DynProjection<T>> = Arc::new(AsDyn(P::default().into_projection()));
     Box::new(p)
 }
 
@@ -365,6 +379,33 @@ where
         self.entries.iter().map(|(p, _)| p.name())
     }
 
+    /// Adds a [`Reactor`](crate::Reactor) or an [`EventReactor`](crate::EventReactor)
+    /// with the default options: it runs beside the
+    /// projections, owned, checkpointed and retried like them, with its effects outside
+    /// the store's transaction.
+    pub fn reactor<M, R: crate::IntoReactor<M>>(self, reactor: R) -> Result<Self, Error> {
+        self.reactor_with(
+            reactor,
+            ProjectionOptions::default(),
+            crate::ReactorOptions::default(),
+        )
+    }
+
+    /// Adds a [`Reactor`](crate::Reactor) with `options` (batches, retries, poison
+    /// policy) and `reactor_options` (how many keys at once); a name already taken by a
+    /// projection or reactor is an `AlreadyExists` error.
+    pub fn reactor_with<M, R: crate::IntoReactor<M>>(
+        self,
+        reactor: R,
+        options: ProjectionOptions,
+        reactor_options: crate::ReactorOptions,
+    ) -> Result<Self, Error> {
+        self.add_dyn(
+            crate::reactor::erase(reactor.into_reactor(), reactor_options),
+            options,
+        )
+    }
+
     /// Adds a projection (a [`Projection`] or an [`EventProjection`]) with the default
     /// options.
     pub fn register<M, P: IntoProjection<S::Transaction, M>>(
@@ -382,7 +423,7 @@ where
         projection: P,
         options: ProjectionOptions,
     ) -> Result<Self, Error> {
-        self.add_dyn(Arc::new(projection.into_projection()), options)
+        self.add_dyn(Arc::new(AsDyn(projection.into_projection())), options)
     }
 
     fn add_dyn(
@@ -983,7 +1024,11 @@ impl Stop {
 }
 
 enum BatchError {
+    /// The event at this index failed; nothing of the batch was committed.
     Handler(usize, Error),
+    /// A reactor's event at this index (not the first) failed, and the checkpoint was
+    /// committed just before it: the effects of the events before it are done.
+    Partial(usize, Error),
     Store(Error),
 }
 
@@ -1349,7 +1394,7 @@ where
             .await;
         if let Err(e) = &result {
             let e = match e {
-                BatchError::Store(e) | BatchError::Handler(_, e) => e,
+                BatchError::Store(e) | BatchError::Handler(_, e) | BatchError::Partial(_, e) => e,
             };
             span.record("otel.status_code", "ERROR");
             span.record("error.type", e.reason());
@@ -1362,6 +1407,18 @@ where
         events: &[RecordedEvent],
         to: Position,
     ) -> Result<(), BatchError> {
+        if let Some(reacting) = self.projection.react(events) {
+            // A reactor: the effects first, outside any transaction (a follow-up command
+            // needs the store's writer), then the checkpoint.
+            return match reacting.await {
+                Ok(()) => self.checkpoint(to).await,
+                Err((0, e)) => Err(BatchError::Handler(0, e)),
+                Err((i, e)) => {
+                    self.checkpoint(events[i - 1].position).await?;
+                    Err(BatchError::Partial(i, e))
+                }
+            };
+        }
         let mut tx = self.store.begin().await.map_err(BatchError::Store)?;
         let types = self.projection.event_types();
         for (i, e) in events.iter().enumerate() {
@@ -1372,6 +1429,17 @@ where
                 return Err(BatchError::Handler(i, err));
             }
         }
+        let lease = self.lease().map_err(BatchError::Store)?;
+        self.store
+            .set_checkpoint(&mut tx, lease, to)
+            .await
+            .map_err(BatchError::Store)?;
+        self.store.commit(tx).await.map_err(BatchError::Store)
+    }
+
+    /// Moves the checkpoint alone, in a transaction of its own.
+    async fn checkpoint(&self, to: Position) -> Result<(), BatchError> {
+        let mut tx = self.store.begin().await.map_err(BatchError::Store)?;
         let lease = self.lease().map_err(BatchError::Store)?;
         self.store
             .set_checkpoint(&mut tx, lease, to)
@@ -1423,6 +1491,18 @@ where
                 }
                 // A later one fails: commit the events before it first.
                 Err(BatchError::Handler(i, _)) => end = start + i,
+                // A reactor's later event failed, those before it are committed: retry
+                // it alone, then park it or stop.
+                Err(BatchError::Partial(i, e)) => {
+                    self.committed(i);
+                    self.advanced(events[start + i - 1].position);
+                    start += i;
+                    self.poison(&events[start], e).await?;
+                    self.committed(1);
+                    self.advanced(events[start].position);
+                    start += 1;
+                    end = events.len();
+                }
             }
         }
         // Only events of other types (or the last one parked): the checkpoint still moves
@@ -1430,7 +1510,9 @@ where
         if self.shared.progress.borrow().position < page.through {
             match self.apply(&[], page.through).await {
                 Ok(()) => self.advanced(page.through),
-                Err(BatchError::Store(e) | BatchError::Handler(_, e)) => {
+                Err(
+                    BatchError::Store(e) | BatchError::Handler(_, e) | BatchError::Partial(_, e),
+                ) => {
                     return Err(Stop::store(e));
                 }
             }
@@ -1477,7 +1559,7 @@ where
                     });
                     return Ok(());
                 }
-                Err(BatchError::Handler(_, e)) => error = e,
+                Err(BatchError::Handler(_, e) | BatchError::Partial(_, e)) => error = e,
                 Err(BatchError::Store(e)) => return Err(Stop::store(e)),
             }
         }
@@ -1601,8 +1683,19 @@ where
         };
         for mut letter in chosen {
             let event = self.stored_event(&letter).await?;
-            let mut tx = self.store.begin().await?;
-            let outcome = self.projection.handle(&mut tx, &event).await;
+            // A reactor's effect happens outside the transaction (it may need the
+            // store's writer); a projection's inside it.
+            let (mut tx, outcome) = match self.projection.react(std::slice::from_ref(&event)) {
+                Some(reacting) => {
+                    let outcome = reacting.await.map_err(|(_, e)| e);
+                    (self.store.begin().await?, outcome)
+                }
+                None => {
+                    let mut tx = self.store.begin().await?;
+                    let outcome = self.projection.handle(&mut tx, &event).await;
+                    (tx, outcome)
+                }
+            };
             match outcome {
                 Ok(()) => {
                     self.store

@@ -175,6 +175,26 @@ impl Context {
         }
     }
 
+    /// [`Context::child`] with a message id derived from this message's id and `step`
+    /// (a UUID v5), not a random one: handling the same message again dispatches the same
+    /// follow-up under the same id, so the idempotency behavior runs it once. Name each
+    /// follow-up of one message by its own `step` (`"deposit"`, `"refund"`).
+    ///
+    /// ```
+    /// use flext::ports::Context;
+    /// let ctx = Context::new();
+    /// assert_eq!(ctx.child_for("refund").message_id(), ctx.child_for("refund").message_id());
+    /// assert_ne!(ctx.child_for("refund").message_id(), ctx.child_for("deposit").message_id());
+    /// assert_eq!(ctx.child_for("refund").correlation_id(), ctx.correlation_id());
+    /// ```
+    pub fn child_for(&self, step: &str) -> Self {
+        Context {
+            message_id: Uuid::new_v5(&self.message_id, step.as_bytes()),
+            causation_id: Some(CausationId::from_uuid(self.message_id)),
+            ..self.clone()
+        }
+    }
+
     /// The context for handling a recorded event: the event's id as message id and as the
     /// causation of whatever the handler dispatches, and the event's correlation id (or
     /// its own id if it has none).
