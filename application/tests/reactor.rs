@@ -427,6 +427,115 @@ where
     runner.shutdown().await;
 }
 
+/// A receipt per transfer: appended under a fresh event id, so a second run of the
+/// command would show as a second receipt.
+#[derive(Debug, Clone, serde::Serialize)]
+struct Receipt;
+
+impl Command for Receipt {
+    type Output = ();
+    const NAME: &'static str = "test.receipt";
+}
+
+struct ReceiptHandler<S>(S);
+
+impl<S: EventStore + Send + Sync + 'static> CommandHandler<Receipt> for ReceiptHandler<S> {
+    async fn handle(&self, _: Receipt, ctx: &Context) -> Result<(), Error> {
+        self.0
+            .append(
+                &StreamId::new("receipts").expect("stream"),
+                ExpectedVersion::Any,
+                vec![
+                    NewEvent::new(EventId::new(), "receipt", "0")
+                        .with_metadata(ctx.event_metadata()),
+                ],
+            )
+            .await
+            .map(drop)
+    }
+}
+
+struct Receipts(CommandBus, Arc<AtomicU64>);
+
+impl Reactor for Receipts {
+    fn name(&self) -> &str {
+        "receipts"
+    }
+    fn event_types(&self) -> Option<&[&str]> {
+        Some(&["sent"])
+    }
+    async fn react(&self, _event: &RecordedEvent, ctx: &Context) -> Result<(), Error> {
+        self.1.fetch_add(1, Ordering::SeqCst);
+        self.0.dispatch(Receipt, &ctx.child_for("receipt")).await
+    }
+}
+
+/// At least once, effect exactly once: every event is handed over again (the checkpoint
+/// taken back to the start, as after a crash between the effects and the checkpoint),
+/// and the follow-up commands, dispatched with `child_for`, carry the same message ids,
+/// so the idempotency behavior answers from the first run and no receipt is written
+/// twice.
+async fn a_redelivered_event_runs_its_command_once<S>(store: S)
+where
+    S: ProjectionStore
+        + EventStore
+        + WatchAppends
+        + flext_ports::IdempotencyStore
+        + Clone
+        + Send
+        + Sync
+        + 'static,
+{
+    let mut head = Position::START;
+    for n in 0..5 {
+        head = append(&store, &format!("acc-{n}"), "sent", n).await;
+    }
+    let commands =
+        Registry::new()
+            .command::<Receipt, _>(ReceiptHandler(store.clone()))
+            .command_bus(Pipeline::new().layer(
+                flext_application::IdempotencyBehavior::new(store.clone()).command::<Receipt>(),
+            ))
+            .expect("bus");
+    let handed = Arc::new(AtomicU64::new(0));
+    let runner = support::runner(store.clone())
+        .reactor(Receipts(commands, handed.clone()))
+        .expect("reactor")
+        .start();
+    runner
+        .wait_for("receipts", head, WAIT)
+        .await
+        .expect("first run");
+    runner
+        .rebuild("receipts", flext_application::RebuildFrom::Start)
+        .await
+        .expect("back to the start");
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while handed.load(Ordering::SeqCst) < 10 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "not handed over again"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    runner
+        .wait_for("receipts", head, WAIT)
+        .await
+        .expect("second run");
+    let receipts = store
+        .read_stream(
+            &StreamId::new("receipts").expect("stream"),
+            flext_domain::StreamVersion(1),
+            100,
+            ReadDirection::Forward,
+        )
+        .await
+        .expect("read");
+    assert_eq!(handed.load(Ordering::SeqCst), 10, "every event twice");
+    assert_eq!(receipts.len(), 5, "each command's effect once");
+    runner.shutdown().await;
+}
+
 macro_rules! on_stores {
     ($($case:ident),*) => {
         mod memory {
@@ -460,5 +569,6 @@ on_stores!(
     keys_keep_their_order_and_run_concurrently,
     follow_up_commands_append_with_causation,
     failures_are_retried_parked_and_redriven,
-    typed_reactors_get_their_events_decoded
+    typed_reactors_get_their_events_decoded,
+    a_redelivered_event_runs_its_command_once
 );
