@@ -12,13 +12,13 @@ use std::time::{Duration, Instant};
 
 use flext::application::{
     BoxFuture, CommandBus, Dep, Executed, MetricsBehavior, Ownership, OwnershipOptions, Pipeline,
-    PluginRegistry, ProjectionOptions, ProjectionRunner, Projections, QueryBus, ReadYourWrites,
-    ReadYourWritesBehavior, Registry, Repository, RetryBehavior, Services, Subscription,
-    SubscriptionOptions, TimeoutBehavior, TracingBehavior, ValidationBehavior,
+    PluginRegistry, ProjectionOptions, ProjectionRunner, Projections, QueryBus, Reactor,
+    ReactorOptions, ReadYourWrites, ReadYourWritesBehavior, Registry, Repository, RetryBehavior,
+    Services, SubscriptionOptions, TimeoutBehavior, TracingBehavior, ValidationBehavior,
 };
 use flext::ports::{
-    CheckpointStore, Command, Context, EventStore, Instance, Labels, Metrics, OwnershipStore,
-    Plugin, Projection, ProjectionStore, Query, SnapshotStore, WatchAppends,
+    CheckpointStore, Command, Context, EventStore, Instance, Labels, Metrics, Plugin, Projection,
+    ProjectionStore, Query, SnapshotStore, WatchAppends,
 };
 use flext::postgres::{PgEventStore, PgWriteTransaction};
 use flext::sqlite::{SqliteEventStore, SqliteWriteTransaction};
@@ -557,7 +557,7 @@ async fn settle_transfer(
         to: e.to,
         amount: e.amount,
     };
-    match bus.dispatch(receive, &ctx.child()).await {
+    match bus.dispatch(receive, &ctx.child_for("receive")).await {
         Ok(_) => Ok(()),
         // The destination refuses for good: give the money back.
         Err(refused)
@@ -572,196 +572,52 @@ async fn settle_transfer(
                 amount: e.amount,
                 reason: refused.message().to_owned(),
             };
-            bus.dispatch(refund, &ctx.child()).await.map(|_| ())
+            bus.dispatch(refund, &ctx.child_for("refund"))
+                .await
+                .map(|_| ())
         }
         // Anything else (the database is away) is tried again.
         Err(other) => Err(other),
     }
 }
 
-/// Runs the transfer process: reads every event after its checkpoint, hands each sent
-/// transfer to the event bus, and checkpoints after it. A step that fails is retried;
-/// the steps are idempotent (an account settles a transfer once), so a crash between a
-/// step and its checkpoint repeats nothing visible. It runs only while this instance
-/// holds its lease (one instance of the bank at a time runs it); its checkpoint is
-/// fenced by the lease.
-pub struct TransferProcess<S> {
-    stop: tokio::sync::watch::Sender<bool>,
-    task: tokio::task::JoinHandle<Result<(), Error>>,
-    position: Arc<AtomicU64>,
-    store: S,
+/// The transfer process: a reactor (run by the projections' runner, so in one bank
+/// process at a time, from its fenced checkpoint) that hands each sent transfer to the
+/// event bus, where `settle_transfer` dispatches its second leg or a refund. Each transfer
+/// is its own key, so up to 16 settle at once; the steps are idempotent (an account
+/// settles a transfer once), so a re-delivery after a crash repeats nothing visible.
+/// Transient failures (a conflict that outlasts the retries, the database away) are
+/// retried without limit; any other is parked after `max_attempts` and shows in the load
+/// verdict's dead letters.
+struct TransferProcess {
+    events: flext::application::EventBus,
 }
 
-/// The transfer process's checkpoint name.
+/// The transfer process's consumer name.
 pub const TRANSFER_PROCESS: &str = "bank.transfer_process";
 
-impl<S> TransferProcess<S>
-where
-    S: EventStore + WatchAppends + OwnershipStore + Clone + 'static,
-{
-    /// Starts it on `store` under `ownership`, delivering on `events`.
-    pub async fn start(
-        store: S,
-        ownership: &Ownership<S>,
-        events: flext::application::EventBus,
-        waiting: SubscriptionOptions,
-    ) -> Result<Self, Error> {
-        let mut slot = ownership.claim(TRANSFER_PROCESS)?;
-        let position = Arc::new(AtomicU64::new(0));
-        let (stop, mut stopped) = tokio::sync::watch::channel(false);
-        let seen = position.clone();
-        let reader = store.clone();
-        let task = tokio::spawn(async move {
-            'standby: loop {
-                let lease = tokio::select! {
-                    l = slot.acquired() => match l {
-                        Some(l) => l,
-                        None => return Ok(()),
-                    },
-                    _ = stopped.changed() => return Ok(()),
-                };
-                let from = reader
-                    .load_checkpoint(TRANSFER_PROCESS)
-                    .await?
-                    .unwrap_or(Position::START);
-                seen.fetch_max(from.get(), Ordering::SeqCst);
-                let mut sub = Subscription::with_options(reader.clone(), from, waiting);
-                loop {
-                    if !slot.runs_under(&lease) {
-                        // Handed over (or lost): the batch in hand is done.
-                        let _ = slot.release(&lease).await;
-                        continue 'standby;
-                    }
-                    let batch = tokio::select! {
-                        b = sub.next_batch(256) => b?,
-                        _ = slot.changed() => continue,
-                        _ = stopped.changed() => {
-                            let _ = slot.release(&lease).await;
-                            return Ok(());
-                        }
-                    };
-                    // The batch's transfers are settled concurrently (they are
-                    // independent, and two legs on one account retry on the version
-                    // conflict); the checkpoint moves once they all are.
-                    let mut steps = tokio::task::JoinSet::new();
-                    for event in &batch {
-                        let Some(sent) = transfer_sent(event)? else {
-                            continue;
-                        };
-                        if steps.len() >= STEPS_IN_FLIGHT && !joined(steps.join_next().await)? {
-                            return Ok(());
-                        }
-                        let (events, ctx, stopped) =
-                            (events.clone(), Context::for_event(event), stopped.clone());
-                        steps.spawn(settle(events, sent, ctx, stopped));
-                    }
-                    while let Some(done) = steps.join_next().await {
-                        if !joined(Some(done))? {
-                            return Ok(());
-                        }
-                    }
-                    if let Some(last) = batch.last() {
-                        match reader.save_checkpoint_fenced(&lease, last.position).await {
-                            Ok(()) => {
-                                seen.fetch_max(last.position.get(), Ordering::SeqCst);
-                            }
-                            Err(e) if e.reason() == "OWNERSHIP_LOST" => {
-                                // Another instance runs it now; what was settled here
-                                // is idempotent there.
-                                slot.lost(&lease);
-                                continue 'standby;
-                            }
-                            Err(e) => return Err(e),
-                        }
-                    }
-                }
-            }
-        });
-        Ok(TransferProcess {
-            stop,
-            task,
-            position,
-            store,
-        })
+impl Reactor for TransferProcess {
+    fn name(&self) -> &str {
+        TRANSFER_PROCESS
     }
-
-    /// The position of the last event it finished, here or (when another instance runs
-    /// it) as stored.
-    pub async fn position(&self) -> Result<Position, Error> {
-        let here = Position(self.position.load(Ordering::SeqCst));
-        let stored = self
-            .store
-            .load_checkpoint(TRANSFER_PROCESS)
-            .await?
-            .unwrap_or(Position::START);
-        Ok(here.max(stored))
+    fn event_types(&self) -> Option<&[&str]> {
+        Some(&["account.transfer_sent"])
     }
-
-    /// Waits until it has finished every event up to `position`, wherever it runs.
-    pub async fn wait_for(&self, position: Position, timeout: Duration) -> Result<(), Error> {
-        let deadline = Instant::now() + timeout;
-        let mut watcher = self.store.watch_consumers();
-        loop {
-            let at = self.position().await?;
-            if at >= position {
-                return Ok(());
-            }
-            if self.task.is_finished() || Instant::now() > deadline {
-                return Err(Error::deadline_exceeded(
-                    "PROCESS_BEHIND",
-                    format!(
-                        "the transfer process is at {}, not yet at {}",
-                        at.get(),
-                        position.get()
-                    ),
-                ));
-            }
-            let _ = tokio::time::timeout(Duration::from_millis(20), watcher.changed()).await;
-        }
+    fn key<'e>(&self, event: &'e RecordedEvent) -> std::borrow::Cow<'e, str> {
+        std::borrow::Cow::Owned(event.event_id.to_string())
     }
-
-    /// Finishes the event in hand, releases its lease and stops.
-    pub async fn shutdown(self) -> Result<(), Error> {
-        let _ = self.stop.send_replace(true);
-        self.task
-            .await
-            .map_err(|e| Error::internal("PROCESS_PANICKED", e.to_string()))?
-    }
-}
-
-/// How many transfer steps the process runs at once.
-const STEPS_IN_FLIGHT: usize = 16;
-
-/// Hands one sent transfer to the event bus until its handlers succeed; `false` when the
-/// process was stopped first (the step is then repeated by the next run: it is
-/// idempotent).
-async fn settle(
-    events: flext::application::EventBus,
-    sent: TransferSent,
-    ctx: Context,
-    mut stopped: tokio::sync::watch::Receiver<bool>,
-) -> bool {
-    loop {
-        let outcomes = events.publish(&sent, &ctx).await;
+    async fn react(&self, event: &RecordedEvent, ctx: &Context) -> Result<(), Error> {
+        let Some(sent) = transfer_sent(event)? else {
+            return Ok(());
+        };
+        let outcomes = self.events.publish(&sent, ctx).await;
         match outcomes.into_iter().find_map(|o| o.result.err()) {
-            None => return true,
+            None => Ok(()),
             Some(e) => {
                 eprintln!("  transfer {} step failed, retrying: {e}", sent.transfer);
-                tokio::select! {
-                    _ = tokio::time::sleep(Duration::from_millis(200)) => {}
-                    _ = stopped.changed() => return false,
-                }
+                Err(e)
             }
         }
-    }
-}
-
-/// The outcome of one joined step: whether it settled.
-fn joined(done: Option<Result<bool, tokio::task::JoinError>>) -> Result<bool, Error> {
-    match done {
-        None => Ok(true),
-        Some(Ok(settled)) => Ok(settled),
-        Some(Err(e)) => Err(Error::internal("STEP_PANICKED", e.to_string())),
     }
 }
 
@@ -1319,8 +1175,8 @@ pub struct Bank<S: BankStore> {
     pub store: S,
     pub commands: CommandBus,
     pub queries: QueryBus,
+    /// The projections and the transfer process (a reactor), on one runner.
     pub projections: Projections<S>,
-    pub process: TransferProcess<S>,
     /// This instance's share of the consumers (projections and the transfer process),
     /// among every bank process on the same database.
     pub ownership: Ownership<S>,
@@ -1357,15 +1213,6 @@ impl<S: BankStore> Bank<S> {
             subscription: store.subscription(),
             ..ProjectionOptions::default()
         };
-        let mut runner = ProjectionRunner::new(store.clone())
-            .with_ownership(ownership.clone())
-            .register_with(Balances, options)?
-            .register_with(History, options)?;
-        for audit in contributed.take::<AuditTrail>() {
-            runner = runner.register_with(audit, options)?;
-        }
-        let projections = runner.start();
-
         let follow_ups = FollowUps::default();
         let services = Services::builder()
             // Cached: a warm command is one append (a conflict reloads and decides again).
@@ -1376,6 +1223,21 @@ impl<S: BankStore> Bank<S> {
             .singleton(follow_ups)
             .build();
         let registry = Registry::new().with_registered(&services);
+        let mut runner = ProjectionRunner::new(store.clone())
+            .with_ownership(ownership.clone())
+            .register_with(Balances, options)?
+            .register_with(History, options)?
+            .reactor_with(
+                TransferProcess {
+                    events: registry.event_bus(),
+                },
+                options,
+                ReactorOptions::default(),
+            )?;
+        for audit in contributed.take::<AuditTrail>() {
+            runner = runner.register_with(audit, options)?;
+        }
+        let projections = runner.start();
         let tally = Arc::new(CommandTally::default());
         let commands = registry.command_bus(
             Pipeline::new()
@@ -1399,19 +1261,11 @@ impl<S: BankStore> Bank<S> {
             .0
             .set(commands.clone())
             .map_err(|_| Error::internal("WIRED_TWICE", "the command bus was set twice"))?;
-        let process = TransferProcess::start(
-            store.clone(),
-            &ownership,
-            registry.event_bus(),
-            store.subscription(),
-        )
-        .await?;
         Ok(Bank {
             store,
             commands,
             queries,
             projections,
-            process,
             ownership,
             read,
             tally,
@@ -1472,8 +1326,8 @@ impl<S: BankStore> Bank<S> {
         ctx: &Context,
         sent_at: Position,
     ) -> Result<Vec<RecordedEvent>, Error> {
-        self.process
-            .wait_for(sent_at, Duration::from_secs(30))
+        self.projections
+            .wait_for(TRANSFER_PROCESS, sent_at, Duration::from_secs(30))
             .await?;
         self.store.read_correlated(ctx.correlation_id(), 100).await
     }
@@ -1486,8 +1340,8 @@ impl<S: BankStore> Bank<S> {
     pub async fn caught_up(&self, position: Position) -> Result<(), Error> {
         let mut target = position;
         loop {
-            self.process
-                .wait_for(target, Duration::from_secs(120))
+            self.projections
+                .wait_for(TRANSFER_PROCESS, target, Duration::from_secs(120))
                 .await?;
             for name in [BALANCES, HISTORY, AUDIT] {
                 self.projections
@@ -1546,11 +1400,9 @@ impl<S: BankStore> Bank<S> {
 
     /// Stops the process and the projections, keeping their checkpoints, and the plugins.
     pub async fn shutdown(mut self) -> Result<(), Error> {
-        let result = self.process.shutdown().await;
         self.projections.shutdown().await;
         self.ownership.shutdown().await;
-        self.plugins.stop_all().await?;
-        result
+        self.plugins.stop_all().await
     }
 }
 

@@ -8,8 +8,9 @@
 //! ```
 //!
 //! Accounts are opened, paid into and drawn on (an overdraft rule refuses what is too
-//! much); transfers debit one account and an event handler (the transfer process) credits
-//! the other, or refunds the first when the second refuses; projections keep balances,
+//! much); transfers debit one account and an event handler (run by the transfer process,
+//! a reactor) credits the other, or refunds the first when the second refuses;
+//! projections keep balances,
 //! histories and (from a plugin) an audit trail in the same database; queries read their
 //! own writes; one result goes over the bridge as MessagePack. Running it again resumes
 //! from what is stored; Ctrl-C stops it cleanly.
