@@ -21,7 +21,13 @@ pub struct AppBuilder<S: ProjectionStore> {
     queries: Pipeline,
     registry: Registry,
     read_timeout: Duration,
+    /// Reactors made from the command bus once it is built.
+    reactors: Vec<AddReactor<S>>,
 }
+
+/// Adds one reactor, made from the command bus, to the runner.
+type AddReactor<S> =
+    Box<dyn FnOnce(&CommandBus, ProjectionRunner<S>) -> Result<ProjectionRunner<S>, Error> + Send>;
 
 impl<S: ProjectionStore> std::fmt::Debug for AppBuilder<S> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -87,6 +93,7 @@ where
             queries: Pipeline::new(),
             registry: Registry::new(),
             read_timeout: Duration::from_secs(10),
+            reactors: Vec::new(),
         }
     }
 
@@ -169,6 +176,41 @@ where
         self
     }
 
+    /// Adds a [`Reactor`](crate::Reactor) (or [`EventReactor`](crate::EventReactor)) made
+    /// from the app's command bus, which exists only once [`AppBuilder::start`] has
+    /// checked the handlers: a reactor's follow-ups are commands.
+    ///
+    /// ```
+    /// # use flext::application::{App, CommandBus, Reactor};
+    /// # use flext::memory::InMemoryEventStore;
+    /// # use flext::ports::Context;
+    /// # use flext::{Error, RecordedEvent};
+    /// struct Welcome(CommandBus);
+    /// impl Reactor for Welcome {
+    ///     fn name(&self) -> &str { "welcome" }
+    ///     async fn react(&self, _: &RecordedEvent, _: &Context) -> Result<(), Error> {
+    ///         Ok(()) // self.0.dispatch(SendWelcome(..), &ctx.child_for("welcome")).await
+    ///     }
+    /// }
+    /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+    /// let app = App::builder(InMemoryEventStore::new())
+    ///     .reactor(|commands| Welcome(commands.clone()))
+    ///     .start()?;
+    /// app.shutdown().await;
+    /// # Ok::<(), Error>(())
+    /// # }).unwrap();
+    /// ```
+    pub fn reactor<M, R>(mut self, make: impl FnOnce(&CommandBus) -> R + Send + 'static) -> Self
+    where
+        R: crate::IntoReactor<M>,
+        S: 'static,
+    {
+        self.reactors.push(Box::new(move |commands, runner| {
+            runner.reactor(make(commands))
+        }));
+        self
+    }
+
     /// Changes the projection runner (instance name, ownership, metrics, clock) before
     /// projections are added.
     pub fn runner(
@@ -244,11 +286,15 @@ where
         let commands = registry.command_bus(self.commands)?;
         let queries = registry.query_bus(self.queries)?;
         let events = registry.event_bus();
+        let mut runner = self.runner;
+        for add in self.reactors {
+            runner = add(&commands, runner)?;
+        }
         Ok(App {
             commands,
             queries,
             events,
-            projections: self.runner.start(),
+            projections: runner.start(),
             services,
             read_timeout: self.read_timeout,
         })

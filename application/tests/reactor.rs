@@ -536,6 +536,45 @@ where
     runner.shutdown().await;
 }
 
+/// In an `App`, a reactor is made from the app's command bus at start and runs beside
+/// the projections: its follow-up command is handled by the app's handlers.
+async fn an_app_makes_its_reactors_from_its_command_bus<S>(store: S)
+where
+    S: ProjectionStore + EventStore + WatchAppends + Clone + Send + Sync + 'static,
+{
+    let sent = append(&store, "acc-1", "sent", 5).await;
+    let app = flext_application::App::builder(store.clone())
+        .registry({
+            let store = store.clone();
+            move |r| r.command::<Acknowledge, _>(AcknowledgeHandler(store))
+        })
+        .reactor(|commands| Acknowledger(commands.clone()))
+        .start()
+        .expect("start");
+    app.projections
+        .wait_for("acknowledger", sent, WAIT)
+        .await
+        .expect("reacted");
+    let reacted = store
+        .read_all(Position::START, 10)
+        .await
+        .expect("read")
+        .into_iter()
+        .find(|e| e.event_type == "sent")
+        .expect("sent");
+    let acks = store
+        .read_stream(
+            &StreamId::new(format!("ack-{}", reacted.event_id)).expect("stream"),
+            flext_domain::StreamVersion(1),
+            10,
+            ReadDirection::Forward,
+        )
+        .await
+        .expect("read");
+    assert_eq!(acks.len(), 1, "the follow-up command ran once");
+    app.shutdown().await;
+}
+
 macro_rules! on_stores {
     ($($case:ident),*) => {
         mod memory {
@@ -570,5 +609,6 @@ on_stores!(
     follow_up_commands_append_with_causation,
     failures_are_retried_parked_and_redriven,
     typed_reactors_get_their_events_decoded,
-    a_redelivered_event_runs_its_command_once
+    a_redelivered_event_runs_its_command_once,
+    an_app_makes_its_reactors_from_its_command_bus
 );
