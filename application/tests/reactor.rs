@@ -174,6 +174,27 @@ impl Reactor for Acknowledger {
     }
 }
 
+/// The one "sent" event in the store and the acknowledgements of it.
+async fn acknowledgements<S: EventStore>(store: &S) -> (RecordedEvent, Vec<RecordedEvent>) {
+    let reacted = store
+        .read_all(Position::START, 10)
+        .await
+        .expect("read")
+        .into_iter()
+        .find(|e| e.event_type == "sent")
+        .expect("sent");
+    let acks = store
+        .read_stream(
+            &StreamId::new(format!("ack-{}", reacted.event_id)).expect("stream"),
+            flext_domain::StreamVersion(1),
+            10,
+            ReadDirection::Forward,
+        )
+        .await
+        .expect("read");
+    (reacted, acks)
+}
+
 /// A reaction dispatches a command that appends to the same store (on SQLite that needs
 /// the writer, which a reaction inside the batch's transaction would hold): the follow-up
 /// event is caused by the reacted event, in its business action, under a message id
@@ -206,24 +227,8 @@ where
         .wait_for("acknowledger", sent.positions[0], WAIT)
         .await
         .expect("reacted");
-    let reacted = store
-        .read_all(Position::START, 10)
-        .await
-        .expect("read")
-        .into_iter()
-        .find(|e| e.event_type == "sent")
-        .expect("sent");
-    let ack = store
-        .read_stream(
-            &StreamId::new(format!("ack-{}", reacted.event_id)).expect("stream"),
-            flext_domain::StreamVersion(1),
-            1,
-            ReadDirection::Forward,
-        )
-        .await
-        .expect("read")
-        .pop()
-        .expect("the follow-up event");
+    let (reacted, mut acks) = acknowledgements(&store).await;
+    let ack = acks.pop().expect("the follow-up event");
     let command_id = Context::for_event(&reacted)
         .child_for("acknowledge")
         .message_id();
@@ -555,22 +560,7 @@ where
         .wait_for("acknowledger", sent, WAIT)
         .await
         .expect("reacted");
-    let reacted = store
-        .read_all(Position::START, 10)
-        .await
-        .expect("read")
-        .into_iter()
-        .find(|e| e.event_type == "sent")
-        .expect("sent");
-    let acks = store
-        .read_stream(
-            &StreamId::new(format!("ack-{}", reacted.event_id)).expect("stream"),
-            flext_domain::StreamVersion(1),
-            10,
-            ReadDirection::Forward,
-        )
-        .await
-        .expect("read");
+    let (_, acks) = acknowledgements(&store).await;
     assert_eq!(acks.len(), 1, "the follow-up command ran once");
     app.shutdown().await;
 }
