@@ -114,6 +114,12 @@ where
     assert!((2..=4).contains(&most), "{most} keys at once (bound 4)");
     let status = runner.status("ordered").await.expect("status");
     assert_eq!((status.position, status.dead_letters), (head, 0));
+    // Health and status as for a projection.
+    let health = runner.health_check("ordered", 1_000).expect("check");
+    assert_eq!(
+        flext_ports::HealthCheck::check(&health).await.status,
+        flext_ports::HealthStatus::Up
+    );
     runner.shutdown().await;
 }
 
@@ -329,6 +335,11 @@ where
         .expect_err("3 is parked");
     let letters = runner.dead_letters("faulty").await.expect("letters");
     assert_eq!(letters.len(), 1);
+    assert_eq!(
+        runner.status("faulty").await.expect("status").dead_letters,
+        1,
+        "the status counts it"
+    );
     assert_eq!(letters[0].error.reason(), "POISON");
     let attempts = faults.attempts.lock().expect("attempts").clone();
     assert_eq!(attempts.get(&1), Some(&1), "{attempts:?}");
