@@ -50,6 +50,7 @@ mod projection;
 mod query_cache;
 mod reactor;
 mod repository;
+mod scheduler;
 mod services;
 mod subscription;
 mod typemap;
@@ -74,6 +75,7 @@ pub use projection::{
 pub use query_cache::{QueryCache, QueryCacheBehavior, QueryCacheInvalidator};
 pub use reactor::{EventReactor, IntoReactor, Reactor, ReactorOptions, TypedReactor};
 pub use repository::{Executed, Repository, RetryPolicy};
+pub use scheduler::{SCHEDULER, Scheduler, SchedulerBuilder, schedule};
 pub use services::{Dep, FromServices, Scope, Services, ServicesBuilder};
 pub use subscription::{Subscription, SubscriptionOptions};
 

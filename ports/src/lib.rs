@@ -30,6 +30,7 @@ mod ownership;
 mod plugin;
 mod projection;
 mod redact;
+mod schedule;
 mod snapshot;
 pub mod sql;
 pub mod trace;
@@ -57,6 +58,7 @@ pub use plugin::{
 };
 pub use projection::{DeadLetter, Decoded, EventProjection, Projection, ProjectionStore, Typed};
 pub use redact::redact_url;
+pub use schedule::{ScheduleStore, Scheduled};
 pub use snapshot::{Snapshot, SnapshotStore};
 pub use trace::{Propagator, StoreOp, StoreTelemetry};
 pub use watch::{AppendSignal, AppendWatcher, Changed, WatchAppends};
@@ -75,4 +77,5 @@ pub mod adapter {
         checkpoint_backwards, checkpoint_owned, chrono_ttl, ownership_lost, refused_checkpoint,
     };
     pub use crate::projection::assemble_dead_letter;
+    pub use crate::schedule::{due_from_micros, due_micros};
 }

@@ -199,21 +199,24 @@ impl Context {
     /// causation of whatever the handler dispatches, and the event's correlation id (or
     /// its own id if it has none).
     pub fn for_event(event: &RecordedEvent) -> Self {
-        let id = event.event_id.as_uuid();
+        Context::from_metadata(event.event_id.as_uuid(), &event.metadata)
+    }
+
+    /// The context of a stored message with id `id` and `metadata` (a recorded event, a
+    /// scheduled command): its correlation id (or `id` if it has none), causation,
+    /// tenant and trace context.
+    pub fn from_metadata(id: Uuid, metadata: &EventMetadata) -> Self {
         Context {
             message_id: id,
-            correlation_id: event
-                .metadata
+            correlation_id: metadata
                 .correlation_id
                 .unwrap_or(CorrelationId::from_uuid(id)),
-            causation_id: event.metadata.causation_id,
-            tenant: event
-                .metadata
+            causation_id: metadata.causation_id,
+            tenant: metadata
                 .headers
                 .get("tenant")
                 .map(|t| Arc::from(t.as_str())),
-            traceparent: event
-                .metadata
+            traceparent: metadata
                 .headers
                 .get(TRACEPARENT_HEADER)
                 .filter(|t| is_valid_traceparent(t))

@@ -2218,3 +2218,78 @@ pub async fn a_filtered_tailing_reader_misses_nothing<H: Harness>(h: H) -> H {
     assert!(seen.windows(2).all(|w| w[0].position < w[1].position));
     h
 }
+
+/// The schedule's rules: due messages come earliest first and only when due; scheduling
+/// a key again replaces its message; `cancel` says whether something was pending;
+/// `delivered` removes a message only while it is the one pending under its key.
+pub async fn scheduled_messages_are_replaced_cancelled_and_delivered_by_key<H: Harness>(h: H) -> H {
+    use flext_ports::{ScheduleStore, Scheduled};
+    let store = h.store();
+    let now = chrono::Utc::now();
+    // Due times are kept to the microsecond.
+    let at = |seconds: i64| {
+        let t = now + chrono::Duration::seconds(seconds);
+        chrono::DateTime::from_timestamp_micros(t.timestamp_micros()).expect("a time")
+    };
+    let message = |key: &str, due: chrono::DateTime<chrono::Utc>, n: u64| Scheduled {
+        id: uuid::Uuid::now_v7(),
+        key: key.to_owned(),
+        due_at: due,
+        message: "test.remind".to_owned(),
+        payload: json!({ "n": n }).to_string().into_bytes(),
+        metadata: EventMetadata::default().with_correlation(CorrelationId::new()),
+    };
+    assert_eq!(store.next_due().await.expect("next"), None);
+    let second = message("second", at(-5), 2);
+    let first = message("first", at(-10), 1);
+    let later = message("later", at(3_600), 3);
+    for m in [&second, &first, &later] {
+        store.schedule(m).await.expect("schedule");
+    }
+    let due = store.due(now, 10).await.expect("due");
+    assert_eq!(
+        due.iter().map(|m| m.key.as_str()).collect::<Vec<_>>(),
+        ["first", "second"],
+        "earliest first, the later one not yet"
+    );
+    assert_eq!(due[0], first, "every field kept");
+    assert_eq!(
+        store.due(now, 1).await.expect("due").len(),
+        1,
+        "at most max"
+    );
+    assert_eq!(
+        store
+            .next_due()
+            .await
+            .expect("next")
+            .map(|d| d.timestamp_micros()),
+        Some(first.due_at.timestamp_micros())
+    );
+
+    // Scheduled again under "first": the old message's delivery removes nothing.
+    let replaced = message("first", at(-1), 4);
+    store.schedule(&replaced).await.expect("replace");
+    store.delivered(&first).await.expect("delivered");
+    let due = store.due(now, 10).await.expect("due");
+    assert_eq!(
+        due.iter().map(|m| m.id).collect::<Vec<_>>(),
+        [second.id, replaced.id]
+    );
+    store.delivered(&replaced).await.expect("delivered");
+    assert!(store.cancel("second").await.expect("cancel"));
+    assert!(
+        !store.cancel("second").await.expect("cancel"),
+        "already gone"
+    );
+    assert!(store.due(now, 10).await.expect("due").is_empty());
+    assert_eq!(
+        store
+            .next_due()
+            .await
+            .expect("next")
+            .map(|d| d.timestamp_micros()),
+        Some(later.due_at.timestamp_micros())
+    );
+    h
+}

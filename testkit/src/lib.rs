@@ -44,6 +44,7 @@ pub trait Harness: Send + Sync + Sized + 'static {
         + IdempotencyStore
         + CheckpointStore
         + ProjectionStore
+        + flext_ports::ScheduleStore
         + Clone
         + 'static;
     /// An append whose transaction is held open until [`Held::commit`].
@@ -202,6 +203,7 @@ macro_rules! event_store_conformance {
             read_all_of_types_keeps_its_types_and_says_how_far_it_looked,
             read_all_of_types_is_gap_safe_with_a_held_transaction,
             a_filtered_tailing_reader_misses_nothing,
+            scheduled_messages_are_replaced_cancelled_and_delivered_by_key,
         );
     };
 }

@@ -24,6 +24,7 @@
 //! ```
 
 mod ownership;
+mod schedule;
 mod store;
 
 pub use store::{InMemoryEventStore, MemoryTransaction, PendingAppend};

@@ -43,6 +43,8 @@ pub(crate) struct State {
     idempotency: HashMap<uuid::Uuid, (std::time::Instant, Option<IdempotencyRecord>)>,
     /// Dead letters by projection, then event id.
     dead_letters: HashMap<String, HashMap<EventId, DeadLetter>>,
+    /// Scheduled messages by key.
+    pub(crate) schedule: std::collections::BTreeMap<String, flext_ports::Scheduled>,
 }
 
 impl State {

@@ -22,6 +22,7 @@
 
 mod notify;
 mod ownership;
+mod schedule;
 mod sql;
 mod store;
 

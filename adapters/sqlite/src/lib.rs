@@ -20,6 +20,7 @@
 //! ```
 
 mod ownership;
+mod schedule;
 mod sql;
 mod store;
 

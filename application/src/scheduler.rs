@@ -1,0 +1,272 @@
+//! The durable scheduler: commands (deadlines among them) stored with a due time in the
+//! store's database, delivered at least once by the one instance that owns the schedule,
+//! under the schedule's id as message id, so the idempotency behavior makes a repeated
+//! delivery's effect exactly once.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use flext_domain::Error;
+use flext_ports::{
+    Clock, Command, Context, Instance, Metrics, OwnershipStore, ScheduleStore, Scheduled,
+    SystemClock,
+};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use tokio::sync::watch;
+use uuid::Uuid;
+
+use crate::bus::CommandBus;
+use crate::ownership::{Ownership, OwnershipOptions};
+use crate::pipeline::BoxFuture;
+
+/// The scheduler's consumer name: one instance among all that share the store delivers.
+pub const SCHEDULER: &str = "flext.scheduler";
+
+/// Stores `command` to be dispatched at `due_at` under `key` (replacing what was pending
+/// under it), in the business action of `ctx`. Returns the scheduled message; its id is
+/// the message id the command will carry.
+pub async fn schedule<S, C>(
+    store: &S,
+    key: &str,
+    due_at: DateTime<Utc>,
+    command: &C,
+    ctx: &Context,
+) -> Result<Scheduled, Error>
+where
+    S: ScheduleStore,
+    C: Command + Serialize,
+{
+    let message = Scheduled {
+        id: Uuid::now_v7(),
+        key: key.to_owned(),
+        due_at,
+        message: C::NAME.to_owned(),
+        payload: serde_json::to_vec(command)?,
+        metadata: ctx.event_metadata(),
+    };
+    store.schedule(&message).await?;
+    Ok(message)
+}
+
+/// Sends one kind of stored command.
+type Deliver = Arc<
+    dyn Fn(CommandBus, Vec<u8>, Context) -> BoxFuture<'static, Result<(), Error>> + Send + Sync,
+>;
+
+/// Builds a [`Scheduler`]: which commands it may deliver, how often it looks.
+pub struct SchedulerBuilder<S> {
+    store: S,
+    commands: CommandBus,
+    deliver: HashMap<String, Deliver>,
+    poll: Duration,
+    instance: Instance,
+    ownership: OwnershipOptions,
+    clock: Arc<dyn Clock>,
+    metrics: Arc<dyn Metrics>,
+}
+
+impl<S> std::fmt::Debug for SchedulerBuilder<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SchedulerBuilder")
+            .field("commands", &self.deliver.keys().collect::<Vec<_>>())
+            .field("poll", &self.poll)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Delivers scheduled commands when they are due. Runs in one instance at a time (it
+/// owns the consumer [`SCHEDULER`]); a message is removed once its command has an
+/// outcome (success or a refusal, which is final); a transient failure leaves it to be
+/// delivered again at the next look. Lateness (delivery time minus due time) is
+/// recorded as `flext.scheduler.lateness` (seconds).
+pub struct Scheduler {
+    stop: watch::Sender<bool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl std::fmt::Debug for Scheduler {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Scheduler").finish_non_exhaustive()
+    }
+}
+
+impl Scheduler {
+    /// A scheduler on `store` dispatching on `commands`.
+    pub fn builder<S>(store: S, commands: CommandBus) -> SchedulerBuilder<S> {
+        SchedulerBuilder {
+            store,
+            commands,
+            deliver: HashMap::new(),
+            poll: Duration::from_millis(100),
+            instance: Instance::current(),
+            ownership: OwnershipOptions::default(),
+            clock: Arc::new(SystemClock),
+            metrics: Arc::new(()),
+        }
+    }
+
+    /// Stops delivering (a delivery in hand finishes) and releases the schedule.
+    pub async fn shutdown(self) {
+        let _ = self.stop.send_replace(true);
+        let _ = self.task.await;
+    }
+}
+
+impl<S> SchedulerBuilder<S>
+where
+    S: ScheduleStore + OwnershipStore + Clone + Send + Sync + 'static,
+{
+    /// Delivers stored commands of type `C` (by `C::NAME`).
+    pub fn command<C: Command + DeserializeOwned>(mut self) -> Self {
+        let deliver: Deliver = Arc::new(|bus: CommandBus, payload: Vec<u8>, ctx: Context| {
+            Box::pin(async move {
+                let command: C = serde_json::from_slice(&payload).map_err(|e| {
+                    Error::data_loss(
+                        "UNREADABLE_SCHEDULED_COMMAND",
+                        format!("a scheduled {} does not decode: {e}", C::NAME),
+                    )
+                })?;
+                bus.dispatch(command, &ctx).await.map(drop)
+            })
+        });
+        self.deliver.insert(C::NAME.to_owned(), deliver);
+        self
+    }
+
+    /// How often it looks for due messages when none is due sooner (100 ms by default).
+    pub fn poll(mut self, every: Duration) -> Self {
+        self.poll = every;
+        self
+    }
+
+    /// This process's name among the instances (for ownership).
+    pub fn instance(mut self, instance: Instance) -> Self {
+        self.instance = instance;
+        self
+    }
+
+    /// The lease options of its ownership.
+    pub fn ownership_options(mut self, options: OwnershipOptions) -> Self {
+        self.ownership = options;
+        self
+    }
+
+    /// The clock that says what is due (the system's by default).
+    pub fn clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    /// Where lateness and deliveries are recorded.
+    pub fn metrics(mut self, metrics: Arc<dyn Metrics>) -> Self {
+        self.metrics = metrics;
+        self
+    }
+
+    /// Starts it (inside a Tokio runtime).
+    pub fn start(self) -> Result<Scheduler, Error> {
+        let ownership = Ownership::start(self.store.clone(), self.instance.clone(), self.ownership);
+        let slot = ownership.claim(SCHEDULER)?;
+        let (stop, stopped) = watch::channel(false);
+        let task = tokio::spawn(run(self, ownership, slot, stopped));
+        Ok(Scheduler { stop, task })
+    }
+}
+
+async fn run<S>(
+    builder: SchedulerBuilder<S>,
+    ownership: Ownership<S>,
+    mut slot: crate::ownership::ConsumerSlot<S>,
+    mut stopped: watch::Receiver<bool>,
+) where
+    S: ScheduleStore + OwnershipStore + Clone + Send + Sync + 'static,
+{
+    'standby: loop {
+        let lease = tokio::select! {
+            l = slot.acquired() => match l {
+                Some(l) => l,
+                None => break,
+            },
+            _ = stopped.wait_for(|s| *s) => break,
+        };
+        loop {
+            if !slot.runs_under(&lease) {
+                let _ = slot.release(&lease).await;
+                continue 'standby;
+            }
+            if *stopped.borrow() {
+                let _ = slot.release(&lease).await;
+                break 'standby;
+            }
+            let wait = match deliver_due(&builder).await {
+                // A full page: more may be due at once.
+                Ok((true, _)) => Duration::ZERO,
+                // What is still due now failed for the moment or has no delivery here: it
+                // is looked at again after the poll interval, not in a loop.
+                Ok((false, Some(next))) => match (next - builder.clock.now()).to_std() {
+                    Ok(until) if !until.is_zero() => until.min(builder.poll),
+                    _ => builder.poll,
+                },
+                Ok((false, None)) => builder.poll,
+                Err(e) => {
+                    tracing::warn!(error = %e, "the scheduler could not read its schedule");
+                    builder.poll
+                }
+            };
+            tokio::select! {
+                _ = tokio::time::sleep(wait) => {}
+                _ = slot.changed() => {}
+                _ = stopped.wait_for(|s| *s) => {}
+            }
+        }
+    }
+    drop(slot);
+    ownership.shutdown().await;
+}
+
+/// How many due messages one look delivers at most.
+const PAGE: usize = 100;
+
+/// Delivers what is due now; returns whether the page was full and when the next
+/// message is due.
+async fn deliver_due<S>(b: &SchedulerBuilder<S>) -> Result<(bool, Option<DateTime<Utc>>), Error>
+where
+    S: ScheduleStore,
+{
+    let now = b.clock.now();
+    let due = b.store.due(now, PAGE).await?;
+    let full = due.len() >= PAGE;
+    for message in due {
+        let Some(deliver) = b.deliver.get(&message.message) else {
+            // Kept: a scheduler that knows the command may deliver it.
+            tracing::error!(key = %message.key, message = %message.message, "no delivery for a scheduled message of this name");
+            continue;
+        };
+        let lateness = (b.clock.now() - message.due_at)
+            .to_std()
+            .unwrap_or_default();
+        let ctx = Context::from_metadata(message.id, &message.metadata);
+        let outcome = deliver(b.commands.clone(), message.payload.clone(), ctx).await;
+        match outcome {
+            Err(e) if e.is_transient() => {
+                tracing::warn!(key = %message.key, error = %e, "a scheduled command failed; it stays scheduled");
+            }
+            done => {
+                if let Err(e) = &done {
+                    tracing::warn!(key = %message.key, error = %e, "a scheduled command was refused");
+                }
+                b.store.delivered(&message).await?;
+                let outcome = if done.is_ok() { "ok" } else { "refused" };
+                b.metrics.observe(
+                    "flext.scheduler.lateness",
+                    lateness.as_secs_f64(),
+                    &[("message", message.message.as_str()), ("outcome", outcome)],
+                );
+            }
+        }
+    }
+    Ok((full, b.store.next_due().await?))
+}
