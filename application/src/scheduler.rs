@@ -203,14 +203,20 @@ async fn run<S>(
             }
             let wait = match deliver_due(&builder).await {
                 // A full page: more may be due at once.
-                Ok((true, _)) => Duration::ZERO,
-                // What is still due now failed for the moment or has no delivery here: it
-                // is looked at again after the poll interval, not in a loop.
-                Ok((false, Some(next))) => match (next - builder.clock.now()).to_std() {
+                Ok(Pass { full: true, .. }) => Duration::ZERO,
+                Ok(Pass {
+                    delivered,
+                    next: Some(next),
+                    ..
+                }) => match (next - builder.clock.now()).to_std() {
                     Ok(until) if !until.is_zero() => until.min(builder.poll),
+                    // Due already: fell due during this pass, so look again now; but what
+                    // stays due after a pass that delivered nothing failed for the moment
+                    // or has no delivery here, and is looked at after the poll interval.
+                    _ if delivered > 0 => Duration::ZERO,
                     _ => builder.poll,
                 },
-                Ok((false, None)) => builder.poll,
+                Ok(Pass { next: None, .. }) => builder.poll,
                 Err(e) => {
                     tracing::warn!(error = %e, "the scheduler could not read its schedule");
                     builder.poll
@@ -230,15 +236,25 @@ async fn run<S>(
 /// How many due messages one look delivers at most.
 const PAGE: usize = 100;
 
-/// Delivers what is due now; returns whether the page was full and when the next
-/// message is due.
-async fn deliver_due<S>(b: &SchedulerBuilder<S>) -> Result<(bool, Option<DateTime<Utc>>), Error>
+/// What one look did.
+struct Pass {
+    /// Messages removed (delivered or refused).
+    delivered: usize,
+    /// Whether a whole page was due.
+    full: bool,
+    /// When the next pending message is due.
+    next: Option<DateTime<Utc>>,
+}
+
+/// Delivers what is due now.
+async fn deliver_due<S>(b: &SchedulerBuilder<S>) -> Result<Pass, Error>
 where
     S: ScheduleStore,
 {
     let now = b.clock.now();
     let due = b.store.due(now, PAGE).await?;
     let full = due.len() >= PAGE;
+    let mut delivered = 0;
     for message in due {
         let Some(deliver) = b.deliver.get(&message.message) else {
             // Kept: a scheduler that knows the command may deliver it.
@@ -259,6 +275,7 @@ where
                     tracing::warn!(key = %message.key, error = %e, "a scheduled command was refused");
                 }
                 b.store.delivered(&message).await?;
+                delivered += 1;
                 let outcome = if done.is_ok() { "ok" } else { "refused" };
                 b.metrics.observe(
                     "flext.scheduler.lateness",
@@ -268,5 +285,9 @@ where
             }
         }
     }
-    Ok((full, b.store.next_due().await?))
+    Ok(Pass {
+        delivered,
+        full,
+        next: b.store.next_due().await?,
+    })
 }
