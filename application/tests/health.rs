@@ -229,6 +229,11 @@ async fn sqlite_reports_its_migrations() {
     let store = support::sqlite().await;
     let h = store.check().await;
     assert_eq!(h.status, HealthStatus::Up, "{h:?}");
-    assert_eq!(h.details["migration_version"], "6");
+    let latest = flext_sqlite::migrator()
+        .iter()
+        .map(|m| m.version)
+        .max()
+        .expect("migrations");
+    assert_eq!(h.details["migration_version"], latest.to_string());
     assert_eq!(store.name(), "sqlite-event-store");
 }
