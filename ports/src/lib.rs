@@ -77,5 +77,7 @@ pub mod adapter {
         checkpoint_backwards, checkpoint_owned, chrono_ttl, ownership_lost, refused_checkpoint,
     };
     pub use crate::projection::assemble_dead_letter;
-    pub use crate::schedule::{due_from_micros, due_micros};
+    pub use crate::schedule::{
+        StoredSchedule, assemble_scheduled, due_from_micros, due_micros, stored_schedule,
+    };
 }

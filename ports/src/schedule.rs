@@ -54,6 +54,52 @@ pub trait ScheduleStore: Send + Sync {
     fn delivered(&self, message: &Scheduled) -> impl Future<Output = Result<(), Error>> + Send;
 }
 
+/// A scheduled message as the SQL stores keep it: (key, id, due time in microseconds,
+/// message name, payload JSON, metadata JSON), the row of `flext_schedule`.
+pub type StoredSchedule = (String, String, i64, String, String, String);
+
+/// `message` as a row of `flext_schedule`; a payload that is not UTF-8 JSON text is an
+/// `InvalidArgument` error.
+pub fn stored_schedule(message: &Scheduled) -> Result<StoredSchedule, Error> {
+    let payload = String::from_utf8(message.payload.clone()).map_err(|_| {
+        Error::invalid_argument(
+            "INVALID_PAYLOAD",
+            format!(
+                "the message scheduled under {:?} is not UTF-8 JSON",
+                message.key
+            ),
+        )
+    })?;
+    Ok((
+        message.key.clone(),
+        message.id.to_string(),
+        due_micros(message.due_at),
+        message.message.clone(),
+        payload,
+        serde_json::to_string(&message.metadata)?,
+    ))
+}
+
+/// A row of `flext_schedule` read back; a column that does not read is a `DataLoss`
+/// error naming the key.
+pub fn assemble_scheduled(row: StoredSchedule) -> Result<Scheduled, Error> {
+    let (key, id, due_us, message, payload, metadata) = row;
+    let corrupt = |what: &str| {
+        Error::data_loss(
+            "CORRUPTED_SCHEDULE",
+            format!("the message scheduled under {key:?} has an unreadable {what}"),
+        )
+    };
+    Ok(Scheduled {
+        id: id.parse().map_err(|_| corrupt("id"))?,
+        due_at: due_from_micros(&key, due_us)?,
+        message,
+        payload: payload.into_bytes(),
+        metadata: serde_json::from_str(&metadata).map_err(|_| corrupt("metadata"))?,
+        key,
+    })
+}
+
 /// A stored due time: microseconds since the Unix epoch (what the SQL stores keep).
 pub fn due_micros(at: DateTime<Utc>) -> i64 {
     at.timestamp_micros()

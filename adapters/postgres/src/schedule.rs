@@ -1,73 +1,27 @@
 //! Scheduled messages in the `flext_schedule` table, written on the pool.
 
 use chrono::{DateTime, Utc};
-use flext_domain::{Error, EventMetadata};
-use flext_ports::adapter::{due_from_micros, due_micros};
+use flext_domain::Error;
+use flext_ports::adapter::{
+    StoredSchedule, assemble_scheduled, due_from_micros, due_micros, stored_schedule,
+};
 use flext_ports::{ScheduleStore, Scheduled};
-use sqlx::Row;
-use sqlx::postgres::PgRow;
 
 use crate::store::{PgEventStore, db_error};
 
-fn scheduled(row: &PgRow) -> Result<Scheduled, Error> {
-    let key: String = row
-        .try_get("key")
-        .map_err(|e| db_error("reading the schedule", e))?;
-    let corrupt = |what: &str| {
-        Error::data_loss(
-            "CORRUPTED_SCHEDULE",
-            format!("the message scheduled under {key:?} has an unreadable {what}"),
-        )
-    };
-    let id: String = row
-        .try_get("id")
-        .map_err(|e| db_error("reading the schedule", e))?;
-    let due: i64 = row
-        .try_get("due_us")
-        .map_err(|e| db_error("reading the schedule", e))?;
-    let message: String = row
-        .try_get("message")
-        .map_err(|e| db_error("reading the schedule", e))?;
-    let payload: String = row
-        .try_get("payload")
-        .map_err(|e| db_error("reading the schedule", e))?;
-    let metadata: String = row
-        .try_get("metadata")
-        .map_err(|e| db_error("reading the schedule", e))?;
-    Ok(Scheduled {
-        id: id.parse().map_err(|_| corrupt("id"))?,
-        due_at: due_from_micros(&key, due)?,
-        message,
-        payload: payload.into_bytes(),
-        metadata: serde_json::from_str::<EventMetadata>(&metadata)
-            .map_err(|_| corrupt("metadata"))?,
-        key,
-    })
-}
-
-fn text(what: &str, bytes: &[u8]) -> Result<String, Error> {
-    String::from_utf8(bytes.to_vec()).map_err(|_| {
-        Error::invalid_argument(
-            "INVALID_PAYLOAD",
-            format!("the scheduled {what} is not UTF-8 JSON"),
-        )
-    })
-}
-
 impl ScheduleStore for PgEventStore {
     async fn schedule(&self, message: &Scheduled) -> Result<(), Error> {
-        let payload = text("message", &message.payload)?;
-        let metadata = serde_json::to_string(&message.metadata)?;
+        let (key, id, due_us, name, payload, metadata) = stored_schedule(message)?;
         sqlx::query(
             "INSERT INTO flext_schedule (key, id, due_us, message, payload, metadata) \
              VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (key) DO UPDATE SET id = excluded.id, \
              due_us = excluded.due_us, message = excluded.message, \
              payload = excluded.payload, metadata = excluded.metadata",
         )
-        .bind(&message.key)
-        .bind(message.id.to_string())
-        .bind(due_micros(message.due_at))
-        .bind(&message.message)
+        .bind(key)
+        .bind(id)
+        .bind(due_us)
+        .bind(name)
         .bind(payload)
         .bind(metadata)
         .execute(&self.pool)
@@ -86,7 +40,7 @@ impl ScheduleStore for PgEventStore {
     }
 
     async fn due(&self, now: DateTime<Utc>, max: usize) -> Result<Vec<Scheduled>, Error> {
-        let rows = sqlx::query(
+        let rows: Vec<StoredSchedule> = sqlx::query_as(
             "SELECT key, id, due_us, message, payload, metadata FROM flext_schedule \
              WHERE due_us <= $1 ORDER BY due_us LIMIT $2",
         )
@@ -95,7 +49,7 @@ impl ScheduleStore for PgEventStore {
         .fetch_all(&self.pool)
         .await
         .map_err(|e| db_error("reading due messages", e))?;
-        rows.iter().map(scheduled).collect()
+        rows.into_iter().map(assemble_scheduled).collect()
     }
 
     async fn next_due(&self) -> Result<Option<DateTime<Utc>>, Error> {

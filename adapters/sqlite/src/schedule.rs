@@ -1,63 +1,17 @@
 //! Scheduled messages in the `flext_schedule` table, written through the store's writer.
 
 use chrono::{DateTime, Utc};
-use flext_domain::{Error, EventMetadata};
-use flext_ports::adapter::{due_from_micros, due_micros};
+use flext_domain::Error;
+use flext_ports::adapter::{
+    StoredSchedule, assemble_scheduled, due_from_micros, due_micros, stored_schedule,
+};
 use flext_ports::{ScheduleStore, Scheduled};
-use sqlx::Row;
-use sqlx::sqlite::SqliteRow;
 
 use crate::store::{SqliteEventStore, db_error};
 
-fn scheduled(row: &SqliteRow) -> Result<Scheduled, Error> {
-    let key: String = row
-        .try_get("key")
-        .map_err(|e| db_error("reading the schedule", e))?;
-    let corrupt = |what: &str| {
-        Error::data_loss(
-            "CORRUPTED_SCHEDULE",
-            format!("the message scheduled under {key:?} has an unreadable {what}"),
-        )
-    };
-    let id: String = row
-        .try_get("id")
-        .map_err(|e| db_error("reading the schedule", e))?;
-    let due: i64 = row
-        .try_get("due_us")
-        .map_err(|e| db_error("reading the schedule", e))?;
-    let message: String = row
-        .try_get("message")
-        .map_err(|e| db_error("reading the schedule", e))?;
-    let payload: String = row
-        .try_get("payload")
-        .map_err(|e| db_error("reading the schedule", e))?;
-    let metadata: String = row
-        .try_get("metadata")
-        .map_err(|e| db_error("reading the schedule", e))?;
-    Ok(Scheduled {
-        id: id.parse().map_err(|_| corrupt("id"))?,
-        due_at: due_from_micros(&key, due)?,
-        message,
-        payload: payload.into_bytes(),
-        metadata: serde_json::from_str::<EventMetadata>(&metadata)
-            .map_err(|_| corrupt("metadata"))?,
-        key,
-    })
-}
-
-fn text(what: &str, bytes: &[u8]) -> Result<String, Error> {
-    String::from_utf8(bytes.to_vec()).map_err(|_| {
-        Error::invalid_argument(
-            "INVALID_PAYLOAD",
-            format!("the scheduled {what} is not UTF-8 JSON"),
-        )
-    })
-}
-
 impl ScheduleStore for SqliteEventStore {
     async fn schedule(&self, message: &Scheduled) -> Result<(), Error> {
-        let payload = text("message", &message.payload)?;
-        let metadata = serde_json::to_string(&message.metadata)?;
+        let (key, id, due_us, name, payload, metadata) = stored_schedule(message)?;
         let mut writer = self.writer.lock().await;
         writer.settle().await?;
         sqlx::query(
@@ -66,10 +20,10 @@ impl ScheduleStore for SqliteEventStore {
              due_us = excluded.due_us, message = excluded.message, \
              payload = excluded.payload, metadata = excluded.metadata",
         )
-        .bind(&message.key)
-        .bind(message.id.to_string())
-        .bind(due_micros(message.due_at))
-        .bind(&message.message)
+        .bind(key)
+        .bind(id)
+        .bind(due_us)
+        .bind(name)
         .bind(payload)
         .bind(metadata)
         .execute(&mut writer.conn)
@@ -90,7 +44,7 @@ impl ScheduleStore for SqliteEventStore {
     }
 
     async fn due(&self, now: DateTime<Utc>, max: usize) -> Result<Vec<Scheduled>, Error> {
-        let rows = sqlx::query(
+        let rows: Vec<StoredSchedule> = sqlx::query_as(
             "SELECT key, id, due_us, message, payload, metadata FROM flext_schedule \
              WHERE due_us <= ? ORDER BY due_us LIMIT ?",
         )
@@ -99,7 +53,7 @@ impl ScheduleStore for SqliteEventStore {
         .fetch_all(&self.readers)
         .await
         .map_err(|e| db_error("reading due messages", e))?;
-        rows.iter().map(scheduled).collect()
+        rows.into_iter().map(assemble_scheduled).collect()
     }
 
     async fn next_due(&self) -> Result<Option<DateTime<Utc>>, Error> {
