@@ -75,7 +75,7 @@ pub mod application {
 /// The attribute macros (feature `macros`): sugar over [`application::Registry`].
 #[cfg(feature = "macros")]
 pub use flext_macros::{
-    DomainEvent, command_handler, event_handler, plugin, projection, query_handler,
+    DomainEvent, command_handler, event_handler, plugin, process_manager, projection, query_handler,
 };
 
 /// Support paths for the macros' generated code; not a public API.

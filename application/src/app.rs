@@ -9,6 +9,7 @@ use flext_ports::{Command, Context, EventStore, ProjectionStore, Query, WatchApp
 use crate::bus::{CommandBus, EventBus, QueryBus, Registry};
 use crate::pipeline::Pipeline;
 use crate::projection::{IntoProjection, ProjectionOptions, ProjectionRunner, Projections};
+use crate::scheduler::{Deliveries, Scheduler, SchedulerBuilder};
 use crate::services::{Services, ServicesBuilder};
 
 /// Builds an [`App`]: see [`App::builder`].
@@ -23,11 +24,17 @@ pub struct AppBuilder<S: ProjectionStore> {
     read_timeout: Duration,
     /// Reactors made from the command bus once it is built.
     reactors: Vec<AddReactor<S>>,
+    /// Starts the scheduler, if the App runs one.
+    scheduler: Option<StartScheduler>,
 }
 
 /// Adds one reactor, made from the command bus, to the runner.
 type AddReactor<S> =
     Box<dyn FnOnce(&CommandBus, ProjectionRunner<S>) -> Result<ProjectionRunner<S>, Error> + Send>;
+
+/// Starts the App's scheduler on the command bus, delivering the process managers'
+/// commands besides its own.
+type StartScheduler = Box<dyn FnOnce(CommandBus, &Deliveries) -> Result<Scheduler, Error> + Send>;
 
 impl<S: ProjectionStore> std::fmt::Debug for AppBuilder<S> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -67,6 +74,9 @@ pub struct App<S: ProjectionStore> {
     pub projections: Projections<S>,
     /// The services the handlers draw on (the store among them).
     pub services: Services,
+    /// The scheduler delivering scheduled commands and the process managers' commands,
+    /// when the App has process managers or [`AppBuilder::scheduler`] was called.
+    pub scheduler: Option<Scheduler>,
     read_timeout: Duration,
 }
 
@@ -94,6 +104,7 @@ where
             registry: Registry::new(),
             read_timeout: Duration::from_secs(10),
             reactors: Vec::new(),
+            scheduler: None,
         }
     }
 
@@ -130,8 +141,12 @@ where
         self.ask(query).await
     }
 
-    /// Stops the projections (each finishes the batch in hand and keeps its checkpoint).
+    /// Stops the projections (each finishes the batch in hand and keeps its checkpoint)
+    /// and the scheduler (a delivery in hand finishes).
     pub async fn shutdown(self) {
+        if let Some(scheduler) = self.scheduler {
+            scheduler.shutdown().await;
+        }
         self.projections.shutdown().await;
     }
 }
@@ -207,6 +222,68 @@ where
     {
         self.reactors.push(Box::new(move |commands, runner| {
             runner.reactor(make(commands))
+        }));
+        self
+    }
+
+    /// Adds a [`ProcessManager`](crate::ProcessManager): it runs in the projection runner
+    /// (see [`ProjectionRunner::process_manager`]), and the App starts a
+    /// [`Scheduler`] that delivers its commands and deadlines.
+    pub fn process_manager<P: crate::ProcessManager>(mut self, manager: P) -> Self
+    where
+        S: flext_ports::ProcessStore + 'static,
+    {
+        if self.error.is_none() {
+            match self.runner.process_manager(manager) {
+                Ok(runner) => self.runner = runner,
+                Err(e) => {
+                    self.runner = ProjectionRunner::new(self.store.clone());
+                    self.error = Some(e);
+                }
+            }
+        }
+        if self.scheduler.is_none() {
+            self = self.scheduler(|b| b);
+        }
+        self
+    }
+
+    /// Adds every process manager registered with `#[process_manager]` (and, if there is
+    /// one, a [`Scheduler`] for their commands).
+    pub fn with_registered_process_managers(mut self) -> Self
+    where
+        S: flext_ports::ProcessStore + 'static,
+    {
+        if self.error.is_some() {
+            return self;
+        }
+        let runner = std::mem::replace(&mut self.runner, ProjectionRunner::new(self.store.clone()));
+        match runner.with_registered_process_managers() {
+            Ok(runner) => {
+                let any = !runner.deliveries().names().is_empty();
+                self.runner = runner;
+                if any && self.scheduler.is_none() {
+                    self = self.scheduler(|b| b);
+                }
+            }
+            Err(e) => self.error = Some(e),
+        }
+        self
+    }
+
+    /// Runs a [`Scheduler`] in the App (owned by one instance among all that share the
+    /// store), configured by `configure` (the commands it delivers besides the process
+    /// managers', how often it looks).
+    pub fn scheduler(
+        mut self,
+        configure: impl FnOnce(SchedulerBuilder<S>) -> SchedulerBuilder<S> + Send + 'static,
+    ) -> Self
+    where
+        S: flext_ports::ScheduleStore + 'static,
+    {
+        let store = self.store.clone();
+        self.scheduler = Some(Box::new(move |commands, deliveries| {
+            configure(Scheduler::builder(store, commands).commands(deliveries)).start()
         }));
         self
     }
@@ -290,12 +367,17 @@ where
         for add in self.reactors {
             runner = add(&commands, runner)?;
         }
+        let scheduler = match self.scheduler {
+            Some(start) => Some(start(commands.clone(), runner.deliveries())?),
+            None => None,
+        };
         Ok(App {
             commands,
             queries,
             events,
             projections: runner.start(),
             services,
+            scheduler,
             read_timeout: self.read_timeout,
         })
     }

@@ -46,6 +46,7 @@ mod idempotency;
 mod ownership;
 mod pipeline;
 mod plugin;
+mod process;
 mod projection;
 mod query_cache;
 mod reactor;
@@ -67,6 +68,10 @@ pub use idempotency::IdempotencyBehavior;
 pub use ownership::{ConsumerSlot, Distribution, Grant, Ownership, OwnershipOptions};
 pub use pipeline::{Behavior, BoxFuture, Message, MessageKind, Next, Pipeline, Reply};
 pub use plugin::{Manifest, PluginRegistration, PluginRegistry, RegistryHealth};
+pub use process::{
+    Effect, Effects, ErasedProcessManager, ProcessFixture, ProcessManager,
+    ProcessManagerRegistration, Step, Then, deadline_key, erase_process_manager,
+};
 pub use projection::{
     IntoProjection, OfEvents, PoisonPolicy, ProjectionHealth, ProjectionOptions,
     ProjectionRegistration, ProjectionRunner, ProjectionState, ProjectionStatus, Projections,
@@ -75,7 +80,7 @@ pub use projection::{
 pub use query_cache::{QueryCache, QueryCacheBehavior, QueryCacheInvalidator};
 pub use reactor::{EventReactor, IntoReactor, Reactor, ReactorOptions, TypedReactor};
 pub use repository::{Executed, Repository, RetryPolicy};
-pub use scheduler::{SCHEDULER, Scheduler, SchedulerBuilder, schedule};
+pub use scheduler::{Deliveries, SCHEDULER, Scheduler, SchedulerBuilder, schedule};
 pub use services::{Dep, FromServices, Scope, Services, ServicesBuilder};
 pub use subscription::{Subscription, SubscriptionOptions};
 

@@ -319,6 +319,7 @@ pub struct ProjectionRunner<S: ProjectionStore> {
     ownership: Option<Ownership<S>>,
     instance: Option<Instance>,
     ownership_options: OwnershipOptions,
+    deliveries: crate::Deliveries,
 }
 
 impl<S> ProjectionRunner<S>
@@ -335,6 +336,7 @@ where
             ownership: None,
             instance: None,
             ownership_options: OwnershipOptions::default(),
+            deliveries: crate::Deliveries::default(),
         }
     }
 
@@ -404,6 +406,66 @@ where
             crate::reactor::erase(reactor.into_reactor(), reactor_options),
             options,
         )
+    }
+
+    /// Adds a [`ProcessManager`](crate::ProcessManager) with the default options: it runs
+    /// beside the projections, owned, checkpointed and retried like them; each event's
+    /// change of an instance's state, and the commands and deadlines it emits, commit with
+    /// the checkpoint. A [`Scheduler`](crate::Scheduler) delivers the commands: give it
+    /// [`ProjectionRunner::deliveries`].
+    pub fn process_manager<P: crate::ProcessManager>(self, manager: P) -> Result<Self, Error>
+    where
+        S: flext_ports::ProcessStore,
+    {
+        self.process_manager_with(manager, ProjectionOptions::default())
+    }
+
+    /// [`ProjectionRunner::process_manager`] with `options` (batches, retries, poison
+    /// policy); a name already taken is an `AlreadyExists` error.
+    pub fn process_manager_with<P: crate::ProcessManager>(
+        self,
+        manager: P,
+        options: ProjectionOptions,
+    ) -> Result<Self, Error>
+    where
+        S: flext_ports::ProcessStore,
+    {
+        let managed = crate::process::Managed::new(manager, self.store.clone());
+        self.add_managed(managed, options)
+    }
+
+    fn add_managed(
+        self,
+        managed: crate::process::Managed<S>,
+        options: ProjectionOptions,
+    ) -> Result<Self, Error>
+    where
+        S: flext_ports::ProcessStore,
+    {
+        let deliveries = self.deliveries.clone().merge(managed.deliveries());
+        let mut runner = self.add_dyn(Arc::new(AsDyn(managed)), options)?;
+        runner.deliveries = deliveries;
+        Ok(runner)
+    }
+
+    /// Adds every process manager registered with `#[process_manager]`, with the default
+    /// options.
+    pub fn with_registered_process_managers(self) -> Result<Self, Error>
+    where
+        S: flext_ports::ProcessStore,
+    {
+        let mut runner = self;
+        for reg in inventory::iter::<crate::ProcessManagerRegistration> {
+            let managed = crate::process::Managed::erased((reg.make)(), runner.store.clone());
+            runner = runner.add_managed(managed, ProjectionOptions::default())?;
+        }
+        Ok(runner)
+    }
+
+    /// The commands the process managers added so far send or schedule: what the
+    /// [`Scheduler`](crate::Scheduler) that serves them must deliver.
+    pub fn deliveries(&self) -> &crate::Deliveries {
+        &self.deliveries
     }
 
     /// Adds a projection (a [`Projection`] or an [`EventProjection`]) with the default

@@ -56,11 +56,67 @@ type Deliver = Arc<
     dyn Fn(CommandBus, Vec<u8>, Context) -> BoxFuture<'static, Result<(), Error>> + Send + Sync,
 >;
 
+/// The commands a [`Scheduler`] can deliver, by name: each is decoded from its stored
+/// JSON into its type and dispatched on the command bus.
+#[derive(Clone, Default)]
+pub struct Deliveries {
+    by_name: HashMap<String, Deliver>,
+}
+
+impl std::fmt::Debug for Deliveries {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut names: Vec<&String> = self.by_name.keys().collect();
+        names.sort();
+        f.debug_set().entries(names).finish()
+    }
+}
+
+impl Deliveries {
+    /// Adds the commands of type `C` (by `C::NAME`).
+    #[must_use]
+    pub fn command<C: Command + DeserializeOwned>(mut self) -> Self {
+        let deliver: Deliver = Arc::new(|bus: CommandBus, payload: Vec<u8>, ctx: Context| {
+            Box::pin(async move {
+                let command: C = serde_json::from_slice(&payload).map_err(|e| {
+                    Error::data_loss(
+                        "UNREADABLE_SCHEDULED_COMMAND",
+                        format!("a scheduled {} does not decode: {e}", C::NAME),
+                    )
+                })?;
+                bus.dispatch(command, &ctx).await.map(drop)
+            })
+        });
+        self.by_name.insert(C::NAME.to_owned(), deliver);
+        self
+    }
+
+    /// Adds every command `other` delivers.
+    #[must_use]
+    pub fn merge(mut self, other: &Deliveries) -> Self {
+        for (name, deliver) in &other.by_name {
+            self.by_name.insert(name.clone(), Arc::clone(deliver));
+        }
+        self
+    }
+
+    /// Whether it delivers the command named `name`.
+    pub fn delivers(&self, name: &str) -> bool {
+        self.by_name.contains_key(name)
+    }
+
+    /// The names of the commands it delivers, sorted.
+    pub fn names(&self) -> Vec<&str> {
+        let mut names: Vec<&str> = self.by_name.keys().map(String::as_str).collect();
+        names.sort_unstable();
+        names
+    }
+}
+
 /// Builds a [`Scheduler`]: which commands it may deliver, how often it looks.
 pub struct SchedulerBuilder<S> {
     store: S,
     commands: CommandBus,
-    deliver: HashMap<String, Deliver>,
+    deliver: Deliveries,
     poll: Duration,
     instance: Instance,
     ownership: OwnershipOptions,
@@ -71,7 +127,7 @@ pub struct SchedulerBuilder<S> {
 impl<S> std::fmt::Debug for SchedulerBuilder<S> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("SchedulerBuilder")
-            .field("commands", &self.deliver.keys().collect::<Vec<_>>())
+            .field("commands", &self.deliver)
             .field("poll", &self.poll)
             .finish_non_exhaustive()
     }
@@ -99,7 +155,7 @@ impl Scheduler {
         SchedulerBuilder {
             store,
             commands,
-            deliver: HashMap::new(),
+            deliver: Deliveries::default(),
             poll: Duration::from_millis(100),
             instance: Instance::current(),
             ownership: OwnershipOptions::default(),
@@ -121,18 +177,13 @@ where
 {
     /// Delivers stored commands of type `C` (by `C::NAME`).
     pub fn command<C: Command + DeserializeOwned>(mut self) -> Self {
-        let deliver: Deliver = Arc::new(|bus: CommandBus, payload: Vec<u8>, ctx: Context| {
-            Box::pin(async move {
-                let command: C = serde_json::from_slice(&payload).map_err(|e| {
-                    Error::data_loss(
-                        "UNREADABLE_SCHEDULED_COMMAND",
-                        format!("a scheduled {} does not decode: {e}", C::NAME),
-                    )
-                })?;
-                bus.dispatch(command, &ctx).await.map(drop)
-            })
-        });
-        self.deliver.insert(C::NAME.to_owned(), deliver);
+        self.deliver = self.deliver.command::<C>();
+        self
+    }
+
+    /// Delivers every command of `deliveries` (a process manager's, say).
+    pub fn commands(mut self, deliveries: &Deliveries) -> Self {
+        self.deliver = self.deliver.merge(deliveries);
         self
     }
 
@@ -256,7 +307,7 @@ where
     let full = due.len() >= PAGE;
     let mut delivered = 0;
     for message in due {
-        let Some(deliver) = b.deliver.get(&message.message) else {
+        let Some(deliver) = b.deliver.by_name.get(&message.message) else {
             // Kept: a scheduler that knows the command may deliver it.
             tracing::error!(key = %message.key, message = %message.message, "no delivery for a scheduled message of this name");
             continue;

@@ -28,6 +28,7 @@ mod message;
 mod metrics;
 mod ownership;
 mod plugin;
+mod process;
 mod projection;
 mod redact;
 mod schedule;
@@ -56,6 +57,7 @@ pub use ownership::{ConsumerRecord, Instance, Lease, Member, OwnershipStore};
 pub use plugin::{
     Contributions, Health, HealthStatus, Plugin, PluginDependency, PluginFuture, VersionRequirement,
 };
+pub use process::{ProcessStore, StoredProcess};
 pub use projection::{DeadLetter, Decoded, EventProjection, Projection, ProjectionStore, Typed};
 pub use redact::redact_url;
 pub use schedule::{ScheduleStore, Scheduled};
@@ -76,6 +78,7 @@ pub mod adapter {
     pub use crate::ownership::{
         checkpoint_backwards, checkpoint_owned, chrono_ttl, ownership_lost, refused_checkpoint,
     };
+    pub use crate::process::{process_row, stored_process};
     pub use crate::projection::assemble_dead_letter;
     pub use crate::schedule::{
         StoredSchedule, assemble_scheduled, due_from_micros, due_micros, stored_schedule,

@@ -2293,3 +2293,152 @@ pub async fn scheduled_messages_are_replaced_cancelled_and_delivered_by_key<H: H
     );
     h
 }
+
+/// Process state and the messages a step schedules or cancels are written in the
+/// projection transaction: a read through it sees its writes, a commit makes them
+/// visible together, a transaction dropped before its commit leaves nothing, and one
+/// whose checkpoint is refused (a stale lease) leaves nothing either.
+pub async fn process_state_commits_with_the_checkpoint_or_not_at_all<H: Harness>(h: H) -> H {
+    use flext_ports::{ProcessStore, ScheduleStore, Scheduled, StoredProcess};
+    let store = h.store();
+    let message = |key: &str| Scheduled {
+        id: uuid::Uuid::now_v7(),
+        key: key.to_owned(),
+        due_at: chrono::DateTime::from_timestamp_micros(chrono::Utc::now().timestamp_micros())
+            .expect("a time"),
+        message: "test.step".to_owned(),
+        payload: json!({ "key": key }).to_string().into_bytes(),
+        metadata: EventMetadata::default().with_correlation(CorrelationId::new()),
+    };
+    let state = |n: u64| StoredProcess {
+        state: json!({ "n": n }).to_string().into_bytes(),
+        version: n,
+    };
+    let pending = message("deadline-1");
+    store.schedule(&pending).await.expect("schedule");
+    let lease = store
+        .acquire_lease("pm", &Instance::named("a"), Duration::from_secs(30))
+        .await
+        .expect("acquire")
+        .expect("free");
+
+    // Committed: state, scheduled message and cancellation together.
+    let sent = message("send-1");
+    let mut tx = store.begin().await.expect("begin");
+    assert_eq!(
+        store.load_process(&mut tx, "pm", "x").await.expect("load"),
+        None
+    );
+    store
+        .save_process(&mut tx, "pm", "x", &state(1))
+        .await
+        .expect("save");
+    store
+        .save_process(&mut tx, "pm", "y", &state(1))
+        .await
+        .expect("save");
+    assert_eq!(
+        store.load_process(&mut tx, "pm", "x").await.expect("load"),
+        Some(state(1)),
+        "a transaction reads its own writes"
+    );
+    store
+        .save_process(&mut tx, "pm", "x", &state(2))
+        .await
+        .expect("save");
+    store.schedule_in(&mut tx, &sent).await.expect("schedule");
+    assert!(
+        store
+            .cancel_in(&mut tx, "deadline-1")
+            .await
+            .expect("cancel")
+    );
+    assert!(
+        !store
+            .cancel_in(&mut tx, "deadline-1")
+            .await
+            .expect("cancel"),
+        "cancelled already in this transaction"
+    );
+    store
+        .set_checkpoint(&mut tx, &lease, Position(1))
+        .await
+        .expect("checkpoint");
+    store.commit(tx).await.expect("commit");
+    assert_eq!(
+        store.processes("pm").await.expect("list"),
+        vec![("x".to_owned(), state(2)), ("y".to_owned(), state(1))]
+    );
+    assert!(store.processes("other").await.expect("list").is_empty());
+    let due = store.due(chrono::Utc::now(), 10).await.expect("due");
+    assert_eq!(due, vec![sent.clone()], "the cancelled deadline is gone");
+
+    // Dropped before its commit: nothing of it stays.
+    let mut tx = store.begin().await.expect("begin");
+    store.end_process(&mut tx, "pm", "x").await.expect("end");
+    store
+        .save_process(&mut tx, "pm", "z", &state(1))
+        .await
+        .expect("save");
+    store
+        .schedule_in(&mut tx, &message("send-2"))
+        .await
+        .expect("schedule");
+    store.cancel_in(&mut tx, "send-1").await.expect("cancel");
+    drop(tx);
+    let mut tx = store.begin().await.expect("begin");
+    assert_eq!(
+        store.load_process(&mut tx, "pm", "x").await.expect("load"),
+        Some(state(2)),
+        "the dropped end changed nothing"
+    );
+    store.end_process(&mut tx, "pm", "y").await.expect("end");
+    assert_eq!(
+        store.load_process(&mut tx, "pm", "y").await.expect("load"),
+        None
+    );
+    store.commit(tx).await.expect("commit");
+    assert_eq!(
+        store.processes("pm").await.expect("list"),
+        vec![("x".to_owned(), state(2))]
+    );
+    assert_eq!(
+        store.due(chrono::Utc::now(), 10).await.expect("due"),
+        vec![sent.clone()]
+    );
+
+    // A stale lease: the checkpoint is refused and the step's writes with it.
+    let short = store
+        .acquire_lease("pm-2", &Instance::named("a"), Duration::from_millis(50))
+        .await
+        .expect("acquire")
+        .expect("free");
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    store
+        .acquire_lease("pm-2", &Instance::named("b"), Duration::from_secs(30))
+        .await
+        .expect("acquire")
+        .expect("lapsed: free");
+    let mut tx = store.begin().await.expect("begin");
+    store
+        .save_process(&mut tx, "pm-2", "x", &state(1))
+        .await
+        .expect("save");
+    store
+        .schedule_in(&mut tx, &message("send-3"))
+        .await
+        .expect("schedule");
+    store.cancel_in(&mut tx, "send-1").await.expect("cancel");
+    let refused = match store.set_checkpoint(&mut tx, &short, Position(1)).await {
+        Err(e) => Err(e),
+        Ok(()) => store.commit(tx).await,
+    };
+    let e = refused.expect_err("a stale lease cannot commit");
+    assert_eq!(e.reason(), "OWNERSHIP_LOST", "{e}");
+    assert!(store.processes("pm-2").await.expect("list").is_empty());
+    assert_eq!(
+        store.due(chrono::Utc::now(), 10).await.expect("due"),
+        vec![sent]
+    );
+    h
+}

@@ -45,6 +45,7 @@ pub trait Harness: Send + Sync + Sized + 'static {
         + CheckpointStore
         + ProjectionStore
         + flext_ports::ScheduleStore
+        + flext_ports::ProcessStore
         + Clone
         + 'static;
     /// An append whose transaction is held open until [`Held::commit`].
@@ -204,6 +205,7 @@ macro_rules! event_store_conformance {
             read_all_of_types_is_gap_safe_with_a_held_transaction,
             a_filtered_tailing_reader_misses_nothing,
             scheduled_messages_are_replaced_cancelled_and_delivered_by_key,
+            process_state_commits_with_the_checkpoint_or_not_at_all,
         );
     };
 }

@@ -24,6 +24,7 @@
 //! ```
 
 mod ownership;
+mod process;
 mod schedule;
 mod store;
 

@@ -8,11 +8,9 @@ use crate::InMemoryEventStore;
 
 impl ScheduleStore for InMemoryEventStore {
     async fn schedule(&self, message: &Scheduled) -> Result<(), Error> {
-        // Kept to the microsecond, as the SQL stores keep it.
-        let mut kept = message.clone();
-        kept.due_at = DateTime::from_timestamp_micros(message.due_at.timestamp_micros())
-            .unwrap_or(message.due_at);
-        self.lock().schedule.insert(message.key.clone(), kept);
+        self.lock()
+            .schedule
+            .insert(message.key.clone(), kept(message));
         Ok(())
     }
 
@@ -48,4 +46,13 @@ impl ScheduleStore for InMemoryEventStore {
         }
         Ok(())
     }
+}
+
+/// `message` as the store keeps it: its due time to the microsecond, as the SQL stores
+/// keep it.
+pub(crate) fn kept(message: &Scheduled) -> Scheduled {
+    let mut kept = message.clone();
+    kept.due_at = DateTime::from_timestamp_micros(message.due_at.timestamp_micros())
+        .unwrap_or(message.due_at);
+    kept
 }

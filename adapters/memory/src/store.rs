@@ -45,6 +45,8 @@ pub(crate) struct State {
     dead_letters: HashMap<String, HashMap<EventId, DeadLetter>>,
     /// Scheduled messages by key.
     pub(crate) schedule: std::collections::BTreeMap<String, flext_ports::Scheduled>,
+    /// Process managers' instances by (manager, association).
+    pub(crate) processes: std::collections::BTreeMap<(String, String), flext_ports::StoredProcess>,
 }
 
 impl State {
@@ -521,6 +523,10 @@ pub struct MemoryTransaction {
     checkpoints: Vec<(Lease, Position, bool)>,
     parked: Vec<DeadLetter>,
     unparked: Vec<(String, EventId)>,
+    /// Process states written (`None`: ended), in order.
+    pub(crate) processes: Vec<(String, String, Option<flext_ports::StoredProcess>)>,
+    /// Scheduled messages written (`Ok`) and keys cancelled (`Err`), in order.
+    pub(crate) scheduled: Vec<Result<flext_ports::Scheduled, String>>,
 }
 
 impl ProjectionStore for InMemoryEventStore {
@@ -573,6 +579,26 @@ impl ProjectionStore for InMemoryEventStore {
                 .entry(letter.projection.clone())
                 .or_default()
                 .insert(letter.event_id, letter);
+        }
+        for (manager, association, process) in tx.processes {
+            match process {
+                Some(p) => {
+                    state.processes.insert((manager, association), p);
+                }
+                None => {
+                    state.processes.remove(&(manager, association));
+                }
+            }
+        }
+        for change in tx.scheduled {
+            match change {
+                Ok(message) => {
+                    state.schedule.insert(message.key.clone(), message);
+                }
+                Err(key) => {
+                    state.schedule.remove(&key);
+                }
+            }
         }
         let moved = !tx.checkpoints.is_empty();
         for (lease, position, _) in tx.checkpoints {

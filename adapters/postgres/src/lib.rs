@@ -22,6 +22,7 @@
 
 mod notify;
 mod ownership;
+mod process;
 mod schedule;
 mod sql;
 mod store;

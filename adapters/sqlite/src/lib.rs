@@ -20,6 +20,7 @@
 //! ```
 
 mod ownership;
+mod process;
 mod schedule;
 mod sql;
 mod store;

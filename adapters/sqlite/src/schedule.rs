@@ -11,36 +11,15 @@ use crate::store::{SqliteEventStore, db_error};
 
 impl ScheduleStore for SqliteEventStore {
     async fn schedule(&self, message: &Scheduled) -> Result<(), Error> {
-        let (key, id, due_us, name, payload, metadata) = stored_schedule(message)?;
         let mut writer = self.writer.lock().await;
         writer.settle().await?;
-        sqlx::query(
-            "INSERT INTO flext_schedule (key, id, due_us, message, payload, metadata) \
-             VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (key) DO UPDATE SET id = excluded.id, \
-             due_us = excluded.due_us, message = excluded.message, \
-             payload = excluded.payload, metadata = excluded.metadata",
-        )
-        .bind(key)
-        .bind(id)
-        .bind(due_us)
-        .bind(name)
-        .bind(payload)
-        .bind(metadata)
-        .execute(&mut writer.conn)
-        .await
-        .map_err(|e| db_error("scheduling a message", e))?;
-        Ok(())
+        put(&mut writer.conn, message).await
     }
 
     async fn cancel(&self, key: &str) -> Result<bool, Error> {
         let mut writer = self.writer.lock().await;
         writer.settle().await?;
-        let done = sqlx::query("DELETE FROM flext_schedule WHERE key = ?")
-            .bind(key)
-            .execute(&mut writer.conn)
-            .await
-            .map_err(|e| db_error("cancelling a scheduled message", e))?;
-        Ok(done.rows_affected() > 0)
+        remove(&mut writer.conn, key).await
     }
 
     async fn due(&self, now: DateTime<Utc>, max: usize) -> Result<Vec<Scheduled>, Error> {
@@ -75,4 +54,42 @@ impl ScheduleStore for SqliteEventStore {
             .map_err(|e| db_error("removing a delivered message", e))?;
         Ok(())
     }
+}
+
+/// Stores `message` through `ex` (the pool, or a transaction's connection), replacing what
+/// was pending under its key.
+pub(crate) async fn put<'e>(
+    ex: impl sqlx::SqliteExecutor<'e>,
+    message: &Scheduled,
+) -> Result<(), Error> {
+    let (key, id, due_us, name, payload, metadata) = stored_schedule(message)?;
+    sqlx::query(
+        "INSERT INTO flext_schedule (key, id, due_us, message, payload, metadata) \
+         VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (key) DO UPDATE SET id = excluded.id, \
+         due_us = excluded.due_us, message = excluded.message, \
+         payload = excluded.payload, metadata = excluded.metadata",
+    )
+    .bind(key)
+    .bind(id)
+    .bind(due_us)
+    .bind(name)
+    .bind(payload)
+    .bind(metadata)
+    .execute(ex)
+    .await
+    .map_err(|e| db_error("scheduling a message", e))?;
+    Ok(())
+}
+
+/// Removes what is pending under `key` through `ex`; whether there was something.
+pub(crate) async fn remove<'e>(
+    ex: impl sqlx::SqliteExecutor<'e>,
+    key: &str,
+) -> Result<bool, Error> {
+    let done = sqlx::query("DELETE FROM flext_schedule WHERE key = ?")
+        .bind(key)
+        .execute(ex)
+        .await
+        .map_err(|e| db_error("cancelling a scheduled message", e))?;
+    Ok(done.rows_affected() > 0)
 }

@@ -487,6 +487,96 @@ pub fn projection(attr: TokenStream, item: TokenStream) -> TokenStream {
     .into()
 }
 
+/// Registers a process manager (an `impl ProcessManager for Type` block; the type
+/// implements `Default`), which `ProjectionRunner::with_registered_process_managers` and
+/// `AppBuilder::with_registered_process_managers` add.
+///
+/// ```
+/// use flext::application::{Deliveries, Effects, ProjectionRunner, ProcessManager, Step};
+/// use flext::memory::InMemoryEventStore;
+/// use flext::ports::Decoded;
+/// use flext::{DomainEvent, Error, process_manager};
+/// use serde::{Deserialize, Serialize};
+///
+/// #[derive(Serialize, Deserialize, DomainEvent)]
+/// enum Ping {
+///     #[event(name = "ping")]
+///     Ping,
+/// }
+///
+/// #[derive(Default)]
+/// struct Pings;
+///
+/// #[process_manager]
+/// impl ProcessManager for Pings {
+///     type Event = Ping;
+///     type State = u32;
+///     const NAME: &'static str = "pings";
+///     fn handle(&self, seen: Option<u32>, _: Decoded<'_, Ping>, _: &mut Effects) -> Result<Step<u32>, Error> {
+///         Ok(Step::Continue(seen.unwrap_or(0) + 1))
+///     }
+///     fn commands(&self, deliveries: Deliveries) -> Deliveries {
+///         deliveries
+///     }
+/// }
+///
+/// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+/// let runner = ProjectionRunner::new(InMemoryEventStore::new()).with_registered_process_managers()?;
+/// assert_eq!(runner.names().collect::<Vec<_>>(), ["pings"]);
+/// # Ok::<(), Error>(())
+/// # }).unwrap();
+/// ```
+#[proc_macro_attribute]
+pub fn process_manager(attr: TokenStream, item: TokenStream) -> TokenStream {
+    let attr = TokenStream2::from(attr);
+    let item2 = TokenStream2::from(item.clone());
+    if !attr.is_empty() {
+        let e = Error::new(
+            attr.span(),
+            "#[process_manager] takes no arguments: the name comes from `ProcessManager::NAME`",
+        )
+        .to_compile_error();
+        return quote!(#item2 #e).into();
+    }
+    let parsed: Option<syn::ItemImpl> = syn::parse(item).ok().filter(|i: &syn::ItemImpl| {
+        i.trait_
+            .as_ref()
+            .and_then(|(_, path, _)| path.segments.last())
+            .is_some_and(|last| last.ident == "ProcessManager")
+    });
+    let Some(parsed) = parsed else {
+        let e = Error::new(
+            Span::call_site(),
+            "#[process_manager] goes on an `impl ProcessManager for Type` block",
+        )
+        .to_compile_error();
+        return quote!(#item2 #e).into();
+    };
+    if !parsed.generics.params.is_empty() {
+        let e = Error::new(
+            parsed.generics.span(),
+            "a #[process_manager] impl cannot be generic: register a generic manager by hand \
+             (`ProjectionRunner::process_manager`)",
+        )
+        .to_compile_error();
+        return quote!(#item2 #e).into();
+    }
+    let ty = &parsed.self_ty;
+    let line = quote_spanned!(ty.span()=> ::core::line!());
+    quote! {
+        #item2
+
+        ::flext::__private::inventory::submit! {
+            ::flext::application::ProcessManagerRegistration {
+                make: ::flext::application::erase_process_manager::<#ty>,
+                type_name: ::core::stringify!(#ty),
+                site: ::flext::application::Site { file: ::core::file!(), line: #line },
+            }
+        }
+    }
+    .into()
+}
+
 /// Implements `DomainEvent` from `#[event(name = "...", version = N)]` on a struct or on
 /// every variant of an enum (`version` defaults to 1).
 ///
