@@ -43,7 +43,8 @@ use crate::scheduler::Deliveries;
 /// ```
 /// use flext::application::{Effects, ProcessFixture, ProcessManager, Step};
 /// use flext::ports::Decoded;
-/// use flext::{DomainEvent, Error, command};
+/// use flext::ports::Command;
+/// use flext::{DomainEvent, Error};
 /// use serde::{Deserialize, Serialize};
 ///
 /// #[derive(Debug, Clone, Serialize, Deserialize, DomainEvent)]
@@ -56,7 +57,10 @@ use crate::scheduler::Deliveries;
 ///
 /// #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 /// struct CancelOrder { order: String }
-/// command!(CancelOrder, "order.cancel");
+/// impl Command for CancelOrder {
+///     type Output = ();
+///     const NAME: &'static str = "order.cancel";
+/// }
 ///
 /// #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 /// struct Awaiting { order: String }
