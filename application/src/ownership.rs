@@ -463,7 +463,10 @@ where
         if *stop.borrow() {
             return;
         }
-        if tokio::time::Instant::now() >= next_beat {
+        // An instance that claims no consumer does not announce itself: counted among
+        // the members, it would lower everyone's share of consumers it never takes.
+        let claims = !inner.slots().is_empty();
+        if claims && tokio::time::Instant::now() >= next_beat {
             next_beat = tokio::time::Instant::now() + options.renew_every;
             if let Ok(m) = store.announce(&inner.instance, options.lease_ttl).await {
                 members = m;

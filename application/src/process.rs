@@ -127,6 +127,13 @@ pub trait ProcessManager: Send + Sync + 'static {
         Self::NAME
     }
 
+    /// The event type names it is handed (the SQL stores select them in their query):
+    /// every type of [`ProcessManager::Event`] by default; narrow it to the types the
+    /// manager acts on when its event type is a whole aggregate's.
+    fn event_types(&self) -> &'static [&'static str] {
+        Self::Event::event_types()
+    }
+
     /// The instance an event belongs to, `None` if it is none of this manager's business.
     /// By default the event's correlation id (one instance per business action).
     fn associate(&self, event: &Decoded<'_, Self::Event>) -> Option<String> {
@@ -369,7 +376,7 @@ impl<P: ProcessManager> ErasedManager for Erased<P> {
         self.0.name()
     }
     fn event_types(&self) -> &'static [&'static str] {
-        P::Event::event_types()
+        self.0.event_types()
     }
     fn deliveries(&self) -> Deliveries {
         self.0.commands(Deliveries::default())

@@ -118,8 +118,10 @@ pub struct SchedulerBuilder<S> {
     commands: CommandBus,
     deliver: Deliveries,
     poll: Duration,
+    concurrency: usize,
     instance: Instance,
     ownership: OwnershipOptions,
+    shared: Option<Ownership<S>>,
     clock: Arc<dyn Clock>,
     metrics: Arc<dyn Metrics>,
 }
@@ -157,8 +159,10 @@ impl Scheduler {
             commands,
             deliver: Deliveries::default(),
             poll: Duration::from_millis(100),
+            concurrency: 16,
             instance: Instance::current(),
             ownership: OwnershipOptions::default(),
+            shared: None,
             clock: Arc::new(SystemClock),
             metrics: Arc::new(()),
         }
@@ -193,6 +197,14 @@ where
         self
     }
 
+    /// How many due messages it delivers at once (at least 1; 16 by default). Messages
+    /// due together are delivered concurrently, so their commands may run in any order;
+    /// 1 delivers them one by one, earliest first.
+    pub fn concurrency(mut self, at_once: usize) -> Self {
+        self.concurrency = at_once.max(1);
+        self
+    }
+
     /// This process's name among the instances (for ownership).
     pub fn instance(mut self, instance: Instance) -> Self {
         self.instance = instance;
@@ -202,6 +214,13 @@ where
     /// The lease options of its ownership.
     pub fn ownership_options(mut self, options: OwnershipOptions) -> Self {
         self.ownership = options;
+        self
+    }
+
+    /// Runs under `ownership`, shared with the other consumers of this process (one
+    /// instance, one fair share), instead of a coordinator of its own.
+    pub fn with_ownership(mut self, ownership: Ownership<S>) -> Self {
+        self.shared = Some(ownership);
         self
     }
 
@@ -218,11 +237,17 @@ where
     }
 
     /// Starts it (inside a Tokio runtime).
-    pub fn start(self) -> Result<Scheduler, Error> {
-        let ownership = Ownership::start(self.store.clone(), self.instance.clone(), self.ownership);
+    pub fn start(mut self) -> Result<Scheduler, Error> {
+        let (ownership, own) = match self.shared.take() {
+            Some(shared) => (shared, false),
+            None => (
+                Ownership::start(self.store.clone(), self.instance.clone(), self.ownership),
+                true,
+            ),
+        };
         let slot = ownership.claim(SCHEDULER)?;
         let (stop, stopped) = watch::channel(false);
-        let task = tokio::spawn(run(self, ownership, slot, stopped));
+        let task = tokio::spawn(run(self, ownership, own, slot, stopped));
         Ok(Scheduler { stop, task })
     }
 }
@@ -230,6 +255,7 @@ where
 async fn run<S>(
     builder: SchedulerBuilder<S>,
     ownership: Ownership<S>,
+    own: bool,
     mut slot: crate::ownership::ConsumerSlot<S>,
     mut stopped: watch::Receiver<bool>,
 ) where
@@ -281,7 +307,9 @@ async fn run<S>(
         }
     }
     drop(slot);
-    ownership.shutdown().await;
+    if own {
+        ownership.shutdown().await;
+    }
 }
 
 /// How many due messages one look delivers at most.
@@ -302,38 +330,19 @@ async fn deliver_due<S>(b: &SchedulerBuilder<S>) -> Result<Pass, Error>
 where
     S: ScheduleStore,
 {
+    use futures_util::StreamExt;
     let now = b.clock.now();
     let due = b.store.due(now, PAGE).await?;
     let full = due.len() >= PAGE;
+    let outcomes: Vec<Result<bool, Error>> = futures_util::stream::iter(due)
+        .map(|message| deliver_one(b, message))
+        .buffer_unordered(b.concurrency)
+        .collect()
+        .await;
     let mut delivered = 0;
-    for message in due {
-        let Some(deliver) = b.deliver.by_name.get(&message.message) else {
-            // Kept: a scheduler that knows the command may deliver it.
-            tracing::error!(key = %message.key, message = %message.message, "no delivery for a scheduled message of this name");
-            continue;
-        };
-        let lateness = (b.clock.now() - message.due_at)
-            .to_std()
-            .unwrap_or_default();
-        let ctx = Context::from_metadata(message.id, &message.metadata);
-        let outcome = deliver(b.commands.clone(), message.payload.clone(), ctx).await;
-        match outcome {
-            Err(e) if e.is_transient() => {
-                tracing::warn!(key = %message.key, error = %e, "a scheduled command failed; it stays scheduled");
-            }
-            done => {
-                if let Err(e) = &done {
-                    tracing::warn!(key = %message.key, error = %e, "a scheduled command was refused");
-                }
-                b.store.delivered(&message).await?;
-                delivered += 1;
-                let outcome = if done.is_ok() { "ok" } else { "refused" };
-                b.metrics.observe(
-                    "flext.scheduler.lateness",
-                    lateness.as_secs_f64(),
-                    &[("message", message.message.as_str()), ("outcome", outcome)],
-                );
-            }
+    for outcome in outcomes {
+        if outcome? {
+            delivered += 1;
         }
     }
     Ok(Pass {
@@ -341,4 +350,40 @@ where
         full,
         next: b.store.next_due().await?,
     })
+}
+
+/// Delivers one due message: whether it was removed (delivered or refused for good).
+async fn deliver_one<S>(b: &SchedulerBuilder<S>, message: Scheduled) -> Result<bool, Error>
+where
+    S: ScheduleStore,
+{
+    let Some(deliver) = b.deliver.by_name.get(&message.message) else {
+        // Kept: a scheduler that knows the command may deliver it.
+        tracing::error!(key = %message.key, message = %message.message, "no delivery for a scheduled message of this name");
+        return Ok(false);
+    };
+    let lateness = (b.clock.now() - message.due_at)
+        .to_std()
+        .unwrap_or_default();
+    let ctx = Context::from_metadata(message.id, &message.metadata);
+    let outcome = deliver(b.commands.clone(), message.payload.clone(), ctx).await;
+    match outcome {
+        Err(e) if e.is_transient() => {
+            tracing::warn!(key = %message.key, error = %e, "a scheduled command failed; it stays scheduled");
+            Ok(false)
+        }
+        done => {
+            if let Err(e) = &done {
+                tracing::warn!(key = %message.key, error = %e, "a scheduled command was refused");
+            }
+            b.store.delivered(&message).await?;
+            let outcome = if done.is_ok() { "ok" } else { "refused" };
+            b.metrics.observe(
+                "flext.scheduler.lateness",
+                lateness.as_secs_f64(),
+                &[("message", message.message.as_str()), ("outcome", outcome)],
+            );
+            Ok(true)
+        }
+    }
 }

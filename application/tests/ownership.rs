@@ -127,6 +127,23 @@ async fn instances_share_fairly_and_rebalance_on_join_and_leave() {
     a.shutdown().await;
 }
 
+/// An instance that runs no consumers (a client that only sends commands) is not
+/// counted among those that share them: the one instance that does runs them all.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_instance_without_consumers_holds_nothing_back() {
+    let store = InMemoryEventStore::new();
+    let client = Ownership::start(store.clone(), Instance::named("client"), fast());
+    // The client announces itself first, if it announces at all.
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    let (server, _slots) = instance_with_slots(&store, "server", fast());
+    eventually(&store, "the server owning all six", |c| {
+        c.get("server") == Some(&6)
+    })
+    .await;
+    server.shutdown().await;
+    client.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hot_standby_takes_everything_when_the_active_one_leaves() {
     let store = InMemoryEventStore::new();

@@ -7,24 +7,25 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use flext::application::{
-    BoxFuture, CommandBus, Dep, Executed, MetricsBehavior, Ownership, OwnershipOptions, Pipeline,
-    PluginRegistry, ProjectionOptions, ProjectionRunner, Projections, QueryBus, Reactor,
-    ReactorOptions, ReadYourWrites, ReadYourWritesBehavior, Registry, Repository, RetryBehavior,
-    Services, SubscriptionOptions, TimeoutBehavior, TracingBehavior, ValidationBehavior,
+    BoxFuture, CommandBus, Deliveries, Dep, Effects, Executed, MetricsBehavior, Ownership,
+    OwnershipOptions, Pipeline, PluginRegistry, ProcessManager, ProjectionOptions,
+    ProjectionRunner, Projections, QueryBus, ReadYourWrites, ReadYourWritesBehavior, Registry,
+    Repository, RetryBehavior, Scheduler, Services, Step, SubscriptionOptions, TimeoutBehavior,
+    TracingBehavior, ValidationBehavior,
 };
 use flext::ports::{
-    CheckpointStore, Command, Context, EventStore, Instance, Labels, Metrics, Plugin, Projection,
-    ProjectionStore, Query, SnapshotStore, WatchAppends,
+    CheckpointStore, Command, Context, Decoded, EventStore, Instance, Labels, Metrics, Plugin,
+    ProcessStore, Projection, ProjectionStore, Query, SnapshotStore, WatchAppends,
 };
 use flext::postgres::{PgEventStore, PgWriteTransaction};
 use flext::sqlite::{SqliteEventStore, SqliteWriteTransaction};
 use flext::{
     Aggregate, DomainEvent, Error, ErrorCode, Id, Position, RecordedEvent, Validation,
-    WRONG_EXPECTED_VERSION, command_handler, event_handler, query_handler,
+    WRONG_EXPECTED_VERSION, command_handler, query_handler,
 };
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
@@ -40,8 +41,9 @@ pub struct Account {
     owner: String,
     balance: i64,
     overdraft_limit: i64,
-    /// Transfers this account has received or been refunded: a follow-up command that
-    /// arrives twice (a retried process step) decides nothing the second time.
+    /// Transfers this account has received, declined or been refunded: a follow-up
+    /// command that arrives twice (a retried process step), or a decline after the
+    /// receipt, decides nothing.
     settled: BTreeSet<Uuid>,
 }
 
@@ -70,6 +72,16 @@ pub enum AccountEvent {
         transfer: Uuid,
         from: Uuid,
         amount: i64,
+    },
+    /// The second leg declined here (the account is closed, or the transfer was not
+    /// received in time): nothing credited; the transfer process refunds `from`. An
+    /// account records a transfer's receipt or its decline, never both.
+    #[event(name = "account.transfer_declined")]
+    TransferDeclined {
+        transfer: Uuid,
+        from: Uuid,
+        amount: i64,
+        reason: String,
     },
     /// The compensation: the second leg failed, the money came back.
     #[event(name = "account.transfer_refunded")]
@@ -108,6 +120,9 @@ impl Aggregate for Account {
                 transfer, amount, ..
             } => {
                 self.balance += amount;
+                self.settled.insert(*transfer);
+            }
+            AccountEvent::TransferDeclined { transfer, .. } => {
                 self.settled.insert(*transfer);
             }
             AccountEvent::Closed => self.closed = true,
@@ -221,11 +236,35 @@ impl Account {
         if self.settled.contains(&transfer) {
             return Ok(Vec::new());
         }
-        self.usable()?;
+        // A closed (or never opened) account declines: a fact the transfer process
+        // refunds on, not an error it would have to tell from a passing failure.
+        if let Err(e) = self.usable() {
+            return self.decline(transfer, from, amount, e.message());
+        }
         Ok(vec![AccountEvent::TransferReceived {
             transfer,
             from,
             amount,
+        }])
+    }
+
+    /// Declines a transfer not yet received (its deadline passed); once received, or
+    /// declined already, nothing.
+    pub fn decline(
+        &self,
+        transfer: Uuid,
+        from: Uuid,
+        amount: i64,
+        reason: &str,
+    ) -> Result<Vec<AccountEvent>, Error> {
+        if self.settled.contains(&transfer) {
+            return Ok(Vec::new());
+        }
+        Ok(vec![AccountEvent::TransferDeclined {
+            transfer,
+            from,
+            amount,
+            reason: reason.to_owned(),
         }])
     }
 
@@ -319,8 +358,8 @@ pub struct Transfer {
 }
 command!(Transfer, "bank.transfer");
 
-/// The second leg of a transfer (dispatched by the transfer process).
-#[derive(Debug, Clone)]
+/// The second leg of a transfer (sent by the transfer process).
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ReceiveTransfer {
     pub transfer: Uuid,
     pub from: Id<Account>,
@@ -330,7 +369,7 @@ pub struct ReceiveTransfer {
 command!(ReceiveTransfer, "bank.receive_transfer");
 
 /// The compensation of a transfer whose second leg failed.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct RefundTransfer {
     pub transfer: Uuid,
     pub account: Id<Account>,
@@ -338,6 +377,18 @@ pub struct RefundTransfer {
     pub reason: String,
 }
 command!(RefundTransfer, "bank.refund_transfer");
+
+/// The transfer's deadline: the second leg was not received in time, so the target
+/// declines it (unless it received it meanwhile).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DeclineTransfer {
+    pub transfer: Uuid,
+    pub from: Id<Account>,
+    pub to: Id<Account>,
+    pub amount: i64,
+    pub reason: String,
+}
+command!(DeclineTransfer, "bank.decline_transfer");
 
 /// Close an account with a zero balance.
 #[derive(Debug, Clone)]
@@ -490,6 +541,19 @@ async fn refund_transfer(
 }
 
 #[command_handler]
+async fn decline_transfer(
+    c: DeclineTransfer,
+    ctx: &Context,
+    ledger: Dep<Ledger>,
+) -> Result<Position, Error> {
+    ledger
+        .run(c.to, ctx, |a| {
+            a.decline(c.transfer, c.from.as_uuid(), c.amount, &c.reason)
+        })
+        .await
+}
+
+#[command_handler]
 async fn close_account(
     c: CloseAccount,
     ctx: &Context,
@@ -520,116 +584,158 @@ async fn get_history(
 }
 
 // ---------------------------------------------------------------------------------------
-// The transfer process: an event handler that turns a sent transfer into its second leg,
-// or into a refund when the second leg is refused.
+// The transfer process: a process manager, one instance per transfer. The first leg
+// (`TransferSent`) starts it: it sends the second leg to the target and sets a deadline.
+// The target records either the receipt or a decline (closed account, or the deadline's
+// `DeclineTransfer` came first), never both; a receipt ends the process, a decline makes
+// it refund the source, and the refund ends it. Each step commits with the process's
+// checkpoint; its commands go out through the scheduler under ids derived from the event.
 
-/// A transfer's first leg, as the process sees it.
-#[derive(Debug, Clone)]
-pub struct TransferSent {
-    pub transfer: Uuid,
+/// A transfer in flight, as the transfer process keeps it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TransferInFlight {
     pub from: Id<Account>,
     pub to: Id<Account>,
     pub amount: i64,
+    /// Set once the target declined: the refund is on its way.
+    pub refunding: bool,
 }
 
-/// The command bus, for handlers that dispatch follow-up commands (set once it is built).
-#[derive(Default)]
-pub struct FollowUps(OnceLock<CommandBus>);
-
-impl FollowUps {
-    fn bus(&self) -> Result<&CommandBus, Error> {
-        self.0
-            .get()
-            .ok_or_else(|| Error::unavailable("NOT_STARTED", "the command bus is not built yet"))
-    }
+/// The transfer process.
+#[derive(Debug, Clone)]
+pub struct TransferProcess {
+    /// How long the target has to receive the second leg before it is declined.
+    pub settle_within: Duration,
 }
 
-#[event_handler]
-async fn settle_transfer(
-    e: &TransferSent,
-    ctx: &Context,
-    follow_ups: Dep<FollowUps>,
-) -> Result<(), Error> {
-    let bus = follow_ups.bus()?;
-    let receive = ReceiveTransfer {
-        transfer: e.transfer,
-        from: e.from,
-        to: e.to,
-        amount: e.amount,
-    };
-    match bus.dispatch(receive, &ctx.child_for("receive")).await {
-        Ok(_) => Ok(()),
-        // The destination refuses for good: give the money back.
-        Err(refused)
-            if matches!(
-                refused.code(),
-                ErrorCode::NotFound | ErrorCode::FailedPrecondition | ErrorCode::InvalidArgument
-            ) =>
-        {
-            let refund = RefundTransfer {
-                transfer: e.transfer,
-                account: e.from,
-                amount: e.amount,
-                reason: refused.message().to_owned(),
-            };
-            bus.dispatch(refund, &ctx.child_for("refund"))
-                .await
-                .map(|_| ())
-        }
-        // Anything else (the database is away) is tried again.
-        Err(other) => Err(other),
-    }
-}
-
-/// The transfer process: a reactor (run by the projections' runner, so in one bank
-/// process at a time, from its fenced checkpoint) that hands each sent transfer to the
-/// event bus, where `settle_transfer` dispatches its second leg or a refund. Each transfer
-/// is its own key, so up to 16 settle at once; the steps are idempotent (an account
-/// settles a transfer once), so a re-delivery after a crash repeats nothing visible.
-/// Transient failures (a conflict that outlasts the retries, the database away) are
-/// retried without limit; any other is parked after `max_attempts` and shows in the load
-/// verdict's dead letters.
-struct TransferProcess {
-    events: flext::application::EventBus,
-}
-
-/// The transfer process's consumer name.
+/// The transfer process's name (its checkpoint, ownership and instances).
 pub const TRANSFER_PROCESS: &str = "bank.transfer_process";
 
-impl Reactor for TransferProcess {
-    fn name(&self) -> &str {
-        TRANSFER_PROCESS
+/// The events the transfer process reads.
+const TRANSFER_EVENTS: [&str; 4] = [
+    "account.transfer_sent",
+    "account.transfer_received",
+    "account.transfer_declined",
+    "account.transfer_refunded",
+];
+
+impl ProcessManager for TransferProcess {
+    type Event = AccountEvent;
+    type State = TransferInFlight;
+    const NAME: &'static str = TRANSFER_PROCESS;
+
+    fn event_types(&self) -> &'static [&'static str] {
+        &TRANSFER_EVENTS
     }
-    fn event_types(&self) -> Option<&[&str]> {
-        Some(&["account.transfer_sent"])
-    }
-    fn key<'e>(&self, event: &'e RecordedEvent) -> std::borrow::Cow<'e, str> {
-        std::borrow::Cow::Owned(event.event_id.to_string())
-    }
-    async fn react(&self, event: &RecordedEvent, ctx: &Context) -> Result<(), Error> {
-        let Some(sent) = transfer_sent(event)? else {
-            return Ok(());
-        };
-        let outcomes = self.events.publish(&sent, ctx).await;
-        match outcomes.into_iter().find_map(|o| o.result.err()) {
-            None => Ok(()),
-            Some(e) => {
-                eprintln!("  transfer {} step failed, retrying: {e}", sent.transfer);
-                Err(e)
-            }
+
+    /// One instance per transfer: the transfer id in every event of its legs.
+    fn associate(&self, event: &Decoded<'_, AccountEvent>) -> Option<String> {
+        match &event.event {
+            AccountEvent::TransferSent { transfer, .. }
+            | AccountEvent::TransferReceived { transfer, .. }
+            | AccountEvent::TransferDeclined { transfer, .. }
+            | AccountEvent::TransferRefunded { transfer, .. } => Some(transfer.to_string()),
+            _ => None,
         }
+    }
+
+    fn handle(
+        &self,
+        state: Option<TransferInFlight>,
+        event: Decoded<'_, AccountEvent>,
+        effects: &mut Effects,
+    ) -> Result<Step<TransferInFlight>, Error> {
+        let stream_key = event.stream_key();
+        Ok(match (state, event.event) {
+            (
+                None,
+                AccountEvent::TransferSent {
+                    transfer,
+                    to,
+                    amount,
+                },
+            ) => {
+                let from = Id::parse(stream_key)?;
+                let to = Id::from_uuid(to);
+                effects.send(
+                    "receive",
+                    &ReceiveTransfer {
+                        transfer,
+                        from,
+                        to,
+                        amount,
+                    },
+                )?;
+                effects.deadline_after(
+                    "settle",
+                    self.settle_within,
+                    &DeclineTransfer {
+                        transfer,
+                        from,
+                        to,
+                        amount,
+                        reason: format!(
+                            "not received within {} s",
+                            self.settle_within.as_secs_f64()
+                        ),
+                    },
+                )?;
+                Step::Continue(TransferInFlight {
+                    from,
+                    to,
+                    amount,
+                    refunding: false,
+                })
+            }
+            (Some(_), AccountEvent::TransferReceived { .. }) => {
+                effects.cancel_deadline("settle");
+                Step::End
+            }
+            (
+                Some(t),
+                AccountEvent::TransferDeclined {
+                    transfer, reason, ..
+                },
+            ) => {
+                effects.cancel_deadline("settle");
+                effects.send(
+                    "refund",
+                    &RefundTransfer {
+                        transfer,
+                        account: t.from,
+                        amount: t.amount,
+                        reason,
+                    },
+                )?;
+                Step::Continue(TransferInFlight {
+                    refunding: true,
+                    ..t
+                })
+            }
+            (Some(_), AccountEvent::TransferRefunded { .. }) => Step::End,
+            // A leg of a transfer this process does not hold (already ended): nothing.
+            _ => Step::Ignore,
+        })
+    }
+
+    fn commands(&self, deliveries: Deliveries) -> Deliveries {
+        deliveries
+            .command::<ReceiveTransfer>()
+            .command::<DeclineTransfer>()
+            .command::<RefundTransfer>()
     }
 }
 
 /// The event types of [`AccountEvent`]: events of other types (other services sharing the
 /// database) are not the bank's and are passed over.
-const ACCOUNT_EVENTS: [&str; 7] = [
+const ACCOUNT_EVENTS: [&str; 8] = [
     "account.opened",
     "account.deposited",
     "account.withdrawn",
     "account.transfer_sent",
     "account.transfer_received",
     "account.transfer_refunded",
+    "account.transfer_declined",
     "account.closed",
 ];
 
@@ -665,25 +771,6 @@ fn account_of(event: &RecordedEvent) -> Result<String, Error> {
                 format!("{} is not an account stream", event.stream_id),
             )
         })
-}
-
-fn transfer_sent(event: &RecordedEvent) -> Result<Option<TransferSent>, Error> {
-    if event.event_type != "account.transfer_sent" {
-        return Ok(None);
-    }
-    match decode(event)? {
-        Some(AccountEvent::TransferSent {
-            transfer,
-            to,
-            amount,
-        }) => Ok(Some(TransferSent {
-            transfer,
-            from: Id::parse(&account_of(event)?)?,
-            to: Id::from_uuid(to),
-            amount,
-        })),
-        _ => Ok(None),
-    }
 }
 
 // ---------------------------------------------------------------------------------------
@@ -909,7 +996,9 @@ fn balance_change(e: &AccountEvent) -> i64 {
         | AccountEvent::TransferReceived { amount, .. }
         | AccountEvent::TransferRefunded { amount, .. } => *amount,
         AccountEvent::Withdrawn { amount } | AccountEvent::TransferSent { amount, .. } => -amount,
-        AccountEvent::Opened { .. } | AccountEvent::Closed => 0,
+        AccountEvent::Opened { .. }
+        | AccountEvent::Closed
+        | AccountEvent::TransferDeclined { .. } => 0,
     }
 }
 
@@ -959,6 +1048,8 @@ impl<T: ReadModelTx + 'static> Projection<T> for Balances {
                 "UPDATE bank_balances SET closed = 1 WHERE account = $1",
                 vec![Arg::Text(account.clone())],
             ),
+            // Nothing credited.
+            AccountEvent::TransferDeclined { .. } => return Ok(()),
         };
         tx.exec(sql, args).await.map(|_| ())
     }
@@ -997,6 +1088,7 @@ impl<T: ReadModelTx + 'static> Projection<T> for History {
             AccountEvent::TransferRefunded { amount, reason, .. } => {
                 (*amount, Some(reason.clone()))
             }
+            AccountEvent::TransferDeclined { reason, .. } => (0, Some(reason.clone())),
         };
         let kind = event.event_type.trim_start_matches("account.").to_owned();
         tx.exec(
@@ -1119,6 +1211,7 @@ pub trait BankStore:
     + WatchAppends
     + CheckpointStore
     + ProjectionStore<Transaction: ReadModelTx>
+    + ProcessStore
     + Clone
     + Send
     + Sync
@@ -1182,8 +1275,32 @@ pub struct Bank<S: BankStore> {
     pub ownership: Ownership<S>,
     pub read: Arc<dyn ReadModel>,
     pub tally: Arc<CommandTally>,
+    /// Delivers the transfer process's commands and deadlines (in one bank process at a
+    /// time); `None` in a bank that runs no consumers.
+    pub scheduler: Option<Scheduler>,
     plugins: PluginRegistry,
     head_seen: AtomicU64,
+}
+
+/// How a bank process runs.
+#[derive(Debug, Clone, Copy)]
+pub struct BankSettings {
+    /// How long a transfer's target has to receive it before it is declined and the
+    /// money goes back (30 s).
+    pub settle_within: Duration,
+    /// Whether this process takes part in running the projections, the transfer process
+    /// and the scheduler (`false`: it only sends commands and asks queries, as a client
+    /// of the bank processes that do).
+    pub consumers: bool,
+}
+
+impl Default for BankSettings {
+    fn default() -> Self {
+        BankSettings {
+            settle_within: Duration::from_secs(30),
+            consumers: true,
+        }
+    }
 }
 
 /// How long a query waits for its projection to catch up with the caller's writes.
@@ -1200,6 +1317,15 @@ impl<S: BankStore> Bank<S> {
     /// database, each runs a fair share of the projections and the transfer process, and
     /// takes over what a stopped one ran.
     pub async fn start_as(store: S, instance: Instance) -> Result<Self, Error> {
+        Bank::start_with(store, instance, BankSettings::default()).await
+    }
+
+    /// [`Bank::start_as`] with `settings`.
+    pub async fn start_with(
+        store: S,
+        instance: Instance,
+        settings: BankSettings,
+    ) -> Result<Self, Error> {
         let read = store.read_model();
         read.create_schema().await?;
 
@@ -1213,30 +1339,30 @@ impl<S: BankStore> Bank<S> {
             subscription: store.subscription(),
             ..ProjectionOptions::default()
         };
-        let follow_ups = FollowUps::default();
         let services = Services::builder()
             // Cached: a warm command is one append (a conflict reloads and decides again).
             .singleton(Ledger(Arc::new(
                 Repository::<Account, S>::new(store.clone()).with_cache(100_000),
             )))
             .singleton(ReadSide(read.clone()))
-            .singleton(follow_ups)
             .build();
         let registry = Registry::new().with_registered(&services);
-        let mut runner = ProjectionRunner::new(store.clone())
-            .with_ownership(ownership.clone())
-            .register_with(Balances, options)?
-            .register_with(History, options)?
-            .reactor_with(
-                TransferProcess {
-                    events: registry.event_bus(),
-                },
-                options,
-                ReactorOptions::default(),
-            )?;
-        for audit in contributed.take::<AuditTrail>() {
-            runner = runner.register_with(audit, options)?;
+        let mut runner = ProjectionRunner::new(store.clone()).with_ownership(ownership.clone());
+        if settings.consumers {
+            runner = runner
+                .register_with(Balances, options)?
+                .register_with(History, options)?
+                .process_manager_with(
+                    TransferProcess {
+                        settle_within: settings.settle_within,
+                    },
+                    options,
+                )?;
+            for audit in contributed.take::<AuditTrail>() {
+                runner = runner.register_with(audit, options)?;
+            }
         }
+        let deliveries = runner.deliveries().clone();
         let projections = runner.start();
         let tally = Arc::new(CommandTally::default());
         let commands = registry.command_bus(
@@ -1256,11 +1382,17 @@ impl<S: BankStore> Bank<S> {
                 ))
                 .layer(ValidationBehavior),
         )?;
-        services
-            .get::<FollowUps>()?
-            .0
-            .set(commands.clone())
-            .map_err(|_| Error::internal("WIRED_TWICE", "the command bus was set twice"))?;
+        let scheduler = if settings.consumers {
+            Some(
+                Scheduler::builder(store.clone(), commands.clone())
+                    .commands(&deliveries)
+                    .with_ownership(ownership.clone())
+                    .poll(Duration::from_millis(20))
+                    .start()?,
+            )
+        } else {
+            None
+        };
         Ok(Bank {
             store,
             commands,
@@ -1269,6 +1401,7 @@ impl<S: BankStore> Bank<S> {
             ownership,
             read,
             tally,
+            scheduler,
             plugins,
             head_seen: AtomicU64::new(0),
         })
@@ -1319,8 +1452,9 @@ impl<S: BankStore> Bank<S> {
         Ok(last)
     }
 
-    /// Waits until a transfer (the business action of `ctx`) is settled: received or
-    /// refunded. Returns the events of the whole business action, in order.
+    /// Waits until a transfer (the business action of `ctx`, first leg at `sent_at`) is
+    /// settled: received, or declined and refunded. Returns the events of the whole
+    /// business action, in order.
     pub async fn settled(
         &self,
         ctx: &Context,
@@ -1329,21 +1463,48 @@ impl<S: BankStore> Bank<S> {
         self.projections
             .wait_for(TRANSFER_PROCESS, sent_at, Duration::from_secs(30))
             .await?;
-        self.store.read_correlated(ctx.correlation_id(), 100).await
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let events = self
+                .store
+                .read_correlated(ctx.correlation_id(), 100)
+                .await?;
+            let done = events.iter().any(|e| {
+                e.event_type == "account.transfer_received"
+                    || e.event_type == "account.transfer_refunded"
+            });
+            if done {
+                return Ok(events);
+            }
+            if Instant::now() > deadline {
+                return Err(Error::deadline_exceeded(
+                    "NOT_SETTLED",
+                    format!(
+                        "the transfer of {} did not settle in 30 s",
+                        ctx.correlation_id()
+                    ),
+                ));
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
+    /// Whether every transfer has settled: no transfer process instance runs and
+    /// nothing is scheduled.
+    pub async fn all_settled(&self) -> Result<bool, Error> {
+        Ok(self.store.processes(TRANSFER_PROCESS).await?.is_empty()
+            && self.store.next_due().await?.is_none())
     }
 
     /// Waits until the transfer process has settled everything up to `position` and
-    /// what that wrote in turn, and every projection has caught up with it all. The head
-    /// is read again until it stands still: on PostgreSQL a read stops before an append
-    /// still committing, so one reading of the head may fall short of a transfer already
-    /// sent.
+    /// what that wrote in turn (every transfer received or refunded, nothing left
+    /// scheduled), and every projection has caught up with it all. The head is read
+    /// again until it stands still: on PostgreSQL a read stops before an append still
+    /// committing, so one reading of the head may fall short of a transfer already sent.
     pub async fn caught_up(&self, position: Position) -> Result<(), Error> {
         let mut target = position;
         loop {
-            self.projections
-                .wait_for(TRANSFER_PROCESS, target, Duration::from_secs(120))
-                .await?;
-            for name in [BALANCES, HISTORY, AUDIT] {
+            for name in [TRANSFER_PROCESS, BALANCES, HISTORY, AUDIT] {
                 self.projections
                     .wait_for(name, target, Duration::from_secs(120))
                     .await?;
@@ -1351,10 +1512,11 @@ impl<S: BankStore> Bank<S> {
             let head = self.head().await?;
             let withheld = self.store.read_all_withheld(head).await?;
             if head <= target {
-                if !withheld {
+                if !withheld && self.all_settled().await? {
                     return Ok(());
                 }
-                // Something is committing behind an append still in flight.
+                // Something is committing behind an append still in flight, or a
+                // transfer is on its way through the scheduler.
                 tokio::time::sleep(Duration::from_millis(2)).await;
             }
             target = head.max(target);
@@ -1400,6 +1562,9 @@ impl<S: BankStore> Bank<S> {
 
     /// Stops the process and the projections, keeping their checkpoints, and the plugins.
     pub async fn shutdown(mut self) -> Result<(), Error> {
+        if let Some(scheduler) = self.scheduler.take() {
+            scheduler.shutdown().await;
+        }
         self.projections.shutdown().await;
         self.ownership.shutdown().await;
         self.plugins.stop_all().await
@@ -1860,11 +2025,26 @@ mod decisions {
             "ACCOUNT_CLOSED"
         );
         assert_eq!(reason(closed.close()), "ACCOUNT_CLOSED");
+        // A transfer to it is declined (a fact the transfer process refunds on), once.
+        let (t, from) = (Uuid::now_v7(), Uuid::now_v7());
+        let declined = closed.receive(t, from, 1).expect("declined");
         assert_eq!(
-            reason(closed.receive(Uuid::now_v7(), Uuid::now_v7(), 1)),
-            "ACCOUNT_CLOSED"
+            declined,
+            [AccountEvent::TransferDeclined {
+                transfer: t,
+                from,
+                amount: 1,
+                reason: "alice's account is closed".into()
+            }]
         );
+        let mut after = account(&[opened(0), AccountEvent::Closed]);
+        after.apply(&declined[0]);
+        assert!(after.receive(t, from, 1).expect("nothing").is_empty());
         let never = Account::default();
+        assert!(matches!(
+            &never.receive(t, from, 1).expect("declined")[..],
+            [AccountEvent::TransferDeclined { .. }]
+        ));
         assert_eq!(reason(never.deposit(1)), "ACCOUNT_NOT_FOUND");
         assert_eq!(reason(never.withdraw(1)), "ACCOUNT_NOT_FOUND");
         // A refund goes back even to a closed account.
@@ -1877,6 +2057,29 @@ mod decisions {
                 reason: "gone".into()
             }]
         );
+    }
+
+    /// The target records a transfer's receipt or its decline, never both, whichever
+    /// comes first: the race between the second leg and the deadline.
+    #[test]
+    fn a_transfer_is_received_or_declined_never_both() {
+        let (t, from) = (Uuid::now_v7(), Uuid::now_v7());
+        let mut received = account(&[opened(0)]);
+        let leg = received.receive(t, from, 7).expect("received");
+        received.apply(&leg[0]);
+        assert!(
+            received
+                .decline(t, from, 7, "late")
+                .expect("nothing")
+                .is_empty()
+        );
+
+        let mut declined = account(&[opened(0)]);
+        let leg = declined.decline(t, from, 7, "late").expect("declined");
+        assert!(matches!(&leg[..], [AccountEvent::TransferDeclined { .. }]));
+        declined.apply(&leg[0]);
+        assert!(declined.receive(t, from, 7).expect("nothing").is_empty());
+        assert_eq!(declined.balance, 0, "nothing credited");
     }
 
     #[test]
@@ -1944,5 +2147,137 @@ mod decisions {
         ]);
         assert_eq!(a.balance, 70);
         assert!(a.settled.contains(&t));
+    }
+}
+
+#[cfg(test)]
+mod transfer_process {
+    //! The transfer process's decisions, given/when/then, with no store.
+
+    use super::*;
+    use flext::application::ProcessFixture;
+
+    fn fixture() -> (
+        ProcessFixture<TransferProcess>,
+        Uuid,
+        Id<Account>,
+        Id<Account>,
+    ) {
+        let f = ProcessFixture::new(TransferProcess {
+            settle_within: Duration::from_secs(30),
+        });
+        (f, Uuid::now_v7(), Id::new(), Id::new())
+    }
+
+    fn sent(transfer: Uuid, to: Id<Account>) -> AccountEvent {
+        AccountEvent::TransferSent {
+            transfer,
+            to: to.as_uuid(),
+            amount: 25,
+        }
+    }
+
+    #[test]
+    fn a_sent_transfer_sends_its_second_leg_with_a_deadline() {
+        let (mut f, t, from, to) = fixture();
+        let at = chrono::DateTime::from_timestamp(1_800_000_000, 0).expect("time");
+        f.at(at);
+        let then = f
+            .when(&format!("account-{from}"), sent(t, to))
+            .expect("sent");
+        let legs = then.sent::<ReceiveTransfer>().expect("decode");
+        assert_eq!(legs.len(), 1);
+        assert_eq!(
+            (legs[0].transfer, legs[0].from, legs[0].to, legs[0].amount),
+            (t, from, to, 25)
+        );
+        assert_eq!(
+            then.deadlines(),
+            [(
+                "settle",
+                at + chrono::Duration::seconds(30),
+                DeclineTransfer::NAME
+            )]
+        );
+        let decline = then
+            .deadline::<DeclineTransfer>("settle")
+            .expect("decode")
+            .expect("set");
+        assert_eq!((decline.transfer, decline.to), (t, to));
+        assert_eq!(then.association(), Some(t.to_string().as_str()));
+    }
+
+    #[test]
+    fn a_received_transfer_ends_and_cancels_its_deadline() {
+        let (mut f, t, from, to) = fixture();
+        f.given(&format!("account-{from}"), [sent(t, to)])
+            .expect("given");
+        let then = f
+            .when(
+                &format!("account-{to}"),
+                AccountEvent::TransferReceived {
+                    transfer: t,
+                    from: from.as_uuid(),
+                    amount: 25,
+                },
+            )
+            .expect("received");
+        assert!(then.ended());
+        assert_eq!(then.cancelled(), ["settle"]);
+        assert!(then.sent::<RefundTransfer>().expect("decode").is_empty());
+    }
+
+    #[test]
+    fn a_declined_transfer_is_refunded_then_ends() {
+        let (mut f, t, from, to) = fixture();
+        f.given(&format!("account-{from}"), [sent(t, to)])
+            .expect("given");
+        let then = f
+            .when(
+                &format!("account-{to}"),
+                AccountEvent::TransferDeclined {
+                    transfer: t,
+                    from: from.as_uuid(),
+                    amount: 25,
+                    reason: "closed".into(),
+                },
+            )
+            .expect("declined");
+        assert_eq!(then.cancelled(), ["settle"]);
+        let refunds = then.sent::<RefundTransfer>().expect("decode");
+        assert_eq!(refunds.len(), 1);
+        assert_eq!(
+            (
+                refunds[0].account,
+                refunds[0].amount,
+                refunds[0].reason.as_str()
+            ),
+            (from, 25, "closed")
+        );
+        assert!(then.state().is_some_and(|s| s.refunding));
+        let then = f
+            .when(
+                &format!("account-{from}"),
+                AccountEvent::TransferRefunded {
+                    transfer: t,
+                    amount: 25,
+                    reason: "closed".into(),
+                },
+            )
+            .expect("refunded");
+        assert!(then.ended());
+    }
+
+    #[test]
+    fn other_account_events_are_not_its_business() {
+        let (mut f, _, from, _) = fixture();
+        let then = f
+            .when(
+                &format!("account-{from}"),
+                AccountEvent::Deposited { amount: 5 },
+            )
+            .expect("deposit");
+        assert_eq!(then.association(), None);
+        assert!(then.effects().is_empty());
     }
 }

@@ -5,11 +5,13 @@
 //! cargo run --example bank -- --postgres            # PostgreSQL at DATABASE_URL
 //! cargo run --example bank -- --postgres=postgres://user@host/db
 //! cargo run --release --example bank -- --accounts 1000 --transfers 20000   # load mode
+//! cargo run --example bank -- --postgres --serve     # run the consumers until stopped
 //! ```
 //!
 //! Accounts are opened, paid into and drawn on (an overdraft rule refuses what is too
-//! much); transfers debit one account and an event handler (run by the transfer process,
-//! a reactor) credits the other, or refunds the first when the second refuses;
+//! much); transfers debit one account, and the transfer process (a process manager)
+//! sends the second leg to the other, with a deadline: the target records the receipt,
+//! or a decline (closed account, or not received in time), and a decline is refunded;
 //! projections keep balances,
 //! histories and (from a plugin) an audit trail in the same database; queries read their
 //! own writes; one result goes over the bridge as MessagePack. Running it again resumes
@@ -22,7 +24,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
-use app::{AUDIT, BALANCES, Bank, BankStore, HISTORY};
+use app::{AUDIT, BALANCES, Bank, BankSettings, BankStore, HISTORY};
 use flext::Error;
 use flext::ports::Instance;
 use flext::postgres::PgEventStore;
@@ -44,6 +46,8 @@ struct Args {
     concurrency: usize,
     instance: Option<String>,
     schema: String,
+    serve: bool,
+    settle_within: std::time::Duration,
 }
 
 fn usage(problem: &str) -> ! {
@@ -56,7 +60,10 @@ fn usage(problem: &str) -> ! {
          \x20 --instance NAME    this process's name among several bank processes on one database\n\
          \x20 --accounts N       load mode: N accounts ...\n\
          \x20 --transfers M      ... and M random transfers between them (default 10000)\n\
-         \x20 --concurrency C    load mode: C concurrent senders (default 16)"
+         \x20 --concurrency C    load mode: C concurrent senders (default 16)\n\
+         \x20 --serve            run the projections, the transfer process and the scheduler\n\
+         \x20                    (a share of them, with other bank processes) until stopped\n\
+         \x20 --settle-within S  seconds a transfer's target has to receive it (default 30)"
     );
     std::process::exit(2)
 }
@@ -69,6 +76,8 @@ fn parse() -> Args {
         concurrency: 16,
         instance: None,
         schema: PG_SCHEMA.to_owned(),
+        serve: false,
+        settle_within: std::time::Duration::from_secs(30),
     };
     let mut it = std::env::args().skip(1);
     let number = |v: Option<String>, flag: &str| -> usize {
@@ -98,6 +107,14 @@ fn parse() -> Args {
                     it.next()
                         .unwrap_or_else(|| usage("--instance needs a name")),
                 );
+            }
+            "--serve" => args.serve = true,
+            "--settle-within" => {
+                args.settle_within = it
+                    .next()
+                    .and_then(|v| v.parse::<f64>().ok())
+                    .and_then(|s| std::time::Duration::try_from_secs_f64(s).ok())
+                    .unwrap_or_else(|| usage("--settle-within needs seconds"));
             }
             "-h" | "--help" => usage("the flext bank"),
             other => usage(&format!("unknown argument {other:?}")),
@@ -146,7 +163,11 @@ async fn run<S: BankStore>(store: S, args: &Args) -> Result<(), Error> {
         None => Instance::current(),
     };
     println!("instance {}", instance.name);
-    let bank = Bank::start_as(store, instance).await?;
+    let settings = BankSettings {
+        settle_within: args.settle_within,
+        ..BankSettings::default()
+    };
+    let bank = Bank::start_with(store, instance, settings).await?;
     let stored = bank.head().await?;
     println!(
         "store head at position {}; projections {BALANCES}, {HISTORY}, {AUDIT} (from the audit plugin) and the transfer process started\n",
@@ -172,6 +193,11 @@ async fn run<S: BankStore>(store: S, args: &Args) -> Result<(), Error> {
     });
 
     let work = async {
+        if args.serve {
+            println!("serving until Ctrl-C");
+            interrupted.notified().await;
+            return Ok(());
+        }
         match args.accounts {
             None => {
                 // Interrupted, the step in hand is dropped: a command not yet appended
