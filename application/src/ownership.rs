@@ -21,7 +21,8 @@ use tokio::task::JoinHandle;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Distribution {
     /// Each instance takes a fair share (at most `ceil(P / N)` of P consumers among N
-    /// live instances) and gives extras back when instances join (the default).
+    /// live instances that claim consumers) and gives extras back when instances join
+    /// (the default).
     #[default]
     Balanced,
     /// Hot/cold: the longest-running live instance runs every consumer; the others stand
