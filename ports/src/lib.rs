@@ -23,6 +23,7 @@ mod event_store;
 mod health;
 mod idempotency;
 mod ids;
+mod job;
 mod json;
 mod message;
 mod metrics;
@@ -47,6 +48,7 @@ pub use event_store::{
 pub use health::{HealthCheck, HealthFuture};
 pub use idempotency::{Claim, IdempotencyRecord, IdempotencyStore};
 pub use ids::{IdGenerator, SequentialIds, UuidV7Ids};
+pub use job::{Job, JobState, JobStats, JobStore, NewJob};
 pub use json::{JsonCodec, Upcasters};
 pub use message::{
     Command, CommandHandler, Context, EventHandler, Query, QueryHandler, TRACEPARENT_HEADER,
@@ -75,6 +77,9 @@ pub mod adapter {
         stored_number, validate_append,
     };
     pub use crate::idempotency::{decode_error, encode_error, stored_claim};
+    pub use crate::job::{
+        JOB_COLUMNS, StoredJob, assemble_job, assemble_stats, lock_micros, new_job_row,
+    };
     pub use crate::ownership::{
         checkpoint_backwards, checkpoint_owned, chrono_ttl, ownership_lost, refused_checkpoint,
     };

@@ -2442,3 +2442,245 @@ pub async fn process_state_commits_with_the_checkpoint_or_not_at_all<H: Harness>
     );
     h
 }
+
+/// The job queue's rules: a claim takes due jobs earliest first and begins an attempt,
+/// each job by one claimer at a time (also under concurrent claims); `complete` and
+/// `fail` apply only to the caller's attempt; a failed attempt is queued again at its
+/// retry time or dead, a dead job redriven; a lapsed lock is claimed again; a cancelled
+/// job is never claimed; a recurring due time is enqueued once; a job enqueued in a
+/// transaction exists once it commits and not if it is dropped.
+pub async fn jobs_are_claimed_once_retried_dead_lettered_redriven_and_cancelled<H: Harness>(
+    h: H,
+) -> H {
+    use flext_ports::{JobState, JobStore, NewJob};
+    let store = h.store();
+    let t0 = chrono::DateTime::from_timestamp_micros(chrono::Utc::now().timestamp_micros())
+        .expect("a time");
+    let secs = move |n: i64| t0 + chrono::Duration::seconds(n);
+    let job = |kind: &str, at: chrono::DateTime<chrono::Utc>, n: u64| NewJob {
+        id: uuid::Uuid::now_v7(),
+        kind: kind.to_owned(),
+        payload: json!({ "n": n }).to_string().into_bytes(),
+        metadata: EventMetadata::default().with_correlation(CorrelationId::new()),
+        run_at: at,
+        max_attempts: 3,
+        recurring: None,
+    };
+    let lock = Duration::from_secs(30);
+    let (first, second, later, other) = (
+        job("a", secs(-2), 1),
+        job("a", secs(-1), 2),
+        job("a", secs(60), 3),
+        job("b", secs(-3), 4),
+    );
+    for j in [&second, &later, &other, &first] {
+        assert!(store.enqueue(j).await.expect("enqueue"));
+    }
+    let claimed = store
+        .claim_jobs("w1", &["a"], t0, 10, lock)
+        .await
+        .expect("claim");
+    assert_eq!(
+        claimed.iter().map(|j| j.id).collect::<Vec<_>>(),
+        [first.id, second.id],
+        "due ones of its kinds, earliest first"
+    );
+    assert!(claimed.iter().all(|j| j.attempts == 1
+        && j.state == JobState::Running
+        && j.locked_by.as_deref() == Some("w1")));
+    assert_eq!(claimed[0].payload, first.payload, "payload kept");
+    assert_eq!(claimed[0].metadata, first.metadata, "metadata kept");
+    assert!(
+        store
+            .claim_jobs("w2", &["a"], t0, 10, lock)
+            .await
+            .expect("claim")
+            .is_empty(),
+        "running jobs are not claimed again while locked"
+    );
+
+    // Completed once; a second report is refused.
+    assert!(store.complete_job(&claimed[0], t0).await.expect("complete"));
+    assert!(!store.complete_job(&claimed[0], t0).await.expect("again"));
+
+    // Failed: queued again at its retry time, then dead, then redriven.
+    let j2 = &claimed[1];
+    assert!(
+        store
+            .fail_job(j2, "boom", Some(secs(5)), t0)
+            .await
+            .expect("fail")
+    );
+    assert!(
+        store
+            .claim_jobs("w1", &["a"], secs(4), 10, lock)
+            .await
+            .expect("claim")
+            .is_empty()
+    );
+    let again = store
+        .claim_jobs("w1", &["a"], secs(5), 10, lock)
+        .await
+        .expect("claim");
+    assert_eq!(again.len(), 1);
+    assert_eq!((again[0].id, again[0].attempts), (second.id, 2));
+    assert_eq!(again[0].last_error.as_deref(), Some("boom"));
+    assert!(
+        store
+            .fail_job(&again[0], "boom again", None, secs(5))
+            .await
+            .expect("dead")
+    );
+    let dead = store
+        .jobs_in(JobState::Dead, Some("a"), 10)
+        .await
+        .expect("dead");
+    assert_eq!(dead.iter().map(|j| j.id).collect::<Vec<_>>(), [second.id]);
+    assert!(
+        store
+            .jobs_in(JobState::Dead, Some("b"), 10)
+            .await
+            .expect("dead")
+            .is_empty()
+    );
+    let stats = store.job_stats().await.expect("stats");
+    let a = stats.iter().find(|s| s.kind == "a").expect("kind a");
+    assert_eq!((a.queued, a.running, a.succeeded, a.dead), (1, 0, 1, 1));
+    let b = stats.iter().find(|s| s.kind == "b").expect("kind b");
+    assert_eq!(b.queued, 1);
+    assert!(
+        store
+            .redrive_job(second.id, secs(6))
+            .await
+            .expect("redrive")
+    );
+    assert!(
+        !store
+            .redrive_job(second.id, secs(6))
+            .await
+            .expect("not dead")
+    );
+    let redriven = store
+        .claim_jobs("w1", &["a"], secs(6), 10, lock)
+        .await
+        .expect("claim");
+    assert_eq!((redriven[0].id, redriven[0].attempts), (second.id, 1));
+
+    // A lapsed lock: another worker claims the job; the first one's report is refused.
+    let short = store
+        .claim_jobs("w1", &["b"], t0, 10, Duration::from_secs(1))
+        .await
+        .expect("claim");
+    assert_eq!(short.len(), 1);
+    let taken = store
+        .claim_jobs("w2", &["b"], secs(2), 10, lock)
+        .await
+        .expect("claim");
+    assert_eq!((taken[0].id, taken[0].attempts), (other.id, 2));
+    assert!(
+        !store.complete_job(&short[0], secs(2)).await.expect("stale"),
+        "fenced"
+    );
+    assert!(
+        !store
+            .fail_job(&short[0], "x", None, secs(2))
+            .await
+            .expect("stale"),
+        "fenced"
+    );
+    assert!(
+        store
+            .complete_job(&taken[0], secs(2))
+            .await
+            .expect("complete")
+    );
+
+    // Cancelled: never claimed; a running job's outcome is discarded.
+    assert!(store.cancel_job(later.id).await.expect("cancel"));
+    assert!(!store.cancel_job(later.id).await.expect("cancelled already"));
+    let left = store
+        .claim_jobs("w1", &["a"], secs(120), 10, lock)
+        .await
+        .expect("claim");
+    assert!(
+        left.iter().all(|j| j.id != later.id),
+        "a cancelled job is not claimed"
+    );
+    assert!(
+        store
+            .cancel_job(redriven[0].id)
+            .await
+            .expect("cancel running")
+    );
+    assert!(
+        !store
+            .complete_job(&redriven[0], secs(7))
+            .await
+            .expect("cancelled")
+    );
+    assert_eq!(
+        store.job(later.id).await.expect("job").map(|j| j.state),
+        Some(JobState::Cancelled)
+    );
+
+    // A recurring due time once.
+    let mut nightly = job("c", secs(-10), 5);
+    nightly.recurring = Some("nightly".to_owned());
+    assert!(store.enqueue(&nightly).await.expect("enqueue"));
+    let mut twice = nightly.clone();
+    twice.id = uuid::Uuid::now_v7();
+    assert!(
+        !store.enqueue(&twice).await.expect("enqueue"),
+        "the due time is taken"
+    );
+    assert_eq!(
+        store.last_recurring("nightly").await.expect("last"),
+        Some(nightly.run_at)
+    );
+    assert_eq!(store.last_recurring("weekly").await.expect("last"), None);
+
+    // In a transaction: there once committed, not at all when dropped.
+    let (kept, dropped) = (job("d", secs(-1), 6), job("d", secs(-1), 7));
+    let mut tx = store.begin().await.expect("begin");
+    assert!(store.enqueue_in(&mut tx, &kept).await.expect("enqueue"));
+    store.commit(tx).await.expect("commit");
+    let mut tx = store.begin().await.expect("begin");
+    assert!(store.enqueue_in(&mut tx, &dropped).await.expect("enqueue"));
+    drop(tx);
+    let d = store
+        .claim_jobs("w1", &["d"], secs(1), 10, lock)
+        .await
+        .expect("claim");
+    assert_eq!(d.iter().map(|j| j.id).collect::<Vec<_>>(), [kept.id]);
+
+    // Concurrent claimers take each job once.
+    for n in 0..200 {
+        store
+            .enqueue(&job("e", secs(-1), n))
+            .await
+            .expect("enqueue");
+    }
+    let claims = (0..4).map(|w| {
+        let store = store.clone();
+        tokio::spawn(async move {
+            let mut mine = Vec::new();
+            loop {
+                let got = store
+                    .claim_jobs(&format!("w{w}"), &["e"], secs(1), 7, lock)
+                    .await
+                    .expect("claim");
+                if got.is_empty() {
+                    return mine;
+                }
+                mine.extend(got.into_iter().map(|j| j.id));
+            }
+        })
+    });
+    let mut all: Vec<uuid::Uuid> = Vec::new();
+    for claim in claims.collect::<Vec<_>>() {
+        all.extend(claim.await.expect("claimer"));
+    }
+    let unique: HashSet<uuid::Uuid> = all.iter().copied().collect();
+    assert_eq!((all.len(), unique.len()), (200, 200), "each job once");
+    h
+}

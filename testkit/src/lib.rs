@@ -46,6 +46,7 @@ pub trait Harness: Send + Sync + Sized + 'static {
         + ProjectionStore
         + flext_ports::ScheduleStore
         + flext_ports::ProcessStore
+        + flext_ports::JobStore
         + Clone
         + 'static;
     /// An append whose transaction is held open until [`Held::commit`].
@@ -206,6 +207,7 @@ macro_rules! event_store_conformance {
             a_filtered_tailing_reader_misses_nothing,
             scheduled_messages_are_replaced_cancelled_and_delivered_by_key,
             process_state_commits_with_the_checkpoint_or_not_at_all,
+            jobs_are_claimed_once_retried_dead_lettered_redriven_and_cancelled,
         );
     };
 }

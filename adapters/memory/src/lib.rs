@@ -23,6 +23,7 @@
 //! # }).unwrap();
 //! ```
 
+mod job;
 mod ownership;
 mod process;
 mod schedule;

@@ -45,6 +45,8 @@ pub(crate) struct State {
     dead_letters: HashMap<String, HashMap<EventId, DeadLetter>>,
     /// Scheduled messages by key.
     pub(crate) schedule: std::collections::BTreeMap<String, flext_ports::Scheduled>,
+    /// Background jobs by id, with their lock expiry and unique key.
+    pub(crate) jobs: std::collections::BTreeMap<uuid::Uuid, crate::job::Stored>,
     /// Process managers' instances by (manager, association).
     pub(crate) processes: std::collections::BTreeMap<(String, String), flext_ports::StoredProcess>,
 }
@@ -527,6 +529,8 @@ pub struct MemoryTransaction {
     pub(crate) processes: Vec<(String, String, Option<flext_ports::StoredProcess>)>,
     /// Scheduled messages written (`Ok`) and keys cancelled (`Err`), in order.
     pub(crate) scheduled: Vec<Result<flext_ports::Scheduled, String>>,
+    /// Jobs enqueued.
+    pub(crate) jobs: Vec<flext_ports::NewJob>,
 }
 
 impl ProjectionStore for InMemoryEventStore {
@@ -589,6 +593,9 @@ impl ProjectionStore for InMemoryEventStore {
                     state.processes.remove(&(manager, association));
                 }
             }
+        }
+        for job in tx.jobs {
+            crate::job::insert(&mut state, &job);
         }
         for change in tx.scheduled {
             match change {

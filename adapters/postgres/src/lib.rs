@@ -20,6 +20,7 @@
 //! # Ok(()) }
 //! ```
 
+mod job;
 mod notify;
 mod ownership;
 mod process;

@@ -19,6 +19,7 @@
 //! # Ok(()) }
 //! ```
 
+mod job;
 mod ownership;
 mod process;
 mod schedule;
