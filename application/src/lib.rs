@@ -43,6 +43,7 @@ mod catch;
 mod health;
 mod hot_swap;
 mod idempotency;
+mod jobs;
 mod ownership;
 mod pipeline;
 mod plugin;
@@ -65,6 +66,9 @@ pub use bus::{CommandBus, EventBus, HandlerOutcome, QueryBus, Registration, Regi
 pub use health::{HealthChecks, HealthReport};
 pub use hot_swap::{HotSwap, Routed};
 pub use idempotency::IdempotencyBehavior;
+pub use jobs::{
+    Backoff, Job, JobContext, JobHandler, JobWorkers, JobWorkersBuilder, enqueue, new_job,
+};
 pub use ownership::{ConsumerSlot, Distribution, Grant, Ownership, OwnershipOptions};
 pub use pipeline::{Behavior, BoxFuture, Message, MessageKind, Next, Pipeline, Reply};
 pub use plugin::{Manifest, PluginRegistration, PluginRegistry, RegistryHealth};

@@ -198,7 +198,7 @@ impl JobStore for InMemoryEventStore {
             .filter(|s| s.job.state == state && kind.is_none_or(|k| s.job.kind == k))
             .map(|s| s.job.clone())
             .collect();
-        jobs.sort_by(|a, b| (a.run_at, a.id).cmp(&(b.run_at, b.id)));
+        jobs.sort_by_key(|j| (j.run_at, j.id));
         jobs.truncate(max);
         Ok(jobs)
     }
