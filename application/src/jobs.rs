@@ -63,6 +63,7 @@ pub async fn enqueue<S: JobStore, J: Job>(
 pub struct JobContext {
     id: Uuid,
     attempt: u32,
+    due_at: DateTime<Utc>,
     ctx: Context,
     cancelled: Arc<dyn Fn() -> BoxFuture<'static, bool> + Send + Sync>,
 }
@@ -85,6 +86,12 @@ impl JobContext {
     /// This attempt's number, from 1.
     pub fn attempt(&self) -> u32 {
         self.attempt
+    }
+
+    /// When the job was first due: for a recurring job, its due time (the day a nightly
+    /// job is for); the same on every attempt.
+    pub fn due_at(&self) -> DateTime<Utc> {
+        self.due_at
     }
 
     /// The business action the job was enqueued in (its id is the job's id): dispatch
@@ -522,6 +529,7 @@ where
         let cx = JobContext {
             id: job.id,
             attempt: job.attempts,
+            due_at: job.due_at,
             ctx: Context::from_metadata(job.id, &job.metadata),
             cancelled: Arc::new(move || {
                 let store = store.clone();

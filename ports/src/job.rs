@@ -95,6 +95,8 @@ pub struct Job {
     pub attempts: u32,
     /// Attempts allowed.
     pub max_attempts: u32,
+    /// When it was first due (kept through retries: a recurring job's due time).
+    pub due_at: DateTime<Utc>,
     /// When it may run (next).
     pub run_at: DateTime<Utc>,
     /// The error of its last failed attempt.
@@ -196,7 +198,7 @@ pub trait JobStore: ProjectionStore {
     /// The jobs by kind and state.
     fn job_stats(&self) -> impl Future<Output = Result<Vec<JobStats>, Error>> + Send;
 
-    /// The latest due time the recurring schedule `name` has enqueued.
+    /// The latest due time (`due_at`) the recurring schedule `name` has enqueued.
     fn last_recurring(
         &self,
         name: &str,
@@ -204,13 +206,14 @@ pub trait JobStore: ProjectionStore {
 }
 
 /// A job as the SQL stores keep it: (id, kind, payload, metadata, state, attempts,
-/// max_attempts, run_at_us, last_error, locked_by, recurring).
+/// max_attempts, due_at_us, run_at_us, last_error, locked_by, recurring).
 pub type StoredJob = (
     String,
     String,
     String,
     String,
     String,
+    i64,
     i64,
     i64,
     i64,
@@ -221,7 +224,7 @@ pub type StoredJob = (
 
 /// The columns of a [`StoredJob`], in order, for a `SELECT` or a `RETURNING`.
 pub const JOB_COLUMNS: &str = "id, kind, payload, metadata, state, attempts, max_attempts, \
-                               run_at_us, last_error, locked_by, recurring";
+                               due_at_us, run_at_us, last_error, locked_by, recurring";
 
 /// A row of `flext_jobs` read back; a column that does not read is a `DataLoss` error.
 pub fn assemble_job(row: StoredJob) -> Result<Job, Error> {
@@ -233,6 +236,7 @@ pub fn assemble_job(row: StoredJob) -> Result<Job, Error> {
         state,
         attempts,
         max_attempts,
+        due_at,
         run_at,
         last_error,
         locked_by,
@@ -251,6 +255,7 @@ pub fn assemble_job(row: StoredJob) -> Result<Job, Error> {
         state: JobState::parse(&state)?,
         attempts: u32::try_from(attempts).map_err(|_| corrupt("attempt count"))?,
         max_attempts: u32::try_from(max_attempts).map_err(|_| corrupt("attempt limit"))?,
+        due_at: DateTime::from_timestamp_micros(due_at).ok_or_else(|| corrupt("due time"))?,
         run_at: DateTime::from_timestamp_micros(run_at).ok_or_else(|| corrupt("run time"))?,
         last_error,
         locked_by,

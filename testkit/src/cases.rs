@@ -2525,6 +2525,11 @@ pub async fn jobs_are_claimed_once_retried_dead_lettered_redriven_and_cancelled<
     assert_eq!(again.len(), 1);
     assert_eq!((again[0].id, again[0].attempts), (second.id, 2));
     assert_eq!(again[0].last_error.as_deref(), Some("boom"));
+    assert_eq!(
+        (again[0].due_at, again[0].run_at),
+        (second.run_at, secs(5)),
+        "the first due time is kept through a retry"
+    );
     assert!(
         store
             .fail_job(&again[0], "boom again", None, secs(5))

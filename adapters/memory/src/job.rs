@@ -43,6 +43,7 @@ pub(crate) fn insert(state: &mut State, job: &NewJob) -> bool {
                 state: JobState::Queued,
                 attempts: 0,
                 max_attempts: job.max_attempts.max(1),
+                due_at: run_at,
                 run_at,
                 last_error: None,
                 locked_by: None,
@@ -226,7 +227,7 @@ impl JobStore for InMemoryEventStore {
             .jobs
             .values()
             .filter(|s| s.job.recurring.as_deref() == Some(name))
-            .map(|s| s.job.run_at)
+            .map(|s| s.job.due_at)
             .max())
     }
 }

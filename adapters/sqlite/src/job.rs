@@ -18,7 +18,7 @@ async fn insert<'e>(ex: impl sqlx::SqliteExecutor<'e>, job: &NewJob) -> Result<b
         new_job_row(job)?;
     let done = sqlx::query(
         "INSERT INTO flext_jobs (id, kind, payload, metadata, state, attempts, max_attempts, \
-         run_at_us, recurring, unique_key) VALUES (?1, ?2, ?3, ?4, 'queued', 0, ?5, ?6, ?7, ?8) \
+         due_at_us, run_at_us, recurring, unique_key) VALUES (?1, ?2, ?3, ?4, 'queued', 0, ?5, ?6, ?6, ?7, ?8) \
          ON CONFLICT (unique_key) DO NOTHING",
     )
     .bind(id)
@@ -207,7 +207,7 @@ impl JobStore for SqliteEventStore {
 
     async fn last_recurring(&self, name: &str) -> Result<Option<DateTime<Utc>>, Error> {
         let last: Option<i64> =
-            sqlx::query_scalar("SELECT max(run_at_us) FROM flext_jobs WHERE recurring = ?1")
+            sqlx::query_scalar("SELECT max(due_at_us) FROM flext_jobs WHERE recurring = ?1")
                 .bind(name)
                 .fetch_one(&self.readers)
                 .await
