@@ -610,3 +610,89 @@ async fn the_transfer_process_survives_20_sigkills_on_sqlite() {
     )
     .await;
 }
+
+/// The nightly statement, a recurring background job: run (here enqueued for a day
+/// already past, as the cron schedule would at 02:00 UTC), it writes each account's
+/// balance of that day, once.
+async fn nightly_statements_checks<S: BankStore>(store: S) {
+    let bank = Bank::start(store.clone()).await.expect("start");
+    let (a, b) = (
+        account_id(&format!("statement-a-{}", uuid::Uuid::now_v7())),
+        account_id(&format!("statement-b-{}", uuid::Uuid::now_v7())),
+    );
+    for (id, amount) in [(a, 70), (b, 30)] {
+        bank.run(app::OpenAccount {
+            account: id,
+            owner: "statement".into(),
+            overdraft_limit: 0,
+        })
+        .await
+        .1
+        .expect("open");
+        bank.run(app::Deposit {
+            account: id,
+            amount,
+        })
+        .await
+        .1
+        .expect("deposit");
+    }
+    let head = bank.head().await.expect("head");
+    bank.caught_up(head).await.expect("caught up");
+    let mut job =
+        flext::application::new_job(&app::NightlyStatements {}, &flext::ports::Context::new())
+            .expect("job");
+    job.run_at = chrono::DateTime::parse_from_rfc3339("2026-11-30T02:00:00Z")
+        .expect("time")
+        .into();
+    assert!(store.enqueue(&job).await.expect("enqueue"));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let rows = loop {
+        let rows = bank
+            .read
+            .statements("2026-11-30".into())
+            .await
+            .expect("statements");
+        if !rows.is_empty() {
+            break rows;
+        }
+        assert!(std::time::Instant::now() < deadline, "no statement written");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    };
+    let mine: Vec<(String, i64)> = rows
+        .into_iter()
+        .filter(|(account, _)| *account == a.to_string() || *account == b.to_string())
+        .collect();
+    let mut expected = vec![(a.to_string(), 70), (b.to_string(), 30)];
+    expected.sort();
+    assert_eq!(mine, expected);
+    let stats = bank
+        .jobs
+        .as_ref()
+        .expect("jobs")
+        .stats()
+        .await
+        .expect("stats");
+    let nightly = stats
+        .iter()
+        .find(|s| s.kind == "bank.nightly_statements")
+        .expect("kind");
+    assert_eq!((nightly.succeeded, nightly.dead), (1, 0));
+    bank.shutdown().await.expect("shutdown");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_nightly_statement_job_on_sqlite() {
+    nightly_statements_checks(
+        SqliteEventStore::open(temp_file("statements.db"))
+            .await
+            .expect("open"),
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_nightly_statement_job_on_postgres() {
+    nightly_statements_checks(flext_testkit::harness::fresh_pg_store("bank_statements").await)
+        .await;
+}

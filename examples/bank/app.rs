@@ -11,15 +11,15 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use flext::application::{
-    BoxFuture, CommandBus, Deliveries, Dep, Effects, Executed, MetricsBehavior, Ownership,
-    OwnershipOptions, Pipeline, PluginRegistry, ProcessManager, ProjectionOptions,
-    ProjectionRunner, Projections, QueryBus, ReadYourWrites, ReadYourWritesBehavior, Registry,
-    Repository, RetryBehavior, Scheduler, Services, Step, SubscriptionOptions, TimeoutBehavior,
-    TracingBehavior, ValidationBehavior,
+    BoxFuture, CommandBus, Deliveries, Dep, Effects, Executed, Job, JobContext, JobWorkers,
+    MetricsBehavior, Ownership, OwnershipOptions, Pipeline, PluginRegistry, ProcessManager,
+    ProjectionOptions, ProjectionRunner, Projections, QueryBus, ReadYourWrites,
+    ReadYourWritesBehavior, Registry, Repository, RetryBehavior, Scheduler, Services, Step,
+    SubscriptionOptions, TimeoutBehavior, TracingBehavior, ValidationBehavior,
 };
 use flext::ports::{
-    CheckpointStore, Command, Context, Decoded, EventStore, Instance, Labels, Metrics, Plugin,
-    ProcessStore, Projection, ProjectionStore, Query, SnapshotStore, WatchAppends,
+    CheckpointStore, Command, Context, Decoded, EventStore, Instance, JobStore, Labels, Metrics,
+    Plugin, ProcessStore, Projection, ProjectionStore, Query, SnapshotStore, WatchAppends,
 };
 use flext::postgres::{PgEventStore, PgWriteTransaction};
 use flext::sqlite::{SqliteEventStore, SqliteWriteTransaction};
@@ -726,6 +726,35 @@ impl ProcessManager for TransferProcess {
     }
 }
 
+// ---------------------------------------------------------------------------------------
+// The nightly statement: a recurring background job (cron, 02:00 UTC) that writes every
+// account's balance of the day into `bank_statements`, run by one of the bank processes.
+
+/// Writes the statement of the day the job was due.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct NightlyStatements {}
+
+impl Job for NightlyStatements {
+    const KIND: &'static str = "bank.nightly_statements";
+}
+
+/// When the nightly statements are due: 02:00 UTC every day.
+pub const STATEMENTS_CRON: &str = "0 0 2 * * *";
+
+/// The statement of `day` from the balances read model, written in one transaction; run
+/// again (a retry, a second delivery) it writes the same rows.
+async fn write_statements<S: BankStore>(store: &S, day: String) -> Result<(), Error> {
+    let mut tx = store.begin().await?;
+    tx.exec(
+        "INSERT INTO bank_statements (day, account, balance) \
+         SELECT $1, account, balance FROM bank_balances WHERE true \
+         ON CONFLICT (day, account) DO UPDATE SET balance = excluded.balance",
+        vec![Arg::Text(day)],
+    )
+    .await?;
+    store.commit(tx).await
+}
+
 /// The event types of [`AccountEvent`]: events of other types (other services sharing the
 /// database) are not the bank's and are passed over.
 const ACCOUNT_EVENTS: [&str; 8] = [
@@ -800,6 +829,8 @@ pub trait ReadModel: Send + Sync {
     fn balance(&self, account: String) -> BoxFuture<'_, Result<Option<Balance>, Error>>;
     fn history(&self, account: String) -> BoxFuture<'_, Result<Vec<HistoryLine>, Error>>;
     fn audit_count(&self) -> BoxFuture<'_, Result<i64, Error>>;
+    /// The statement of `day` (YYYY-MM-DD): (account, balance) by account.
+    fn statements(&self, day: String) -> BoxFuture<'_, Result<Vec<(String, i64)>, Error>>;
     fn total_balance(&self) -> BoxFuture<'_, Result<i64, Error>>;
     fn snapshot(&self) -> BoxFuture<'_, Result<ReadSnapshot, Error>>;
     fn create_schema(&self) -> BoxFuture<'_, Result<(), Error>>;
@@ -809,13 +840,15 @@ fn db(what: &str) -> impl FnOnce(sqlx::Error) -> Error + '_ {
     move |e| Error::unavailable("READ_MODEL", format!("{what}: {e}"))
 }
 
-const SCHEMA: [&str; 3] = [
+const SCHEMA: [&str; 4] = [
     "CREATE TABLE IF NOT EXISTS bank_balances (account TEXT PRIMARY KEY, owner TEXT NOT NULL, \
      balance BIGINT NOT NULL, overdraft_limit BIGINT NOT NULL, closed BIGINT NOT NULL)",
     "CREATE TABLE IF NOT EXISTS bank_history (position BIGINT PRIMARY KEY, account TEXT NOT NULL, \
      kind TEXT NOT NULL, amount BIGINT NOT NULL, counterparty TEXT, correlation TEXT)",
     "CREATE TABLE IF NOT EXISTS bank_audit (position BIGINT PRIMARY KEY, event_type TEXT NOT NULL, \
      stream TEXT NOT NULL, correlation TEXT, recorded_at TEXT NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS bank_statements (day TEXT NOT NULL, account TEXT NOT NULL, \
+     balance BIGINT NOT NULL, PRIMARY KEY (day, account))",
 ];
 
 macro_rules! read_model_for {
@@ -890,6 +923,22 @@ macro_rules! read_model_for {
                             },
                         )
                         .collect())
+                })
+            }
+
+            fn statements(
+                &self,
+                day: String,
+            ) -> BoxFuture<'_, Result<Vec<(String, i64)>, Error>> {
+                Box::pin(async move {
+                    sqlx::query_as(
+                        "SELECT account, balance FROM bank_statements WHERE day = $1 \
+                         ORDER BY account",
+                    )
+                    .bind(day)
+                    .fetch_all(self)
+                    .await
+                    .map_err(db("reading statements"))
                 })
             }
 
@@ -1212,6 +1261,7 @@ pub trait BankStore:
     + CheckpointStore
     + ProjectionStore<Transaction: ReadModelTx>
     + ProcessStore
+    + JobStore
     + Clone
     + Send
     + Sync
@@ -1278,6 +1328,9 @@ pub struct Bank<S: BankStore> {
     /// Delivers the transfer process's commands and deadlines (in one bank process at a
     /// time); `None` in a bank that runs no consumers.
     pub scheduler: Option<Scheduler>,
+    /// Runs the nightly statements (and enqueues them at their time); `None` in a bank
+    /// that runs no consumers.
+    pub jobs: Option<JobWorkers<S>>,
     plugins: PluginRegistry,
     head_seen: AtomicU64,
 }
@@ -1393,6 +1446,28 @@ impl<S: BankStore> Bank<S> {
         } else {
             None
         };
+        let jobs = if settings.consumers {
+            let statements = store.clone();
+            Some(
+                JobWorkers::builder(store.clone())
+                    .job(move |_: NightlyStatements, cx: JobContext| {
+                        let store = statements.clone();
+                        async move {
+                            let day = cx.due_at().format("%Y-%m-%d").to_string();
+                            write_statements(&store, day).await
+                        }
+                    })
+                    .recurring(
+                        "bank.nightly_statements",
+                        STATEMENTS_CRON,
+                        &NightlyStatements {},
+                    )
+                    .concurrency(2)
+                    .start()?,
+            )
+        } else {
+            None
+        };
         Ok(Bank {
             store,
             commands,
@@ -1402,6 +1477,7 @@ impl<S: BankStore> Bank<S> {
             read,
             tally,
             scheduler,
+            jobs,
             plugins,
             head_seen: AtomicU64::new(0),
         })
@@ -1564,6 +1640,9 @@ impl<S: BankStore> Bank<S> {
     pub async fn shutdown(mut self) -> Result<(), Error> {
         if let Some(scheduler) = self.scheduler.take() {
             scheduler.shutdown().await;
+        }
+        if let Some(jobs) = self.jobs.take() {
+            jobs.shutdown().await;
         }
         self.projections.shutdown().await;
         self.ownership.shutdown().await;

@@ -12,7 +12,7 @@
 //! much); transfers debit one account, and the transfer process (a process manager)
 //! sends the second leg to the other, with a deadline: the target records the receipt,
 //! or a decline (closed account, or not received in time), and a decline is refunded;
-//! projections keep balances,
+//! a recurring background job writes each account's statement nightly; projections keep balances,
 //! histories and (from a plugin) an audit trail in the same database; queries read their
 //! own writes; one result goes over the bridge as MessagePack. Running it again resumes
 //! from what is stored; Ctrl-C stops it cleanly.
@@ -170,8 +170,9 @@ async fn run<S: BankStore>(store: S, args: &Args) -> Result<(), Error> {
     let bank = Bank::start_with(store, instance, settings).await?;
     let stored = bank.head().await?;
     println!(
-        "store head at position {}; projections {BALANCES}, {HISTORY}, {AUDIT} (from the audit plugin) and the transfer process started\n",
-        stored.get()
+        "store head at position {}; projections {BALANCES}, {HISTORY}, {AUDIT} (from the audit plugin), the transfer process and the nightly statement job ({}, UTC) started\n",
+        stored.get(),
+        app::STATEMENTS_CRON
     );
 
     // Ctrl-C: stop sending, let the process and projections finish what they hold.
