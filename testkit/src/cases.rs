@@ -1935,9 +1935,91 @@ pub async fn every_operation_survives_cancellation_at_every_poll<H: Harness>(h: 
     .await;
     assert!(matches!(out.expect("a claim"), Claim::Claimed));
 
+    // A process manager's step: its state and a scheduled command with the checkpoint.
+    let (out, step) = at_every_poll(
+        || {
+            target += 1;
+            let (store, lease) = (store.clone(), lease.clone());
+            let p = Position(target);
+            let message = flext_ports::Scheduled {
+                id: uuid::Uuid::now_v7(),
+                key: format!("cancel-step-{target}"),
+                due_at: chrono::Utc::now(),
+                message: "test.step".to_owned(),
+                payload: b"{}".to_vec(),
+                metadata: EventMetadata::default(),
+            };
+            let state = flext_ports::StoredProcess {
+                state: b"{}".to_vec(),
+                version: target,
+            };
+            async move {
+                use flext_ports::ProcessStore;
+                let mut tx = store.begin().await?;
+                store
+                    .save_process(&mut tx, "cancel-pm", "x", &state)
+                    .await?;
+                store.schedule_in(&mut tx, &message).await?;
+                store.set_checkpoint(&mut tx, &lease, p).await?;
+                store.commit(tx).await.map(|_| p)
+            }
+        },
+        works,
+    )
+    .await;
+    out.expect("a process step");
+
+    // Jobs: an enqueue, then a claim and its report.
+    let new_job = |n: u64| flext_ports::NewJob {
+        id: uuid::Uuid::now_v7(),
+        kind: "cancel.job".to_owned(),
+        payload: json!({ "n": n }).to_string().into_bytes(),
+        metadata: EventMetadata::default(),
+        run_at: chrono::Utc::now() - chrono::Duration::seconds(1),
+        max_attempts: 3,
+        recurring: None,
+    };
+    let (out, enqueue) = at_every_poll(
+        || {
+            n += 1;
+            let (store, job) = (store.clone(), new_job(n));
+            async move {
+                use flext_ports::JobStore;
+                store.enqueue(&job).await
+            }
+        },
+        works,
+    )
+    .await;
+    assert!(out.expect("an enqueue"));
+    for i in 0..200 {
+        use flext_ports::JobStore;
+        store.enqueue(&new_job(100_000 + i)).await.expect("enqueue");
+    }
+    let (out, run) = at_every_poll(
+        || {
+            let store = store.clone();
+            async move {
+                use flext_ports::JobStore;
+                let now = chrono::Utc::now();
+                let jobs = store
+                    .claim_jobs("w", &["cancel.job"], now, 1, Duration::from_secs(60))
+                    .await?;
+                match jobs.first() {
+                    Some(job) => store.complete_job(job, now).await,
+                    None => Ok(false),
+                }
+            }
+        },
+        works,
+    )
+    .await;
+    assert!(out.expect("a job's claim and report"));
+
     println!(
         "cancellation points: append {appends}, large append {large}, transactional append + commit {transactional}, \
-         projection batch {batch}, idempotency claim {claim}"
+         projection batch {batch}, idempotency claim {claim}, process step {step}, job enqueue {enqueue}, \
+         job claim + report {run}"
     );
     h
 }
