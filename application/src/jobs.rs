@@ -455,9 +455,15 @@ async fn work<S>(
 {
     let slots = Arc::new(Semaphore::new(concurrency));
     let kinds: Vec<&str> = shared.runs.keys().copied().collect();
+    // Successes are reported together: one transaction for all that finished meanwhile.
+    let (reports, pending) = tokio::sync::mpsc::unbounded_channel();
+    let reporter = tokio::spawn(report_successes(Arc::clone(&shared), pending));
+    // Claims are made for at least half the slots while more than half are busy: one
+    // claim (a commit) per several jobs, not one per job as each finishes.
+    let batch = concurrency.div_ceil(2);
     while !*stopped.borrow() {
         let free = slots.available_permits();
-        if free == 0 {
+        if free < batch {
             tokio::select! {
                 _ = shared.freed.notified() => {}
                 _ = stopped.wait_for(|s| *s) => {}
@@ -487,8 +493,9 @@ async fn work<S>(
                 break;
             };
             let shared = Arc::clone(&shared);
+            let reports = reports.clone();
             tokio::spawn(async move {
-                run_job(&shared, job).await;
+                run_job(&shared, job, &reports).await;
                 drop(permit);
                 shared.freed.notify_one();
             });
@@ -501,15 +508,52 @@ async fn work<S>(
             }
         }
     }
-    // Wait for the jobs in hand.
+    // Wait for the jobs in hand, then for their reports.
     let _ = slots
         .acquire_many(u32::try_from(concurrency).unwrap_or(u32::MAX))
         .await;
+    drop(reports);
+    let _ = reporter.await;
+}
+
+/// Reports succeeded jobs in batches (all that wait, up to 256, in one transaction).
+async fn report_successes<S>(
+    shared: Arc<Shared<S>>,
+    mut pending: tokio::sync::mpsc::UnboundedReceiver<flext_ports::Job>,
+) where
+    S: JobStore + Clone + Send + Sync + 'static,
+{
+    let mut batch = Vec::new();
+    while pending.recv_many(&mut batch, 256).await > 0 {
+        let reported = shared.store.complete_jobs(&batch, shared.clock.now()).await;
+        let outcomes: Vec<&str> = match reported {
+            Ok(done) => done
+                .iter()
+                // Not applied: cancelled, or its lock lapsed and another worker took it.
+                .map(|ok| if *ok { "succeeded" } else { "discarded" })
+                .collect(),
+            Err(e) => {
+                tracing::warn!(jobs = batch.len(), error = %e, "could not report jobs' success; their locks will lapse");
+                vec!["unreported"; batch.len()]
+            }
+        };
+        for (job, outcome) in batch.iter().zip(outcomes) {
+            shared.metrics.count(
+                "flext.jobs.attempts",
+                1,
+                &[("kind", job.kind.as_str()), ("outcome", outcome)],
+            );
+        }
+        batch.clear();
+    }
 }
 
 /// One attempt: decode, run, report.
-async fn run_job<S>(shared: &Shared<S>, job: flext_ports::Job)
-where
+async fn run_job<S>(
+    shared: &Shared<S>,
+    job: flext_ports::Job,
+    reports: &tokio::sync::mpsc::UnboundedSender<flext_ports::Job>,
+) where
     S: JobStore + Clone + Send + Sync + 'static,
 {
     let kind = job.kind.clone();
@@ -558,11 +602,14 @@ where
         ))
     };
     let reported = match &outcome {
-        Ok(()) => shared
-            .store
-            .complete_job(&job, now)
-            .await
-            .map(|ok| (ok, "succeeded")),
+        Ok(()) => {
+            // Reported with the others that finished meanwhile.
+            if let Err(back) = reports.send(job) {
+                let job = back.0;
+                tracing::warn!(job = %job.id, "the reporter has stopped; the job's lock will lapse");
+            }
+            return;
+        }
         Err(e) => {
             // A job that cannot be decoded, or was abandoned, will not do better later.
             let hopeless = e.reason() == "UNREADABLE_JOB" || e.reason() == "JOB_ABANDONED";

@@ -162,6 +162,25 @@ pub trait JobStore: ProjectionStore {
         now: DateTime<Utc>,
     ) -> impl Future<Output = Result<bool, Error>> + Send;
 
+    /// [`JobStore::complete_job`] for each of `jobs`, in one transaction where the store
+    /// has them (one commit for all); whether each was still the caller's.
+    fn complete_jobs(
+        &self,
+        jobs: &[Job],
+        now: DateTime<Utc>,
+    ) -> impl Future<Output = Result<Vec<bool>, Error>> + Send
+    where
+        Self: Sync,
+    {
+        async move {
+            let mut done = Vec::with_capacity(jobs.len());
+            for job in jobs {
+                done.push(self.complete_job(job, now).await?);
+            }
+            Ok(done)
+        }
+    }
+
     /// Records `job`'s failed attempt: queued again at `retry_at`, or dead when `None`;
     /// `false` if it is no longer the caller's.
     fn fail_job(

@@ -2769,5 +2769,28 @@ pub async fn jobs_are_claimed_once_retried_dead_lettered_redriven_and_cancelled<
     }
     let unique: HashSet<uuid::Uuid> = all.iter().copied().collect();
     assert_eq!((all.len(), unique.len()), (200, 200), "each job once");
+
+    // Completed together: each applied once.
+    for n in 0..5 {
+        store
+            .enqueue(&job("f", secs(-1), n))
+            .await
+            .expect("enqueue");
+    }
+    let five = store
+        .claim_jobs("w9", &["f"], secs(1), 10, lock)
+        .await
+        .expect("claim");
+    assert_eq!(five.len(), 5);
+    assert!(store.cancel_job(five[2].id).await.expect("cancel"));
+    assert_eq!(
+        store.complete_jobs(&five, secs(1)).await.expect("complete"),
+        [true, true, false, true, true],
+        "the cancelled one is not completed"
+    );
+    assert_eq!(
+        store.complete_jobs(&five, secs(1)).await.expect("again"),
+        [false; 5]
+    );
     h
 }

@@ -35,6 +35,21 @@ async fn insert<'e>(ex: impl sqlx::SqliteExecutor<'e>, job: &NewJob) -> Result<b
     Ok(done.rows_affected() == 1)
 }
 
+/// Marks `job` succeeded through `ex` while it is still its claimer's.
+async fn complete<'e>(ex: impl sqlx::SqliteExecutor<'e>, job: &Job) -> Result<bool, Error> {
+    let done = sqlx::query(
+        "UPDATE flext_jobs SET state = 'succeeded', locked_by = NULL, locked_until_us = NULL \
+         WHERE id = ?1 AND state = 'running' AND locked_by = ?2 AND attempts = ?3",
+    )
+    .bind(job.id.to_string())
+    .bind(job.locked_by.as_deref())
+    .bind(i64::from(job.attempts))
+    .execute(ex)
+    .await
+    .map_err(|e| db_error("completing a job", e))?;
+    Ok(done.rows_affected() == 1)
+}
+
 impl JobStore for SqliteEventStore {
     async fn enqueue(&self, job: &NewJob) -> Result<bool, Error> {
         let mut writer = self.writer.lock().await;
@@ -87,17 +102,18 @@ impl JobStore for SqliteEventStore {
     async fn complete_job(&self, job: &Job, _now: DateTime<Utc>) -> Result<bool, Error> {
         let mut writer = self.writer.lock().await;
         writer.settle().await?;
-        let done = sqlx::query(
-            "UPDATE flext_jobs SET state = 'succeeded', locked_by = NULL, locked_until_us = NULL \
-             WHERE id = ?1 AND state = 'running' AND locked_by = ?2 AND attempts = ?3",
-        )
-        .bind(job.id.to_string())
-        .bind(job.locked_by.as_deref())
-        .bind(i64::from(job.attempts))
-        .execute(&mut writer.conn)
-        .await
-        .map_err(|e| db_error("completing a job", e))?;
-        Ok(done.rows_affected() == 1)
+        complete(&mut writer.conn, job).await
+    }
+
+    async fn complete_jobs(&self, jobs: &[Job], _now: DateTime<Utc>) -> Result<Vec<bool>, Error> {
+        use flext_ports::ProjectionStore;
+        let mut tx: SqliteWriteTransaction = self.begin().await?;
+        let mut done = Vec::with_capacity(jobs.len());
+        for job in jobs {
+            done.push(complete(tx.connection(), job).await?);
+        }
+        self.commit(tx).await?;
+        Ok(done)
     }
 
     async fn fail_job(
