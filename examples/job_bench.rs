@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use flext::Error;
 use flext::application::{Job, JobContext, JobWorkers, enqueue, new_job};
-use flext::ports::{Context, JobStore, ProjectionStore};
+use flext::ports::{Context, JobStore};
 use flext::postgres::PgEventStore;
 use flext::sqlite::SqliteEventStore;
 use serde::{Deserialize, Serialize};
