@@ -280,16 +280,19 @@ where
         })
     })
     .await;
+    // A schedule row is removed only once its command returned, so with nothing left
+    // scheduled every `Cancelled` the deadlines caused is stored: the head read after
+    // this point covers the events that end the unpaid instances.
+    eventually("nothing left scheduled", async || {
+        store.next_due().await.expect("next").is_none()
+    })
+    .await;
     let head = store.read_all(Position::START, 10_000).await.expect("read");
     let head = head.last().expect("events").position;
     app.projections
         .wait_for("payment", head, Duration::from_secs(30))
         .await
         .expect("caught up");
-    eventually("nothing left scheduled", async || {
-        store.next_due().await.expect("next").is_none()
-    })
-    .await;
     assert!(
         store.processes("payment").await.expect("list").is_empty(),
         "every instance ended"
