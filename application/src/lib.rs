@@ -63,6 +63,8 @@ pub use behavior::{
 };
 pub use bridge_metrics::BridgeMetrics;
 pub use bus::{CommandBus, EventBus, HandlerOutcome, QueryBus, Registration, Registry, Site};
+/// Where a rebuild starts (the port's type, here for the runner's callers).
+pub use flext_ports::RebuildFrom;
 pub use health::{HealthChecks, HealthReport};
 pub use hot_swap::{HotSwap, Routed};
 pub use idempotency::IdempotencyBehavior;
@@ -79,7 +81,7 @@ pub use process::{
 pub use projection::{
     IntoProjection, OfEvents, PoisonPolicy, ProjectionHealth, ProjectionOptions,
     ProjectionRegistration, ProjectionRunner, ProjectionState, ProjectionStatus, Projections,
-    ReadYourWrites, ReadYourWritesBehavior, RebuildFrom, RedriveReport, Untyped, erase_projection,
+    ReadYourWrites, ReadYourWritesBehavior, RedriveReport, Untyped, erase_projection,
 };
 pub use query_cache::{QueryCache, QueryCacheBehavior, QueryCacheInvalidator};
 pub use reactor::{EventReactor, IntoReactor, Reactor, ReactorOptions, TypedReactor};

@@ -311,6 +311,11 @@ impl<S: OwnershipStore> ConsumerSlot<S> {
         &self.name
     }
 
+    /// The instance the slot belongs to.
+    pub fn instance(&self) -> &Instance {
+        &self.inner.instance
+    }
+
     /// What this instance holds now.
     pub fn grant(&self) -> Grant {
         self.rx.borrow().clone()

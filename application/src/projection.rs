@@ -9,8 +9,9 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use flext_domain::{Error, EventId, Position, RecordedEvent, StreamVersion};
 use flext_ports::{
-    Clock, ConsumerRecord, DeadLetter, EventProjection, EventStore, FilteredPage, Instance, Lease,
-    Metrics, Projection, ProjectionStore, ReadDirection, SystemClock, Typed, WatchAppends,
+    Clock, ConsumerRecord, ControlAction, DeadLetter, EventProjection, EventStore, FilteredPage,
+    Instance, Lease, Metrics, Projection, ProjectionStore, ReadDirection, RebuildFrom, SystemClock,
+    Typed, WatchAppends,
 };
 use serde::Serialize;
 use tokio::sync::{Notify, oneshot, watch};
@@ -93,6 +94,9 @@ pub enum ProjectionState {
     Failed,
     /// Not run here: another instance owns it, or this one waits for its share.
     Standby,
+    /// Paused by an operator ([`Projections::pause`], `flext projections pause`): owned,
+    /// handling nothing until resumed, also after a restart or a takeover.
+    Paused,
 }
 
 /// A projection's status; see [`Projections::status`].
@@ -122,19 +126,6 @@ pub struct ProjectionStatus {
     pub ownership: Option<ConsumerRecord>,
     /// How long nobody has owned it (zero while owned; `None` if never owned).
     pub unowned_for: Option<Duration>,
-}
-
-/// Where a rebuild starts.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum RebuildFrom {
-    /// From the first event: the projection's `reset` empties the read model first, in the
-    /// transaction that moves the checkpoint back.
-    Start,
-    /// From the event after this position (the read model is not emptied: the projection
-    /// must overwrite what those events produce).
-    Position(Position),
-    /// From the first event recorded at or after this time (as with `Position`).
-    Time(DateTime<Utc>),
 }
 
 /// What a redrive did.
@@ -597,6 +588,7 @@ where
                 clock: Arc::clone(&self.clock),
                 metrics: Arc::clone(&self.metrics),
                 prepared: false,
+                paused: false,
             };
             // A worker that ends other than by shutdown (a panic outside the handler) is
             // `Failed` with the reason, never a status stuck at its last state.
@@ -620,6 +612,14 @@ where
             }));
             workers.insert(name, shared);
         }
+        // Operators' requests (the `flext` command line, the admin console) for the
+        // projections this instance owns.
+        tasks.push(tokio::spawn(serve_controls(
+            self.store.clone(),
+            workers.clone(),
+            ownership.instance().label(),
+            shutdown.subscribe(),
+        )));
         Projections {
             inner: Arc::new(Inner {
                 store: self.store,
@@ -631,6 +631,109 @@ where
                 ownership,
                 own_coordinator,
             }),
+        }
+    }
+}
+
+/// How often the runner looks for operators' control requests besides the store's
+/// announcements (which SQLite cannot make across processes).
+const CONTROL_POLL: Duration = Duration::from_millis(250);
+
+/// Takes the pending control requests for the projections this instance owns, carries
+/// each out through the projection's task (between two batches, as an in-process call
+/// would) and stores the outcome, until shutdown.
+async fn serve_controls<S>(
+    store: S,
+    workers: BTreeMap<String, Arc<Shared>>,
+    by: String,
+    mut shutdown: watch::Receiver<bool>,
+) where
+    S: ProjectionStore,
+{
+    let mut changed = store.watch_consumers();
+    loop {
+        if *shutdown.borrow() {
+            return;
+        }
+        match store.pending_controls().await {
+            Ok(pending) => {
+                for request in pending {
+                    let Some(shared) = workers.get(&request.consumer) else {
+                        continue;
+                    };
+                    if !shared.progress.borrow().owned {
+                        continue;
+                    }
+                    match store.take_control(request.id, &by).await {
+                        Ok(true) => {}
+                        Ok(false) => continue,
+                        Err(e) => {
+                            tracing::warn!(error = %e, "a control request could not be taken");
+                            continue;
+                        }
+                    }
+                    let outcome = carry_out(shared, request.action).await;
+                    if let Err(e) = store.finish_control(request.id, outcome).await {
+                        tracing::warn!(
+                            projection = %request.consumer,
+                            request = %request.id,
+                            error = %e,
+                            "the outcome of a control request could not be stored"
+                        );
+                    }
+                }
+            }
+            Err(e) => tracing::debug!(error = %e, "control requests could not be listed"),
+        }
+        tokio::select! {
+            _ = changed.changed() => {}
+            _ = tokio::time::sleep(CONTROL_POLL) => {}
+            _ = shutdown.wait_for(|s| *s) => return,
+        }
+    }
+}
+
+/// Hands `action` to the projection's task and waits for what it did, as JSON.
+async fn carry_out(shared: &Shared, action: ControlAction) -> Result<serde_json::Value, Error> {
+    fn send<T>(
+        shared: &Shared,
+        make: impl FnOnce(oneshot::Sender<T>) -> Control,
+    ) -> oneshot::Receiver<T> {
+        let (tx, rx) = oneshot::channel();
+        shared
+            .controls
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push_back(make(tx));
+        shared.wake.notify_one();
+        rx
+    }
+    let gone = || stopped(&shared.name);
+    match action {
+        ControlAction::Pause => {
+            send(shared, Control::Pause).await.map_err(|_| gone())??;
+            Ok(serde_json::json!({}))
+        }
+        ControlAction::Resume => {
+            send(shared, Control::Resume).await.map_err(|_| gone())??;
+            Ok(serde_json::json!({}))
+        }
+        ControlAction::Rebuild { from } => {
+            let at = send(shared, |tx| Control::Rebuild(from, tx))
+                .await
+                .map_err(|_| gone())??;
+            Ok(serde_json::json!({ "restart_after": at.get() }))
+        }
+        ControlAction::Redrive { event_id } => {
+            let report = send(shared, |tx| Control::Redrive(event_id, tx))
+                .await
+                .map_err(|_| gone())??;
+            let failing: Vec<String> = report
+                .still_failing
+                .iter()
+                .map(|l| l.event_id.to_string())
+                .collect();
+            Ok(serde_json::json!({ "redriven": report.redriven, "still_failing": failing }))
         }
     }
 }
@@ -650,7 +753,8 @@ enum Control {
         Option<EventId>,
         oneshot::Sender<Result<RedriveReport, Error>>,
     ),
-    Resume(oneshot::Sender<()>),
+    Resume(oneshot::Sender<Result<(), Error>>),
+    Pause(oneshot::Sender<Result<(), Error>>),
 }
 
 struct Shared {
@@ -1010,9 +1114,17 @@ where
         self.control(name, |tx| Control::Redrive(None, tx)).await?
     }
 
-    /// Restarts a failed projection from its checkpoint (its poison event is tried again).
+    /// Restarts a failed or paused projection from its checkpoint (a poison event is
+    /// tried again) and clears its pause in the store.
     pub async fn resume(&self, name: &str) -> Result<(), Error> {
-        self.control(name, Control::Resume).await
+        self.control(name, Control::Resume).await?
+    }
+
+    /// Pauses projection `name` after the batch in hand: it keeps its lease and handles
+    /// nothing until [`Projections::resume`]. The pause is stored, so it holds across
+    /// restarts and takeovers.
+    pub async fn pause(&self, name: &str) -> Result<(), Error> {
+        self.control(name, Control::Pause).await?
     }
 
     /// Stops every projection gracefully: each finishes the batch in hand, stores its
@@ -1117,6 +1229,8 @@ struct Worker<S: ProjectionStore> {
     /// Whether the projection's `setup` ran since this process came to own it (or since
     /// its last rebuild).
     prepared: bool,
+    /// Whether an operator paused it (read from the store when it is acquired).
+    paused: bool,
 }
 
 impl<S> Worker<S>
@@ -1191,8 +1305,8 @@ where
                 Control::Redrive(_, reply) => {
                     let _ = reply.send(Err(refused()));
                 }
-                Control::Resume(reply) => {
-                    let _ = reply.send(());
+                Control::Resume(reply) | Control::Pause(reply) => {
+                    let _ = reply.send(Err(refused()));
                 }
             }
         }
@@ -1302,6 +1416,11 @@ where
         let mut sub = Subscription::with_options(self.store.clone(), start, options.subscription);
         let mut failed = false;
         let mut shutdown = self.shutdown.clone();
+        // A pause stored by an operator holds whichever instance owns the projection.
+        match self.store.paused_consumers().await {
+            Ok(paused) => self.paused = paused.iter().any(|c| *c == self.shared.name),
+            Err(e) => self.note_error(&e),
+        }
         // A typed projection reads only its event types (filtered by the store's query
         // where it can); the others are skipped by the page's `through`.
         let owned_types: Option<Vec<String>> = self
@@ -1327,7 +1446,10 @@ where
             if let Err(why) = self.still_owned() {
                 return why;
             }
-            if failed {
+            if failed || self.paused {
+                if !failed {
+                    self.shared.set(|p| p.state = ProjectionState::Paused);
+                }
                 let slot = &mut self.slot;
                 tokio::select! {
                     _ = self.shared.wake.notified() => {}
@@ -1676,11 +1798,30 @@ where
                 let _ = reply.send(self.redrive(which).await);
             }
             Control::Resume(reply) => {
-                *failed = false;
-                self.shared.set(|s| s.state = ProjectionState::CatchingUp);
-                let _ = reply.send(());
+                let by = self.operator();
+                let result = self.store.set_paused(&self.shared.name, false, &by).await;
+                if result.is_ok() {
+                    *failed = false;
+                    self.paused = false;
+                    self.shared.set(|s| s.state = ProjectionState::CatchingUp);
+                }
+                let _ = reply.send(result);
+            }
+            Control::Pause(reply) => {
+                let by = self.operator();
+                let result = self.store.set_paused(&self.shared.name, true, &by).await;
+                if result.is_ok() {
+                    self.paused = true;
+                    self.shared.set(|s| s.state = ProjectionState::Paused);
+                }
+                let _ = reply.send(result);
             }
         }
+    }
+
+    /// Who a pause is recorded as made by: this instance.
+    fn operator(&self) -> String {
+        self.slot.instance().label()
     }
 
     async fn rebuild(&self, from: RebuildFrom) -> Result<Position, Error> {
@@ -1924,6 +2065,9 @@ where
                     )),
                     None => Health::degraded("no instance has owned it yet"),
                 },
+                ProjectionState::Paused => {
+                    Health::degraded("paused by an operator: it handles nothing until resumed")
+                }
                 ProjectionState::Retrying => Health::degraded(format!(
                     "retrying a transient error: {}",
                     status.last_error.as_ref().map_or("", |e| e.reason())

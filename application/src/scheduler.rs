@@ -23,7 +23,7 @@ use crate::ownership::{Ownership, OwnershipOptions};
 use crate::pipeline::BoxFuture;
 
 /// The scheduler's consumer name: one instance among all that share the store delivers.
-pub const SCHEDULER: &str = "flext.scheduler";
+pub const SCHEDULER: &str = flext_ports::SCHEDULER_CONSUMER;
 
 /// Stores `command` to be dispatched at `due_at` under `key` (replacing what was pending
 /// under it), in the business action of `ctx`. Returns the scheduled message; its id is

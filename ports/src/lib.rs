@@ -19,10 +19,12 @@
 mod checkpoint;
 mod clock;
 mod codec;
+mod control;
 mod event_store;
 mod health;
 mod idempotency;
 mod ids;
+mod inspect;
 mod job;
 mod json;
 mod message;
@@ -41,6 +43,7 @@ mod watch;
 pub use checkpoint::CheckpointStore;
 pub use clock::{Clock, FixedClock, SystemClock};
 pub use codec::{AppendEvents, EventCodec, new_events};
+pub use control::{ControlAction, ControlRequest, ControlState, ControlStore, RebuildFrom};
 pub use event_store::{
     AppendOutcome, EventStore, FilteredPage, MAX_EVENT_TYPE_LEN, MAX_EVENTS_PER_APPEND,
     MAX_SCHEMA_VERSION, ReadDirection,
@@ -48,11 +51,14 @@ pub use event_store::{
 pub use health::{HealthCheck, HealthFuture};
 pub use idempotency::{Claim, IdempotencyRecord, IdempotencyStore};
 pub use ids::{IdGenerator, SequentialIds, UuidV7Ids};
+pub use inspect::{
+    CheckpointMove, MigrationInfo, StoreInspect, StoreStats, StreamQuery, StreamSummary, TypeCount,
+};
 pub use job::{Job, JobState, JobStats, JobStore, NewJob};
 pub use json::{JsonCodec, Upcasters};
 pub use message::{
-    Command, CommandHandler, Context, EventHandler, Query, QueryHandler, TRACEPARENT_HEADER,
-    is_valid_traceparent,
+    COMMAND_CAUSATION_HEADER, Command, CommandHandler, Context, EventHandler, Query, QueryHandler,
+    TRACEPARENT_HEADER, is_valid_traceparent,
 };
 pub use metrics::{Labels, Metrics};
 pub use ownership::{ConsumerRecord, Instance, Lease, Member, OwnershipStore};
@@ -62,7 +68,7 @@ pub use plugin::{
 pub use process::{ProcessStore, StoredProcess};
 pub use projection::{DeadLetter, Decoded, EventProjection, Projection, ProjectionStore, Typed};
 pub use redact::redact_url;
-pub use schedule::{ScheduleStore, Scheduled};
+pub use schedule::{SCHEDULER_CONSUMER, ScheduleStore, Scheduled};
 pub use snapshot::{Snapshot, SnapshotStore};
 pub use trace::{Propagator, StoreOp, StoreTelemetry};
 pub use watch::{AppendSignal, AppendWatcher, Changed, WatchAppends};
@@ -72,6 +78,7 @@ pub use watch::{AppendSignal, AppendWatcher, Changed, WatchAppends};
 /// idempotency outcomes and the diagnosis of a refused checkpoint. For writers of a store
 /// adapter; an application does not need them.
 pub mod adapter {
+    pub use crate::control::{assemble_control, corrupted_control, stored_outcome};
     pub use crate::event_store::{
         StoredEvent, StoredRow, assemble_recorded, corrupted_event, resolve_rejected_append,
         stored_number, validate_append,

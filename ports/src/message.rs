@@ -105,6 +105,12 @@ pub struct Context {
 /// its work to the original trace.
 pub const TRACEPARENT_HEADER: &str = "traceparent";
 
+/// The event header that names what caused the command that recorded the event (the
+/// command's own causation: the event a follow-up command reacts to), so a business
+/// action reads back as a causation tree, event -> command -> events, although commands
+/// are not stored.
+pub const COMMAND_CAUSATION_HEADER: &str = "command-causation";
+
 /// Whether `value` is a W3C `traceparent` (`00-<32 hex trace id>-<16 hex span id>-<2 hex
 /// flags>`, ids not all zero).
 pub fn is_valid_traceparent(value: &str) -> bool {
@@ -228,12 +234,18 @@ impl Context {
     }
 
     /// The metadata for events recorded while handling this message: its correlation id,
-    /// its message id as their causation, its tenant, and the W3C trace context: the
+    /// its message id as their causation, what caused it (header
+    /// [`COMMAND_CAUSATION_HEADER`]), its tenant, and the W3C trace context: the
     /// current span's when a [`Propagator`](crate::Propagator) is installed and a span is
     /// current (the dispatch span, say), else the one this context was given.
     pub fn event_metadata(&self) -> EventMetadata {
         let mut metadata =
             EventMetadata::caused_by(self.correlation_id, CausationId::from_uuid(self.message_id));
+        // What caused the command (an event for a follow-up command), so a business action
+        // reads back as a tree: event -> command -> events.
+        if let Some(cause) = self.causation_id {
+            metadata = metadata.with_header(COMMAND_CAUSATION_HEADER, cause.to_string());
+        }
         if let Some(tenant) = &self.tenant {
             metadata = metadata.with_header("tenant", tenant.as_ref());
         }

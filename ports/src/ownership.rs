@@ -40,6 +40,11 @@ pub struct Instance {
 }
 
 impl Instance {
+    /// `name@host:pid`, how operators' views name the instance.
+    pub fn label(&self) -> String {
+        format!("{}@{}:{}", self.name, self.host, self.pid)
+    }
+
     /// This process under `name`, with a fresh id.
     pub fn named(name: impl Into<String>) -> Instance {
         Instance {

@@ -11,7 +11,7 @@ use flext_domain::{
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
-use crate::{EventCodec, JsonCodec, Lease, OwnershipStore};
+use crate::{ControlStore, EventCodec, JsonCodec, Lease, OwnershipStore};
 
 /// Builds a read model from events, in the global order. Run by
 /// `flext_application::ProjectionRunner`.
@@ -313,7 +313,8 @@ impl DeadLetter {
     }
 }
 
-/// A store in which a projection runner keeps checkpoints and dead letters, in
+/// A store in which a projection runner keeps checkpoints, dead letters and the
+/// operators' control requests ([`ControlStore`]), in
 /// transactions that a projection can write its read model in.
 ///
 /// Dropping a transaction without [`ProjectionStore::commit`] rolls it back: nothing it
@@ -322,7 +323,7 @@ impl DeadLetter {
 /// Checkpoints are fenced: [`ProjectionStore::set_checkpoint`] names the [`Lease`] the
 /// batch runs under and fails with `ABORTED`/`OWNERSHIP_LOST` (and changes nothing) when
 /// that lease is no longer current, so a former owner's late commit never lands.
-pub trait ProjectionStore: OwnershipStore + Send + Sync + 'static {
+pub trait ProjectionStore: OwnershipStore + ControlStore + Send + Sync + 'static {
     /// The transaction handed to projections.
     type Transaction: Send + 'static;
 

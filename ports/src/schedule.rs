@@ -8,6 +8,10 @@ use flext_domain::{Error, EventMetadata};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+/// The scheduler's consumer name: its lease decides the one instance that delivers. Its
+/// checkpoint row holds no position of the global order (it reads `flext_schedule`).
+pub const SCHEDULER_CONSUMER: &str = "flext.scheduler";
+
 /// A message to deliver at `due_at`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Scheduled {

@@ -23,6 +23,7 @@
 //! # }).unwrap();
 //! ```
 
+mod control;
 mod job;
 mod ownership;
 mod process;

@@ -42,13 +42,17 @@ pub(crate) struct State {
     /// (claimed at, the outcome once done).
     idempotency: HashMap<uuid::Uuid, (std::time::Instant, Option<IdempotencyRecord>)>,
     /// Dead letters by projection, then event id.
-    dead_letters: HashMap<String, HashMap<EventId, DeadLetter>>,
+    pub(crate) dead_letters: HashMap<String, HashMap<EventId, DeadLetter>>,
     /// Scheduled messages by key.
     pub(crate) schedule: std::collections::BTreeMap<String, flext_ports::Scheduled>,
     /// Background jobs by id, with their lock expiry and unique key.
     pub(crate) jobs: std::collections::BTreeMap<uuid::Uuid, crate::job::Stored>,
     /// Process managers' instances by (manager, association).
     pub(crate) processes: std::collections::BTreeMap<(String, String), flext_ports::StoredProcess>,
+    /// Control requests in the order they came.
+    pub(crate) controls: Vec<flext_ports::ControlRequest>,
+    /// Paused consumers.
+    pub(crate) paused: std::collections::BTreeSet<String>,
 }
 
 impl State {

@@ -20,6 +20,7 @@
 //! # Ok(()) }
 //! ```
 
+mod control;
 mod job;
 mod notify;
 mod ownership;

@@ -32,7 +32,8 @@ pub(crate) async fn fenced_on(
     rewind: bool,
 ) -> Result<(), Error> {
     let done = sqlx::query(
-        "UPDATE flext_checkpoints SET position = $1 \
+        "UPDATE flext_checkpoints SET position = $1, \
+         moved_at = CASE WHEN position <> $1 THEN clock_timestamp() ELSE moved_at END \
          WHERE name = $2 AND owner_id = $3 AND epoch = $4 AND expires_at > clock_timestamp() \
          AND ($5 OR position <= $1)",
     )

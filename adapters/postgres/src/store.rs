@@ -201,6 +201,7 @@ pub struct PgStoreBuilder {
     max_connections: u32,
     acquire_timeout: Duration,
     notifications: bool,
+    migrate: bool,
 }
 
 impl std::fmt::Debug for PgStoreBuilder {
@@ -244,6 +245,14 @@ impl PgStoreBuilder {
     /// own, never the pool's.
     pub fn notifications(mut self, on: bool) -> Self {
         self.notifications = on;
+        self
+    }
+
+    /// Whether connecting runs the store's migrations (default true). Off, the store
+    /// works only on a schema that is up to date; `StoreInspect::migrations` tells what is
+    /// missing and [`PgEventStore::apply_migrations`] applies it.
+    pub fn migrate(mut self, on: bool) -> Self {
+        self.migrate = on;
         self
     }
 
@@ -306,8 +315,18 @@ impl PgStoreBuilder {
             .connect_with(options)
             .await
             .map_err(|e| db_error("connecting", e))?;
-        PgEventStore::open_pool(pool, self.notifications).await
+        PgEventStore::open_pool(pool, self.notifications, self.migrate).await
     }
+}
+
+async fn run_migrations(pool: &PgPool) -> Result<(), Error> {
+    migrator().run(pool).await.map_err(|e| {
+        Error::unavailable(
+            "MIGRATION_FAILED",
+            "the PostgreSQL store's migrations failed",
+        )
+        .with_source(e)
+    })
 }
 
 /// An event and snapshot store in PostgreSQL (13 or newer). Clones share the pool.
@@ -334,6 +353,7 @@ impl PgEventStore {
             max_connections: 10,
             acquire_timeout: DEFAULT_ACQUIRE_TIMEOUT,
             notifications: true,
+            migrate: true,
         }
     }
 
@@ -355,17 +375,13 @@ impl PgEventStore {
     /// Uses an existing pool (its `search_path` decides the schema) and runs the
     /// migrations; notifications on.
     pub async fn with_pool(pool: PgPool) -> Result<Self, Error> {
-        PgEventStore::open_pool(pool, true).await
+        PgEventStore::open_pool(pool, true, true).await
     }
 
-    async fn open_pool(pool: PgPool, notifications: bool) -> Result<Self, Error> {
-        migrator().run(&pool).await.map_err(|e| {
-            Error::unavailable(
-                "MIGRATION_FAILED",
-                "the PostgreSQL store's migrations failed",
-            )
-            .with_source(e)
-        })?;
+    async fn open_pool(pool: PgPool, notifications: bool, migrate: bool) -> Result<Self, Error> {
+        if migrate {
+            run_migrations(&pool).await?;
+        }
         let schema: String = sqlx::query_scalar("SELECT current_schema()")
             .fetch_one(&pool)
             .await
@@ -376,6 +392,32 @@ impl PgEventStore {
             pool,
             clock: Arc::new(SystemClock),
         })
+    }
+
+    /// Applies the store's migrations that have not run (for a store connected with
+    /// `migrate(false)`); returns how many ran.
+    pub async fn apply_migrations(&self) -> Result<usize, Error> {
+        let before = self.applied_versions().await?.len();
+        run_migrations(&self.pool).await?;
+        Ok(self.applied_versions().await?.len().saturating_sub(before))
+    }
+
+    /// The versions and times of the applied migrations; none when never migrated.
+    pub(crate) async fn applied_versions(&self) -> Result<Vec<(i64, DateTime<Utc>)>, Error> {
+        let exists: Option<String> = sqlx::query_scalar("SELECT to_regclass($1)::text")
+            .bind(MIGRATIONS_TABLE)
+            .fetch_one(&self.pool)
+            .await
+            .map_err(|e| db_error("reading the migrations", e))?;
+        if exists.is_none() {
+            return Ok(Vec::new());
+        }
+        sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            "SELECT version, installed_on FROM {MIGRATIONS_TABLE} WHERE success ORDER BY version"
+        )))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(|e| db_error("reading the migrations", e))
     }
 
     /// Records times from `clock` instead of the system clock.
@@ -806,7 +848,10 @@ impl Drop for PgWriteTransaction {
 
 /// Decodes one row; `last_stream` carries the previous row's stream id, reused (one
 /// shared string, no allocation) while consecutive rows belong to the same stream.
-fn decode_row(row: &PgRow, last_stream: &mut Option<StreamId>) -> Result<RecordedEvent, Error> {
+pub(crate) fn decode_row(
+    row: &PgRow,
+    last_stream: &mut Option<StreamId>,
+) -> Result<RecordedEvent, Error> {
     let position: i64 = row
         .try_get(0)
         .map_err(|e| corrupted_event("?", -1, format_args!("unreadable position: {e}")))?;

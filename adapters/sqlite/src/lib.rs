@@ -19,6 +19,7 @@
 //! # Ok(()) }
 //! ```
 
+mod control;
 mod job;
 mod ownership;
 mod process;

@@ -38,7 +38,8 @@ pub(crate) async fn fenced_on(
     now: i64,
 ) -> Result<(), Error> {
     let done = sqlx::query(
-        "UPDATE flext_checkpoints SET position = ?1 \
+        "UPDATE flext_checkpoints SET position = ?1, \
+         moved_at = CASE WHEN position <> ?1 THEN ?5 ELSE moved_at END \
          WHERE name = ?2 AND owner_id = ?3 AND epoch = ?4 AND expires_at > ?5 \
          AND (?6 OR position <= ?1)",
     )

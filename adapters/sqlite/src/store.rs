@@ -202,6 +202,8 @@ pub struct SqliteStoreBuilder {
     /// Options parsed from a URL (`open_url`): in-memory, read-only and the like, kept.
     /// (the options, whether they are read-only)
     from_url: Option<(SqliteConnectOptions, bool)>,
+    /// Whether opening runs the migrations (default true).
+    migrate: bool,
 }
 
 impl SqliteStoreBuilder {
@@ -227,6 +229,14 @@ impl SqliteStoreBuilder {
     /// (default 5 s, as on PostgreSQL).
     pub fn acquire_timeout(mut self, timeout: Duration) -> Self {
         self.acquire_timeout = timeout;
+        self
+    }
+
+    /// Whether opening runs the store's migrations (default true). Off, the store works
+    /// only on a schema that is up to date; `StoreInspect::migrations` tells what is
+    /// missing and [`SqliteEventStore::apply_migrations`] applies it.
+    pub fn migrate(mut self, on: bool) -> Self {
+        self.migrate = on;
         self
     }
 
@@ -263,7 +273,7 @@ impl SqliteStoreBuilder {
             .await
             .map_err(|e| db_error(&format!("opening {}", self.path.display()), e))?;
         // A read-only store cannot migrate; its writes fail `PERMISSION_DENIED`.
-        if !read_only {
+        if !read_only && self.migrate {
             migrator().run(&readers).await.map_err(|e| {
                 Error::unavailable("MIGRATION_FAILED", "the SQLite store's migrations failed")
                     .with_source(e)
@@ -317,6 +327,7 @@ impl SqliteEventStore {
             readers: 4,
             acquire_timeout: Duration::from_secs(5),
             from_url: None,
+            migrate: true,
         }
     }
 
@@ -336,6 +347,12 @@ impl SqliteEventStore {
     /// `?mode=ro` opens an existing store read-only (reads work, writes fail
     /// `PERMISSION_DENIED`), `?mode=rwc` creates the file if missing.
     pub async fn open_url(url: &str) -> Result<Self, Error> {
+        SqliteEventStore::builder_url(url)?.open().await
+    }
+
+    /// A builder for the store at a `sqlite:` URL, with the URL's options (as
+    /// [`SqliteEventStore::open_url`]).
+    pub fn builder_url(url: &str) -> Result<SqliteStoreBuilder, Error> {
         // Neither the URL nor the parser's message (which may quote it) goes into the
         // error as given: a URL may carry a password.
         if !url.starts_with("sqlite:") {
@@ -365,7 +382,39 @@ impl SqliteEventStore {
             options.create_if_missing(true)
         };
         builder.from_url = Some((options, read_only));
-        builder.open().await
+        Ok(builder)
+    }
+
+    /// Applies the store's migrations that have not run (for a store opened with
+    /// `migrate(false)`); returns how many ran.
+    pub async fn apply_migrations(&self) -> Result<usize, Error> {
+        let before = self.applied_versions().await?.len();
+        migrator().run(&self.readers).await.map_err(|e| {
+            Error::unavailable("MIGRATION_FAILED", "the SQLite store's migrations failed")
+                .with_source(e)
+        })?;
+        Ok(self.applied_versions().await?.len().saturating_sub(before))
+    }
+
+    /// The versions (and times, in microseconds) of the applied migrations; none when the
+    /// store was never migrated.
+    pub(crate) async fn applied_versions(&self) -> Result<Vec<(i64, DateTime<Utc>)>, Error> {
+        let exists: Option<String> =
+            sqlx::query_scalar("SELECT name FROM sqlite_master WHERE type = 'table' AND name = ?")
+                .bind(MIGRATIONS_TABLE)
+                .fetch_optional(&self.readers)
+                .await
+                .map_err(|e| db_error("reading the migrations", e))?;
+        if exists.is_none() {
+            return Ok(Vec::new());
+        }
+        let rows: Vec<(i64, DateTime<Utc>)> = sqlx::query_as(AssertSqlSafe(format!(
+            "SELECT version, installed_on FROM {MIGRATIONS_TABLE} WHERE success ORDER BY version"
+        )))
+        .fetch_all(&self.readers)
+        .await
+        .map_err(|e| db_error("reading the migrations", e))?;
+        Ok(rows)
     }
 
     /// Closes the store: waits for the writer (a transaction in hand commits or rolls
@@ -767,7 +816,10 @@ async fn stored_with_ids(
 
 /// Decodes one row; `last_stream` carries the previous row's stream id, reused (one
 /// shared string, no allocation) while consecutive rows belong to the same stream.
-fn decode_row(row: &SqliteRow, last_stream: &mut Option<StreamId>) -> Result<RecordedEvent, Error> {
+pub(crate) fn decode_row(
+    row: &SqliteRow,
+    last_stream: &mut Option<StreamId>,
+) -> Result<RecordedEvent, Error> {
     let position: i64 = row
         .try_get(0)
         .map_err(|e| corrupted_event("?", -1, format_args!("unreadable position: {e}")))?;

@@ -1,0 +1,109 @@
+//! Control requests and pauses in memory, for the runners of one process.
+
+use flext_domain::{Error, EventId};
+use flext_ports::{ControlAction, ControlRequest, ControlState, ControlStore};
+use uuid::Uuid;
+
+use crate::store::InMemoryEventStore;
+
+impl ControlStore for InMemoryEventStore {
+    async fn request_control(
+        &self,
+        consumer: &str,
+        action: &ControlAction,
+        requested_by: &str,
+    ) -> Result<ControlRequest, Error> {
+        let request = ControlRequest {
+            id: Uuid::now_v7(),
+            consumer: consumer.to_owned(),
+            action: action.clone(),
+            requested_by: requested_by.to_owned(),
+            requested_at: self.clock.now(),
+            state: ControlState::Pending,
+            taken_by: None,
+            finished_at: None,
+            result: None,
+            error: None,
+        };
+        self.lock().controls.push(request.clone());
+        self.consumers_changed.pulse();
+        Ok(request)
+    }
+
+    async fn pending_controls(&self) -> Result<Vec<ControlRequest>, Error> {
+        Ok(self
+            .lock()
+            .controls
+            .iter()
+            .filter(|c| c.state == ControlState::Pending)
+            .cloned()
+            .collect())
+    }
+
+    async fn take_control(&self, id: Uuid, taken_by: &str) -> Result<bool, Error> {
+        let mut state = self.lock();
+        let Some(c) = state
+            .controls
+            .iter_mut()
+            .find(|c| c.id == id && c.state == ControlState::Pending)
+        else {
+            return Ok(false);
+        };
+        c.state = ControlState::Running;
+        c.taken_by = Some(taken_by.to_owned());
+        Ok(true)
+    }
+
+    async fn finish_control(
+        &self,
+        id: Uuid,
+        outcome: Result<serde_json::Value, Error>,
+    ) -> Result<(), Error> {
+        let now = self.clock.now();
+        if let Some(c) = self.lock().controls.iter_mut().find(|c| c.id == id) {
+            c.finished_at = Some(now);
+            match outcome {
+                Ok(v) => {
+                    c.state = ControlState::Done;
+                    c.result = Some(v);
+                }
+                Err(e) => {
+                    c.state = ControlState::Failed;
+                    c.error = Some(e);
+                }
+            }
+        }
+        self.consumers_changed.pulse();
+        Ok(())
+    }
+
+    async fn control_request(&self, id: Uuid) -> Result<Option<ControlRequest>, Error> {
+        Ok(self.lock().controls.iter().find(|c| c.id == id).cloned())
+    }
+
+    async fn set_paused(&self, consumer: &str, paused: bool, _by: &str) -> Result<(), Error> {
+        {
+            let mut state = self.lock();
+            if paused {
+                state.paused.insert(consumer.to_owned());
+            } else {
+                state.paused.remove(consumer);
+            }
+        }
+        self.consumers_changed.pulse();
+        Ok(())
+    }
+
+    async fn paused_consumers(&self) -> Result<Vec<String>, Error> {
+        Ok(self.lock().paused.iter().cloned().collect())
+    }
+
+    async fn discard_dead_letter(&self, consumer: &str, event_id: EventId) -> Result<bool, Error> {
+        Ok(self
+            .lock()
+            .dead_letters
+            .get_mut(consumer)
+            .and_then(|l| l.remove(&event_id))
+            .is_some())
+    }
+}

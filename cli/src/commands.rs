@@ -1,0 +1,928 @@
+//! The commands: each reads or acts through the store's ports and prints a table, text or
+//! JSON.
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use flext_domain::{CorrelationId, Error, EventId, Position, StreamId, StreamVersion};
+use flext_ports::{
+    CheckpointStore, ControlAction, ControlState, ControlStore, EventStore, Instance, JobStore,
+    OwnershipStore, ProjectionStore, ReadDirection, RebuildFrom, SCHEDULER_CONSUMER, ScheduleStore,
+    StoreInspect, StreamQuery, WatchAppends,
+};
+use indicatif::{ProgressBar, ProgressStyle};
+use serde_json::{Value, json};
+
+use crate::Done;
+use crate::store::{Db, on_store};
+use crate::view;
+
+/// How to print.
+pub(crate) struct Out {
+    pub(crate) json: bool,
+}
+
+impl Out {
+    /// Prints `value` as pretty JSON.
+    fn json(&self, value: &Value) {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(value).unwrap_or_else(|_| value.to_string())
+        );
+    }
+}
+
+/// Refuses to work on a store whose schema lacks migrations (`flext migrate apply`).
+pub(crate) async fn require_migrated(db: &Db) -> Result<(), Error> {
+    let missing: Vec<_> = on_store!(db, s => s.migrations().await)?
+        .into_iter()
+        .filter(|m| !m.applied)
+        .collect();
+    if let Some(first) = missing.first() {
+        return Err(Error::failed_precondition(
+            "MIGRATIONS_PENDING",
+            format!(
+                "the store's schema lacks {} migration(s) from {} ({}); run `flext migrate apply`",
+                missing.len(),
+                first.version,
+                first.description
+            ),
+        )
+        .with_detail("pending", missing.len()));
+    }
+    Ok(())
+}
+
+/// An event id from the command line, or `INVALID_ARGUMENT` naming it.
+pub(crate) fn parse_event_id(s: &str) -> Result<EventId, Error> {
+    uuid::Uuid::parse_str(s.trim())
+        .map(EventId::from_uuid)
+        .map_err(|_| {
+            Error::invalid_argument(
+                "INVALID_EVENT_ID",
+                format!(
+                    "{:?} is not an event id (a UUID)",
+                    s.chars().take(80).collect::<String>()
+                ),
+            )
+        })
+}
+
+pub(crate) async fn streams_list(db: &Db, out: &Out, query: StreamQuery) -> Result<Done, Error> {
+    let page = on_store!(db, s => s.list_streams(&query).await)?;
+    let next = (page.len() >= query.page_size())
+        .then(|| page.last().map(|s| s.stream_id.clone()))
+        .flatten();
+    if out.json {
+        out.json(&json!({ "streams": page, "next_after": next }));
+        return Ok(Done::OK);
+    }
+    let mut t = view::table(&[
+        "stream",
+        "version",
+        "last position",
+        "first event",
+        "last event",
+    ]);
+    for s in &page {
+        t.add_row(vec![
+            s.stream_id.clone(),
+            s.version.to_string(),
+            s.last_position.get().to_string(),
+            view::time(s.first_recorded_at),
+            view::time(s.last_recorded_at),
+        ]);
+    }
+    println!("{t}");
+    match next {
+        Some(n) => println!("\n{} streams; next page: --after {n}", page.len()),
+        None => println!("\n{} streams", page.len()),
+    }
+    Ok(Done::OK)
+}
+
+fn stream_id(s: &str) -> Result<StreamId, Error> {
+    StreamId::new(s)
+}
+
+pub(crate) async fn streams_show(
+    db: &Db,
+    out: &Out,
+    id: &str,
+    from: u64,
+    limit: usize,
+) -> Result<Done, Error> {
+    let stream = stream_id(id)?;
+    let events = on_store!(db, s => s.read_stream(&stream, StreamVersion(from.max(1)), limit.clamp(1, 10_000), ReadDirection::Forward).await)?;
+    if events.is_empty() {
+        let version = on_store!(db, s => s.stream_version(&stream).await)?;
+        if version.0 == 0 {
+            return Err(Error::not_found(
+                "STREAM_NOT_FOUND",
+                format!("no stream {id:?} in the store"),
+            )
+            .with_detail("stream", id));
+        }
+    }
+    let values: Vec<Value> = events.iter().map(view::event).collect();
+    if out.json {
+        out.json(&json!({ "stream_id": id, "events": values }));
+    } else {
+        for v in &values {
+            print_event(v);
+        }
+    }
+    Ok(Done::OK)
+}
+
+/// An event as text: a heading line, metadata, the payload pretty-printed.
+fn print_event(v: &Value) {
+    println!(
+        "#{} {} v{}  {}  (event {}, position {}, {})",
+        v["version"],
+        v["stream_id"].as_str().unwrap_or(""),
+        v["version"],
+        v["event_type"].as_str().unwrap_or(""),
+        v["event_id"].as_str().unwrap_or(""),
+        v["position"],
+        v["recorded_at"].as_str().unwrap_or("")
+    );
+    if let Some(c) = v["correlation_id"].as_str() {
+        println!("  correlation {c}");
+    }
+    if let Some(c) = v["causation_id"].as_str() {
+        println!("  causation   {c}");
+    }
+    if let Some(h) = v["headers"].as_object() {
+        for (k, val) in h {
+            println!("  {k}: {}", view::cell(val));
+        }
+    }
+    let payload = serde_json::to_string_pretty(&v["payload"]).unwrap_or_default();
+    for line in payload.lines() {
+        println!("  {line}");
+    }
+    println!();
+}
+
+pub(crate) async fn streams_tail(
+    db: &Db,
+    out: &Out,
+    id: Option<&str>,
+    lines: usize,
+    follow: bool,
+) -> Result<Done, Error> {
+    let emit = |e: &flext_domain::RecordedEvent| {
+        let v = view::event(e);
+        if out.json {
+            // One JSON document per line, so a follower can be piped.
+            println!("{v}");
+        } else {
+            print_event(&v);
+        }
+    };
+    match id {
+        Some(id) => {
+            let stream = stream_id(id)?;
+            let mut last = on_store!(db, s => s.read_stream(&stream, StreamVersion(u64::MAX), lines, ReadDirection::Backward).await)?;
+            last.reverse();
+            let mut version = last.last().map_or(0, |e| e.stream_version.0);
+            for e in &last {
+                emit(e);
+            }
+            if !follow {
+                return Ok(Done::OK);
+            }
+            let mut watcher = on_store!(db, s => s.watch_appends());
+            loop {
+                let page = on_store!(db, s => s.read_stream(&stream, StreamVersion(version + 1), 500, ReadDirection::Forward).await)?;
+                for e in &page {
+                    emit(e);
+                    version = e.stream_version.0;
+                }
+                if page.is_empty() {
+                    let _ =
+                        tokio::time::timeout(Duration::from_millis(500), watcher.changed()).await;
+                }
+            }
+        }
+        None => {
+            // The newest `lines` events of the global order: positions may be sparse
+            // (PostgreSQL), so the last ones are found by the streams' heads.
+            let head = on_store!(db, s => s.stats().await)?.head;
+            let mut after = tail_start(db, head, lines).await?;
+            let mut watcher = on_store!(db, s => s.watch_appends());
+            loop {
+                let page = on_store!(db, s => s.read_all(after, 500).await)?;
+                for e in &page {
+                    emit(e);
+                    after = e.position;
+                }
+                if page.is_empty() {
+                    if !follow {
+                        return Ok(Done::OK);
+                    }
+                    let _ =
+                        tokio::time::timeout(Duration::from_millis(500), watcher.changed()).await;
+                }
+                if !follow && after >= head {
+                    return Ok(Done::OK);
+                }
+            }
+        }
+    }
+}
+
+/// The position after which the last `lines` events up to `head` lie.
+async fn tail_start(db: &Db, head: Position, lines: usize) -> Result<Position, Error> {
+    if lines == 0 {
+        return Ok(head);
+    }
+    // Step back in windows until the window holds enough events.
+    let mut window = (lines as u64).saturating_mul(4).max(64);
+    loop {
+        let from = Position(head.get().saturating_sub(window));
+        let n = on_store!(db, s => s.count_after(from).await)?;
+        if n >= lines as u64 || from == Position::START {
+            let skip = n.saturating_sub(lines as u64);
+            let mut after = from;
+            let mut left = skip;
+            while left > 0 {
+                let page = on_store!(db, s => s.read_all(after, left.min(1_000) as usize).await)?;
+                let Some(last) = page.last() else { break };
+                left -= page.len() as u64;
+                after = last.position;
+            }
+            return Ok(after);
+        }
+        window = window.saturating_mul(8);
+    }
+}
+
+pub(crate) async fn events_get(db: &Db, out: &Out, id: &str) -> Result<Done, Error> {
+    let event_id = parse_event_id(id)?;
+    let event = on_store!(db, s => s.event_by_id(event_id).await)?.ok_or_else(|| {
+        Error::not_found(
+            "EVENT_NOT_FOUND",
+            format!("no event {event_id} in the store"),
+        )
+        .with_detail("event_id", event_id.to_string())
+    })?;
+    let v = view::event(&event);
+    if out.json {
+        out.json(&v);
+    } else {
+        print_event(&v);
+    }
+    Ok(Done::OK)
+}
+
+pub(crate) async fn events_correlated(db: &Db, out: &Out, id: &str) -> Result<Done, Error> {
+    let given = parse_event_id(id)?;
+    // An event id names its action; otherwise the id is the correlation id itself.
+    let correlation = match on_store!(db, s => s.event_by_id(given).await)? {
+        Some(e) => e
+            .metadata
+            .correlation_id
+            .unwrap_or(CorrelationId::from_uuid(e.event_id.as_uuid())),
+        None => CorrelationId::from_uuid(given.as_uuid()),
+    };
+    let events = on_store!(db, s => s.read_correlated(correlation, 10_000).await)?;
+    if events.is_empty() {
+        return Err(Error::not_found(
+            "ACTION_NOT_FOUND",
+            format!("no event has id or correlation id {given}"),
+        )
+        .with_detail("id", given.to_string()));
+    }
+    let tree = crate::tree::build(correlation.as_uuid(), &events);
+    if out.json {
+        out.json(&tree);
+    } else {
+        print!("{}", crate::tree::render(&tree));
+    }
+    Ok(Done::OK)
+}
+
+/// Every consumer as operators see it, measured now.
+async fn consumers(db: &Db, stall_after: Duration) -> Result<Vec<Value>, Error> {
+    let records = on_store!(db, s => s.consumers().await)?;
+    let paused = on_store!(db, s => s.paused_consumers().await)?;
+    let moves = on_store!(db, s => s.checkpoint_moves().await)?;
+    let now = on_store!(db, s => s.clock_now().await)?;
+    let mut names: Vec<String> = records.iter().map(|r| r.consumer.clone()).collect();
+    for p in &paused {
+        if !names.contains(p) {
+            names.push(p.clone());
+        }
+    }
+    names.sort();
+    let mut out = Vec::with_capacity(names.len());
+    for name in names {
+        let record = records.iter().find(|r| r.consumer == name);
+        let position = record.map_or(Position::START, |r| r.position);
+        let scheduler = name == SCHEDULER_CONSUMER;
+        let (lag_events, lag) = if scheduler {
+            // Its work is the messages due now, not the global order.
+            let due = on_store!(db, s => s.due(now, 10_000).await)?;
+            let oldest = due.iter().map(|m| m.due_at).min();
+            (
+                due.len() as u64,
+                oldest.map_or(Duration::ZERO, |t| {
+                    (now - t).to_std().unwrap_or(Duration::ZERO)
+                }),
+            )
+        } else {
+            let n = on_store!(db, s => s.count_after(position).await)?;
+            let oldest = on_store!(db, s => s.read_all(position, 1).await)?;
+            let lag = oldest
+                .first()
+                .map(|e| (now - e.recorded_at).to_std().unwrap_or(Duration::ZERO))
+                .unwrap_or(Duration::ZERO);
+            (n, lag)
+        };
+        let dead = on_store!(db, s => s.dead_letters(&name).await)?.len();
+        let is_paused = paused.contains(&name);
+        let moved_at = moves
+            .iter()
+            .find(|(n, _)| *n == name)
+            .and_then(|(_, t)| *t)
+            .or(record.and_then(|r| r.acquired_at));
+        let still_for = moved_at.map(|t| (now - t).to_std().unwrap_or(Duration::ZERO));
+        // Not moved for a while although events wait (and not paused on purpose).
+        let stalled = !is_paused
+            && lag_events > 0
+            && lag >= stall_after
+            && still_for.is_none_or(|d| d >= stall_after);
+        let owned = record.is_some_and(|r| r.owned);
+        let state = if is_paused {
+            "paused"
+        } else if stalled {
+            "stalled"
+        } else if !owned {
+            "unowned"
+        } else if lag_events == 0 {
+            "running"
+        } else {
+            "catching_up"
+        };
+        out.push(json!({
+            "name": name,
+            "kind": if scheduler { "scheduler" } else { "consumer" },
+            "state": state,
+            "owner": record.and_then(|r| r.owner.as_ref()).filter(|_| owned).map(Instance::label),
+            "epoch": record.map_or(0, |r| r.epoch),
+            "position": position.get(),
+            "lag_events": lag_events,
+            "lag_seconds": lag.as_secs_f64(),
+            "dead_letters": dead,
+            "paused": is_paused,
+            "stalled": stalled,
+            "moved_at": moved_at.map(view::time),
+            "lease_expires_at": record.and_then(|r| r.expires_at).map(view::time),
+        }));
+    }
+    Ok(out)
+}
+
+pub(crate) async fn projections_list(db: &Db, out: &Out, stall: Duration) -> Result<Done, Error> {
+    let list = consumers(db, stall).await?;
+    if out.json {
+        out.json(&json!({ "consumers": list }));
+        return Ok(Done::OK);
+    }
+    let mut t = view::table(&[
+        "name",
+        "state",
+        "owner",
+        "position",
+        "lag",
+        "lag (s)",
+        "dead letters",
+    ]);
+    for c in &list {
+        t.add_row(vec![
+            view::cell(&c["name"]),
+            view::cell(&c["state"]),
+            view::cell(&c["owner"]),
+            view::cell(&c["position"]),
+            view::cell(&c["lag_events"]),
+            format!("{:.1}", c["lag_seconds"].as_f64().unwrap_or(0.0)),
+            view::cell(&c["dead_letters"]),
+        ]);
+    }
+    println!("{t}");
+    Ok(Done::OK)
+}
+
+async fn one_consumer(db: &Db, name: &str, stall: Duration) -> Result<Value, Error> {
+    consumers(db, stall)
+        .await?
+        .into_iter()
+        .find(|c| c["name"] == name)
+        .ok_or_else(|| unknown_consumer(name))
+}
+
+fn unknown_consumer(name: &str) -> Error {
+    Error::not_found(
+        "UNKNOWN_CONSUMER",
+        format!("the store knows no consumer named {name:?} (see `flext projections list`)"),
+    )
+    .with_detail("consumer", name)
+}
+
+pub(crate) async fn projections_status(
+    db: &Db,
+    out: &Out,
+    name: &str,
+    stall: Duration,
+) -> Result<Done, Error> {
+    let c = one_consumer(db, name, stall).await?;
+    if out.json {
+        out.json(&c);
+    } else if let Some(fields) = c.as_object() {
+        for (k, v) in fields {
+            println!("{:<18} {}", format!("{k}:"), view::cell(v));
+        }
+    }
+    Ok(Done::OK)
+}
+
+/// Who the command line acts as: `flext-cli` on this host, with this process's id.
+fn operator() -> Instance {
+    Instance::named("flext-cli")
+}
+
+/// Carries `action` out on consumer `name`: by its owner when one runs (a stored request,
+/// waited for up to `timeout_s`), else (pause and resume) here under the consumer's lease.
+pub(crate) async fn control(
+    db: &Db,
+    out: &Out,
+    name: &str,
+    action: ControlAction,
+    timeout_s: u64,
+) -> Result<Done, Error> {
+    let result = request(db, name, &action, timeout_s).await?;
+    if out.json {
+        out.json(&result);
+    } else {
+        let by = result["carried_out_by"].as_str().unwrap_or("");
+        match &action {
+            ControlAction::Redrive { .. } => println!(
+                "redrive of {name}: {} redriven, {} still failing (carried out by {by})",
+                result["result"]["redriven"],
+                result["result"]["still_failing"]
+                    .as_array()
+                    .map_or(0, Vec::len)
+            ),
+            other => println!("{} of {name}: done (carried out by {by})", other.name()),
+        }
+    }
+    Ok(Done::OK)
+}
+
+/// The request's outcome as `{"consumer", "action", "request_id", "carried_out_by",
+/// "result"}`.
+async fn request(
+    db: &Db,
+    name: &str,
+    action: &ControlAction,
+    timeout_s: u64,
+) -> Result<Value, Error> {
+    let records = on_store!(db, s => s.consumers().await)?;
+    let Some(record) = records.iter().find(|r| r.consumer == name) else {
+        return Err(unknown_consumer(name));
+    };
+    let me = operator();
+    if !record.owned && matches!(action, ControlAction::Pause | ControlAction::Resume) {
+        // Nobody runs it: take its lease so no instance starts it meanwhile, set the
+        // flag, give the lease back; the next owner reads the flag when it takes over.
+        let lease = on_store!(db, s => s.acquire_lease(name, &me, Duration::from_secs(15)).await)?;
+        if let Some(lease) = lease {
+            let paused = matches!(action, ControlAction::Pause);
+            let set = on_store!(db, s => s.set_paused(name, paused, &me.label()).await);
+            let released = on_store!(db, s => s.release_lease(&lease).await);
+            set?;
+            released?;
+            return Ok(json!({
+                "consumer": name,
+                "action": action.name(),
+                "request_id": null,
+                "carried_out_by": me.label(),
+                "result": {},
+            }));
+        }
+    }
+    let stored = on_store!(db, s => s.request_control(name, action, &me.label()).await)?;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(timeout_s);
+    let mut watcher = on_store!(db, s => s.watch_consumers());
+    loop {
+        let now = on_store!(db, s => s.control_request(stored.id).await)?;
+        if let Some(r) = now {
+            match r.state {
+                ControlState::Done => {
+                    return Ok(json!({
+                        "consumer": name,
+                        "action": action.name(),
+                        "request_id": r.id.to_string(),
+                        "carried_out_by": r.taken_by,
+                        "result": r.result,
+                    }));
+                }
+                ControlState::Failed => {
+                    return Err(r.error.unwrap_or_else(|| {
+                        Error::internal("CONTROL_FAILED", "the owner reported a failure")
+                    }));
+                }
+                ControlState::Pending | ControlState::Running => {}
+            }
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return Err(Error::deadline_exceeded(
+                "CONTROL_NOT_ANSWERED",
+                format!(
+                    "no owner of {name:?} carried out the {} within {timeout_s} s; the request \
+                     {} stays queued and is carried out when an instance that runs {name:?} takes it",
+                    action.name(),
+                    stored.id
+                ),
+            )
+            .with_detail("consumer", name)
+            .with_detail("request_id", stored.id.to_string()));
+        }
+        let _ = tokio::time::timeout(Duration::from_millis(100), watcher.changed()).await;
+    }
+}
+
+/// `start`, a position, or an RFC 3339 time.
+fn rebuild_from(s: &str) -> Result<RebuildFrom, Error> {
+    if s.eq_ignore_ascii_case("start") {
+        return Ok(RebuildFrom::Start);
+    }
+    if let Ok(p) = s.parse::<u64>() {
+        return Ok(RebuildFrom::Position(Position(p)));
+    }
+    DateTime::parse_from_rfc3339(s)
+        .map(|t| RebuildFrom::Time(t.with_timezone(&Utc)))
+        .map_err(|_| {
+            Error::invalid_argument(
+                "INVALID_REBUILD_START",
+                format!("--from {s:?} is neither `start`, a position nor an RFC 3339 time"),
+            )
+        })
+}
+
+pub(crate) async fn rebuild(
+    db: &Db,
+    out: &Out,
+    name: &str,
+    from: &str,
+    timeout_s: u64,
+    wait: bool,
+) -> Result<Done, Error> {
+    let from = rebuild_from(from)?;
+    let started = request(db, name, &ControlAction::Rebuild { from }, timeout_s).await?;
+    let restart = Position(started["result"]["restart_after"].as_u64().unwrap_or(0));
+    if !wait {
+        if out.json {
+            out.json(&started);
+        } else {
+            println!("rebuild of {name} started after position {}", restart.get());
+        }
+        return Ok(Done::OK);
+    }
+    // Progress: the events between the restart point and the head, as the checkpoint
+    // moves through them.
+    let total = on_store!(db, s => s.count_after(restart).await)?;
+    let bar = if out.json {
+        ProgressBar::hidden()
+    } else {
+        ProgressBar::new(total)
+    };
+    bar.set_style(
+        ProgressStyle::with_template("{msg} [{bar:40}] {pos}/{len} events, {per_sec}, ETA {eta}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar())
+            .progress_chars("=> "),
+    );
+    bar.set_message(format!("rebuilding {name}"));
+    let mut watcher = on_store!(db, s => s.watch_consumers());
+    let began = tokio::time::Instant::now();
+    let mut stuck_since = tokio::time::Instant::now();
+    let mut last_left = u64::MAX;
+    loop {
+        let at = on_store!(db, s => s.load_checkpoint(name).await)?.unwrap_or(Position::START);
+        let left = on_store!(db, s => s.count_after(at).await)?;
+        if left < last_left {
+            last_left = left;
+            stuck_since = tokio::time::Instant::now();
+        }
+        // New events may grow the work while it runs.
+        let done = total.saturating_sub(left.min(total));
+        bar.set_length(total.max(done + left));
+        bar.set_position(done);
+        if left == 0 {
+            break;
+        }
+        if stuck_since.elapsed() > Duration::from_secs(timeout_s) {
+            bar.abandon();
+            return Err(Error::deadline_exceeded(
+                "REBUILD_STALLED",
+                format!(
+                    "the rebuild of {name:?} has not moved for {timeout_s} s ({left} events left)"
+                ),
+            )
+            .with_detail("consumer", name)
+            .with_detail("left", left));
+        }
+        let _ = tokio::time::timeout(Duration::from_millis(100), watcher.changed()).await;
+    }
+    bar.finish();
+    let took = began.elapsed();
+    if out.json {
+        out.json(&json!({
+            "consumer": name,
+            "action": "rebuild",
+            "request_id": started["request_id"],
+            "carried_out_by": started["carried_out_by"],
+            "restart_after": restart.get(),
+            "events": total,
+            "seconds": took.as_secs_f64(),
+        }));
+    } else {
+        println!(
+            "rebuilt {name}: {total} events in {:.1} s (carried out by {})",
+            took.as_secs_f64(),
+            started["carried_out_by"].as_str().unwrap_or("")
+        );
+    }
+    Ok(Done::OK)
+}
+
+pub(crate) async fn dead_letters_list(
+    db: &Db,
+    out: &Out,
+    projection: Option<&str>,
+) -> Result<Done, Error> {
+    let names: Vec<String> = match projection {
+        Some(p) => vec![p.to_owned()],
+        None => on_store!(db, s => s.consumers().await)?
+            .into_iter()
+            .map(|r| r.consumer)
+            .collect(),
+    };
+    let mut letters = Vec::new();
+    for n in &names {
+        letters.extend(on_store!(db, s => s.dead_letters(n).await)?);
+    }
+    if out.json {
+        out.json(
+            &json!({ "dead_letters": letters.iter().map(view::dead_letter).collect::<Vec<_>>() }),
+        );
+        return Ok(Done::OK);
+    }
+    let mut t = view::table(&[
+        "projection",
+        "event",
+        "position",
+        "type",
+        "attempts",
+        "error",
+        "parked",
+    ]);
+    for l in &letters {
+        t.add_row(vec![
+            l.projection.clone(),
+            l.event_id.to_string(),
+            l.position.get().to_string(),
+            l.event_type.clone(),
+            l.attempts.to_string(),
+            format!("{}: {}", l.error.reason(), l.error.message()),
+            view::time(l.parked_at),
+        ]);
+    }
+    println!("{t}");
+    println!("\n{} dead letters", letters.len());
+    Ok(Done::OK)
+}
+
+async fn find_letter(
+    db: &Db,
+    projection: &str,
+    event_id: EventId,
+) -> Result<flext_ports::DeadLetter, Error> {
+    on_store!(db, s => s.dead_letters(projection).await)?
+        .into_iter()
+        .find(|l| l.event_id == event_id)
+        .ok_or_else(|| {
+            Error::not_found(
+                "UNKNOWN_DEAD_LETTER",
+                format!("{projection:?} has no dead letter for event {event_id}"),
+            )
+            .with_detail("projection", projection)
+            .with_detail("event_id", event_id.to_string())
+        })
+}
+
+pub(crate) async fn dead_letters_show(
+    db: &Db,
+    out: &Out,
+    projection: &str,
+    event_id: &str,
+) -> Result<Done, Error> {
+    let event_id = parse_event_id(event_id)?;
+    let letter = find_letter(db, projection, event_id).await?;
+    let event = on_store!(db, s => s.event_by_id(event_id).await)?;
+    let v = json!({
+        "dead_letter": view::dead_letter(&letter),
+        "event": event.as_ref().map(view::event),
+    });
+    if out.json {
+        out.json(&v);
+    } else {
+        println!(
+            "{} parked event {} after {} attempt(s) at {}",
+            letter.projection,
+            letter.event_id,
+            letter.attempts,
+            view::time(letter.parked_at)
+        );
+        println!(
+            "error: {} ({}): {}\n",
+            letter.error.code().as_str(),
+            letter.error.reason(),
+            letter.error.message()
+        );
+        if let Some(e) = &v["event"].as_object().map(|_| &v["event"]) {
+            print_event(e);
+        }
+    }
+    Ok(Done::OK)
+}
+
+pub(crate) async fn dead_letters_discard(
+    db: &Db,
+    out: &Out,
+    projection: &str,
+    event_id: &str,
+) -> Result<Done, Error> {
+    let event_id = parse_event_id(event_id)?;
+    find_letter(db, projection, event_id).await?;
+    let removed = on_store!(db, s => s.discard_dead_letter(projection, event_id).await)?;
+    if out.json {
+        out.json(&json!({ "projection": projection, "event_id": event_id.to_string(), "discarded": removed }));
+    } else {
+        println!(
+            "discarded the dead letter of {projection} for event {event_id} (the event stays in the store)"
+        );
+    }
+    Ok(Done::OK)
+}
+
+pub(crate) async fn migrate_status(db: &Db, out: &Out) -> Result<Done, Error> {
+    let list = on_store!(db, s => s.migrations().await)?;
+    let pending = list.iter().filter(|m| !m.applied).count();
+    if out.json {
+        out.json(&json!({ "store": db.kind(), "migrations": list, "pending": pending }));
+        return Ok(Done::OK);
+    }
+    let mut t = view::table(&["version", "description", "applied"]);
+    for m in &list {
+        t.add_row(vec![
+            m.version.to_string(),
+            m.description.clone(),
+            m.applied_at
+                .map_or_else(|| "pending".to_owned(), view::time),
+        ]);
+    }
+    println!("{t}");
+    println!("\n{} applied, {pending} pending", list.len() - pending);
+    Ok(Done::OK)
+}
+
+pub(crate) async fn migrate_apply(db: &Db, out: &Out) -> Result<Done, Error> {
+    let ran = match db {
+        Db::Sqlite(s) => s.apply_migrations().await?,
+        Db::Pg(s) => s.apply_migrations().await?,
+    };
+    if out.json {
+        out.json(&json!({ "applied": ran }));
+    } else {
+        println!("applied {ran} migration(s)");
+    }
+    Ok(Done::OK)
+}
+
+pub(crate) async fn health(db: &Db, out: &Out, stall: Duration) -> Result<Done, Error> {
+    let mut checks = Vec::new();
+    let stats = on_store!(db, s => s.stats().await)?;
+    checks.push(json!({
+        "name": "store",
+        "status": "up",
+        "details": { "kind": db.kind(), "events": stats.events, "head": stats.head.get() },
+    }));
+    for c in consumers(db, stall).await? {
+        let name = c["name"].as_str().unwrap_or("").to_owned();
+        let (status, why) = match c["state"].as_str() {
+            Some("stalled") => (
+                "down",
+                format!(
+                    "stalled: its position has not moved for {} s or more while {} events wait",
+                    stall.as_secs(),
+                    c["lag_events"]
+                ),
+            ),
+            Some("paused") => ("degraded", "paused by an operator".to_owned()),
+            Some("unowned") if c["lag_events"].as_u64().unwrap_or(0) > 0 => (
+                "degraded",
+                format!("no instance runs it and {} events wait", c["lag_events"]),
+            ),
+            _ if c["dead_letters"].as_u64().unwrap_or(0) > 0 => {
+                ("degraded", format!("{} dead letters", c["dead_letters"]))
+            }
+            _ => ("up", String::new()),
+        };
+        checks.push(json!({
+            "name": format!("consumer:{name}"),
+            "status": status,
+            "message": (!why.is_empty()).then_some(why),
+            "details": c,
+        }));
+    }
+    let worst = checks
+        .iter()
+        .map(|c| match c["status"].as_str() {
+            Some("down") => 2,
+            Some("degraded") => 1,
+            _ => 0,
+        })
+        .max()
+        .unwrap_or(0);
+    let status = ["up", "degraded", "down"][worst];
+    if out.json {
+        out.json(&json!({ "status": status, "checks": checks }));
+    } else {
+        println!("{status}");
+        let mut t = view::table(&["check", "status", "message"]);
+        for c in &checks {
+            t.add_row(vec![
+                view::cell(&c["name"]),
+                view::cell(&c["status"]),
+                view::cell(&c["message"]),
+            ]);
+        }
+        println!("{t}");
+    }
+    match worst {
+        0 => Ok(Done::OK),
+        1 => Ok(Done { code: 1 }),
+        _ => Ok(Done {
+            code: u8::try_from(10 + flext_domain::ErrorCode::Unavailable.as_i32()).unwrap_or(1),
+        }),
+    }
+}
+
+pub(crate) async fn stats(db: &Db, out: &Out) -> Result<Done, Error> {
+    let stats = on_store!(db, s => s.stats().await)?;
+    let jobs = on_store!(db, s => s.job_stats().await)?;
+    if out.json {
+        out.json(&json!({ "store": db.kind(), "stats": stats, "jobs": jobs }));
+        return Ok(Done::OK);
+    }
+    println!("store:    {}", db.kind());
+    println!("events:   {}", stats.events);
+    println!("streams:  {}", stats.streams);
+    println!("head:     {}", stats.head.get());
+    if let Some(t) = stats.last_recorded_at {
+        println!("newest:   {}", view::time(t));
+    }
+    println!("storage:  {}", view::bytes(stats.storage_bytes));
+    println!();
+    let mut t = view::table(&["event type", "events"]);
+    for c in &stats.by_type {
+        t.add_row(vec![c.event_type.clone(), c.events.to_string()]);
+    }
+    println!("{t}");
+    if !jobs.is_empty() {
+        println!();
+        let mut t = view::table(&[
+            "job kind",
+            "queued",
+            "retrying",
+            "running",
+            "succeeded",
+            "dead",
+        ]);
+        for j in &jobs {
+            t.add_row(vec![
+                j.kind.clone(),
+                j.queued.to_string(),
+                j.retrying.to_string(),
+                j.running.to_string(),
+                j.succeeded.to_string(),
+                j.dead.to_string(),
+            ]);
+        }
+        println!("{t}");
+    }
+    Ok(Done::OK)
+}

@@ -1,0 +1,407 @@
+//! `flext`: inspect and operate a flext store on SQLite or PostgreSQL from a terminal.
+//!
+//! ```text
+//! flext --database events.db streams list --category account
+//! FLEXT_DATABASE_URL=postgres://... flext --schema flext_bank projections status balances
+//! flext --database events.db --json health
+//! ```
+//!
+//! Exit codes: 0 success; 1 `health` degraded; 2 a usage error; 10 + N an error whose
+//! google.rpc code is N (15 `NOT_FOUND`, 19 `FAILED_PRECONDITION`, 24 `UNAVAILABLE`, ...;
+//! `health` down exits 24). With `--json` the error is printed as flext's error JSON.
+
+mod commands;
+mod store;
+mod tree;
+mod view;
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Args, CommandFactory, Parser, Subcommand};
+use flext_domain::Error;
+
+/// Inspect and operate a flext store (SQLite or PostgreSQL).
+#[derive(Debug, Parser)]
+#[command(name = "flext", version, about, long_about = None, after_help = EXIT_CODES)]
+pub(crate) struct Cli {
+    /// The store: a PostgreSQL URL, a `sqlite:` URL or the path of a SQLite file. Prefer
+    /// the environment variable, so a password is not in the process list.
+    #[arg(
+        long,
+        env = "FLEXT_DATABASE_URL",
+        global = true,
+        hide_env_values = true
+    )]
+    database: Option<String>,
+    /// The PostgreSQL schema the store's tables are in.
+    #[arg(long, env = "FLEXT_SCHEMA", global = true)]
+    schema: Option<String>,
+    /// Print JSON instead of tables and text.
+    #[arg(long, global = true)]
+    json: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+const EXIT_CODES: &str = "Exit codes: 0 success; 1 health degraded; 2 usage error; \
+10 + N an error with google.rpc code N (15 not found, 19 failed precondition, \
+24 unavailable: also health down).";
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Streams: list, show, tail.
+    #[command(subcommand)]
+    Streams(StreamsCommand),
+    /// Events: one by id, or a whole business action.
+    #[command(subcommand)]
+    Events(EventsCommand),
+    /// Projections and the other consumers (reactors, process managers, the scheduler).
+    #[command(subcommand)]
+    Projections(ProjectionsCommand),
+    /// Events the consumers parked.
+    #[command(subcommand, name = "dead-letters")]
+    DeadLetters(DeadLettersCommand),
+    /// The store's schema migrations.
+    #[command(subcommand)]
+    Migrate(MigrateCommand),
+    /// The store's and consumers' health; the exit code tells the status.
+    Health(HealthArgs),
+    /// Events, streams, events per type, storage size, jobs.
+    Stats,
+    /// Prints a completion script for a shell.
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum StreamsCommand {
+    /// A page of streams in id order.
+    List {
+        /// Only streams whose id starts with this.
+        #[arg(long)]
+        prefix: Option<String>,
+        /// Only streams of this category (the id's part before the first `-`).
+        #[arg(long)]
+        category: Option<String>,
+        /// The page after this stream id (the last one of the previous page).
+        #[arg(long)]
+        after: Option<String>,
+        /// Streams per page (at most 1000).
+        #[arg(long, default_value_t = 50)]
+        limit: usize,
+    },
+    /// A stream's events with their payloads and metadata.
+    Show {
+        /// The stream id.
+        id: String,
+        /// The first version to show.
+        #[arg(long, default_value_t = 1)]
+        from: u64,
+        /// The most events to show.
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
+    },
+    /// The newest events of a stream, or of every stream with `--all`; `--follow` keeps
+    /// printing new ones as they are stored.
+    Tail {
+        /// The stream id.
+        #[arg(required_unless_present = "all", conflicts_with = "all")]
+        id: Option<String>,
+        /// Every stream, in the global order.
+        #[arg(long)]
+        all: bool,
+        /// How many of the newest events to print first.
+        #[arg(long, short = 'n', default_value_t = 10)]
+        lines: usize,
+        /// Keep printing events as they are stored, until interrupted.
+        #[arg(long, short = 'f')]
+        follow: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum EventsCommand {
+    /// One event by id.
+    Get {
+        /// The event id.
+        id: String,
+    },
+    /// The business action an event belongs to (or a correlation id names) as a causation
+    /// tree: commands, the events they recorded, the commands those caused.
+    Correlated {
+        /// An event id or a correlation id.
+        id: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum ProjectionsCommand {
+    /// Every consumer with owner, position, lag, state and dead letters.
+    List(StallArgs),
+    /// One consumer in full.
+    Status {
+        /// The consumer's name.
+        name: String,
+        #[command(flatten)]
+        stall: StallArgs,
+    },
+    /// Pauses a consumer after its batch in hand (its owner does it; with no owner
+    /// running, the command line does it under the consumer's lease).
+    Pause(ControlArgs),
+    /// Resumes a paused (or failed) consumer.
+    Resume(ControlArgs),
+    /// Rebuilds a projection from the start, a position or a time, with a progress bar.
+    Rebuild {
+        #[command(flatten)]
+        control: ControlArgs,
+        /// `start`, a position, or an RFC 3339 time.
+        #[arg(long, default_value = "start")]
+        from: String,
+        /// Do not wait for the rebuild to catch up (only for its owner to start it).
+        #[arg(long)]
+        no_wait: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum DeadLettersCommand {
+    /// Parked events, of one consumer or all.
+    List {
+        /// Only this consumer's.
+        #[arg(long)]
+        projection: Option<String>,
+    },
+    /// One parked event with its payload and error.
+    Show {
+        /// The consumer.
+        projection: String,
+        /// The event id.
+        event_id: String,
+    },
+    /// Hands parked events to their consumer again (its owner does it).
+    Redrive {
+        #[command(flatten)]
+        control: ControlArgs,
+        /// The event id.
+        #[arg(required_unless_present = "all", conflicts_with = "all")]
+        event_id: Option<String>,
+        /// Every parked event of the consumer, in position order.
+        #[arg(long)]
+        all: bool,
+    },
+    /// Removes a parked event without handling it (the event stays in the store).
+    Discard {
+        /// The consumer.
+        projection: String,
+        /// The event id.
+        event_id: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum MigrateCommand {
+    /// Which migrations are applied and which are not.
+    Status,
+    /// Applies the missing ones.
+    Apply,
+}
+
+#[derive(Debug, Args)]
+struct StallArgs {
+    /// A consumer whose position has not moved for this many seconds while events wait
+    /// is stalled.
+    #[arg(long, default_value_t = 60)]
+    stall_after: u64,
+}
+
+#[derive(Debug, Args)]
+struct HealthArgs {
+    #[command(flatten)]
+    stall: StallArgs,
+}
+
+#[derive(Debug, Args)]
+struct ControlArgs {
+    /// The consumer's name.
+    name: String,
+    /// How long to wait for the owner to carry the request out, in seconds.
+    #[arg(long, default_value_t = 30)]
+    timeout: u64,
+}
+
+impl StallArgs {
+    fn after(&self) -> Duration {
+        Duration::from_secs(self.stall_after)
+    }
+}
+
+/// What a command printed and how the process ends.
+pub(crate) struct Done {
+    /// 0, or 1 for a degraded health report (errors exit through `Err`).
+    pub(crate) code: u8,
+}
+
+impl Done {
+    pub(crate) const OK: Done = Done { code: 0 };
+}
+
+/// The exit code of an error: 10 plus its google.rpc code.
+fn exit_code(e: &Error) -> u8 {
+    u8::try_from(10 + e.code().as_i32()).unwrap_or(1)
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("flext: cannot start the async runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let json = cli.json;
+    match runtime.block_on(run(cli)) {
+        Ok(done) => ExitCode::from(done.code),
+        Err(e) => {
+            if json {
+                let text = serde_json::to_string_pretty(&serde_json::json!({ "error": e }))
+                    .unwrap_or_else(|_| e.to_string());
+                eprintln!("{text}");
+            } else {
+                eprintln!(
+                    "flext: {} ({}): {}",
+                    e.code().as_str(),
+                    e.reason(),
+                    e.message()
+                );
+                for cause in e.causes() {
+                    eprintln!("  caused by: {cause}");
+                }
+            }
+            ExitCode::from(exit_code(&e))
+        }
+    }
+}
+
+async fn run(cli: Cli) -> Result<Done, Error> {
+    if let Command::Completions { shell } = cli.command {
+        let mut cmd = Cli::command();
+        clap_complete::generate(shell, &mut cmd, "flext", &mut std::io::stdout());
+        return Ok(Done::OK);
+    }
+    let Some(url) = cli.database.as_deref() else {
+        return Err(Error::invalid_argument(
+            "DATABASE_MISSING",
+            "no store given: pass --database or set FLEXT_DATABASE_URL",
+        ));
+    };
+    let db = store::Db::open(url, cli.schema.as_deref()).await?;
+    let out = commands::Out { json: cli.json };
+    if !matches!(cli.command, Command::Migrate(_)) {
+        commands::require_migrated(&db).await?;
+    }
+    match cli.command {
+        Command::Streams(StreamsCommand::List {
+            prefix,
+            category,
+            after,
+            limit,
+        }) => {
+            commands::streams_list(
+                &db,
+                &out,
+                flext_ports::StreamQuery {
+                    prefix,
+                    category,
+                    after,
+                    limit,
+                },
+            )
+            .await
+        }
+        Command::Streams(StreamsCommand::Show { id, from, limit }) => {
+            commands::streams_show(&db, &out, &id, from, limit).await
+        }
+        Command::Streams(StreamsCommand::Tail {
+            id,
+            all: _,
+            lines,
+            follow,
+        }) => commands::streams_tail(&db, &out, id.as_deref(), lines, follow).await,
+        Command::Events(EventsCommand::Get { id }) => commands::events_get(&db, &out, &id).await,
+        Command::Events(EventsCommand::Correlated { id }) => {
+            commands::events_correlated(&db, &out, &id).await
+        }
+        Command::Projections(ProjectionsCommand::List(stall)) => {
+            commands::projections_list(&db, &out, stall.after()).await
+        }
+        Command::Projections(ProjectionsCommand::Status { name, stall }) => {
+            commands::projections_status(&db, &out, &name, stall.after()).await
+        }
+        Command::Projections(ProjectionsCommand::Pause(c)) => {
+            commands::control(
+                &db,
+                &out,
+                &c.name,
+                flext_ports::ControlAction::Pause,
+                c.timeout,
+            )
+            .await
+        }
+        Command::Projections(ProjectionsCommand::Resume(c)) => {
+            commands::control(
+                &db,
+                &out,
+                &c.name,
+                flext_ports::ControlAction::Resume,
+                c.timeout,
+            )
+            .await
+        }
+        Command::Projections(ProjectionsCommand::Rebuild {
+            control,
+            from,
+            no_wait,
+        }) => commands::rebuild(&db, &out, &control.name, &from, control.timeout, !no_wait).await,
+        Command::DeadLetters(DeadLettersCommand::List { projection }) => {
+            commands::dead_letters_list(&db, &out, projection.as_deref()).await
+        }
+        Command::DeadLetters(DeadLettersCommand::Show {
+            projection,
+            event_id,
+        }) => commands::dead_letters_show(&db, &out, &projection, &event_id).await,
+        Command::DeadLetters(DeadLettersCommand::Redrive {
+            control,
+            event_id,
+            all: _,
+        }) => {
+            let event_id = event_id
+                .as_deref()
+                .map(commands::parse_event_id)
+                .transpose()?;
+            commands::control(
+                &db,
+                &out,
+                &control.name,
+                flext_ports::ControlAction::Redrive { event_id },
+                control.timeout,
+            )
+            .await
+        }
+        Command::DeadLetters(DeadLettersCommand::Discard {
+            projection,
+            event_id,
+        }) => commands::dead_letters_discard(&db, &out, &projection, &event_id).await,
+        Command::Migrate(MigrateCommand::Status) => commands::migrate_status(&db, &out).await,
+        Command::Migrate(MigrateCommand::Apply) => commands::migrate_apply(&db, &out).await,
+        Command::Health(h) => commands::health(&db, &out, h.stall.after()).await,
+        Command::Stats => commands::stats(&db, &out).await,
+        Command::Completions { .. } => Ok(Done::OK),
+    }
+}
