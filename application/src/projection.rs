@@ -724,6 +724,7 @@ async fn carry_out(shared: &Shared, action: ControlAction) -> Result<serde_json:
                 .map_err(|_| gone())??;
             Ok(serde_json::json!({ "restart_after": at.get() }))
         }
+        ControlAction::Verify => send(shared, Control::Verify).await.map_err(|_| gone())?,
         ControlAction::Redrive { event_id } => {
             let report = send(shared, |tx| Control::Redrive(event_id, tx))
                 .await
@@ -755,6 +756,7 @@ enum Control {
     ),
     Resume(oneshot::Sender<Result<(), Error>>),
     Pause(oneshot::Sender<Result<(), Error>>),
+    Verify(oneshot::Sender<Result<serde_json::Value, Error>>),
 }
 
 struct Shared {
@@ -1120,6 +1122,14 @@ where
         self.control(name, Control::Resume).await?
     }
 
+    /// Rebuilds projection `name` into a shadow store (a schema or file of its own) up to
+    /// its checkpoint and compares it with the live read model row by row; the live
+    /// projection waits meanwhile. Returns `{"checkpoint", "events", "differences",
+    /// "tables": [TableDiff]}`; `UNIMPLEMENTED`/`SHADOW_UNSUPPORTED` on the memory store.
+    pub async fn verify(&self, name: &str) -> Result<serde_json::Value, Error> {
+        self.control(name, Control::Verify).await?
+    }
+
     /// Pauses projection `name` after the batch in hand: it keeps its lease and handles
     /// nothing until [`Projections::resume`]. The pause is stored, so it holds across
     /// restarts and takeovers.
@@ -1306,6 +1316,9 @@ where
                     let _ = reply.send(Err(refused()));
                 }
                 Control::Resume(reply) | Control::Pause(reply) => {
+                    let _ = reply.send(Err(refused()));
+                }
+                Control::Verify(reply) => {
                     let _ = reply.send(Err(refused()));
                 }
             }
@@ -1807,6 +1820,9 @@ where
                 }
                 let _ = reply.send(result);
             }
+            Control::Verify(reply) => {
+                let _ = reply.send(self.verify().await);
+            }
             Control::Pause(reply) => {
                 let by = self.operator();
                 let result = self.store.set_paused(&self.shared.name, true, &by).await;
@@ -1817,6 +1833,103 @@ where
                 let _ = reply.send(result);
             }
         }
+    }
+
+    /// Rebuilds the projection into a shadow store up to its checkpoint and compares the
+    /// shadow's tables with the live ones (the projection waits meanwhile).
+    async fn verify(&self) -> Result<serde_json::Value, Error> {
+        if self.projection.react(&[]).is_some() {
+            return Err(Error::failed_precondition(
+                "NOT_A_READ_MODEL",
+                format!(
+                    "{:?} is a reactor: it keeps no read model to verify",
+                    self.shared.name
+                ),
+            ));
+        }
+        let checkpoint = self.shared.progress.borrow().position;
+        let shadow = self.store.shadow(&self.shared.name).await?;
+        let built = self.build_shadow(&shadow, checkpoint).await;
+        let compared = match built {
+            Ok(events) => self
+                .store
+                .compare_shadow(&shadow)
+                .await
+                .map(|diffs| (events, diffs)),
+            Err(e) => Err(e),
+        };
+        let dropped = self.store.drop_shadow(shadow).await;
+        let (events, tables) = compared?;
+        dropped?;
+        let differences: usize = tables
+            .iter()
+            .map(|t| t.live_only.len() + t.rebuilt_only.len())
+            .sum();
+        Ok(serde_json::json!({
+            "checkpoint": checkpoint.get(),
+            "events": events,
+            "differences": differences,
+            "tables": tables,
+        }))
+    }
+
+    /// Hands the events up to `to` (those the live projection handled: not its parked
+    /// ones) to the projection in `shadow`'s transactions; how many.
+    async fn build_shadow(&self, shadow: &S, to: Position) -> Result<u64, Error> {
+        let name = &self.shared.name;
+        let mut tx = shadow.begin().await?;
+        shadow
+            .migrate(&mut tx, name, self.projection.migrations())
+            .await?;
+        self.projection.setup(&mut tx).await?;
+        shadow.commit(tx).await?;
+        let parked: std::collections::HashSet<EventId> = self
+            .store
+            .dead_letters(name)
+            .await?
+            .into_iter()
+            .map(|l| l.event_id)
+            .collect();
+        let types = self.projection.event_types();
+        let mut after = Position::START;
+        let mut handled = 0u64;
+        while after < to {
+            let page = self
+                .store
+                .read_all(after, self.shared.options.batch_size)
+                .await?;
+            if page.is_empty() {
+                break;
+            }
+            let mut tx = shadow.begin().await?;
+            for event in &page {
+                if event.position > to {
+                    break;
+                }
+                after = event.position;
+                if !selects(types, event) || parked.contains(&event.event_id) {
+                    continue;
+                }
+                self.projection.handle(&mut tx, event).await.map_err(|e| {
+                    Error::failed_precondition(
+                        "VERIFY_HANDLER_FAILED",
+                        format!(
+                            "rebuilding {name:?} into a shadow failed at event {} (position {}): {}",
+                            event.event_id,
+                            event.position,
+                            e.message()
+                        ),
+                    )
+                    .with_source(e)
+                })?;
+                handled += 1;
+            }
+            shadow.commit(tx).await?;
+            if page.last().is_some_and(|e| e.position > to) {
+                break;
+            }
+        }
+        Ok(handled)
     }
 
     /// Who a pause is recorded as made by: this instance.

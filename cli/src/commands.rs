@@ -658,6 +658,40 @@ pub(crate) async fn rebuild(
     Ok(Done::OK)
 }
 
+pub(crate) async fn verify(db: &Db, out: &Out, name: &str, timeout_s: u64) -> Result<Done, Error> {
+    let done = request(db, name, &ControlAction::Verify, timeout_s).await?;
+    let result = &done["result"];
+    let differences = result["differences"].as_u64().unwrap_or(0);
+    if out.json {
+        out.json(&done);
+    } else {
+        println!(
+            "verified {name}: rebuilt {} events into a shadow up to position {}; {}",
+            result["events"],
+            result["checkpoint"],
+            if differences == 0 {
+                "the live read model matches it".to_owned()
+            } else {
+                format!("{differences} row(s) differ")
+            }
+        );
+        for t in result["tables"].as_array().into_iter().flatten() {
+            println!("\ntable {}:", t["table"].as_str().unwrap_or(""));
+            for row in t["live_only"].as_array().into_iter().flatten() {
+                println!("  - live only:    {row}");
+            }
+            for row in t["rebuilt_only"].as_array().into_iter().flatten() {
+                println!("  + rebuilt only: {row}");
+            }
+        }
+    }
+    Ok(if differences == 0 {
+        Done::OK
+    } else {
+        Done { code: 1 }
+    })
+}
+
 pub(crate) async fn dead_letters_list(
     db: &Db,
     out: &Out,

@@ -6,7 +6,8 @@
 //! flext --database events.db --json health
 //! ```
 //!
-//! Exit codes: 0 success; 1 `health` degraded; 2 a usage error; 10 + N an error whose
+//! Exit codes: 0 success; 1 `health` degraded or `rebuild --verify` found differences;
+//! 2 a usage error; 10 + N an error whose
 //! google.rpc code is N (15 `NOT_FOUND`, 19 `FAILED_PRECONDITION`, 24 `UNAVAILABLE`, ...;
 //! `health` down exits 24). With `--json` the error is printed as flext's error JSON.
 
@@ -44,7 +45,8 @@ pub(crate) struct Cli {
     command: Command,
 }
 
-const EXIT_CODES: &str = "Exit codes: 0 success; 1 health degraded; 2 usage error; \
+const EXIT_CODES: &str = "Exit codes: 0 success; 1 health degraded or rebuild --verify \
+found differences; 2 usage error; \
 10 + N an error with google.rpc code N (15 not found, 19 failed precondition, \
 24 unavailable: also health down).";
 
@@ -163,6 +165,11 @@ enum ProjectionsCommand {
         /// Do not wait for the rebuild to catch up (only for its owner to start it).
         #[arg(long)]
         no_wait: bool,
+        /// Rebuild into a shadow (a schema or file of its own) up to the live checkpoint
+        /// and report the rows that differ from the live read model; the live one is left
+        /// as it is. Exits 1 when rows differ.
+        #[arg(long, conflicts_with_all = ["from", "no_wait"])]
+        verify: bool,
     },
 }
 
@@ -366,8 +373,14 @@ async fn run(cli: Cli) -> Result<Done, Error> {
         }
         Command::Projections(ProjectionsCommand::Rebuild {
             control,
+            verify: true,
+            ..
+        }) => commands::verify(&db, &out, &control.name, control.timeout).await,
+        Command::Projections(ProjectionsCommand::Rebuild {
+            control,
             from,
             no_wait,
+            verify: false,
         }) => commands::rebuild(&db, &out, &control.name, &from, control.timeout, !no_wait).await,
         Command::DeadLetters(DeadLettersCommand::List { projection }) => {
             commands::dead_letters_list(&db, &out, projection.as_deref()).await

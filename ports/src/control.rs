@@ -44,6 +44,10 @@ pub enum ControlAction {
         /// Where the rebuild starts.
         from: RebuildFrom,
     },
+    /// Rebuild the projection into a shadow (a schema or file of its own) from the first
+    /// event up to its checkpoint and compare it with the live read model, row by row;
+    /// the live projection waits meanwhile, so both stand at the same checkpoint.
+    Verify,
     /// Hand parked events to the consumer again: one (`event_id`) or all.
     Redrive {
         /// The parked event to redrive; `None`: every one, in position order.
@@ -52,12 +56,13 @@ pub enum ControlAction {
 }
 
 impl ControlAction {
-    /// The action's name: `pause`, `resume`, `rebuild` or `redrive`.
+    /// The action's name: `pause`, `resume`, `rebuild`, `verify` or `redrive`.
     pub fn name(&self) -> &'static str {
         match self {
             ControlAction::Pause => "pause",
             ControlAction::Resume => "resume",
             ControlAction::Rebuild { .. } => "rebuild",
+            ControlAction::Verify => "verify",
             ControlAction::Redrive { .. } => "redrive",
         }
     }
@@ -119,7 +124,8 @@ pub struct ControlRequest {
     pub taken_by: Option<String>,
     /// When it was carried out or refused.
     pub finished_at: Option<DateTime<Utc>>,
-    /// What it did (for a rebuild `{"restart_after": position}`; for a redrive
+    /// What it did (for a rebuild `{"restart_after": position}`; for a verify
+    /// `{"checkpoint", "events", "differences", "tables": [TableDiff]}`; for a redrive
     /// `{"redriven": n, "still_failing": [event ids]}`).
     pub result: Option<serde_json::Value>,
     /// Why it failed.

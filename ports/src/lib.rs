@@ -66,7 +66,9 @@ pub use plugin::{
     Contributions, Health, HealthStatus, Plugin, PluginDependency, PluginFuture, VersionRequirement,
 };
 pub use process::{ProcessStore, StoredProcess};
-pub use projection::{DeadLetter, Decoded, EventProjection, Projection, ProjectionStore, Typed};
+pub use projection::{
+    DeadLetter, Decoded, EventProjection, Projection, ProjectionStore, TableDiff, Typed,
+};
 pub use redact::redact_url;
 pub use schedule::{SCHEDULER_CONSUMER, ScheduleStore, Scheduled};
 pub use snapshot::{Snapshot, SnapshotStore};

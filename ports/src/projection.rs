@@ -401,6 +401,59 @@ pub trait ProjectionStore: OwnershipStore + ControlStore + Send + Sync + 'static
         &self,
         projection: &str,
     ) -> impl Future<Output = Result<Vec<DeadLetter>, Error>> + Send;
+
+    /// A fresh, empty store beside this one (SQLite: a file next to the database;
+    /// PostgreSQL: a schema of its own in the same database) into which a projection is
+    /// rebuilt to be compared with its live read model (`flext projections rebuild
+    /// --verify`). The default: `UNIMPLEMENTED`/`SHADOW_UNSUPPORTED`.
+    fn shadow(&self, name: &str) -> impl Future<Output = Result<Self, Error>> + Send
+    where
+        Self: Sized,
+    {
+        let _ = name;
+        std::future::ready(Err(shadow_unsupported()))
+    }
+
+    /// The rows that differ between this store's tables and the same tables in `shadow`
+    /// (the tables the shadow holds, flext's own left out), table by table.
+    fn compare_shadow(
+        &self,
+        shadow: &Self,
+    ) -> impl Future<Output = Result<Vec<TableDiff>, Error>> + Send
+    where
+        Self: Sized,
+    {
+        let _ = shadow;
+        std::future::ready(Err(shadow_unsupported()))
+    }
+
+    /// Removes `shadow` (its schema or file).
+    fn drop_shadow(&self, shadow: Self) -> impl Future<Output = Result<(), Error>> + Send
+    where
+        Self: Sized,
+    {
+        drop(shadow);
+        std::future::ready(Ok(()))
+    }
+}
+
+fn shadow_unsupported() -> Error {
+    Error::unimplemented(
+        "SHADOW_UNSUPPORTED",
+        "this store cannot build a shadow read model to verify a rebuild against",
+    )
+}
+
+/// How one read-model table differs between the live store and a shadow rebuilt from the
+/// same events up to the same checkpoint.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TableDiff {
+    /// The table.
+    pub table: String,
+    /// Rows the live table has and the rebuilt one has not (as JSON objects).
+    pub live_only: Vec<serde_json::Value>,
+    /// Rows the rebuilt table has and the live one has not.
+    pub rebuilt_only: Vec<serde_json::Value>,
 }
 
 /// Builds a [`DeadLetter`] from the columns a SQL adapter stored (`error` is the JSON of

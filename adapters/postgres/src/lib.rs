@@ -26,6 +26,7 @@ mod notify;
 mod ownership;
 mod process;
 mod schedule;
+mod shadow;
 mod sql;
 mod store;
 

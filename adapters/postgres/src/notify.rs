@@ -65,7 +65,7 @@ pub(crate) struct Notifications {
     pool: PgPool,
     /// Whether LISTEN/NOTIFY is on.
     enabled: bool,
-    schema: Arc<str>,
+    pub(crate) schema: Arc<str>,
     signal: AppendSignal,
     /// Pulsed for consumers' records, here and (through LISTEN) in other processes.
     consumers: AppendSignal,

@@ -378,7 +378,11 @@ impl PgEventStore {
         PgEventStore::open_pool(pool, true, true).await
     }
 
-    async fn open_pool(pool: PgPool, notifications: bool, migrate: bool) -> Result<Self, Error> {
+    pub(crate) async fn open_pool(
+        pool: PgPool,
+        notifications: bool,
+        migrate: bool,
+    ) -> Result<Self, Error> {
         if migrate {
             run_migrations(&pool).await?;
         }
@@ -1349,6 +1353,18 @@ impl WatchAppends for PgEventStore {
 
 impl ProjectionStore for PgEventStore {
     type Transaction = PgWriteTransaction;
+
+    async fn shadow(&self, name: &str) -> Result<Self, Error> {
+        self.open_shadow(name).await
+    }
+
+    async fn compare_shadow(&self, shadow: &Self) -> Result<Vec<flext_ports::TableDiff>, Error> {
+        self.diff_shadow(shadow).await
+    }
+
+    async fn drop_shadow(&self, shadow: Self) -> Result<(), Error> {
+        self.remove_shadow(shadow).await
+    }
 
     async fn migrate(
         &self,

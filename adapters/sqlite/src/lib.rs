@@ -24,6 +24,7 @@ mod job;
 mod ownership;
 mod process;
 mod schedule;
+mod shadow;
 mod sql;
 mod store;
 

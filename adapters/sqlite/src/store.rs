@@ -294,6 +294,7 @@ impl SqliteStoreBuilder {
             consumers_changed: AppendSignal::new(),
             telemetry: StoreTelemetry::new("sqlite", "flext_events")
                 .with_namespace(self.path.display().to_string()),
+            path: Arc::new(self.path.clone()),
         })
     }
 }
@@ -310,6 +311,8 @@ pub struct SqliteEventStore {
     /// Pulsed when a consumer's checkpoint or lease changed in this process.
     pub(crate) consumers_changed: AppendSignal,
     telemetry: StoreTelemetry,
+    /// The database file (empty for an in-memory database).
+    pub(crate) path: Arc<PathBuf>,
 }
 
 impl std::fmt::Debug for SqliteEventStore {
@@ -1290,6 +1293,18 @@ impl WatchAppends for SqliteEventStore {
 
 impl ProjectionStore for SqliteEventStore {
     type Transaction = SqliteWriteTransaction;
+
+    async fn shadow(&self, name: &str) -> Result<Self, Error> {
+        self.open_shadow(name).await
+    }
+
+    async fn compare_shadow(&self, shadow: &Self) -> Result<Vec<flext_ports::TableDiff>, Error> {
+        self.diff_shadow(shadow).await
+    }
+
+    async fn drop_shadow(&self, shadow: Self) -> Result<(), Error> {
+        self.remove_shadow(shadow).await
+    }
 
     async fn migrate(
         &self,

@@ -1,0 +1,614 @@
+//! The `flext` binary run as a real process against a SQLite file and a PostgreSQL schema,
+//! while this test process owns the projection (an instance in another process, as an
+//! operator meets it): every command, its `--json` shape and its exit code.
+
+use std::process::Output;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use flext::application::{ProjectionOptions, ProjectionRunner, ProjectionState, Projections};
+use flext::ports::sql::{Sql, SqlExt};
+use flext::ports::{
+    COMMAND_CAUSATION_HEADER, EventStore, Instance, Projection, ProjectionStore, StoreInspect,
+    WatchAppends, sql_args,
+};
+use flext::postgres::PgEventStore;
+use flext::sqlite::SqliteEventStore;
+use flext::{
+    CausationId, CorrelationId, Error, EventId, EventMetadata, ExpectedVersion, NewEvent, Position,
+    RecordedEvent, StreamId,
+};
+use serde_json::{Value, json};
+
+/// Counts events per stream; fails on `test.poison` until healed.
+#[derive(Clone)]
+struct Totals {
+    healed: Arc<AtomicBool>,
+}
+
+const TOTALS: &str = "cli.totals";
+
+impl<T: Sql + Send + 'static> Projection<T> for Totals {
+    fn name(&self) -> &str {
+        TOTALS
+    }
+
+    async fn handle(&self, tx: &mut T, event: &RecordedEvent) -> Result<(), Error> {
+        if event.event_type == "test.poison" && !self.healed.load(Ordering::SeqCst) {
+            return Err(Error::invalid_argument(
+                "POISON",
+                "this event cannot be handled",
+            ));
+        }
+        tx.execute(
+            "INSERT INTO totals (stream, n) VALUES ($1, 1) \
+             ON CONFLICT (stream) DO UPDATE SET n = totals.n + 1",
+            sql_args![event.stream_id.as_str()],
+        )
+        .await
+        .map(drop)
+    }
+
+    async fn reset(&self, tx: &mut T) -> Result<(), Error> {
+        tx.execute("DELETE FROM totals", sql_args![])
+            .await
+            .map(drop)
+    }
+
+    fn migrations(&self) -> &[&str] {
+        &["CREATE TABLE totals (stream TEXT PRIMARY KEY, n BIGINT NOT NULL)"]
+    }
+}
+
+fn event(kind: &str, payload: Value, metadata: EventMetadata) -> NewEvent {
+    NewEvent::new(
+        EventId::new(),
+        kind,
+        serde_json::to_vec(&payload).expect("json"),
+    )
+    .with_metadata(metadata)
+}
+
+/// Two business actions: `acct-1` opened by a command, then a follow-up command (caused
+/// by that event) recording on `acct-2`; a third stream; a poison event.
+struct Data {
+    opened: EventId,
+    follow_up: EventId,
+    poison: EventId,
+}
+
+async fn seed<S: EventStore>(store: &S) -> Data {
+    let correlation = CorrelationId::new();
+    let first_command = CausationId::from_uuid(correlation.as_uuid());
+    let opened = event(
+        "test.opened",
+        json!({ "owner": "ada", "limit": 100 }),
+        EventMetadata::caused_by(correlation, first_command),
+    );
+    let opened_id = opened.event_id;
+    let follow = event(
+        "test.credited",
+        json!({ "amount": 5 }),
+        EventMetadata::caused_by(correlation, CausationId::new())
+            .with_header(COMMAND_CAUSATION_HEADER, opened_id.to_string()),
+    );
+    let follow_id = follow.event_id;
+    let poison = event(
+        "test.poison",
+        json!({ "bad": true }),
+        EventMetadata::default(),
+    );
+    let poison_id = poison.event_id;
+    for (stream, events) in [
+        ("acct-1", vec![opened]),
+        ("acct-2", vec![follow]),
+        (
+            "other-1",
+            vec![
+                event("test.noted", json!({ "n": 1 }), EventMetadata::default()),
+                event("test.noted", json!({ "n": 2 }), EventMetadata::default()),
+            ],
+        ),
+        ("acct-3", vec![poison]),
+    ] {
+        store
+            .append(
+                &StreamId::new(stream).expect("stream id"),
+                ExpectedVersion::Any,
+                events,
+            )
+            .await
+            .expect("append");
+    }
+    Data {
+        opened: opened_id,
+        follow_up: follow_id,
+        poison: poison_id,
+    }
+}
+
+/// Runs `flext` with the store's location and `args`.
+async fn flext(db: &[String], args: &[&str]) -> Output {
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_flext"));
+    // The URL goes through the environment, as an operator is told to.
+    cmd.env_remove("FLEXT_DATABASE_URL");
+    if !db[0].is_empty() {
+        cmd.env("FLEXT_DATABASE_URL", &db[0]);
+    }
+    cmd.args(&db[1..]).args(args);
+    tokio::task::spawn_blocking(move || cmd.output().expect("run flext"))
+        .await
+        .expect("join")
+}
+
+fn json_of(out: &Output) -> Value {
+    assert!(
+        out.status.success(),
+        "flext failed ({:?}): {}",
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&out.stdout)))
+}
+
+fn code(out: &Output) -> i32 {
+    out.status.code().expect("exit code")
+}
+
+fn start<S>(store: &S, healed: &Arc<AtomicBool>) -> Projections<S>
+where
+    S: ProjectionStore + EventStore + WatchAppends + Clone,
+    S::Transaction: Sql + Send,
+{
+    ProjectionRunner::new(store.clone())
+        .with_instance(Instance::named("cli-test-owner"))
+        .register_with(
+            Totals {
+                healed: Arc::clone(healed),
+            },
+            ProjectionOptions {
+                max_attempts: 1,
+                ..ProjectionOptions::default()
+            },
+        )
+        .expect("register")
+        .start()
+}
+
+async fn head<S: EventStore>(store: &S) -> Position {
+    let mut at = Position::START;
+    loop {
+        let page = store.read_all(at, 1_000).await.expect("read");
+        match page.last() {
+            Some(e) => at = e.position,
+            None => return at,
+        }
+    }
+}
+
+async fn caught_up<S>(projections: &Projections<S>, store: &S)
+where
+    S: ProjectionStore + EventStore + WatchAppends + Clone,
+{
+    let to = head(store).await;
+    // Parked events below `to` make wait_for report them; reaching it is what counts.
+    match projections
+        .wait_for(TOTALS, to, Duration::from_secs(30))
+        .await
+    {
+        Ok(()) => {}
+        Err(e) if e.reason() == "EVENTS_PARKED" => {}
+        Err(e) => panic!("the projection did not catch up: {e}"),
+    }
+}
+
+async fn totals<S: Sql>(rows: &mut S) -> Vec<(String, i64)> {
+    rows.fetch::<(String, i64)>("SELECT stream, n FROM totals ORDER BY stream", sql_args![])
+        .await
+        .expect("totals")
+}
+
+/// Every command against one store, with this process owning the projection.
+async fn every_command<S>(store: S, db: Vec<String>, mut read: impl FnMut() -> S::Transaction)
+where
+    S: ProjectionStore + EventStore + WatchAppends + StoreInspect + Clone,
+    S::Transaction: Sql + Send,
+{
+    let data = seed(&store).await;
+    let healed = Arc::new(AtomicBool::new(false));
+    let projections = start(&store, &healed);
+    caught_up(&projections, &store).await;
+
+    // Streams: a page, a category, paging, one stream, an unknown one.
+    let list = json_of(&flext(&db, &["--json", "streams", "list"]).await);
+    let ids: Vec<&str> = list["streams"]
+        .as_array()
+        .expect("streams")
+        .iter()
+        .map(|s| s["stream_id"].as_str().expect("id"))
+        .collect();
+    assert_eq!(ids, ["acct-1", "acct-2", "acct-3", "other-1"]);
+    assert_eq!(list["streams"][3]["version"], 2);
+    let page = json_of(
+        &flext(
+            &db,
+            &[
+                "--json",
+                "streams",
+                "list",
+                "--category",
+                "acct",
+                "--limit",
+                "2",
+            ],
+        )
+        .await,
+    );
+    assert_eq!(page["streams"].as_array().expect("page").len(), 2);
+    assert_eq!(page["next_after"], "acct-2");
+    let rest = json_of(
+        &flext(
+            &db,
+            &[
+                "--json",
+                "streams",
+                "list",
+                "--category",
+                "acct",
+                "--after",
+                "acct-2",
+            ],
+        )
+        .await,
+    );
+    assert_eq!(rest["streams"][0]["stream_id"], "acct-3");
+    assert_eq!(rest["next_after"], Value::Null);
+    let shown = json_of(&flext(&db, &["--json", "streams", "show", "acct-1"]).await);
+    assert_eq!(
+        shown["events"][0]["payload"],
+        json!({ "owner": "ada", "limit": 100 })
+    );
+    assert_eq!(shown["events"][0]["event_type"], "test.opened");
+    assert!(shown["events"][0]["correlation_id"].is_string());
+    let missing = flext(&db, &["streams", "show", "nobody-1"]).await;
+    assert_eq!(code(&missing), 15, "NOT_FOUND is 10 + 5");
+    let text = String::from_utf8_lossy(&flext(&db, &["streams", "show", "acct-1"]).await.stdout)
+        .into_owned();
+    assert!(text.contains("\"owner\": \"ada\""), "{text}");
+    let tail = flext(&db, &["--json", "streams", "tail", "--all", "-n", "2"]).await;
+    let tailed: Vec<Value> = String::from_utf8_lossy(&tail.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("a JSON line"))
+        .collect();
+    assert_eq!(tailed.len(), 2, "the last two events");
+    assert_eq!(tailed[1]["event_id"], data.poison.to_string());
+
+    // Events: one by id, a bad id, the business action as a tree.
+    let got = json_of(&flext(&db, &["--json", "events", "get", &data.opened.to_string()]).await);
+    assert_eq!(got["stream_id"], "acct-1");
+    assert_eq!(
+        code(&flext(&db, &["events", "get", "not-a-uuid"]).await),
+        13
+    );
+    let tree = json_of(
+        &flext(
+            &db,
+            &[
+                "--json",
+                "events",
+                "correlated",
+                &data.follow_up.to_string(),
+            ],
+        )
+        .await,
+    );
+    assert_eq!(tree["events"], 2);
+    let root = &tree["children"][0];
+    assert_eq!(root["kind"], "command");
+    let opened = &root["children"][0];
+    assert_eq!(opened["id"], data.opened.to_string());
+    assert_eq!(
+        opened["children"][0]["kind"], "command",
+        "the follow-up command"
+    );
+    assert_eq!(
+        opened["children"][0]["children"][0]["id"],
+        data.follow_up.to_string()
+    );
+
+    // Consumers: owned by this process, the poison parked; health degraded by it.
+    let listed = json_of(&flext(&db, &["--json", "projections", "list"]).await);
+    let totals_row = listed["consumers"]
+        .as_array()
+        .expect("consumers")
+        .iter()
+        .find(|c| c["name"] == TOTALS)
+        .expect("listed")
+        .clone();
+    assert_eq!(totals_row["dead_letters"], 1);
+    assert_eq!(totals_row["lag_events"], 0);
+    assert!(
+        totals_row["owner"]
+            .as_str()
+            .expect("owner")
+            .starts_with("cli-test-owner@"),
+        "{totals_row}"
+    );
+    let status = json_of(&flext(&db, &["--json", "projections", "status", TOTALS]).await);
+    assert_eq!(status["state"], "running");
+    assert_eq!(
+        code(&flext(&db, &["projections", "status", "nope"]).await),
+        15
+    );
+    let health = flext(&db, &["--json", "health"]).await;
+    assert_eq!(code(&health), 1, "degraded by a dead letter");
+    let report: Value = serde_json::from_slice(&health.stdout).expect("health JSON");
+    assert_eq!(report["status"], "degraded");
+
+    // Dead letters: listed, shown with the event, redriven by the owner once healed.
+    let letters = json_of(&flext(&db, &["--json", "dead-letters", "list"]).await);
+    assert_eq!(
+        letters["dead_letters"][0]["event_id"],
+        data.poison.to_string()
+    );
+    assert_eq!(letters["dead_letters"][0]["error"]["reason"], "POISON");
+    let one = json_of(
+        &flext(
+            &db,
+            &[
+                "--json",
+                "dead-letters",
+                "show",
+                TOTALS,
+                &data.poison.to_string(),
+            ],
+        )
+        .await,
+    );
+    assert_eq!(one["event"]["payload"], json!({ "bad": true }));
+    let failing = json_of(
+        &flext(
+            &db,
+            &[
+                "--json",
+                "dead-letters",
+                "redrive",
+                TOTALS,
+                &data.poison.to_string(),
+            ],
+        )
+        .await,
+    );
+    assert_eq!(failing["result"]["redriven"], 0, "still poison: {failing}");
+    healed.store(true, Ordering::SeqCst);
+    let redriven =
+        json_of(&flext(&db, &["--json", "dead-letters", "redrive", TOTALS, "--all"]).await);
+    assert_eq!(redriven["result"]["redriven"], 1, "{redriven}");
+    assert!(
+        redriven["carried_out_by"]
+            .as_str()
+            .expect("by")
+            .starts_with("cli-test-owner@"),
+        "the owner carried it out: {redriven}"
+    );
+    assert_eq!(
+        json_of(&flext(&db, &["--json", "dead-letters", "list"]).await)["dead_letters"],
+        json!([])
+    );
+    assert_eq!(code(&flext(&db, &["health"]).await), 0, "up once redriven");
+
+    // Pause and resume through the owner.
+    json_of(&flext(&db, &["--json", "projections", "pause", TOTALS]).await);
+    assert_eq!(
+        projections.status(TOTALS).await.expect("status").state,
+        ProjectionState::Paused
+    );
+    assert_eq!(store.paused_consumers().await.expect("paused"), [TOTALS]);
+    let paused = json_of(&flext(&db, &["--json", "projections", "status", TOTALS]).await);
+    assert_eq!(paused["state"], "paused");
+    json_of(&flext(&db, &["--json", "projections", "resume", TOTALS]).await);
+    assert!(store.paused_consumers().await.expect("paused").is_empty());
+    assert_ne!(
+        projections.status(TOTALS).await.expect("status").state,
+        ProjectionState::Paused
+    );
+
+    // Verify: the read model matches a shadow rebuild; a row changed by hand is caught.
+    let clean = json_of(
+        &flext(
+            &db,
+            &["--json", "projections", "rebuild", TOTALS, "--verify"],
+        )
+        .await,
+    );
+    assert_eq!(clean["result"]["differences"], 0, "{clean}");
+    assert_eq!(clean["result"]["events"], 5);
+    let mut tx = read();
+    tx.execute(
+        "UPDATE totals SET n = 999 WHERE stream = 'other-1'",
+        sql_args![],
+    )
+    .await
+    .expect("tamper");
+    store.commit(tx).await.expect("commit");
+    let caught = flext(
+        &db,
+        &["--json", "projections", "rebuild", TOTALS, "--verify"],
+    )
+    .await;
+    assert_eq!(code(&caught), 1, "differences exit 1");
+    let caught: Value = serde_json::from_slice(&caught.stdout).expect("JSON");
+    let table = &caught["result"]["tables"][0];
+    assert_eq!(table["table"], "totals");
+    assert_eq!(
+        table["live_only"],
+        json!([{ "stream": "other-1", "n": 999 }])
+    );
+    assert_eq!(
+        table["rebuilt_only"],
+        json!([{ "stream": "other-1", "n": 2 }])
+    );
+    let text = String::from_utf8_lossy(
+        &flext(&db, &["projections", "rebuild", TOTALS, "--verify"])
+            .await
+            .stdout,
+    )
+    .into_owned();
+    assert!(text.contains("2 row(s) differ"), "{text}");
+
+    // Rebuild: the row changed by hand is right again after it.
+    let rebuilt = json_of(&flext(&db, &["--json", "projections", "rebuild", TOTALS]).await);
+    assert_eq!(rebuilt["restart_after"], 0);
+    assert_eq!(rebuilt["events"], 5);
+    caught_up(&projections, &store).await;
+    let mut tx = read();
+    assert_eq!(
+        totals(&mut tx).await,
+        [
+            ("acct-1".to_owned(), 1),
+            ("acct-2".to_owned(), 1),
+            ("acct-3".to_owned(), 1),
+            ("other-1".to_owned(), 2)
+        ]
+    );
+    drop(tx);
+
+    // Stall: a consumer held without moving while events wait is down.
+    let lease = store
+        .acquire_lease(
+            "cli.stuck",
+            &Instance::named("stuck"),
+            Duration::from_secs(60),
+        )
+        .await
+        .expect("acquire")
+        .expect("free");
+    let stalled = flext(&db, &["--json", "health", "--stall-after", "0"]).await;
+    assert_eq!(code(&stalled), 24, "down exits as UNAVAILABLE");
+    let report: Value = serde_json::from_slice(&stalled.stdout).expect("JSON");
+    let stuck = report["checks"]
+        .as_array()
+        .expect("checks")
+        .iter()
+        .find(|c| c["name"] == "consumer:cli.stuck")
+        .expect("reported");
+    assert_eq!(stuck["details"]["state"], "stalled");
+    store.release_lease(&lease).await.expect("release");
+
+    // Stats and migrations.
+    let stats = json_of(&flext(&db, &["--json", "stats"]).await);
+    assert_eq!(stats["stats"]["events"], 5);
+    assert_eq!(stats["stats"]["streams"], 4);
+    assert_eq!(
+        stats["stats"]["by_type"][0],
+        json!({ "event_type": "test.noted", "events": 2 })
+    );
+    assert!(stats["stats"]["storage_bytes"].as_u64().expect("size") > 0);
+    let migrations = json_of(&flext(&db, &["--json", "migrate", "status"]).await);
+    assert_eq!(migrations["pending"], 0);
+
+    // With no owner running: a pause is carried out by the command line itself; a
+    // rebuild waits for an owner and says so.
+    projections.shutdown().await;
+    let by_cli = json_of(&flext(&db, &["--json", "projections", "pause", TOTALS]).await);
+    assert!(
+        by_cli["carried_out_by"]
+            .as_str()
+            .expect("by")
+            .starts_with("flext-cli@"),
+        "{by_cli}"
+    );
+    assert_eq!(store.paused_consumers().await.expect("paused"), [TOTALS]);
+    let queued = flext(&db, &["projections", "rebuild", TOTALS, "--timeout", "1"]).await;
+    assert_eq!(code(&queued), 14, "DEADLINE_EXCEEDED is 10 + 4");
+    assert!(
+        String::from_utf8_lossy(&queued.stderr).contains("stays queued"),
+        "{}",
+        String::from_utf8_lossy(&queued.stderr)
+    );
+    // The next owner takes the queued request and stays paused as stored.
+    let projections = start(&store, &healed);
+    let pending = loop {
+        let pending = store.pending_controls().await.expect("pending");
+        if pending.is_empty() {
+            break pending;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert!(pending.is_empty(), "the new owner took the queued rebuild");
+    json_of(&flext(&db, &["--json", "projections", "resume", TOTALS]).await);
+    caught_up(&projections, &store).await;
+    projections.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_command_on_sqlite() {
+    let dir = std::env::temp_dir().join(format!("flext-cli-{}", uuid::Uuid::now_v7().simple()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let path = dir.join("events.db");
+    let store = SqliteEventStore::open(&path).await.expect("open");
+    let db = vec![path.display().to_string()];
+    let reads = store.clone();
+    every_command(store.clone(), db, move || futures_block(reads.begin())).await;
+    store.close().await.expect("close");
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_command_on_postgres() {
+    let store: PgEventStore = flext_testkit::harness::fresh_pg_store("cli").await;
+    let schema: String = sqlx::query_scalar("SELECT current_schema()::text")
+        .fetch_one(store.pool())
+        .await
+        .expect("schema");
+    let db = vec![
+        flext_testkit::harness::database_url(),
+        "--schema".to_owned(),
+        schema,
+    ];
+    let reads = store.clone();
+    every_command(store.clone(), db, move || futures_block(reads.begin())).await;
+}
+
+/// Runs a store's `begin` to completion from synchronous code inside the runtime.
+fn futures_block<T>(f: impl Future<Output = Result<T, Error>>) -> T {
+    tokio::task::block_in_place(|| tokio::runtime::Handle::current().block_on(f)).expect("begin")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_without_its_migrations_is_refused_until_migrated() {
+    let dir = std::env::temp_dir().join(format!("flext-cli-m-{}", uuid::Uuid::now_v7().simple()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let path = dir.join("empty.db");
+    std::fs::write(&path, b"").expect("an empty file");
+    let db = vec![path.display().to_string()];
+    let refused = flext(&db, &["streams", "list"]).await;
+    assert_eq!(code(&refused), 19, "FAILED_PRECONDITION is 10 + 9");
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("flext migrate apply"));
+    let status = json_of(&flext(&db, &["--json", "migrate", "status"]).await);
+    let pending = status["pending"].as_u64().expect("pending");
+    assert!(pending >= 10, "{status}");
+    let applied = json_of(&flext(&db, &["--json", "migrate", "apply"]).await);
+    assert_eq!(applied["applied"].as_u64(), Some(pending));
+    let list = json_of(&flext(&db, &["--json", "streams", "list"]).await);
+    assert_eq!(list["streams"], json!([]));
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn usage_errors_and_completions() {
+    let none: Vec<String> = vec![String::new()];
+    let missing = flext(&none, &["stats"]).await;
+    assert_eq!(code(&missing), 13, "no store: INVALID_ARGUMENT");
+    let nowhere = flext(&["/nonexistent/flext.db".to_owned()], &["--json", "stats"]).await;
+    assert_eq!(code(&nowhere), 15);
+    let err: Value = serde_json::from_slice(&nowhere.stderr).expect("the error as JSON");
+    assert_eq!(err["error"]["reason"], "DATABASE_NOT_FOUND");
+    let bad = flext(&none, &["streams", "frobnicate"]).await;
+    assert_eq!(code(&bad), 2, "clap's usage error");
+    let bash = flext(&none, &["completions", "bash"]).await;
+    assert_eq!(code(&bash), 0);
+    assert!(String::from_utf8_lossy(&bash.stdout).contains("dead-letters"));
+}
