@@ -1998,7 +1998,15 @@ where
             None => letters,
         };
         for mut letter in chosen {
-            let event = self.stored_event(&letter).await?;
+            let mut event = self.stored_event(&letter).await?;
+            // An operator's fix of the payload (the stored event stays the original).
+            if let Some(edit) = self
+                .store
+                .dead_letter_edit(&self.shared.name, letter.event_id)
+                .await?
+            {
+                event.payload = edit.payload.into();
+            }
             // A reactor's effect happens outside the transaction (it may need the
             // store's writer); a projection's inside it.
             let (mut tx, outcome) = match self.projection.react(std::slice::from_ref(&event)) {

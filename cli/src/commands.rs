@@ -1,6 +1,7 @@
 //! The commands: each reads or acts through the store's ports and prints a table, text or
 //! JSON.
 
+use std::collections::HashMap;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -8,7 +9,7 @@ use flext_domain::{CorrelationId, Error, EventId, Position, StreamId, StreamVers
 use flext_ports::{
     CheckpointStore, ControlAction, ControlState, ControlStore, EventStore, Instance, JobStore,
     OwnershipStore, ProjectionStore, ReadDirection, RebuildFrom, SCHEDULER_CONSUMER, ScheduleStore,
-    StoreInspect, StreamQuery, WatchAppends,
+    StoreInspect, StreamQuery, WatchAppends, mask_fields,
 };
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::{Value, json};
@@ -20,9 +21,20 @@ use crate::view;
 /// How to print.
 pub(crate) struct Out {
     pub(crate) json: bool,
+    /// The personal fields to mask, by event type (empty with `--show-personal`).
+    pub(crate) personal: HashMap<String, Vec<String>>,
 }
 
 impl Out {
+    /// An event as JSON with its personal fields masked.
+    fn event(&self, e: &flext_domain::RecordedEvent) -> Value {
+        let mut v = view::event(e);
+        if let Some(fields) = self.personal.get(&e.event_type) {
+            mask_fields(&mut v["payload"], fields.iter().map(String::as_str));
+        }
+        v
+    }
+
     /// Prints `value` as pretty JSON.
     fn json(&self, value: &Value) {
         println!(
@@ -30,6 +42,19 @@ impl Out {
             serde_json::to_string_pretty(value).unwrap_or_else(|_| value.to_string())
         );
     }
+}
+
+/// The personal fields by event type.
+pub(crate) async fn personal_fields(db: &Db) -> Result<HashMap<String, Vec<String>>, Error> {
+    let mut out: HashMap<String, Vec<String>> = HashMap::new();
+    // A store without its migrations has none (and is refused later by name).
+    let Ok(rows) = on_store!(db, s => s.personal_fields().await) else {
+        return Ok(out);
+    };
+    for (event_type, field) in rows {
+        out.entry(event_type).or_default().push(field);
+    }
+    Ok(out)
 }
 
 /// Refuses to work on a store whose schema lacks migrations (`flext migrate apply`).
@@ -124,7 +149,7 @@ pub(crate) async fn streams_show(
             .with_detail("stream", id));
         }
     }
-    let values: Vec<Value> = events.iter().map(view::event).collect();
+    let values: Vec<Value> = events.iter().map(|e| out.event(e)).collect();
     if out.json {
         out.json(&json!({ "stream_id": id, "events": values }));
     } else {
@@ -173,7 +198,7 @@ pub(crate) async fn streams_tail(
     follow: bool,
 ) -> Result<Done, Error> {
     let emit = |e: &flext_domain::RecordedEvent| {
-        let v = view::event(e);
+        let v = out.event(e);
         if out.json {
             // One JSON document per line, so a follower can be piped.
             println!("{v}");
@@ -268,7 +293,7 @@ pub(crate) async fn events_get(db: &Db, out: &Out, id: &str) -> Result<Done, Err
         )
         .with_detail("event_id", event_id.to_string())
     })?;
-    let v = view::event(&event);
+    let v = out.event(&event);
     if out.json {
         out.json(&v);
     } else {
@@ -766,9 +791,15 @@ pub(crate) async fn dead_letters_show(
     let event_id = parse_event_id(event_id)?;
     let letter = find_letter(db, projection, event_id).await?;
     let event = on_store!(db, s => s.event_by_id(event_id).await)?;
+    let edit = on_store!(db, s => s.dead_letter_edit(projection, event_id).await)?;
     let v = json!({
         "dead_letter": view::dead_letter(&letter),
-        "event": event.as_ref().map(view::event),
+        "event": event.as_ref().map(|e| out.event(e)),
+        "fixed_payload": edit.as_ref().map(|f| json!({
+            "payload": view::payload(&f.payload),
+            "edited_by": f.edited_by,
+            "edited_at": view::time(f.edited_at),
+        })),
     });
     if out.json {
         out.json(&v);
@@ -789,8 +820,129 @@ pub(crate) async fn dead_letters_show(
         if let Some(e) = &v["event"].as_object().map(|_| &v["event"]) {
             print_event(e);
         }
+        if let Some(f) = v["fixed_payload"].as_object() {
+            println!(
+                "fixed payload (by {}, at {}), handed to the consumer on redrive:",
+                view::cell(&f["edited_by"]),
+                view::cell(&f["edited_at"])
+            );
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&f["payload"]).unwrap_or_default()
+            );
+        }
     }
     Ok(Done::OK)
+}
+
+/// Fixes the payload of a parked event (from `payload_file`, else in `$VISUAL`/`$EDITOR`)
+/// and has the owner redrive it with the fix; the stored event stays the original.
+pub(crate) async fn dead_letters_edit(
+    db: &Db,
+    out: &Out,
+    projection: &str,
+    event_id: &str,
+    payload_file: Option<&std::path::Path>,
+    timeout_s: u64,
+) -> Result<Done, Error> {
+    let event_id = parse_event_id(event_id)?;
+    find_letter(db, projection, event_id).await?;
+    let current = match on_store!(db, s => s.dead_letter_edit(projection, event_id).await)? {
+        Some(edit) => edit.payload,
+        None => on_store!(db, s => s.event_by_id(event_id).await)?
+            .map(|e| e.payload.to_vec())
+            .ok_or_else(|| {
+                Error::data_loss(
+                    "DEAD_LETTER_EVENT_MISSING",
+                    format!("the parked event {event_id} is not in the store"),
+                )
+            })?,
+    };
+    let text = match payload_file {
+        Some(path) => std::fs::read(path).map_err(|e| {
+            Error::invalid_argument(
+                "PAYLOAD_FILE_UNREADABLE",
+                format!("cannot read {}: {e}", path.display()),
+            )
+        })?,
+        None => edit_in_editor(&current)?,
+    };
+    let fixed: Value = serde_json::from_slice(&text).map_err(|e| {
+        Error::invalid_argument(
+            "INVALID_PAYLOAD",
+            format!("the fixed payload is not JSON: {e}"),
+        )
+    })?;
+    let bytes = serde_json::to_vec(&fixed).map_err(|e| {
+        Error::internal("PAYLOAD_UNSERIALIZABLE", "the payload did not serialize").with_source(e)
+    })?;
+    if serde_json::from_slice::<Value>(&current).ok().as_ref() == Some(&fixed) {
+        if !out.json {
+            println!("the payload is unchanged: nothing stored, nothing redriven");
+        } else {
+            out.json(&json!({ "changed": false }));
+        }
+        return Ok(Done::OK);
+    }
+    on_store!(db, s => s.edit_dead_letter(projection, event_id, &bytes, &operator().label()).await)?;
+    let result = request(
+        db,
+        projection,
+        &ControlAction::Redrive {
+            event_id: Some(event_id),
+        },
+        timeout_s,
+    )
+    .await?;
+    if out.json {
+        out.json(&json!({ "changed": true, "redrive": result }));
+    } else {
+        println!(
+            "fixed the payload of {event_id} for {projection} (the stored event keeps the original); redrive: {} redriven, {} still failing",
+            result["result"]["redriven"],
+            result["result"]["still_failing"]
+                .as_array()
+                .map_or(0, Vec::len)
+        );
+    }
+    Ok(Done::OK)
+}
+
+/// Opens `payload` pretty-printed in the operator's editor and returns what was saved.
+fn edit_in_editor(payload: &[u8]) -> Result<Vec<u8>, Error> {
+    let pretty = serde_json::from_slice::<Value>(payload)
+        .ok()
+        .and_then(|v| serde_json::to_string_pretty(&v).ok())
+        .ok_or_else(|| {
+            Error::failed_precondition(
+                "PAYLOAD_NOT_JSON",
+                "the stored payload is not JSON; give the fixed one with --payload-file",
+            )
+        })?;
+    let path = std::env::temp_dir().join(format!("flext-payload-{}.json", uuid::Uuid::now_v7()));
+    let io = |e: std::io::Error| {
+        Error::unavailable("EDITOR_FAILED", format!("editing the payload failed: {e}"))
+    };
+    std::fs::write(&path, pretty).map_err(io)?;
+    let editor = std::env::var("VISUAL")
+        .or_else(|_| std::env::var("EDITOR"))
+        .unwrap_or_else(|_| "vi".to_owned());
+    let status = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(format!("{editor} \"$1\""))
+        .arg("sh")
+        .arg(&path)
+        .status()
+        .map_err(io);
+    let text = std::fs::read(&path).map_err(io);
+    let _ = std::fs::remove_file(&path);
+    if !status?.success() {
+        return Err(Error::cancelled(
+            "EDITOR_FAILED",
+            format!("{editor} exited with an error: nothing stored"),
+        ));
+    }
+    text
 }
 
 pub(crate) async fn dead_letters_discard(

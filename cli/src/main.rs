@@ -41,6 +41,9 @@ pub(crate) struct Cli {
     /// Print JSON instead of tables and text.
     #[arg(long, global = true)]
     json: bool,
+    /// Show the payload fields the application marked personal (masked otherwise).
+    #[arg(long, global = true)]
+    show_personal: bool,
     #[command(subcommand)]
     command: Command,
 }
@@ -199,6 +202,17 @@ enum DeadLettersCommand {
         #[arg(long)]
         all: bool,
     },
+    /// Fixes a parked event's payload (in `$VISUAL`/`$EDITOR`, or from a file) and has
+    /// its consumer's owner redrive it with the fix; the stored event keeps the original.
+    Edit {
+        #[command(flatten)]
+        control: ControlArgs,
+        /// The event id.
+        event_id: String,
+        /// Read the fixed payload (JSON) from this file instead of an editor.
+        #[arg(long)]
+        payload_file: Option<std::path::PathBuf>,
+    },
     /// Removes a parked event without handling it (the event stays in the store).
     Discard {
         /// The consumer.
@@ -309,7 +323,15 @@ async fn run(cli: Cli) -> Result<Done, Error> {
         ));
     };
     let db = store::Db::open(url, cli.schema.as_deref()).await?;
-    let out = commands::Out { json: cli.json };
+    let personal = if cli.show_personal || matches!(cli.command, Command::Migrate(_)) {
+        std::collections::HashMap::new()
+    } else {
+        commands::personal_fields(&db).await?
+    };
+    let out = commands::Out {
+        json: cli.json,
+        personal,
+    };
     if !matches!(cli.command, Command::Migrate(_)) {
         commands::require_migrated(&db).await?;
     }
@@ -403,6 +425,21 @@ async fn run(cli: Cli) -> Result<Done, Error> {
                 &out,
                 &control.name,
                 flext_ports::ControlAction::Redrive { event_id },
+                control.timeout,
+            )
+            .await
+        }
+        Command::DeadLetters(DeadLettersCommand::Edit {
+            control,
+            event_id,
+            payload_file,
+        }) => {
+            commands::dead_letters_edit(
+                &db,
+                &out,
+                &control.name,
+                &event_id,
+                payload_file.as_deref(),
                 control.timeout,
             )
             .await

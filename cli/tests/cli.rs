@@ -35,7 +35,9 @@ impl<T: Sql + Send + 'static> Projection<T> for Totals {
     }
 
     async fn handle(&self, tx: &mut T, event: &RecordedEvent) -> Result<(), Error> {
-        if event.event_type == "test.poison" && !self.healed.load(Ordering::SeqCst) {
+        let bad =
+            serde_json::from_slice::<Value>(&event.payload).is_ok_and(|p| p["bad"] == json!(true));
+        if event.event_type == "test.poison" && bad && !self.healed.load(Ordering::SeqCst) {
             return Err(Error::invalid_argument(
                 "POISON",
                 "this event cannot be handled",
@@ -285,6 +287,23 @@ where
     assert_eq!(tailed.len(), 2, "the last two events");
     assert_eq!(tailed[1]["event_id"], data.poison.to_string());
 
+    // Personal fields are masked unless asked for.
+    store
+        .mark_personal("test.opened", &["owner"])
+        .await
+        .expect("mark");
+    let masked = json_of(&flext(&db, &["--json", "streams", "show", "acct-1"]).await);
+    assert_eq!(
+        masked["events"][0]["payload"],
+        json!({ "owner": "[REDACTED]", "limit": 100 })
+    );
+    let get = flext(&db, &["events", "get", &data.opened.to_string()]).await;
+    let text = String::from_utf8_lossy(&get.stdout).into_owned();
+    assert!(!text.contains("ada"), "{text}");
+    let id = data.opened.to_string();
+    let shown = json_of(&flext(&db, &["--json", "--show-personal", "events", "get", &id]).await);
+    assert_eq!(shown["payload"]["owner"], "ada");
+
     // Events: one by id, a bad id, the business action as a tree.
     let got = json_of(&flext(&db, &["--json", "events", "get", &data.opened.to_string()]).await);
     assert_eq!(got["stream_id"], "acct-1");
@@ -368,24 +387,49 @@ where
         .await,
     );
     assert_eq!(one["event"]["payload"], json!({ "bad": true }));
-    let failing = json_of(
+    let failing =
+        json_of(&flext(&db, &["--json", "dead-letters", "redrive", TOTALS, "--all"]).await);
+    assert_eq!(failing["result"]["redriven"], 0, "still poison: {failing}");
+    assert_eq!(
+        failing["result"]["still_failing"],
+        json!([data.poison.to_string()])
+    );
+    // Edit, then redrive: the fixed payload is handed over, the stored event stays.
+    let fix = std::env::temp_dir().join(format!("flext-fix-{}.json", uuid::Uuid::now_v7()));
+    std::fs::write(&fix, br#"{"bad": false}"#).expect("write the fix");
+    let edited = json_of(
         &flext(
             &db,
             &[
                 "--json",
                 "dead-letters",
-                "redrive",
+                "edit",
                 TOTALS,
                 &data.poison.to_string(),
+                "--payload-file",
+                &fix.display().to_string(),
             ],
         )
         .await,
     );
-    assert_eq!(failing["result"]["redriven"], 0, "still poison: {failing}");
+    let _ = std::fs::remove_file(&fix);
+    let redriven = &edited["redrive"];
+    assert_eq!(redriven["result"]["redriven"], 1, "{edited}");
+    let original =
+        json_of(&flext(&db, &["--json", "events", "get", &data.poison.to_string()]).await);
+    assert_eq!(
+        original["payload"],
+        json!({ "bad": true }),
+        "the stored event is unchanged"
+    );
+    let edit = store
+        .dead_letter_edit(TOTALS, data.poison)
+        .await
+        .expect("edit")
+        .expect("kept for audit");
+    assert!(edit.edited_by.starts_with("flext-cli@"));
+    // Shadow rebuilds below replay the stored (original) event.
     healed.store(true, Ordering::SeqCst);
-    let redriven =
-        json_of(&flext(&db, &["--json", "dead-letters", "redrive", TOTALS, "--all"]).await);
-    assert_eq!(redriven["result"]["redriven"], 1, "{redriven}");
     assert!(
         redriven["carried_out_by"]
             .as_str()

@@ -1381,6 +1381,8 @@ impl<S: BankStore> Bank<S> {
     ) -> Result<Self, Error> {
         let read = store.read_model();
         read.create_schema().await?;
+        // An account's owner is personal: operators' views (`flext`) mask it.
+        store.mark_personal("account.opened", &["owner"]).await?;
 
         let mut plugins = PluginRegistry::new();
         plugins.register(AuditPlugin)?;

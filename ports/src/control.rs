@@ -187,6 +187,83 @@ pub trait ControlStore: Send + Sync {
         consumer: &str,
         event_id: EventId,
     ) -> impl Future<Output = Result<bool, Error>> + Send;
+
+    /// Stores `payload` as the fixed payload of the dead letter of `consumer` for
+    /// `event_id` (`by` whom): a redrive hands the consumer the event with the newest
+    /// fixed payload; the stored event is never changed. `NOT_FOUND` without such a dead
+    /// letter.
+    fn edit_dead_letter(
+        &self,
+        consumer: &str,
+        event_id: EventId,
+        payload: &[u8],
+        by: &str,
+    ) -> impl Future<Output = Result<(), Error>> + Send;
+
+    /// The newest fixed payload of the dead letter of `consumer` for `event_id`.
+    fn dead_letter_edit(
+        &self,
+        consumer: &str,
+        event_id: EventId,
+    ) -> impl Future<Output = Result<Option<DeadLetterEdit>, Error>> + Send;
+
+    /// Marks `fields` of the payloads of `event_type` personal (adding to those marked):
+    /// operators' views mask them unless asked to show them. A field is a top-level key or
+    /// a dotted path (`address.street`).
+    fn mark_personal(
+        &self,
+        event_type: &str,
+        fields: &[&str],
+    ) -> impl Future<Output = Result<(), Error>> + Send;
+
+    /// Every personal field, as (event type, field).
+    fn personal_fields(&self) -> impl Future<Output = Result<Vec<(String, String)>, Error>> + Send;
+}
+
+/// A payload an operator fixed before redriving a dead letter.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeadLetterEdit {
+    /// The fixed payload.
+    pub payload: Vec<u8>,
+    /// Who fixed it.
+    pub edited_by: String,
+    /// When.
+    pub edited_at: DateTime<Utc>,
+}
+
+/// The dead letter a fix was refused for: `NOT_FOUND`/`UNKNOWN_DEAD_LETTER`.
+pub fn unknown_dead_letter(consumer: &str, event_id: EventId) -> Error {
+    Error::not_found(
+        "UNKNOWN_DEAD_LETTER",
+        format!("{consumer:?} has no dead letter for event {event_id}"),
+    )
+    .with_detail("projection", consumer)
+    .with_detail("event_id", event_id.to_string())
+}
+
+/// Replaces the value of every field of `fields` (top-level keys or dotted paths) found
+/// in `payload` with `"[REDACTED]"` ([`flext_domain::REDACTED`]); how many it masked.
+pub fn mask_fields<'a>(
+    payload: &mut serde_json::Value,
+    fields: impl IntoIterator<Item = &'a str>,
+) -> usize {
+    let mut masked = 0;
+    for field in fields {
+        let mut at = &mut *payload;
+        let mut parts = field.split('.').peekable();
+        while let Some(part) = parts.next() {
+            let Some(next) = at.as_object_mut().and_then(|o| o.get_mut(part)) else {
+                break;
+            };
+            if parts.peek().is_none() {
+                *next = serde_json::Value::String(flext_domain::REDACTED.to_owned());
+                masked += 1;
+                break;
+            }
+            at = next;
+        }
+    }
+    masked
 }
 
 /// The error of a stored control request that names an unknown state.
@@ -286,6 +363,20 @@ mod tests {
             assert_eq!(back.state, ControlState::Failed);
             assert_eq!(back.error.expect("error kept").reason(), "NOPE");
         }
+    }
+
+    #[test]
+    fn personal_fields_are_masked_at_any_depth_and_only_where_present() {
+        let mut v = serde_json::json!({"owner": "ada", "address": {"street": "x", "n": 1}});
+        let n = mask_fields(
+            &mut v,
+            ["owner", "address.street", "missing", "owner.deeper"],
+        );
+        assert_eq!(n, 2);
+        assert_eq!(
+            v,
+            serde_json::json!({"owner": flext_domain::REDACTED, "address": {"street": flext_domain::REDACTED, "n": 1}})
+        );
     }
 
     #[test]

@@ -43,7 +43,10 @@ mod watch;
 pub use checkpoint::CheckpointStore;
 pub use clock::{Clock, FixedClock, SystemClock};
 pub use codec::{AppendEvents, EventCodec, new_events};
-pub use control::{ControlAction, ControlRequest, ControlState, ControlStore, RebuildFrom};
+pub use control::{
+    ControlAction, ControlRequest, ControlState, ControlStore, DeadLetterEdit, RebuildFrom,
+    mask_fields,
+};
 pub use event_store::{
     AppendOutcome, EventStore, FilteredPage, MAX_EVENT_TYPE_LEN, MAX_EVENTS_PER_APPEND,
     MAX_SCHEMA_VERSION, ReadDirection,
@@ -80,7 +83,9 @@ pub use watch::{AppendSignal, AppendWatcher, Changed, WatchAppends};
 /// idempotency outcomes and the diagnosis of a refused checkpoint. For writers of a store
 /// adapter; an application does not need them.
 pub mod adapter {
-    pub use crate::control::{assemble_control, corrupted_control, stored_outcome};
+    pub use crate::control::{
+        assemble_control, corrupted_control, stored_outcome, unknown_dead_letter,
+    };
     pub use crate::event_store::{
         StoredEvent, StoredRow, assemble_recorded, corrupted_event, resolve_rejected_append,
         stored_number, validate_append,

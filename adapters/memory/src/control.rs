@@ -1,7 +1,8 @@
 //! Control requests and pauses in memory, for the runners of one process.
 
 use flext_domain::{Error, EventId};
-use flext_ports::{ControlAction, ControlRequest, ControlState, ControlStore};
+use flext_ports::adapter::unknown_dead_letter;
+use flext_ports::{ControlAction, ControlRequest, ControlState, ControlStore, DeadLetterEdit};
 use uuid::Uuid;
 
 use crate::store::InMemoryEventStore;
@@ -105,5 +106,58 @@ impl ControlStore for InMemoryEventStore {
             .get_mut(consumer)
             .and_then(|l| l.remove(&event_id))
             .is_some())
+    }
+
+    async fn edit_dead_letter(
+        &self,
+        consumer: &str,
+        event_id: EventId,
+        payload: &[u8],
+        by: &str,
+    ) -> Result<(), Error> {
+        let now = self.clock.now();
+        let mut state = self.lock();
+        let parked = state
+            .dead_letters
+            .get(consumer)
+            .is_some_and(|l| l.contains_key(&event_id));
+        if !parked {
+            return Err(unknown_dead_letter(consumer, event_id));
+        }
+        state.dead_letter_edits.insert(
+            (consumer.to_owned(), event_id),
+            DeadLetterEdit {
+                payload: payload.to_vec(),
+                edited_by: by.to_owned(),
+                edited_at: now,
+            },
+        );
+        Ok(())
+    }
+
+    async fn dead_letter_edit(
+        &self,
+        consumer: &str,
+        event_id: EventId,
+    ) -> Result<Option<DeadLetterEdit>, Error> {
+        Ok(self
+            .lock()
+            .dead_letter_edits
+            .get(&(consumer.to_owned(), event_id))
+            .cloned())
+    }
+
+    async fn mark_personal(&self, event_type: &str, fields: &[&str]) -> Result<(), Error> {
+        let mut state = self.lock();
+        for f in fields {
+            state
+                .personal
+                .insert((event_type.to_owned(), (*f).to_owned()));
+        }
+        Ok(())
+    }
+
+    async fn personal_fields(&self) -> Result<Vec<(String, String)>, Error> {
+        Ok(self.lock().personal.iter().cloned().collect())
     }
 }

@@ -53,6 +53,10 @@ pub(crate) struct State {
     pub(crate) controls: Vec<flext_ports::ControlRequest>,
     /// Paused consumers.
     pub(crate) paused: std::collections::BTreeSet<String>,
+    /// Fixed payloads of dead letters (the newest), by (consumer, event).
+    pub(crate) dead_letter_edits: HashMap<(String, EventId), flext_ports::DeadLetterEdit>,
+    /// Personal fields as (event type, field).
+    pub(crate) personal: std::collections::BTreeSet<(String, String)>,
 }
 
 impl State {

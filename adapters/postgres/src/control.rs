@@ -5,10 +5,10 @@
 
 use chrono::{DateTime, Utc};
 use flext_domain::{Error, EventId, Position, RecordedEvent};
-use flext_ports::adapter::{assemble_control, stored_outcome};
+use flext_ports::adapter::{assemble_control, stored_outcome, unknown_dead_letter};
 use flext_ports::{
-    ControlAction, ControlRequest, ControlStore, MigrationInfo, StoreInspect, StoreStats,
-    StreamQuery, StreamSummary, TypeCount,
+    ControlAction, ControlRequest, ControlStore, DeadLetterEdit, MigrationInfo, StoreInspect,
+    StoreStats, StreamQuery, StreamSummary, TypeCount,
 };
 use sqlx::Row;
 use sqlx::postgres::PgRow;
@@ -163,6 +163,73 @@ impl ControlStore for PgEventStore {
                 .await
                 .map_err(|e| db_error("discarding a dead letter", e))?;
         Ok(done.rows_affected() > 0)
+    }
+
+    async fn edit_dead_letter(
+        &self,
+        consumer: &str,
+        event_id: EventId,
+        payload: &[u8],
+        by: &str,
+    ) -> Result<(), Error> {
+        let done = sqlx::query(
+            "INSERT INTO flext_dead_letter_edits (projection, event_id, payload, edited_by, edited_at) \
+             SELECT $1, $2, $3, $4, clock_timestamp() WHERE EXISTS (SELECT 1 FROM flext_dead_letters \
+             WHERE projection = $1 AND event_id = $2)",
+        )
+        .bind(consumer)
+        .bind(event_id.as_uuid())
+        .bind(payload)
+        .bind(by)
+        .execute(&self.pool)
+        .await
+        .map_err(|e| db_error("fixing a dead letter's payload", e))?;
+        if done.rows_affected() == 0 {
+            return Err(unknown_dead_letter(consumer, event_id));
+        }
+        Ok(())
+    }
+
+    async fn dead_letter_edit(
+        &self,
+        consumer: &str,
+        event_id: EventId,
+    ) -> Result<Option<DeadLetterEdit>, Error> {
+        let row: Option<(Vec<u8>, String, chrono::DateTime<chrono::Utc>)> = sqlx::query_as(
+            "SELECT payload, edited_by, edited_at FROM flext_dead_letter_edits \
+             WHERE projection = $1 AND event_id = $2 ORDER BY edited_at DESC LIMIT 1",
+        )
+        .bind(consumer)
+        .bind(event_id.as_uuid())
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(|e| db_error("reading a dead letter's fixed payload", e))?;
+        Ok(row.map(|(payload, edited_by, edited_at)| DeadLetterEdit {
+            payload,
+            edited_by,
+            edited_at,
+        }))
+    }
+
+    async fn mark_personal(&self, event_type: &str, fields: &[&str]) -> Result<(), Error> {
+        let fields: Vec<String> = fields.iter().map(|f| (*f).to_owned()).collect();
+        sqlx::query(
+            "INSERT INTO flext_personal_fields (event_type, field) \
+             SELECT $1, f FROM unnest($2::text[]) AS f ON CONFLICT DO NOTHING",
+        )
+        .bind(event_type)
+        .bind(fields)
+        .execute(&self.pool)
+        .await
+        .map_err(|e| db_error("marking personal fields", e))?;
+        Ok(())
+    }
+
+    async fn personal_fields(&self) -> Result<Vec<(String, String)>, Error> {
+        sqlx::query_as("SELECT event_type, field FROM flext_personal_fields ORDER BY 1, 2")
+            .fetch_all(&self.pool)
+            .await
+            .map_err(|e| db_error("listing personal fields", e))
     }
 }
 

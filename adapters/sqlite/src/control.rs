@@ -6,10 +6,10 @@
 
 use chrono::{DateTime, Utc};
 use flext_domain::{Error, EventId, Position, RecordedEvent};
-use flext_ports::adapter::{assemble_control, stored_outcome};
+use flext_ports::adapter::{assemble_control, stored_outcome, unknown_dead_letter};
 use flext_ports::{
-    ControlAction, ControlRequest, ControlState, ControlStore, MigrationInfo, StoreInspect,
-    StoreStats, StreamQuery, StreamSummary, TypeCount,
+    ControlAction, ControlRequest, ControlState, ControlStore, DeadLetterEdit, MigrationInfo,
+    StoreInspect, StoreStats, StreamQuery, StreamSummary, TypeCount,
 };
 use sqlx::Row;
 use sqlx::sqlite::SqliteRow;
@@ -198,6 +198,80 @@ impl ControlStore for SqliteEventStore {
                 .await
                 .map_err(|e| db_error("discarding a dead letter", e))?;
         Ok(done.rows_affected() > 0)
+    }
+
+    async fn edit_dead_letter(
+        &self,
+        consumer: &str,
+        event_id: EventId,
+        payload: &[u8],
+        by: &str,
+    ) -> Result<(), Error> {
+        let now = self.clock.now().timestamp_micros();
+        let mut writer = self.writer.lock().await;
+        writer.settle().await?;
+        let done = sqlx::query(
+            "INSERT INTO flext_dead_letter_edits (projection, event_id, payload, edited_by, edited_at) \
+             SELECT ?1, ?2, ?3, ?4, ?5 WHERE EXISTS (SELECT 1 FROM flext_dead_letters \
+             WHERE projection = ?1 AND event_id = ?2)",
+        )
+        .bind(consumer)
+        .bind(event_id.as_uuid())
+        .bind(payload)
+        .bind(by)
+        .bind(now)
+        .execute(&mut writer.conn)
+        .await
+        .map_err(|e| db_error("fixing a dead letter's payload", e))?;
+        if done.rows_affected() == 0 {
+            return Err(unknown_dead_letter(consumer, event_id));
+        }
+        Ok(())
+    }
+
+    async fn dead_letter_edit(
+        &self,
+        consumer: &str,
+        event_id: EventId,
+    ) -> Result<Option<DeadLetterEdit>, Error> {
+        let row: Option<(Vec<u8>, String, i64)> = sqlx::query_as(
+            "SELECT payload, edited_by, edited_at FROM flext_dead_letter_edits \
+             WHERE projection = ?1 AND event_id = ?2 ORDER BY edited_at DESC LIMIT 1",
+        )
+        .bind(consumer)
+        .bind(event_id.as_uuid())
+        .fetch_optional(&self.readers)
+        .await
+        .map_err(|e| db_error("reading a dead letter's fixed payload", e))?;
+        Ok(row.map(|(payload, edited_by, at)| DeadLetterEdit {
+            payload,
+            edited_by,
+            edited_at: time(at),
+        }))
+    }
+
+    async fn mark_personal(&self, event_type: &str, fields: &[&str]) -> Result<(), Error> {
+        let mut writer = self.writer.lock().await;
+        writer.settle().await?;
+        for field in fields {
+            sqlx::query(
+                "INSERT INTO flext_personal_fields (event_type, field) VALUES (?1, ?2) \
+                 ON CONFLICT DO NOTHING",
+            )
+            .bind(event_type)
+            .bind(*field)
+            .execute(&mut writer.conn)
+            .await
+            .map_err(|e| db_error("marking personal fields", e))?;
+        }
+        Ok(())
+    }
+
+    async fn personal_fields(&self) -> Result<Vec<(String, String)>, Error> {
+        sqlx::query_as("SELECT event_type, field FROM flext_personal_fields ORDER BY 1, 2")
+            .fetch_all(&self.readers)
+            .await
+            .map_err(|e| db_error("listing personal fields", e))
     }
 }
 
