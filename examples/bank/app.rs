@@ -1059,6 +1059,11 @@ pub struct Balances;
 pub const BALANCES: &str = "bank.balances";
 
 impl<T: ReadModelTx + 'static> Projection<T> for Balances {
+    /// Its table, also in the shadow a `flext projections rebuild --verify` builds.
+    fn migrations(&self) -> &[&str] {
+        &SCHEMA[0..1]
+    }
+
     fn name(&self) -> &str {
         BALANCES
     }
@@ -1118,6 +1123,11 @@ pub struct History;
 pub const HISTORY: &str = "bank.history";
 
 impl<T: ReadModelTx + 'static> Projection<T> for History {
+    /// Its table, also in the shadow a `flext projections rebuild --verify` builds.
+    fn migrations(&self) -> &[&str] {
+        &SCHEMA[1..2]
+    }
+
     fn name(&self) -> &str {
         HISTORY
     }
@@ -1175,6 +1185,11 @@ pub struct AuditTrail;
 pub const AUDIT: &str = "bank.audit";
 
 impl<T: ReadModelTx + 'static> Projection<T> for AuditTrail {
+    /// Its table, also in the shadow a `flext projections rebuild --verify` builds.
+    fn migrations(&self) -> &[&str] {
+        &SCHEMA[2..3]
+    }
+
     fn name(&self) -> &str {
         AUDIT
     }
@@ -1382,7 +1397,9 @@ impl<S: BankStore> Bank<S> {
         let read = store.read_model();
         read.create_schema().await?;
         // An account's owner is personal: operators' views (`flext`) mask it.
-        store.mark_personal("account.opened", &["owner"]).await?;
+        store
+            .mark_personal("account.opened", &["Opened.owner"])
+            .await?;
 
         let mut plugins = PluginRegistry::new();
         plugins.register(AuditPlugin)?;
