@@ -625,8 +625,14 @@ pub(crate) async fn rebuild(
         ProgressBar::new(total)
     };
     bar.set_style(
-        ProgressStyle::with_template("{msg} [{bar:40}] {pos}/{len} events, {per_sec}, ETA {eta}")
+        ProgressStyle::with_template("{msg} [{bar:40}] {pos}/{len} events, {rate}, ETA {eta}")
             .unwrap_or_else(|_| ProgressStyle::default_bar())
+            .with_key(
+                "rate",
+                |state: &indicatif::ProgressState, w: &mut dyn std::fmt::Write| {
+                    let _ = write!(w, "{:.0} events/s", state.per_sec());
+                },
+            )
             .progress_chars("=> "),
     );
     bar.set_message(format!("rebuilding {name}"));

@@ -656,3 +656,50 @@ async fn usage_errors_and_completions() {
     assert_eq!(code(&bash), 0);
     assert!(String::from_utf8_lossy(&bash.stdout).contains("dead-letters"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tail_follow_prints_events_as_they_are_stored() {
+    use std::io::{BufRead, BufReader};
+    let dir = std::env::temp_dir().join(format!("flext-cli-t-{}", uuid::Uuid::now_v7().simple()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let path = dir.join("events.db");
+    let store = SqliteEventStore::open(&path).await.expect("open");
+    let stream = StreamId::new("acct-9").expect("id");
+    let first = event("test.noted", json!({ "n": 1 }), EventMetadata::default());
+    store
+        .append(&stream, ExpectedVersion::Any, vec![first])
+        .await
+        .expect("append");
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_flext"))
+        .env("FLEXT_DATABASE_URL", path.display().to_string())
+        .args(["--json", "streams", "tail", "acct-9", "--follow"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn flext");
+    let stdout = child.stdout.take().expect("stdout");
+    let (lines_tx, mut lines) = tokio::sync::mpsc::unbounded_channel::<String>();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if lines_tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let line = lines.recv().await.expect("the stored event");
+    let v: Value = serde_json::from_str(&line).expect("JSON");
+    assert_eq!(v["payload"], json!({ "n": 1 }));
+    // Appended by another process's store while the tail follows.
+    let second = event("test.noted", json!({ "n": 2 }), EventMetadata::default());
+    store
+        .append(&stream, ExpectedVersion::Any, vec![second])
+        .await
+        .expect("append");
+    let line = lines.recv().await.expect("the new event");
+    let v: Value = serde_json::from_str(&line).expect("JSON");
+    assert_eq!(v["payload"], json!({ "n": 2 }));
+    assert_eq!(v["version"], 2);
+    child.kill().expect("stop the tail");
+    let _ = child.wait();
+    store.close().await.expect("close");
+    let _ = std::fs::remove_dir_all(dir);
+}
