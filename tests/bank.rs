@@ -666,17 +666,28 @@ async fn nightly_statements_checks<S: BankStore>(store: S) {
     let mut expected = vec![(a.to_string(), 70), (b.to_string(), 30)];
     expected.sort();
     assert_eq!(mine, expected);
-    let stats = bank
-        .jobs
-        .as_ref()
-        .expect("jobs")
-        .stats()
-        .await
-        .expect("stats");
-    let nightly = stats
-        .iter()
-        .find(|s| s.kind == "bank.nightly_statements")
-        .expect("kind");
+    // The job's rows commit before the worker records its success: wait for the record.
+    let nightly = loop {
+        let stats = bank
+            .jobs
+            .as_ref()
+            .expect("jobs")
+            .stats()
+            .await
+            .expect("stats");
+        let nightly = stats
+            .into_iter()
+            .find(|s| s.kind == "bank.nightly_statements")
+            .expect("kind");
+        if nightly.succeeded + nightly.dead > 0 {
+            break nightly;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the job never finished"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    };
     assert_eq!((nightly.succeeded, nightly.dead), (1, 0));
     bank.shutdown().await.expect("shutdown");
 }
