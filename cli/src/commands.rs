@@ -1,15 +1,12 @@
 //! The commands: each reads or acts through the store's ports and prints a table, text or
 //! JSON.
 
-use std::collections::HashMap;
 use std::time::Duration;
 
-use chrono::{DateTime, Utc};
-use flext_domain::{CorrelationId, Error, EventId, Position, StreamId, StreamVersion};
+use flext_domain::{Error, EventId, Position, StreamId, StreamVersion};
 use flext_ports::{
-    CheckpointStore, ControlAction, ControlState, ControlStore, EventStore, Instance, JobStore,
-    OwnershipStore, ProjectionStore, ReadDirection, RebuildFrom, SCHEDULER_CONSUMER, ScheduleStore,
-    StoreInspect, StreamQuery, WatchAppends, mask_fields,
+    CheckpointStore, ControlAction, ControlStore, EventStore, Instance, JobStore, OwnershipStore,
+    ProjectionStore, ReadDirection, StoreInspect, StreamQuery, WatchAppends,
 };
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::{Value, json};
@@ -17,22 +14,19 @@ use serde_json::{Value, json};
 use crate::Done;
 use crate::store::{Db, on_store};
 use crate::view;
+use flext_admin::ops::{self, Personal, parse_event_id, unknown_consumer};
 
 /// How to print.
 pub(crate) struct Out {
     pub(crate) json: bool,
-    /// The personal fields to mask, by event type (empty with `--show-personal`).
-    pub(crate) personal: HashMap<String, Vec<String>>,
+    /// The personal fields to mask (none with `--show-personal`).
+    pub(crate) personal: Personal,
 }
 
 impl Out {
     /// An event as JSON with its personal fields masked.
     fn event(&self, e: &flext_domain::RecordedEvent) -> Value {
-        let mut v = view::event(e);
-        if let Some(fields) = self.personal.get(&e.event_type) {
-            mask_fields(&mut v["payload"], fields.iter().map(String::as_str));
-        }
-        v
+        self.personal.event(e)
     }
 
     /// Prints `value` as pretty JSON.
@@ -42,19 +36,6 @@ impl Out {
             serde_json::to_string_pretty(value).unwrap_or_else(|_| value.to_string())
         );
     }
-}
-
-/// The personal fields by event type.
-pub(crate) async fn personal_fields(db: &Db) -> Result<HashMap<String, Vec<String>>, Error> {
-    let mut out: HashMap<String, Vec<String>> = HashMap::new();
-    // A store without its migrations has none (and is refused later by name).
-    let Ok(rows) = on_store!(db, s => s.personal_fields().await) else {
-        return Ok(out);
-    };
-    for (event_type, field) in rows {
-        out.entry(event_type).or_default().push(field);
-    }
-    Ok(out)
 }
 
 /// Refuses to work on a store whose schema lacks migrations (`flext migrate apply`).
@@ -78,21 +59,6 @@ pub(crate) async fn require_migrated(db: &Db) -> Result<(), Error> {
     Ok(())
 }
 
-/// An event id from the command line, or `INVALID_ARGUMENT` naming it.
-pub(crate) fn parse_event_id(s: &str) -> Result<EventId, Error> {
-    uuid::Uuid::parse_str(s.trim())
-        .map(EventId::from_uuid)
-        .map_err(|_| {
-            Error::invalid_argument(
-                "INVALID_EVENT_ID",
-                format!(
-                    "{:?} is not an event id (a UUID)",
-                    s.chars().take(80).collect::<String>()
-                ),
-            )
-        })
-}
-
 pub(crate) async fn streams_list(db: &Db, out: &Out, query: StreamQuery) -> Result<Done, Error> {
     let page = on_store!(db, s => s.list_streams(&query).await)?;
     let next = (page.len() >= query.page_size())
@@ -114,8 +80,8 @@ pub(crate) async fn streams_list(db: &Db, out: &Out, query: StreamQuery) -> Resu
             s.stream_id.clone(),
             s.version.to_string(),
             s.last_position.get().to_string(),
-            view::time(s.first_recorded_at),
-            view::time(s.last_recorded_at),
+            ops::time(s.first_recorded_at),
+            ops::time(s.last_recorded_at),
         ]);
     }
     println!("{t}");
@@ -304,110 +270,22 @@ pub(crate) async fn events_get(db: &Db, out: &Out, id: &str) -> Result<Done, Err
 
 pub(crate) async fn events_correlated(db: &Db, out: &Out, id: &str) -> Result<Done, Error> {
     let given = parse_event_id(id)?;
-    // An event id names its action; otherwise the id is the correlation id itself.
-    let correlation = match on_store!(db, s => s.event_by_id(given).await)? {
-        Some(e) => e
-            .metadata
-            .correlation_id
-            .unwrap_or(CorrelationId::from_uuid(e.event_id.as_uuid())),
-        None => CorrelationId::from_uuid(given.as_uuid()),
-    };
-    let events = on_store!(db, s => s.read_correlated(correlation, 10_000).await)?;
-    if events.is_empty() {
-        return Err(Error::not_found(
-            "ACTION_NOT_FOUND",
-            format!("no event has id or correlation id {given}"),
-        )
-        .with_detail("id", given.to_string()));
-    }
-    let tree = crate::tree::build(correlation.as_uuid(), &events);
+    let tree = on_store!(db, s => ops::correlated(s, given).await)?;
     if out.json {
         out.json(&tree);
     } else {
-        print!("{}", crate::tree::render(&tree));
+        print!("{}", flext_admin::tree::render(&tree));
     }
     Ok(Done::OK)
 }
 
-/// Every consumer as operators see it, measured now.
+/// Every consumer as operators see it, measured now, as JSON.
 async fn consumers(db: &Db, stall_after: Duration) -> Result<Vec<Value>, Error> {
-    let records = on_store!(db, s => s.consumers().await)?;
-    let paused = on_store!(db, s => s.paused_consumers().await)?;
-    let moves = on_store!(db, s => s.checkpoint_moves().await)?;
-    let now = on_store!(db, s => s.clock_now().await)?;
-    let mut names: Vec<String> = records.iter().map(|r| r.consumer.clone()).collect();
-    for p in &paused {
-        if !names.contains(p) {
-            names.push(p.clone());
-        }
-    }
-    names.sort();
-    let mut out = Vec::with_capacity(names.len());
-    for name in names {
-        let record = records.iter().find(|r| r.consumer == name);
-        let position = record.map_or(Position::START, |r| r.position);
-        let scheduler = name == SCHEDULER_CONSUMER;
-        let (lag_events, lag) = if scheduler {
-            // Its work is the messages due now, not the global order.
-            let due = on_store!(db, s => s.due(now, 10_000).await)?;
-            let oldest = due.iter().map(|m| m.due_at).min();
-            (
-                due.len() as u64,
-                oldest.map_or(Duration::ZERO, |t| {
-                    (now - t).to_std().unwrap_or(Duration::ZERO)
-                }),
-            )
-        } else {
-            let n = on_store!(db, s => s.count_after(position).await)?;
-            let oldest = on_store!(db, s => s.read_all(position, 1).await)?;
-            let lag = oldest
-                .first()
-                .map(|e| (now - e.recorded_at).to_std().unwrap_or(Duration::ZERO))
-                .unwrap_or(Duration::ZERO);
-            (n, lag)
-        };
-        let dead = on_store!(db, s => s.dead_letters(&name).await)?.len();
-        let is_paused = paused.contains(&name);
-        let moved_at = moves
-            .iter()
-            .find(|(n, _)| *n == name)
-            .and_then(|(_, t)| *t)
-            .or(record.and_then(|r| r.acquired_at));
-        let still_for = moved_at.map(|t| (now - t).to_std().unwrap_or(Duration::ZERO));
-        // Not moved for a while although events wait (and not paused on purpose).
-        let stalled = !is_paused
-            && lag_events > 0
-            && lag >= stall_after
-            && still_for.is_none_or(|d| d >= stall_after);
-        let owned = record.is_some_and(|r| r.owned);
-        let state = if is_paused {
-            "paused"
-        } else if stalled {
-            "stalled"
-        } else if !owned {
-            "unowned"
-        } else if lag_events == 0 {
-            "running"
-        } else {
-            "catching_up"
-        };
-        out.push(json!({
-            "name": name,
-            "kind": if scheduler { "scheduler" } else { "consumer" },
-            "state": state,
-            "owner": record.and_then(|r| r.owner.as_ref()).filter(|_| owned).map(Instance::label),
-            "epoch": record.map_or(0, |r| r.epoch),
-            "position": position.get(),
-            "lag_events": lag_events,
-            "lag_seconds": lag.as_secs_f64(),
-            "dead_letters": dead,
-            "paused": is_paused,
-            "stalled": stalled,
-            "moved_at": moved_at.map(view::time),
-            "lease_expires_at": record.and_then(|r| r.expires_at).map(view::time),
-        }));
-    }
-    Ok(out)
+    let list = on_store!(db, s => ops::consumers(s, stall_after).await)?;
+    Ok(list
+        .iter()
+        .map(|c| serde_json::to_value(c).unwrap_or(Value::Null))
+        .collect())
 }
 
 pub(crate) async fn projections_list(db: &Db, out: &Out, stall: Duration) -> Result<Done, Error> {
@@ -446,14 +324,6 @@ async fn one_consumer(db: &Db, name: &str, stall: Duration) -> Result<Value, Err
         .into_iter()
         .find(|c| c["name"] == name)
         .ok_or_else(|| unknown_consumer(name))
-}
-
-fn unknown_consumer(name: &str) -> Error {
-    Error::not_found(
-        "UNKNOWN_CONSUMER",
-        format!("the store knows no consumer named {name:?} (see `flext projections list`)"),
-    )
-    .with_detail("consumer", name)
 }
 
 pub(crate) async fn projections_status(
@@ -507,94 +377,16 @@ pub(crate) async fn control(
 }
 
 /// The request's outcome as `{"consumer", "action", "request_id", "carried_out_by",
-/// "result"}`.
+/// "result"}` ([`ops::control`]).
 async fn request(
     db: &Db,
     name: &str,
     action: &ControlAction,
     timeout_s: u64,
 ) -> Result<Value, Error> {
-    let records = on_store!(db, s => s.consumers().await)?;
-    let Some(record) = records.iter().find(|r| r.consumer == name) else {
-        return Err(unknown_consumer(name));
-    };
     let me = operator();
-    if !record.owned && matches!(action, ControlAction::Pause | ControlAction::Resume) {
-        // Nobody runs it: take its lease so no instance starts it meanwhile, set the
-        // flag, give the lease back; the next owner reads the flag when it takes over.
-        let lease = on_store!(db, s => s.acquire_lease(name, &me, Duration::from_secs(15)).await)?;
-        if let Some(lease) = lease {
-            let paused = matches!(action, ControlAction::Pause);
-            let set = on_store!(db, s => s.set_paused(name, paused, &me.label()).await);
-            let released = on_store!(db, s => s.release_lease(&lease).await);
-            set?;
-            released?;
-            return Ok(json!({
-                "consumer": name,
-                "action": action.name(),
-                "request_id": null,
-                "carried_out_by": me.label(),
-                "result": {},
-            }));
-        }
-    }
-    let stored = on_store!(db, s => s.request_control(name, action, &me.label()).await)?;
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(timeout_s);
-    let mut watcher = on_store!(db, s => s.watch_consumers());
-    loop {
-        let now = on_store!(db, s => s.control_request(stored.id).await)?;
-        if let Some(r) = now {
-            match r.state {
-                ControlState::Done => {
-                    return Ok(json!({
-                        "consumer": name,
-                        "action": action.name(),
-                        "request_id": r.id.to_string(),
-                        "carried_out_by": r.taken_by,
-                        "result": r.result,
-                    }));
-                }
-                ControlState::Failed => {
-                    return Err(r.error.unwrap_or_else(|| {
-                        Error::internal("CONTROL_FAILED", "the owner reported a failure")
-                    }));
-                }
-                ControlState::Pending | ControlState::Running => {}
-            }
-        }
-        if tokio::time::Instant::now() >= deadline {
-            return Err(Error::deadline_exceeded(
-                "CONTROL_NOT_ANSWERED",
-                format!(
-                    "no owner of {name:?} carried out the {} within {timeout_s} s; the request \
-                     {} stays queued and is carried out when an instance that runs {name:?} takes it",
-                    action.name(),
-                    stored.id
-                ),
-            )
-            .with_detail("consumer", name)
-            .with_detail("request_id", stored.id.to_string()));
-        }
-        let _ = tokio::time::timeout(Duration::from_millis(100), watcher.changed()).await;
-    }
-}
-
-/// `start`, a position, or an RFC 3339 time.
-fn rebuild_from(s: &str) -> Result<RebuildFrom, Error> {
-    if s.eq_ignore_ascii_case("start") {
-        return Ok(RebuildFrom::Start);
-    }
-    if let Ok(p) = s.parse::<u64>() {
-        return Ok(RebuildFrom::Position(Position(p)));
-    }
-    DateTime::parse_from_rfc3339(s)
-        .map(|t| RebuildFrom::Time(t.with_timezone(&Utc)))
-        .map_err(|_| {
-            Error::invalid_argument(
-                "INVALID_REBUILD_START",
-                format!("--from {s:?} is neither `start`, a position nor an RFC 3339 time"),
-            )
-        })
+    let timeout = Duration::from_secs(timeout_s);
+    on_store!(db, s => ops::control(s, name, action, &me, timeout).await)
 }
 
 pub(crate) async fn rebuild(
@@ -605,7 +397,7 @@ pub(crate) async fn rebuild(
     timeout_s: u64,
     wait: bool,
 ) -> Result<Done, Error> {
-    let from = rebuild_from(from)?;
+    let from = ops::rebuild_from(from)?;
     let started = request(db, name, &ControlAction::Rebuild { from }, timeout_s).await?;
     let restart = Position(started["result"]["restart_after"].as_u64().unwrap_or(0));
     if !wait {
@@ -741,7 +533,7 @@ pub(crate) async fn dead_letters_list(
     }
     if out.json {
         out.json(
-            &json!({ "dead_letters": letters.iter().map(view::dead_letter).collect::<Vec<_>>() }),
+            &json!({ "dead_letters": letters.iter().map(ops::dead_letter).collect::<Vec<_>>() }),
         );
         return Ok(Done::OK);
     }
@@ -762,7 +554,7 @@ pub(crate) async fn dead_letters_list(
             l.event_type.clone(),
             l.attempts.to_string(),
             format!("{}: {}", l.error.reason(), l.error.message()),
-            view::time(l.parked_at),
+            ops::time(l.parked_at),
         ]);
     }
     println!("{t}");
@@ -799,12 +591,12 @@ pub(crate) async fn dead_letters_show(
     let event = on_store!(db, s => s.event_by_id(event_id).await)?;
     let edit = on_store!(db, s => s.dead_letter_edit(projection, event_id).await)?;
     let v = json!({
-        "dead_letter": view::dead_letter(&letter),
+        "dead_letter": ops::dead_letter(&letter),
         "event": event.as_ref().map(|e| out.event(e)),
         "fixed_payload": edit.as_ref().map(|f| json!({
-            "payload": view::payload(&f.payload),
+            "payload": ops::payload(&f.payload),
             "edited_by": f.edited_by,
-            "edited_at": view::time(f.edited_at),
+            "edited_at": ops::time(f.edited_at),
         })),
     });
     if out.json {
@@ -815,7 +607,7 @@ pub(crate) async fn dead_letters_show(
             letter.projection,
             letter.event_id,
             letter.attempts,
-            view::time(letter.parked_at)
+            ops::time(letter.parked_at)
         );
         println!(
             "error: {} ({}): {}\n",
@@ -982,8 +774,7 @@ pub(crate) async fn migrate_status(db: &Db, out: &Out) -> Result<Done, Error> {
         t.add_row(vec![
             m.version.to_string(),
             m.description.clone(),
-            m.applied_at
-                .map_or_else(|| "pending".to_owned(), view::time),
+            m.applied_at.map_or_else(|| "pending".to_owned(), ops::time),
         ]);
     }
     println!("{t}");
@@ -1005,51 +796,18 @@ pub(crate) async fn migrate_apply(db: &Db, out: &Out) -> Result<Done, Error> {
 }
 
 pub(crate) async fn health(db: &Db, out: &Out, stall: Duration) -> Result<Done, Error> {
-    let mut checks = Vec::new();
-    let stats = on_store!(db, s => s.stats().await)?;
-    checks.push(json!({
-        "name": "store",
-        "status": "up",
-        "details": { "kind": db.kind(), "events": stats.events, "head": stats.head.get() },
-    }));
-    for c in consumers(db, stall).await? {
-        let name = c["name"].as_str().unwrap_or("").to_owned();
-        let (status, why) = match c["state"].as_str() {
-            Some("stalled") => (
-                "down",
-                format!(
-                    "stalled: its position has not moved for {} s or more while {} events wait",
-                    stall.as_secs(),
-                    c["lag_events"]
-                ),
-            ),
-            Some("paused") => ("degraded", "paused by an operator".to_owned()),
-            Some("unowned") if c["lag_events"].as_u64().unwrap_or(0) > 0 => (
-                "degraded",
-                format!("no instance runs it and {} events wait", c["lag_events"]),
-            ),
-            _ if c["dead_letters"].as_u64().unwrap_or(0) > 0 => {
-                ("degraded", format!("{} dead letters", c["dead_letters"]))
-            }
-            _ => ("up", String::new()),
-        };
-        checks.push(json!({
-            "name": format!("consumer:{name}"),
-            "status": status,
-            "message": (!why.is_empty()).then_some(why),
-            "details": c,
-        }));
-    }
-    let worst = checks
+    let report = on_store!(db, s => ops::health(s, db.kind(), stall).await)?;
+    let worst = match report.status {
+        ops::Status::Up => 0,
+        ops::Status::Degraded => 1,
+        ops::Status::Down => 2,
+    };
+    let status = report.status.as_str();
+    let checks: Vec<Value> = report
+        .checks
         .iter()
-        .map(|c| match c["status"].as_str() {
-            Some("down") => 2,
-            Some("degraded") => 1,
-            _ => 0,
-        })
-        .max()
-        .unwrap_or(0);
-    let status = ["up", "degraded", "down"][worst];
+        .map(|c| serde_json::to_value(c).unwrap_or(Value::Null))
+        .collect();
     if out.json {
         out.json(&json!({ "status": status, "checks": checks }));
     } else {
@@ -1085,7 +843,7 @@ pub(crate) async fn stats(db: &Db, out: &Out) -> Result<Done, Error> {
     println!("streams:  {}", stats.streams);
     println!("head:     {}", stats.head.get());
     if let Some(t) = stats.last_recorded_at {
-        println!("newest:   {}", view::time(t));
+        println!("newest:   {}", ops::time(t));
     }
     println!("storage:  {}", view::bytes(stats.storage_bytes));
     println!();

@@ -13,7 +13,6 @@
 
 mod commands;
 mod store;
-mod tree;
 mod view;
 
 use std::process::ExitCode;
@@ -74,6 +73,9 @@ enum Command {
     Health(HealthArgs),
     /// Events, streams, events per type, storage size, jobs.
     Stats,
+    /// The admin console in the browser.
+    #[command(subcommand)]
+    Admin(AdminCommand),
     /// Prints a completion script for a shell.
     Completions {
         /// The shell.
@@ -274,6 +276,70 @@ fn exit_code(e: &Error) -> u8 {
     u8::try_from(10 + e.code().as_i32()).unwrap_or(1)
 }
 
+#[derive(Debug, Subcommand)]
+enum AdminCommand {
+    /// Serves the admin console until interrupted. Users come from FLEXT_ADMIN_USERS
+    /// (`name:role:password`, comma-separated; role `read-only` or `operator`) and bearer
+    /// tokens from FLEXT_ADMIN_TOKENS (`role:token`); at least one is needed.
+    Serve(ServeArgs),
+}
+
+#[derive(Debug, Args)]
+struct ServeArgs {
+    /// The address to listen on.
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    listen: std::net::SocketAddr,
+    /// The path to serve the console under (`/admin`), as behind a proxy.
+    #[arg(long, default_value = "")]
+    base_path: String,
+    /// Seconds a consumer may stand still while events wait before it shows as stalled.
+    #[arg(long, default_value_t = 60)]
+    stall_after: u64,
+    /// Mark the session cookie Secure (the console is reached over HTTPS).
+    #[arg(long)]
+    secure_cookies: bool,
+}
+
+/// `flext admin serve`: the console on `args.listen` until Ctrl-C.
+async fn serve(db: &store::Db, args: ServeArgs) -> Result<Done, Error> {
+    let env = |name: &str| std::env::var(name).unwrap_or_default();
+    let config = flext_admin::AdminConfig::new()
+        .base_path(&args.base_path)
+        .stall_after(Duration::from_secs(args.stall_after))
+        .secure_cookies(args.secure_cookies)
+        .with_credentials(&env("FLEXT_ADMIN_USERS"), &env("FLEXT_ADMIN_TOKENS"))?;
+    let router = store::on_store!(db, s => flext_admin::router(s.clone(), config)?);
+    let app = if args.base_path.trim_matches('/').is_empty() {
+        router
+    } else {
+        axum::Router::new().nest(&format!("/{}", args.base_path.trim_matches('/')), router)
+    };
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .map_err(|e| {
+            Error::unavailable(
+                "LISTEN_FAILED",
+                format!("cannot listen on {}: {e}", args.listen),
+            )
+        })?;
+    let local = listener
+        .local_addr()
+        .map_err(|e| Error::unavailable("LISTEN_FAILED", format!("no local address: {e}")))?;
+    // The first line says where it listens (`--listen 127.0.0.1:0` picks a free port).
+    println!(
+        "flext admin console on http://{local}{}/ (a {} store)",
+        args.base_path.trim_end_matches('/'),
+        db.kind()
+    );
+    axum::serve(listener, app)
+        .with_graceful_shutdown(async {
+            let _ = tokio::signal::ctrl_c().await;
+        })
+        .await
+        .map_err(|e| Error::unavailable("SERVE_FAILED", format!("the console stopped: {e}")))?;
+    Ok(Done::OK)
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let runtime = match tokio::runtime::Builder::new_current_thread()
@@ -324,9 +390,9 @@ async fn run(cli: Cli) -> Result<Done, Error> {
     };
     let db = store::Db::open(url, cli.schema.as_deref()).await?;
     let personal = if cli.show_personal || matches!(cli.command, Command::Migrate(_)) {
-        std::collections::HashMap::new()
+        flext_admin::ops::Personal::none()
     } else {
-        commands::personal_fields(&db).await?
+        store::on_store!(&db, s => flext_admin::ops::Personal::load(s).await)
     };
     let out = commands::Out {
         json: cli.json,
@@ -418,7 +484,7 @@ async fn run(cli: Cli) -> Result<Done, Error> {
         }) => {
             let event_id = event_id
                 .as_deref()
-                .map(commands::parse_event_id)
+                .map(flext_admin::ops::parse_event_id)
                 .transpose()?;
             commands::control(
                 &db,
@@ -452,6 +518,7 @@ async fn run(cli: Cli) -> Result<Done, Error> {
         Command::Migrate(MigrateCommand::Apply) => commands::migrate_apply(&db, &out).await,
         Command::Health(h) => commands::health(&db, &out, h.stall.after()).await,
         Command::Stats => commands::stats(&db, &out).await,
+        Command::Admin(AdminCommand::Serve(args)) => serve(&db, args).await,
         Command::Completions { .. } => Ok(Done::OK),
     }
 }

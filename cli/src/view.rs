@@ -1,12 +1,8 @@
-//! How the command line shows what it read: JSON values (for `--json` and the tables
-//! alike) and tables.
+//! How the command line shows what it read as tables (the JSON values come from
+//! `flext_admin::ops`).
 
-use base64::Engine as _;
-use chrono::{DateTime, Utc};
 use comfy_table::{ContentArrangement, Table, presets};
-use flext_domain::RecordedEvent;
-use flext_ports::DeadLetter;
-use serde_json::{Value, json};
+use serde_json::Value;
 
 /// A table with the house look: no borders, a header row, wrapped to the terminal.
 pub(crate) fn table(header: &[&str]) -> Table {
@@ -15,52 +11,6 @@ pub(crate) fn table(header: &[&str]) -> Table {
         .set_content_arrangement(ContentArrangement::Dynamic)
         .set_header(header.iter().map(|h| h.to_uppercase()));
     t
-}
-
-/// A stored payload as JSON when it is JSON (flext's default codec), else as
-/// `{"base64": ...}` so nothing is hidden or mangled.
-pub(crate) fn payload(bytes: &[u8]) -> Value {
-    match serde_json::from_slice::<Value>(bytes) {
-        Ok(v) => v,
-        Err(_) => json!({ "base64": base64::engine::general_purpose::STANDARD.encode(bytes) }),
-    }
-}
-
-/// An event with its payload decoded and its metadata.
-pub(crate) fn event(e: &RecordedEvent) -> Value {
-    json!({
-        "position": e.position.get(),
-        "event_id": e.event_id.to_string(),
-        "stream_id": e.stream_id.as_str(),
-        "version": e.stream_version.0,
-        "event_type": e.event_type,
-        "schema_version": e.schema_version,
-        "recorded_at": e.recorded_at.to_rfc3339(),
-        "correlation_id": e.metadata.correlation_id.map(|c| c.to_string()),
-        "causation_id": e.metadata.causation_id.map(|c| c.to_string()),
-        "headers": e.metadata.headers,
-        "payload": payload(&e.payload),
-    })
-}
-
-/// A dead letter, without its event's payload.
-pub(crate) fn dead_letter(l: &DeadLetter) -> Value {
-    json!({
-        "projection": l.projection,
-        "event_id": l.event_id.to_string(),
-        "position": l.position.get(),
-        "stream_id": l.stream_id.as_str(),
-        "version": l.stream_version.0,
-        "event_type": l.event_type,
-        "error": l.error,
-        "attempts": l.attempts,
-        "parked_at": l.parked_at.to_rfc3339(),
-    })
-}
-
-/// A time as operators read it: RFC 3339 to the second.
-pub(crate) fn time(t: DateTime<Utc>) -> String {
-    t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
 }
 
 /// Bytes as KiB, MiB or GiB.
@@ -91,12 +41,6 @@ pub(crate) fn cell(v: &Value) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn payloads_that_are_not_json_are_shown_whole_as_base64() {
-        assert_eq!(payload(br#"{"a":1}"#), json!({"a": 1}));
-        assert_eq!(payload(&[0xff, 0x00]), json!({"base64": "/wA="}));
-    }
 
     #[test]
     fn sizes_read_as_binary_units() {

@@ -9,126 +9,12 @@ use std::time::Duration;
 
 use flext::application::{ProjectionOptions, ProjectionRunner, ProjectionState, Projections};
 use flext::ports::sql::{Sql, SqlExt};
-use flext::ports::{
-    COMMAND_CAUSATION_HEADER, EventStore, Instance, Projection, ProjectionStore, StoreInspect,
-    WatchAppends, sql_args,
-};
+use flext::ports::{EventStore, Instance, ProjectionStore, StoreInspect, WatchAppends, sql_args};
 use flext::postgres::PgEventStore;
 use flext::sqlite::SqliteEventStore;
-use flext::{
-    CausationId, CorrelationId, Error, EventId, EventMetadata, ExpectedVersion, NewEvent, Position,
-    RecordedEvent, StreamId,
-};
+use flext::{Error, EventMetadata, ExpectedVersion, Position, StreamId};
+use flext_testkit::operator::{TOTALS, Totals, event, seed};
 use serde_json::{Value, json};
-
-/// Counts events per stream; fails on `test.poison` until healed.
-#[derive(Clone)]
-struct Totals {
-    healed: Arc<AtomicBool>,
-}
-
-const TOTALS: &str = "cli.totals";
-
-impl<T: Sql + Send + 'static> Projection<T> for Totals {
-    fn name(&self) -> &str {
-        TOTALS
-    }
-
-    async fn handle(&self, tx: &mut T, event: &RecordedEvent) -> Result<(), Error> {
-        let bad =
-            serde_json::from_slice::<Value>(&event.payload).is_ok_and(|p| p["bad"] == json!(true));
-        if event.event_type == "test.poison" && bad && !self.healed.load(Ordering::SeqCst) {
-            return Err(Error::invalid_argument(
-                "POISON",
-                "this event cannot be handled",
-            ));
-        }
-        tx.execute(
-            "INSERT INTO totals (stream, n) VALUES ($1, 1) \
-             ON CONFLICT (stream) DO UPDATE SET n = totals.n + 1",
-            sql_args![event.stream_id.as_str()],
-        )
-        .await
-        .map(drop)
-    }
-
-    async fn reset(&self, tx: &mut T) -> Result<(), Error> {
-        tx.execute("DELETE FROM totals", sql_args![])
-            .await
-            .map(drop)
-    }
-
-    fn migrations(&self) -> &[&str] {
-        &["CREATE TABLE totals (stream TEXT PRIMARY KEY, n BIGINT NOT NULL)"]
-    }
-}
-
-fn event(kind: &str, payload: Value, metadata: EventMetadata) -> NewEvent {
-    NewEvent::new(
-        EventId::new(),
-        kind,
-        serde_json::to_vec(&payload).expect("json"),
-    )
-    .with_metadata(metadata)
-}
-
-/// Two business actions: `acct-1` opened by a command, then a follow-up command (caused
-/// by that event) recording on `acct-2`; a third stream; a poison event.
-struct Data {
-    opened: EventId,
-    follow_up: EventId,
-    poison: EventId,
-}
-
-async fn seed<S: EventStore>(store: &S) -> Data {
-    let correlation = CorrelationId::new();
-    let first_command = CausationId::from_uuid(correlation.as_uuid());
-    let opened = event(
-        "test.opened",
-        json!({ "owner": "ada", "limit": 100 }),
-        EventMetadata::caused_by(correlation, first_command),
-    );
-    let opened_id = opened.event_id;
-    let follow = event(
-        "test.credited",
-        json!({ "amount": 5 }),
-        EventMetadata::caused_by(correlation, CausationId::new())
-            .with_header(COMMAND_CAUSATION_HEADER, opened_id.to_string()),
-    );
-    let follow_id = follow.event_id;
-    let poison = event(
-        "test.poison",
-        json!({ "bad": true }),
-        EventMetadata::default(),
-    );
-    let poison_id = poison.event_id;
-    for (stream, events) in [
-        ("acct-1", vec![opened]),
-        ("acct-2", vec![follow]),
-        (
-            "other-1",
-            vec![
-                event("test.noted", json!({ "n": 1 }), EventMetadata::default()),
-                event("test.noted", json!({ "n": 2 }), EventMetadata::default()),
-            ],
-        ),
-        ("acct-3", vec![poison]),
-    ] {
-        store
-            .append(
-                &StreamId::new(stream).expect("stream id"),
-                ExpectedVersion::Any,
-                events,
-            )
-            .await
-            .expect("append");
-    }
-    Data {
-        opened: opened_id,
-        follow_up: follow_id,
-        poison: poison_id,
-    }
-}
 
 /// Runs `flext` with the store's location and `args`.
 async fn flext(db: &[String], args: &[&str]) -> Output {

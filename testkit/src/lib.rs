@@ -34,6 +34,7 @@ use flext_ports::{
 pub mod cancel;
 pub mod cases;
 pub mod harness;
+pub mod operator;
 pub mod proxy;
 
 /// What the conformance suite needs from an adapter.

@@ -16,7 +16,7 @@ enum Node {
 
 /// The tree of `events` (one correlation id, in position order) as JSON:
 /// `{"correlation_id", "children": [{"kind": "command"|"event", ..., "children": [...]}]}`.
-pub(crate) fn build(correlation: uuid::Uuid, events: &[RecordedEvent]) -> Value {
+pub fn build(correlation: uuid::Uuid, events: &[RecordedEvent]) -> Value {
     let by_id: BTreeMap<uuid::Uuid, usize> = events
         .iter()
         .enumerate()
@@ -97,7 +97,7 @@ fn node(
                 "stream_id": e.stream_id.as_str(),
                 "version": e.stream_version.0,
                 "position": e.position.get(),
-                "recorded_at": crate::view::time(e.recorded_at),
+                "recorded_at": crate::ops::time(e.recorded_at),
                 "children": kids,
             })
         }
@@ -105,7 +105,7 @@ fn node(
 }
 
 /// The tree as indented text, one node per line.
-pub(crate) fn render(tree: &Value) -> String {
+pub fn render(tree: &Value) -> String {
     let mut out = format!(
         "business action {} ({} events)\n",
         tree["correlation_id"].as_str().unwrap_or(""),
@@ -142,4 +142,50 @@ fn line(out: &mut String, n: &Value, indent: &str, last: bool) {
     for (i, k) in kids.iter().enumerate() {
         line(out, k, &deeper, i + 1 == kids.len());
     }
+}
+
+/// One line of the tree as a page shows it: how deep it sits and what it is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TreeRow {
+    /// 0 for the action's roots.
+    pub depth: usize,
+    /// `command`, `event` or `cycle`.
+    pub kind: String,
+    /// The command's or the event's id.
+    pub id: String,
+    /// The event's type (empty for a command).
+    pub event_type: String,
+    /// The event's stream (empty for a command).
+    pub stream_id: String,
+    /// The event's version in its stream.
+    pub version: u64,
+    /// The event's global position.
+    pub position: u64,
+    /// When the event was recorded.
+    pub recorded_at: String,
+}
+
+/// The tree [`build`] made as rows, depth first, for an indented list.
+pub fn rows(tree: &Value) -> Vec<TreeRow> {
+    fn walk(n: &Value, depth: usize, out: &mut Vec<TreeRow>) {
+        let text = |k: &str| n[k].as_str().unwrap_or("").to_owned();
+        out.push(TreeRow {
+            depth,
+            kind: text("kind"),
+            id: text("id"),
+            event_type: text("event_type"),
+            stream_id: text("stream_id"),
+            version: n["version"].as_u64().unwrap_or(0),
+            position: n["position"].as_u64().unwrap_or(0),
+            recorded_at: text("recorded_at"),
+        });
+        for k in n["children"].as_array().into_iter().flatten() {
+            walk(k, depth + 1, out);
+        }
+    }
+    let mut out = Vec::new();
+    for k in tree["children"].as_array().into_iter().flatten() {
+        walk(k, 0, &mut out);
+    }
+    out
 }
