@@ -377,6 +377,9 @@ pub(crate) struct ActionForm {
     /// `rebuild`: `start`, a position or an RFC 3339 time.
     #[serde(default)]
     pub(crate) from: Option<String>,
+    /// The page to come back to: `dead-letters`, else the consumer's page.
+    #[serde(default)]
+    pub(crate) back: Option<String>,
 }
 
 /// An action a user may take: an operator, with the session's CSRF token (or a bearer

@@ -14,9 +14,9 @@
 //! Mount it in the service's own router, or run `flext admin serve`:
 //!
 //! ```
-//! # async fn demo() -> Result<(), flext_domain::Error> {
+//! # async fn demo() -> Result<(), flext::Error> {
 //! use flext_admin::{AdminConfig, Role};
-//! use flext_sqlite::SqliteEventStore;
+//! use flext::sqlite::SqliteEventStore;
 //!
 //! let store = SqliteEventStore::open(std::env::temp_dir().join("flext-admin-doc.db")).await?;
 //! let admin = flext_admin::router(

@@ -432,7 +432,10 @@ pub fn health_of(
             ),
             _ if c.dead_letters > 0 => (
                 Status::Degraded,
-                Some(format!("{} dead letters", c.dead_letters)),
+                Some(match c.dead_letters {
+                    1 => "1 dead letter".to_owned(),
+                    n => format!("{n} dead letters"),
+                }),
             ),
             _ => (Status::Up, None),
         };

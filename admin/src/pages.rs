@@ -702,6 +702,7 @@ struct ConsumerPage {
     page: Layout,
     c: ConsumerView,
     letters: Vec<DeadLetter>,
+    on_list: bool,
 }
 
 async fn consumer<S: OperatorStore>(
@@ -716,6 +717,7 @@ async fn consumer<S: OperatorStore>(
             page: app.layout(&user),
             c,
             letters,
+            on_list: false,
         }))
     };
     page!(app, user, body.await)
@@ -726,6 +728,7 @@ async fn consumer<S: OperatorStore>(
 struct DeadLettersPage {
     page: Layout,
     letters: Vec<DeadLetter>,
+    on_list: bool,
 }
 
 async fn dead_letters<S: OperatorStore>(
@@ -741,6 +744,7 @@ async fn dead_letters<S: OperatorStore>(
         Ok::<_, Error>(html(&DeadLettersPage {
             page: app.layout(&user),
             letters,
+            on_list: true,
         }))
     };
     page!(app, user, body.await)
@@ -835,7 +839,13 @@ async fn letter_action<S: OperatorStore>(
     Path((consumer, event, action)): Path<(String, String, String)>,
     act: Act,
 ) -> Response {
-    let back = format!("{}/consumers/{}", app.config.base_path, encode(&consumer));
+    // Back to the list the action was taken on, or the consumer's page; never an address
+    // the form names.
+    let back = if act.form.back.as_deref() == Some("dead-letters") {
+        format!("{}/dead-letters", app.config.base_path)
+    } else {
+        format!("{}/consumers/{}", app.config.base_path, encode(&consumer))
+    };
     let event_id = match ops::parse_event_id(&event) {
         Ok(id) => id,
         Err(e) => return fail(&app, &act.user, &e),

@@ -175,7 +175,7 @@ where
     assert_eq!(a.status, StatusCode::OK);
     assert!(a.body.contains(TOTALS), "{}", a.body);
     assert!(a.body.contains("id=\"status\">degraded<"), "{}", a.body);
-    assert!(a.body.contains("consumer:test.totals: 1 dead letters"));
+    assert!(a.body.contains("consumer:test.totals: 1 dead letter<"));
     assert_eq!(a.headers[header::X_FRAME_OPTIONS], "DENY");
     assert!(
         !a.body.contains("Redrive"),
