@@ -707,3 +707,55 @@ async fn the_nightly_statement_job_on_postgres() {
     nightly_statements_checks(flext_testkit::harness::fresh_pg_store("bank_statements").await)
         .await;
 }
+
+/// `bank flext ...`: the command line inside the bank's binary. With no bank instance
+/// running, a rebuild is carried out by the bank's consumers started for the command,
+/// which give the lease back when it is done.
+#[test]
+fn the_command_line_inside_the_bank_rebuilds_with_nobody_running() {
+    let path = std::env::temp_dir().join(format!(
+        "flext-bank-cli-{}.db",
+        uuid::Uuid::now_v7().simple()
+    ));
+    let path = path.to_str().expect("utf-8 path");
+    let setup = std::process::Command::new(bank_binary())
+        .args(["--sqlite", path, "--accounts", "6", "--transfers", "10"])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("run the bank");
+    assert!(
+        setup.status.success(),
+        "{}",
+        String::from_utf8_lossy(&setup.stderr)
+    );
+    let flext = |args: &[&str]| {
+        std::process::Command::new(bank_binary())
+            .args(["flext", "--database", path])
+            .args(args)
+            .env_remove("FLEXT_DATABASE_URL")
+            .stdin(std::process::Stdio::null())
+            .output()
+            .expect("run bank flext")
+    };
+    let rebuilt = flext(&["projections", "rebuild", "bank.balances", "--timeout", "60"]);
+    let stdout = String::from_utf8_lossy(&rebuilt.stdout);
+    assert!(
+        rebuilt.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&rebuilt.stderr)
+    );
+    assert!(
+        stdout.contains("rebuilt bank.balances")
+            && stdout.contains("carried out by bank-flext-cli@"),
+        "{stdout}"
+    );
+    let status = flext(&["--json", "projections", "status", "bank.balances"]);
+    let status: serde_json::Value = serde_json::from_slice(&status.stdout).expect("JSON");
+    assert_eq!(
+        status["owner"],
+        serde_json::Value::Null,
+        "the lease is given back"
+    );
+    assert_eq!(status["lag_events"], 0, "{status}");
+    let _ = std::fs::remove_file(path);
+}

@@ -816,6 +816,7 @@ async fn consumer_action<S: OperatorStore>(
     let action = match action.as_str() {
         "pause" => ControlAction::Pause,
         "resume" => ControlAction::Resume,
+        "redrive" => ControlAction::Redrive { event_id: None },
         "rebuild" => match ops::rebuild_from(act.form.from.as_deref().unwrap_or("start")) {
             Ok(from) => ControlAction::Rebuild { from },
             Err(e) => return fail(&app, &act.user, &e),
@@ -826,7 +827,10 @@ async fn consumer_action<S: OperatorStore>(
                 &act.user,
                 &Error::not_found(
                     "UNKNOWN_ACTION",
-                    format!("{other:?} is not an action on a consumer (pause, resume, rebuild)"),
+                    format!(
+                        "{other:?} is not an action on a consumer (pause, resume, rebuild, \
+                         redrive)"
+                    ),
                 ),
             );
         }

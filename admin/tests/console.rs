@@ -396,6 +396,35 @@ where
     let a = send(&app, req).await;
     assert_eq!(a.status, StatusCode::OK, "{}", a.body);
     assert!(a.body.contains("0 redriven, 1 still failing"), "{}", a.body);
+    // Redrive all, from the consumer's page: still failing, still parked.
+    let page = send(
+        &app,
+        with_cookie(&format!("/admin/consumers/{TOTALS}"), &cookie),
+    )
+    .await;
+    assert!(page.body.contains("Redrive all 1"), "{}", page.body);
+    let a = send(
+        &app,
+        post(
+            &format!("/admin/consumers/{TOTALS}/redrive"),
+            Some(&cookie),
+            &format!("csrf={csrf}"),
+        ),
+    )
+    .await;
+    assert_eq!(a.status, StatusCode::SEE_OTHER);
+    let page = send(
+        &app,
+        with_cookie(&format!("/admin/consumers/{TOTALS}"), &cookie),
+    )
+    .await;
+    assert!(
+        page.body
+            .contains("Redrive of test.totals: 0 redriven, 1 still failing"),
+        "{}",
+        page.body
+    );
+    assert_eq!(store.dead_letters(TOTALS).await.expect("letters").len(), 1);
 
     // Healed, the redrive from the page empties the dead letters.
     healed.store(true, Ordering::SeqCst);

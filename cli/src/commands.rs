@@ -21,6 +21,8 @@ pub(crate) struct Out {
     pub(crate) json: bool,
     /// The personal fields to mask (none with `--show-personal`).
     pub(crate) personal: Personal,
+    /// The service's own consumers, when the command line runs inside its binary.
+    pub(crate) local: Option<crate::local::Local>,
 }
 
 impl Out {
@@ -357,7 +359,7 @@ pub(crate) async fn control(
     action: ControlAction,
     timeout_s: u64,
 ) -> Result<Done, Error> {
-    let result = request(db, name, &action, timeout_s).await?;
+    let result = request(db, out, name, &action, timeout_s).await?;
     if out.json {
         out.json(&result);
     } else {
@@ -380,10 +382,18 @@ pub(crate) async fn control(
 /// "result"}` ([`ops::control`]).
 async fn request(
     db: &Db,
+    out: &Out,
     name: &str,
     action: &ControlAction,
     timeout_s: u64,
 ) -> Result<Value, Error> {
+    if let Some(local) = &out.local
+        && !matches!(action, ControlAction::Pause | ControlAction::Resume)
+    {
+        // Inside the service's binary, an action that needs the consumer's code is
+        // carried out here when no instance runs the consumer.
+        local.own(name, Duration::from_secs(timeout_s)).await?;
+    }
     let me = operator();
     let timeout = Duration::from_secs(timeout_s);
     on_store!(db, s => ops::control(s, name, action, &me, timeout).await)
@@ -398,7 +408,7 @@ pub(crate) async fn rebuild(
     wait: bool,
 ) -> Result<Done, Error> {
     let from = ops::rebuild_from(from)?;
-    let started = request(db, name, &ControlAction::Rebuild { from }, timeout_s).await?;
+    let started = request(db, out, name, &ControlAction::Rebuild { from }, timeout_s).await?;
     let restart = Position(started["result"]["restart_after"].as_u64().unwrap_or(0));
     if !wait {
         if out.json {
@@ -482,7 +492,7 @@ pub(crate) async fn rebuild(
 }
 
 pub(crate) async fn verify(db: &Db, out: &Out, name: &str, timeout_s: u64) -> Result<Done, Error> {
-    let done = request(db, name, &ControlAction::Verify, timeout_s).await?;
+    let done = request(db, out, name, &ControlAction::Verify, timeout_s).await?;
     let result = &done["result"];
     let differences = result["differences"].as_u64().unwrap_or(0);
     if out.json {
@@ -685,6 +695,7 @@ pub(crate) async fn dead_letters_edit(
     on_store!(db, s => s.edit_dead_letter(projection, event_id, &bytes, &operator().label()).await)?;
     let result = request(
         db,
+        out,
         projection,
         &ControlAction::Redrive {
             event_id: Some(event_id),

@@ -7,10 +7,13 @@ use flext_domain::Error;
 use flext_postgres::PgEventStore;
 use flext_sqlite::SqliteEventStore;
 
-/// A SQLite or PostgreSQL store, opened without migrating (`flext migrate apply` does).
+/// The store the command line opened (from `--database`): SQLite or PostgreSQL, without
+/// migrating (`flext migrate apply` does).
 #[derive(Clone)]
-pub(crate) enum Db {
+pub enum Db {
+    /// A SQLite file.
     Sqlite(SqliteEventStore),
+    /// A PostgreSQL database (and schema).
     Pg(PgEventStore),
 }
 
@@ -28,7 +31,7 @@ pub(crate) use on_store;
 impl Db {
     /// Opens the store at `url`: `postgres://...` (with `schema`), `sqlite:...`, or the
     /// path of an existing SQLite file. Nothing is created or migrated.
-    pub(crate) async fn open(url: &str, schema: Option<&str>) -> Result<Db, Error> {
+    pub async fn open(url: &str, schema: Option<&str>) -> Result<Db, Error> {
         if url.starts_with("postgres://") || url.starts_with("postgresql://") {
             let mut builder = PgEventStore::builder(url)
                 .migrate(false)
@@ -65,7 +68,7 @@ impl Db {
     }
 
     /// `sqlite` or `postgresql`.
-    pub(crate) fn kind(&self) -> &'static str {
+    pub fn kind(&self) -> &'static str {
         match self {
             Db::Sqlite(_) => "sqlite",
             Db::Pg(_) => "postgresql",

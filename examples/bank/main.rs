@@ -6,7 +6,12 @@
 //! cargo run --example bank -- --postgres=postgres://user@host/db
 //! cargo run --release --example bank -- --accounts 1000 --transfers 20000   # load mode
 //! cargo run --example bank -- --postgres --serve     # run the consumers until stopped
+//! cargo run --example bank -- flext --database flext-bank.db projections rebuild bank.balances
 //! ```
+//!
+//! `bank flext ...` is the `flext` command line inside the bank's binary: with no bank
+//! instance running, a rebuild, verify or redrive is carried out by the bank's consumers
+//! started for the command.
 //!
 //! Accounts are opened, paid into and drawn on (an overdraft rule refuses what is too
 //! much); transfers debit one account, and the transfer process (a process manager)
@@ -126,8 +131,43 @@ fn parse() -> Args {
     args
 }
 
-#[tokio::main]
-async fn main() {
+fn main() -> std::process::ExitCode {
+    if std::env::args().nth(1).as_deref() == Some("flext") {
+        return flext_cli::main_with(std::env::args_os().skip(1), Some(local_consumers()));
+    }
+    match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime.block_on(bank_main()),
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+/// The bank's consumers, for the command line to run when no bank instance does.
+fn local_consumers() -> flext_cli::LocalConsumers {
+    async fn start<S: BankStore>(store: S) -> Result<flext_cli::Running, Error> {
+        let bank = Bank::start_with(
+            store,
+            Instance::named("bank-flext-cli"),
+            BankSettings::default(),
+        )
+        .await?;
+        Ok(flext_cli::Running::new(move || async move {
+            if let Err(e) = bank.shutdown().await {
+                eprintln!("the bank's consumers stopped with an error: {e:#}");
+            }
+        }))
+    }
+    flext_cli::LocalConsumers::new(|db| async move {
+        match db {
+            flext_cli::Db::Sqlite(store) => start(store).await,
+            flext_cli::Db::Pg(store) => start(store).await,
+        }
+    })
+}
+
+async fn bank_main() -> std::process::ExitCode {
     let args = parse();
     let result = match &args.choice {
         Choice::Sqlite(path) => {
@@ -152,8 +192,9 @@ async fn main() {
     if let Err(e) = result {
         // `{:#}`: the error with its causes (a lost connection, the server's own words).
         eprintln!("error: {e:#}");
-        std::process::exit(1);
+        return std::process::ExitCode::FAILURE;
     }
+    std::process::ExitCode::SUCCESS
 }
 
 async fn run<S: BankStore>(store: S, args: &Args) -> Result<(), Error> {
