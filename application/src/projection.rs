@@ -2,7 +2,7 @@
 //! its own checkpoint, in batches, with retries, dead letters, rebuilds and status.
 
 use std::any::{Any, TypeId};
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -651,9 +651,31 @@ async fn serve_controls<S>(
     S: ProjectionStore,
 {
     let mut changed = store.watch_consumers();
+    // The consumers this instance owned at the last look: one newly owned gets back the
+    // requests a previous owner took and never finished.
+    let mut owned: BTreeSet<String> = BTreeSet::new();
     loop {
         if *shutdown.borrow() {
             return;
+        }
+        for (name, shared) in &workers {
+            if !shared.progress.borrow().owned {
+                owned.remove(name);
+            } else if !owned.contains(name) {
+                match store.requeue_controls(name, &by).await {
+                    Ok(n) => {
+                        owned.insert(name.clone());
+                        if n > 0 {
+                            tracing::info!(
+                                projection = %name,
+                                requests = n,
+                                "control requests a previous owner left unfinished are queued again"
+                            );
+                        }
+                    }
+                    Err(e) => tracing::debug!(error = %e, "control requests could not be requeued"),
+                }
+            }
         }
         match store.pending_controls().await {
             Ok(pending) => {

@@ -439,6 +439,60 @@ where
         .expect("the second runner shuts down");
 }
 
+/// A control request a previous owner took and never carried out (it died) is queued
+/// again when another instance acquires the consumer, and carried out by it.
+async fn a_request_left_running_by_a_lost_owner_is_carried_out_by_the_next<S: Backend>(store: S)
+where
+    support::Model<S>: Projection<<S as ProjectionStore>::Transaction>,
+{
+    use flext_ports::{ControlAction, ControlState, ControlStore};
+    let head = seed(&store, 1, 20).await;
+    let model = store.model("controlled").await;
+    let request = store
+        .request_control(
+            "controlled",
+            &ControlAction::Redrive { event_id: None },
+            "operator",
+        )
+        .await
+        .expect("request");
+    assert!(
+        store
+            .take_control(request.id, "gone@host:1")
+            .await
+            .expect("take")
+    );
+    let projections = support::runner(store.clone())
+        .register_with(model.clone(), options(10))
+        .expect("add")
+        .start();
+    projections
+        .wait_for("controlled", head, WAIT)
+        .await
+        .expect("caught up");
+    let deadline = tokio::time::Instant::now() + WAIT;
+    let done = loop {
+        let r = store
+            .control_request(request.id)
+            .await
+            .expect("read")
+            .expect("stored");
+        if r.state == ControlState::Done {
+            break r;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the request stayed {:?}, taken by {:?}",
+            r.state,
+            r.taken_by
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_ne!(done.taken_by.as_deref(), Some("gone@host:1"));
+    assert_eq!(done.result.expect("a result")["redriven"], 0);
+    projections.shutdown().await;
+}
+
 macro_rules! on_every_store {
     ($($case:ident),* $(,)?) => {
         mod memory {
@@ -464,6 +518,7 @@ on_every_store!(
     rebuild_from_start_equals_the_live_model,
     wait_for_returns_when_reached_and_times_out_typed,
     graceful_shutdown_keeps_the_checkpoint_and_restarts_there,
+    a_request_left_running_by_a_lost_owner_is_carried_out_by_the_next,
 );
 
 /// Rebuilds from a position or a time hand the later events again (memory: the model

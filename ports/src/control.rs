@@ -154,6 +154,18 @@ pub trait ControlStore: Send + Sync {
         taken_by: &str,
     ) -> impl Future<Output = Result<bool, Error>> + Send;
 
+    /// Puts the requests for `consumer` that an instance other than `owner` took and never
+    /// finished back to pending, and returns how many. The instance that has just
+    /// acquired `consumer` calls it: a request taken by a previous owner that stopped or
+    /// lost its lease mid-way would otherwise stay `running` for ever. Every action is
+    /// safe to carry out again (pause and resume set a flag, rebuild and verify start
+    /// over, redrive hands over what is still parked).
+    fn requeue_controls(
+        &self,
+        consumer: &str,
+        owner: &str,
+    ) -> impl Future<Output = Result<u64, Error>> + Send;
+
     /// Stores the outcome of request `id` (done with `result`, or failed with the error)
     /// and announces it.
     fn finish_control(

@@ -2794,3 +2794,101 @@ pub async fn jobs_are_claimed_once_retried_dead_lettered_redriven_and_cancelled<
     );
     h
 }
+
+/// Control requests: taken by one instance only; finished with an outcome; and a request a
+/// previous owner took and never finished goes back to pending when another instance
+/// acquires the consumer (not for the instance that holds it itself).
+pub async fn control_requests_are_taken_once_and_requeued_from_a_lost_owner<H: Harness>(h: H) -> H {
+    use flext_ports::{ControlAction, ControlState, ControlStore};
+    let store = h.store();
+    let first = store
+        .request_control("c", &ControlAction::Pause, "operator")
+        .await
+        .expect("request");
+    let other = store
+        .request_control("d", &ControlAction::Resume, "operator")
+        .await
+        .expect("request");
+    assert!(
+        store
+            .take_control(first.id, "old@host:1")
+            .await
+            .expect("take")
+    );
+    assert!(
+        !store
+            .take_control(first.id, "new@host:2")
+            .await
+            .expect("take"),
+        "taken once"
+    );
+    assert!(
+        store
+            .take_control(other.id, "old@host:1")
+            .await
+            .expect("take")
+    );
+    // The holder itself requeues nothing.
+    assert_eq!(
+        store
+            .requeue_controls("c", "old@host:1")
+            .await
+            .expect("requeue"),
+        0
+    );
+    let running = store
+        .control_request(first.id)
+        .await
+        .expect("read")
+        .expect("stored");
+    assert_eq!(running.state, ControlState::Running);
+    // A new owner of `c` gets its request back; `d`'s stays with its taker.
+    assert_eq!(
+        store
+            .requeue_controls("c", "new@host:2")
+            .await
+            .expect("requeue"),
+        1
+    );
+    let pending: Vec<_> = store
+        .pending_controls()
+        .await
+        .expect("pending")
+        .into_iter()
+        .map(|r| r.id)
+        .collect();
+    assert_eq!(pending, vec![first.id]);
+    assert!(
+        store
+            .take_control(first.id, "new@host:2")
+            .await
+            .expect("take")
+    );
+    store
+        .finish_control(first.id, Ok(json!({ "ok": true })))
+        .await
+        .expect("finish");
+    let done = store
+        .control_request(first.id)
+        .await
+        .expect("read")
+        .expect("stored");
+    assert_eq!(done.state, ControlState::Done);
+    assert_eq!(done.taken_by.as_deref(), Some("new@host:2"));
+    assert_eq!(done.result, Some(json!({ "ok": true })));
+    // A finished request is never requeued.
+    assert_eq!(
+        store
+            .requeue_controls("c", "third@host:3")
+            .await
+            .expect("requeue"),
+        0
+    );
+    let still = store
+        .control_request(other.id)
+        .await
+        .expect("read")
+        .expect("stored");
+    assert_eq!(still.state, ControlState::Running);
+    h
+}

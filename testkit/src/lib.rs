@@ -209,6 +209,7 @@ macro_rules! event_store_conformance {
             scheduled_messages_are_replaced_cancelled_and_delivered_by_key,
             process_state_commits_with_the_checkpoint_or_not_at_all,
             jobs_are_claimed_once_retried_dead_lettered_redriven_and_cancelled,
+            control_requests_are_taken_once_and_requeued_from_a_lost_owner,
         );
     };
 }

@@ -55,6 +55,21 @@ impl ControlStore for InMemoryEventStore {
         Ok(true)
     }
 
+    async fn requeue_controls(&self, consumer: &str, owner: &str) -> Result<u64, Error> {
+        let mut state = self.lock();
+        let mut n = 0;
+        for c in state.controls.iter_mut().filter(|c| {
+            c.consumer == consumer
+                && c.state == ControlState::Running
+                && c.taken_by.as_deref() != Some(owner)
+        }) {
+            c.state = ControlState::Pending;
+            c.taken_by = None;
+            n += 1;
+        }
+        Ok(n)
+    }
+
     async fn finish_control(
         &self,
         id: Uuid,

@@ -97,6 +97,19 @@ impl ControlStore for PgEventStore {
         Ok(done.rows_affected() == 1)
     }
 
+    async fn requeue_controls(&self, consumer: &str, owner: &str) -> Result<u64, Error> {
+        let done = sqlx::query(
+            "UPDATE flext_control SET state = 'pending', taken_by = NULL \
+             WHERE consumer = $1 AND state = 'running' AND taken_by IS DISTINCT FROM $2",
+        )
+        .bind(consumer)
+        .bind(owner)
+        .execute(&self.pool)
+        .await
+        .map_err(|e| db_error("requeueing control requests", e))?;
+        Ok(done.rows_affected())
+    }
+
     async fn finish_control(
         &self,
         id: Uuid,

@@ -120,6 +120,21 @@ impl ControlStore for SqliteEventStore {
         Ok(done.rows_affected() == 1)
     }
 
+    async fn requeue_controls(&self, consumer: &str, owner: &str) -> Result<u64, Error> {
+        let mut writer = self.writer.lock().await;
+        writer.settle().await?;
+        let done = sqlx::query(
+            "UPDATE flext_control SET state = 'pending', taken_by = NULL \
+             WHERE consumer = ?1 AND state = 'running' AND taken_by IS NOT ?2",
+        )
+        .bind(consumer)
+        .bind(owner)
+        .execute(&mut writer.conn)
+        .await
+        .map_err(|e| db_error("requeueing control requests", e))?;
+        Ok(done.rows_affected())
+    }
+
     async fn finish_control(
         &self,
         id: Uuid,
