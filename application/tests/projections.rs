@@ -445,7 +445,7 @@ async fn a_request_left_running_by_a_lost_owner_is_carried_out_by_the_next<S: Ba
 where
     support::Model<S>: Projection<<S as ProjectionStore>::Transaction>,
 {
-    use flext_ports::{ControlAction, ControlState, ControlStore};
+    use flext_ports::{ControlAction, ControlState};
     let head = seed(&store, 1, 20).await;
     let model = store.model("controlled").await;
     let request = store
