@@ -307,6 +307,27 @@ impl<S: OperatorStore> App<S> {
         })
     }
 
+    /// [`App::measure`] for a live update: the store's counts are `tally` (from the
+    /// update's first measure) moved on by what was appended since, so a tick reads the
+    /// position index past the last head and never scans the log.
+    async fn measure_since(&self, tally: &mut flext_ports::StoreStats) -> Result<Measured, Error> {
+        let new = self.store.appended_since(tally.head).await?;
+        if let Some(head) = new.head {
+            tally.events += new.events;
+            tally.head = head;
+            tally.last_recorded_at = new.last_recorded_at.or(tally.last_recorded_at);
+        }
+        let consumers = ops::consumers(&self.store, self.config.stall_after).await?;
+        let health = ops::health_of("store", tally, &consumers, self.config.stall_after);
+        let rate = self.rate(tally.events);
+        Ok(Measured {
+            health,
+            stats: tally.clone(),
+            consumers,
+            rate,
+        })
+    }
+
     /// Events per second over the samples of the last minute (the dashboard and its live
     /// updates take one each time).
     fn rate(&self, events: u64) -> String {
@@ -399,25 +420,38 @@ fn live_values(m: &Measured) -> Value {
     json!({ "values": values, "classes": classes, "alerts": alerts(&m.health) })
 }
 
-/// Server-sent events: the dashboard's numbers every two seconds.
+/// Server-sent events: the dashboard's numbers every two seconds. The first update
+/// counts the whole store; later ones add what was appended since (events a PostgreSQL
+/// transaction commits below an already counted position show on the next page load).
 async fn live<S: OperatorStore>(
     State(app): State<Arc<App<S>>>,
 ) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
-    let updates = futures_util::stream::unfold((app, true), |(app, first)| async move {
-        if !first {
-            tokio::time::sleep(Duration::from_secs(2)).await;
-        }
-        let event = match app.measure().await {
-            Ok(m) => Event::default()
-                .event("dashboard")
-                .data(live_values(&m).to_string()),
+    let start: (Arc<App<S>>, Option<flext_ports::StoreStats>) = (app, None);
+    let updates = futures_util::stream::unfold(start, |(app, mut tally)| async move {
+        let measured = match tally.as_mut() {
+            None => app.measure().await,
+            Some(t) => {
+                tokio::time::sleep(Duration::from_secs(2)).await;
+                app.measure_since(t).await
+            }
+        };
+        let event = match measured {
+            Ok(m) => {
+                let event = Event::default()
+                    .event("dashboard")
+                    .data(live_values(&m).to_string());
+                if tally.is_none() {
+                    tally = Some(m.stats);
+                }
+                event
+            }
             Err(e) => {
                 Event::default()
                     .event("failure")
                     .data(format!("{}: {}", e.reason(), e.message()))
             }
         };
-        Some((Ok(event), (app, false)))
+        Some((Ok(event), (app, tally)))
     });
     Sse::new(updates).keep_alive(KeepAlive::default())
 }

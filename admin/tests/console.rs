@@ -281,6 +281,34 @@ where
     let text = String::from_utf8_lossy(&frame).into_owned();
     assert!(text.starts_with("event: dashboard\n"), "{text}");
     assert!(text.contains("\"c:test.totals:dead\":\"1\""), "{text}");
+    // The next update counts what was appended since, without counting the store again.
+    let events_in = |text: &str| -> u64 {
+        let at = text.find("\"stat-events\":\"").expect("the events tile") + 15;
+        text[at..].split('"').next().expect("a number").parse().expect("a count")
+    };
+    let before = events_in(&text);
+    store
+        .append(
+            &StreamId::new("note-2").expect("id"),
+            ExpectedVersion::Any,
+            vec![
+                event("test.noted", json!({ "n": 1 }), EventMetadata::default()),
+                event("test.noted", json!({ "n": 2 }), EventMetadata::default()),
+            ],
+        )
+        .await
+        .expect("append");
+    let next = loop {
+        let frame = body.frame().await.expect("an update").expect("frame");
+        if let Ok(data) = frame.into_data() {
+            let text = String::from_utf8_lossy(&data).into_owned();
+            if text.starts_with("event: dashboard\n") {
+                break text;
+            }
+        }
+    };
+    assert_eq!(events_in(&next), before + 2, "{next}");
+    drop(body);
 
     // A read-only user signs in: no action forms, and its posts are refused.
     let viewer = sign_in(&app, VIEWER).await;

@@ -106,6 +106,17 @@ pub struct MigrationInfo {
     pub applied_at: Option<DateTime<Utc>>,
 }
 
+/// What [`StoreInspect::appended_since`] found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct Appended {
+    /// How many events have a position after the one asked about.
+    pub events: u64,
+    /// The newest one's position (`None`: nothing after it).
+    pub head: Option<Position>,
+    /// When the newest one was recorded.
+    pub last_recorded_at: Option<DateTime<Utc>>,
+}
+
 /// A consumer's name and when its checkpoint last moved (`None`: not since recorded).
 pub type CheckpointMove = (String, Option<DateTime<Utc>>);
 
@@ -129,6 +140,15 @@ pub trait StoreInspect: Send + Sync {
     /// When each consumer's checkpoint last moved forward or back (`None`: not since the
     /// store recorded it), by consumer name; for stall alerts.
     fn checkpoint_moves(&self) -> impl Future<Output = Result<Vec<CheckpointMove>, Error>> + Send;
+
+    /// The events stored after position `after`, counted with the newest one's position
+    /// and time in one snapshot: what a live view polls to keep a tally, reading the
+    /// position index past `after` only, where [`StoreInspect::stats`] scans the whole
+    /// log.
+    fn appended_since(
+        &self,
+        after: Position,
+    ) -> impl Future<Output = Result<Appended, Error>> + Send;
 
     /// The store's schema migrations, applied or not, in order (a store opened without
     /// migrating shows what an upgrade would apply).

@@ -55,7 +55,8 @@ pub use health::{HealthCheck, HealthFuture};
 pub use idempotency::{Claim, IdempotencyRecord, IdempotencyStore};
 pub use ids::{IdGenerator, SequentialIds, UuidV7Ids};
 pub use inspect::{
-    CheckpointMove, MigrationInfo, StoreInspect, StoreStats, StreamQuery, StreamSummary, TypeCount,
+    Appended, CheckpointMove, MigrationInfo, StoreInspect, StoreStats, StreamQuery, StreamSummary,
+    TypeCount,
 };
 pub use job::{Job, JobState, JobStats, JobStore, NewJob};
 pub use json::{JsonCodec, Upcasters};

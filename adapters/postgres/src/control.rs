@@ -7,8 +7,8 @@ use chrono::{DateTime, Utc};
 use flext_domain::{Error, EventId, Position, RecordedEvent};
 use flext_ports::adapter::{assemble_control, stored_outcome, unknown_dead_letter};
 use flext_ports::{
-    ControlAction, ControlRequest, ControlStore, DeadLetterEdit, MigrationInfo, StoreInspect,
-    StoreStats, StreamQuery, StreamSummary, TypeCount,
+    Appended, ControlAction, ControlRequest, ControlStore, DeadLetterEdit, MigrationInfo,
+    StoreInspect, StoreStats, StreamQuery, StreamSummary, TypeCount,
 };
 use sqlx::Row;
 use sqlx::postgres::PgRow;
@@ -343,6 +343,23 @@ impl StoreInspect for PgEventStore {
                 })
                 .collect(),
             storage_bytes: bytes.max(0) as u64,
+        })
+    }
+
+    async fn appended_since(&self, after: Position) -> Result<Appended, Error> {
+        // One statement: the count and the newest event come from one snapshot.
+        let (events, head, last): (i64, Option<i64>, Option<DateTime<Utc>>) = sqlx::query_as(
+            "SELECT count(*), max(position), max(recorded_at) FROM flext_events \
+             WHERE position > $1",
+        )
+        .bind(i64::try_from(after.get()).unwrap_or(i64::MAX))
+        .fetch_one(&self.pool)
+        .await
+        .map_err(|e| db_error("counting the newest events", e))?;
+        Ok(Appended {
+            events: events.max(0) as u64,
+            head: head.map(|p| Position(p.max(0) as u64)),
+            last_recorded_at: last,
         })
     }
 
