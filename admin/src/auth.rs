@@ -195,6 +195,12 @@ impl AdminConfig {
         found
     }
 
+    /// Whether `name` is a configured user (failed sign-ins are counted for those only,
+    /// so the count cannot grow with made-up names).
+    pub(crate) fn is_user(&self, name: &str) -> bool {
+        self.users.iter().any(|(n, ..)| n == name)
+    }
+
     /// The role a bearer token carries.
     fn bearer(&self, token: &str) -> Option<Role> {
         let mut found = None;
@@ -234,11 +240,17 @@ struct Session {
     flash: Option<String>,
 }
 
-/// The signed-in browsers.
+/// The signed-in browsers, and the users' recent failed sign-ins.
 #[derive(Default)]
 pub(crate) struct Sessions {
     map: Mutex<HashMap<String, Session>>,
+    failures: Mutex<HashMap<String, (u32, Instant)>>,
 }
+
+/// Failed sign-ins in a row after which a user is locked out for [`LOCKOUT`].
+pub(crate) const MAX_FAILURES: u32 = 5;
+/// How long a user stays locked out after [`MAX_FAILURES`] failed sign-ins.
+pub(crate) const LOCKOUT: Duration = Duration::from_secs(15 * 60);
 
 /// The cookie that names a session.
 pub(crate) const COOKIE: &str = "flext_admin";
@@ -270,6 +282,36 @@ impl Sessions {
             },
         );
         id
+    }
+
+    /// Whether `name` is locked out: [`MAX_FAILURES`] failed sign-ins, the last less
+    /// than [`LOCKOUT`] ago.
+    pub(crate) fn locked_out(&self, name: &str) -> bool {
+        let failures = self.failures.lock().unwrap_or_else(|p| p.into_inner());
+        failures
+            .get(name)
+            .is_some_and(|(n, last)| *n >= MAX_FAILURES && last.elapsed() < LOCKOUT)
+    }
+
+    /// Counts a failed sign-in of `name` (a lockout that ran out starts over).
+    pub(crate) fn failed(&self, name: &str) {
+        let mut failures = self.failures.lock().unwrap_or_else(|p| p.into_inner());
+        let entry = failures
+            .entry(name.to_owned())
+            .or_insert((0, Instant::now()));
+        if entry.1.elapsed() >= LOCKOUT {
+            entry.0 = 0;
+        }
+        entry.0 += 1;
+        entry.1 = Instant::now();
+    }
+
+    /// Forgets `name`'s failed sign-ins.
+    pub(crate) fn succeeded(&self, name: &str) {
+        self.failures
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(name);
     }
 
     pub(crate) fn end(&self, id: &str) {

@@ -157,8 +157,16 @@ async fn login<S: OperatorStore>(
     State(app): State<Arc<App<S>>>,
     Form(c): Form<Credentials>,
 ) -> Response {
+    if app.sessions.locked_out(&c.username) {
+        return login_form(
+            &app.config,
+            "Too many failed sign-ins for this user: try again in 15 minutes.",
+            StatusCode::TOO_MANY_REQUESTS,
+        );
+    }
     match app.config.sign_in(&c.username, &c.password) {
         Some(role) => {
+            app.sessions.succeeded(&c.username);
             let id = app
                 .sessions
                 .start(&c.username, role, app.config.session_ttl);
@@ -168,11 +176,16 @@ async fn login<S: OperatorStore>(
             }
             res
         }
-        None => login_form(
-            &app.config,
-            "Unknown user or wrong password.",
-            StatusCode::UNAUTHORIZED,
-        ),
+        None => {
+            if app.config.is_user(&c.username) {
+                app.sessions.failed(&c.username);
+            }
+            login_form(
+                &app.config,
+                "Unknown user or wrong password.",
+                StatusCode::UNAUTHORIZED,
+            )
+        }
     }
 }
 

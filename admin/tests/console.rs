@@ -284,7 +284,12 @@ where
     // The next update counts what was appended since, without counting the store again.
     let events_in = |text: &str| -> u64 {
         let at = text.find("\"stat-events\":\"").expect("the events tile") + 15;
-        text[at..].split('"').next().expect("a number").parse().expect("a count")
+        text[at..]
+            .split('"')
+            .next()
+            .expect("a number")
+            .parse()
+            .expect("a count")
     };
     let before = events_in(&text);
     store
@@ -496,6 +501,33 @@ where
         send(&app, with_cookie("/admin", &cookie)).await.status,
         StatusCode::UNAUTHORIZED
     );
+
+    // Five wrong passwords lock a user out, even from the right one.
+    for _ in 0..5 {
+        let a = send(
+            &app,
+            post("/admin/login", None, "username=bob&password=guess+guess"),
+        )
+        .await;
+        assert_eq!(a.status, StatusCode::UNAUTHORIZED);
+    }
+    let a = send(
+        &app,
+        post(
+            "/admin/login",
+            None,
+            &format!(
+                "username={}&password={}",
+                VIEWER.0,
+                VIEWER.1.replace(' ', "+")
+            ),
+        ),
+    )
+    .await;
+    assert_eq!(a.status, StatusCode::TOO_MANY_REQUESTS);
+    assert!(!a.headers.contains_key(header::SET_COOKIE));
+    // Another user is not affected.
+    sign_in(&app, OPERATOR).await;
     projections.shutdown().await;
 }
 
