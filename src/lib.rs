@@ -43,6 +43,7 @@
 //! | `postgres` | no | [`postgres`]: the PostgreSQL event store |
 //! | `macros` | no | `#[command_handler]`, `#[query_handler]`, `#[event_handler]`, `#[plugin]`, `#[projection]`, `#[derive(DomainEvent)]` |
 //! | `bridge` | no | [`bridge`]: the cross-language result contract (MessagePack, Protobuf, problem details, type descriptors) |
+//! | `nats` | no | [`nats`]: `JetStream`, the publisher a relay (`application::Relay`) sends events through |
 //! | `otel` | no | [`otel`]: trace context through `tracing-opentelemetry`, the metrics port on an OpenTelemetry meter |
 //! | `testing` | no | [`testing`]: the given/when/then aggregate fixture |
 
@@ -98,6 +99,12 @@ pub mod __private {
 #[cfg(feature = "bridge")]
 pub mod bridge {
     pub use flext_bridge::*;
+}
+
+/// NATS JetStream (feature `nats`): see [`flext_nats`].
+#[cfg(feature = "nats")]
+pub mod nats {
+    pub use flext_nats::{JetStream, JetStreamOptions};
 }
 
 /// OpenTelemetry wiring (feature `otel`): see [`flext_otel`].

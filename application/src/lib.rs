@@ -51,6 +51,7 @@ mod process;
 mod projection;
 mod query_cache;
 mod reactor;
+mod relay;
 mod repository;
 mod scheduler;
 mod services;
@@ -85,6 +86,7 @@ pub use projection::{
 };
 pub use query_cache::{QueryCache, QueryCacheBehavior, QueryCacheInvalidator};
 pub use reactor::{EventReactor, IntoReactor, Reactor, ReactorOptions, TypedReactor};
+pub use relay::{Relay, Select, headers as relay_headers};
 pub use repository::{Executed, Repository, RetryPolicy};
 pub use scheduler::{Deliveries, SCHEDULER, Scheduler, SchedulerBuilder, schedule};
 pub use services::{Dep, FromServices, Scope, Services, ServicesBuilder};

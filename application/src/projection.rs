@@ -399,6 +399,31 @@ where
         )
     }
 
+    /// Adds a [`Relay`](crate::Relay): it publishes the events it selects from its
+    /// checkpoint, owned and fenced like a projection; a name already taken is an
+    /// `AlreadyExists` error. Its options are the default ones except the poison policy,
+    /// [`PoisonPolicy::Stop`]: an event the broker keeps refusing stops the relay rather
+    /// than being parked, since the events after it in its stream would otherwise go out
+    /// ahead of it.
+    pub fn relay<P: flext_ports::Publisher>(self, relay: crate::Relay<P>) -> Result<Self, Error> {
+        self.relay_with(
+            relay,
+            ProjectionOptions {
+                on_poison: PoisonPolicy::Stop,
+                ..ProjectionOptions::default()
+            },
+        )
+    }
+
+    /// [`ProjectionRunner::relay`] with `options` (batches, retries, poison policy).
+    pub fn relay_with<P: flext_ports::Publisher>(
+        self,
+        relay: crate::Relay<P>,
+        options: ProjectionOptions,
+    ) -> Result<Self, Error> {
+        self.add_dyn(std::sync::Arc::new(relay), options)
+    }
+
     /// Adds a [`ProcessManager`](crate::ProcessManager) with the default options: it runs
     /// beside the projections, owned, checkpointed and retried like them; each event's
     /// change of an instance's state, and the commands and deadlines it emits, commit with

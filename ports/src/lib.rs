@@ -33,6 +33,7 @@ mod ownership;
 mod plugin;
 mod process;
 mod projection;
+mod publish;
 mod redact;
 mod schedule;
 mod snapshot;
@@ -73,6 +74,7 @@ pub use process::{ProcessStore, StoredProcess};
 pub use projection::{
     DeadLetter, Decoded, EventProjection, Projection, ProjectionStore, TableDiff, Typed,
 };
+pub use publish::{OutboundMessage, Publisher};
 pub use redact::redact_url;
 pub use schedule::{SCHEDULER_CONSUMER, ScheduleStore, Scheduled};
 pub use snapshot::{Snapshot, SnapshotStore};

@@ -1,0 +1,169 @@
+//! The relay on a real NATS with JetStream (`FLEXT_NATS_URL`, which `./scripts/test`
+//! provides) from SQLite and PostgreSQL stores: every selected event published once, with
+//! its id as `Nats-Msg-Id` and its metadata as headers, in order per stream; events
+//! appended while it runs follow; a rebuild that sends everything again within the
+//! duplicate window stores nothing twice.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use flext::application::{
+    ProjectionRunner, Projections, RebuildFrom, Relay, Select, relay_headers,
+};
+use flext::ports::{EventStore, Instance, ProjectionStore, WatchAppends};
+use flext::postgres::PgEventStore;
+use flext::sqlite::SqliteEventStore;
+use flext::{CorrelationId, EventId, EventMetadata, ExpectedVersion, NewEvent, Position, StreamId};
+use flext_nats::JetStream;
+use serde_json::json;
+
+fn nats_url() -> String {
+    std::env::var("FLEXT_NATS_URL").unwrap_or_else(|_| {
+        panic!(
+            "FLEXT_NATS_URL is not set: the NATS tests need a server with JetStream. Run \
+             ./scripts/test, which finds or starts one, or set FLEXT_NATS_URL"
+        )
+    })
+}
+
+/// Appends `n` events to each of `streams` in turns of ten; the last position.
+async fn append<S: EventStore>(store: &S, streams: &[&str], n: usize, from: usize) -> Position {
+    let mut last = Position::START;
+    for turn in (0..n).step_by(10) {
+        for stream in streams {
+            let events = (turn..(turn + 10).min(n))
+                .map(|i| {
+                    NewEvent::new(
+                        EventId::new(),
+                        if stream.starts_with("acct") {
+                            "acct.moved"
+                        } else {
+                            "other.noted"
+                        },
+                        serde_json::to_vec(&json!({ "n": from + i })).expect("json"),
+                    )
+                    .with_metadata(EventMetadata::default().with_correlation(CorrelationId::new()))
+                })
+                .collect();
+            let out = store
+                .append(
+                    &StreamId::new(*stream).expect("id"),
+                    ExpectedVersion::Any,
+                    events,
+                )
+                .await
+                .expect("append");
+            last = out.last_position().expect("a position");
+        }
+    }
+    last
+}
+
+/// What the JetStream stream holds: (stream id, its `n`s in stored order), and every
+/// message id.
+async fn stored(nats: &JetStream, name: &str) -> (BTreeMap<String, Vec<u64>>, Vec<String>) {
+    let stream = nats.context().get_stream(name).await.expect("stream");
+    let count = stream.get_info().await.expect("info").state.messages;
+    let mut by_stream: BTreeMap<String, Vec<u64>> = BTreeMap::new();
+    let mut ids = Vec::new();
+    for seq in 1..=count {
+        let m = stream.get_raw_message(seq).await.expect("message");
+        let header = |k: &str| m.headers.get(k).map(|v| v.as_str().to_owned());
+        ids.push(header("Nats-Msg-Id").expect("a message id"));
+        assert_eq!(
+            header(relay_headers::EVENT_TYPE).as_deref(),
+            Some("acct.moved")
+        );
+        assert!(header(relay_headers::CORRELATION_ID).is_some());
+        assert!(header(relay_headers::POSITION).is_some());
+        let payload: serde_json::Value = serde_json::from_slice(&m.payload).expect("json");
+        by_stream
+            .entry(header(relay_headers::STREAM_ID).expect("a stream id"))
+            .or_default()
+            .push(payload["n"].as_u64().expect("n"));
+    }
+    (by_stream, ids)
+}
+
+fn start<S>(store: &S, relay: Relay<JetStream>) -> Projections<S>
+where
+    S: ProjectionStore + EventStore + WatchAppends + Clone,
+{
+    ProjectionRunner::new(store.clone())
+        .with_instance(Instance::named("relay-test"))
+        .relay(relay)
+        .expect("register")
+        .start()
+}
+
+async fn relays_each_event_once<S>(store: S)
+where
+    S: ProjectionStore + EventStore + WatchAppends + Clone,
+{
+    let id = uuid::Uuid::now_v7().simple().to_string();
+    let (name, prefix) = (format!("T_{id}"), format!("t.{id}"));
+    let nats = JetStream::connect(&nats_url()).await.expect("connect");
+    nats.ensure_stream(&name, &[&format!("{prefix}.>")], Duration::from_secs(120))
+        .await
+        .expect("stream");
+    let streams = ["acct-1", "acct-2", "acct-3", "other-1"];
+    append(&store, &streams, 200, 0).await;
+    let relay = || {
+        Relay::new("test.outbox", nats.clone()).route(
+            Select::Category("acct".into()),
+            format!("{prefix}.{{category}}.{{type}}"),
+        )
+    };
+    let projections = start(&store, relay());
+    let head = append(&store, &streams, 100, 200).await;
+    projections
+        .wait_for("test.outbox", head, Duration::from_secs(60))
+        .await
+        .expect("relayed");
+    let (by_stream, ids) = stored(&nats, &name).await;
+    let expected: Vec<u64> = (0..300).collect();
+    assert_eq!(by_stream.len(), 3, "only the acct category");
+    for (stream, ns) in &by_stream {
+        assert_eq!(ns, &expected, "{stream}: each event once, in order");
+    }
+    let mut unique = ids.clone();
+    unique.sort();
+    unique.dedup();
+    assert_eq!(unique.len(), 900);
+
+    // A rebuild sends everything again: JetStream drops what it has (same ids, inside
+    // the duplicate window), so the stream holds each event once still.
+    projections
+        .rebuild("test.outbox", RebuildFrom::Start)
+        .await
+        .expect("rebuild");
+    let head = append(&store, &["acct-1"], 10, 300).await;
+    projections
+        .wait_for("test.outbox", head, Duration::from_secs(60))
+        .await
+        .expect("relayed again");
+    let (by_stream, ids) = stored(&nats, &name).await;
+    assert_eq!(ids.len(), 910, "nothing stored twice");
+    assert_eq!(by_stream["acct-1"], (0..310).collect::<Vec<u64>>());
+    projections.shutdown().await;
+    nats.context()
+        .delete_stream(&name)
+        .await
+        .expect("drop the stream");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_relay_publishes_each_event_once_in_order_from_sqlite() {
+    let path =
+        std::env::temp_dir().join(format!("flext-relay-{}.db", uuid::Uuid::now_v7().simple()));
+    let store = SqliteEventStore::open(&path).await.expect("open");
+    relays_each_event_once(store.clone()).await;
+    store.close().await.expect("close");
+    let _ = std::fs::remove_file(path);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_relay_publishes_each_event_once_in_order_from_postgres() {
+    let store: PgEventStore = flext_testkit::harness::fresh_pg_store("relay").await;
+    relays_each_event_once(store).await;
+}
