@@ -163,6 +163,7 @@ impl<P: Publisher> Relay<P> {
             id: event.event_id.to_string(),
             headers,
             payload: event.payload.to_vec(),
+            order: event.position.get(),
         })
     }
 

@@ -17,6 +17,10 @@ pub struct OutboundMessage {
     pub headers: Vec<(String, String)>,
     /// The body.
     pub payload: Vec<u8>,
+    /// A number that grows with every message the publisher is handed, for good (an
+    /// event's position): a publisher that is its destination's only writer skips what
+    /// its destination already holds by it.
+    pub order: u64,
 }
 
 /// A broker that stores messages and acknowledges them.

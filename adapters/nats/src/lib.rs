@@ -1,13 +1,25 @@
-//! flext on NATS JetStream: [`JetStream`], the [`Publisher`] a
-//! [`Relay`](https://docs.rs/flext-application) sends the store's events through.
+//! flext on NATS JetStream: [`JetStream`] (a connection) and [`StreamPublisher`], the
+//! [`Publisher`] a relay (`flext_application::Relay`) sends the store's events through
+//! into one JetStream stream, as that stream's only writer.
 //!
-//! Each message is published with `Nats-Msg-Id` set to its id (an event's id), so
-//! JetStream stores one copy of a message sent again within the stream's duplicate
-//! window (two minutes unless the stream says otherwise). Publishes are pipelined: up to
-//! [`JetStreamOptions::max_in_flight`] wait for their acknowledgements at once, in order;
-//! the first one not acknowledged is reported with its index, so the relay's checkpoint
-//! stops before it. A lost connection is `UNAVAILABLE` (the relay retries without limit)
-//! and the client reconnects by itself.
+//! What guarantees what:
+//! - **Nothing lost**: the relay's checkpoint moves only past acknowledged messages, and
+//!   a lost connection, a timeout or a restarting server is `UNAVAILABLE`, retried without
+//!   limit while the client reconnects by itself.
+//! - **Nothing twice, nothing out of order, after an outage of any length**: every message
+//!   carries `Nats-Expected-Last-Msg-Id` = the message before it, so JetStream stores a
+//!   message only right after its predecessor; a message that went missing makes every
+//!   later one of the pipeline be refused rather than stored ahead of it. After any
+//!   failure the publisher reads the stream's last message and skips what the stream
+//!   holds already (by [`OutboundMessage::order`], the event's position), so resending
+//!   from an old checkpoint stores nothing twice whether or not JetStream's duplicate
+//!   window (two minutes by default) still remembers the ids.
+//! - **Within the window, also for other writers' retries**: `Nats-Msg-Id` = the message
+//!   id (the event id); the receiving inbox deduplicates by the same id.
+//!
+//! Publishes are pipelined: up to [`JetStreamOptions::max_in_flight`] wait for their
+//! acknowledgements at once, in order, and the first not acknowledged is reported with its
+//! index, so the relay's checkpoint stops before it.
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), flext::Error> {
@@ -16,12 +28,14 @@
 //!
 //! let nats = JetStream::connect("nats://127.0.0.1:4222").await?;
 //! nats.ensure_stream("BANK", &["bank.>"], Duration::from_secs(120)).await?;
-//! // ProjectionRunner::new(store).relay(Relay::new("bank.outbox", nats).route(...))?
+//! let publisher = nats.publisher("BANK");
+//! // ProjectionRunner::new(store).relay(Relay::new("bank.outbox", publisher).route(...))?
 //! # Ok(())
 //! # }
 //! ```
 
 use std::collections::VecDeque;
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_nats::jetstream::context::{PublishAckFuture, PublishErrorKind};
@@ -30,6 +44,7 @@ use async_nats::jetstream::{self, Context};
 use bytes::Bytes;
 use flext_domain::Error;
 use flext_ports::{OutboundMessage, Publisher};
+use tokio::sync::Mutex;
 
 /// How [`JetStream`] publishes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -129,10 +144,27 @@ impl JetStream {
             .map_err(|e| unavailable(&format!("creating the JetStream stream {name:?}"), e))
     }
 
-    async fn send(&self, m: &OutboundMessage) -> Result<PublishAckFuture, Error> {
+    /// A publisher into stream `name`, which it must be the only writer of (a relay's
+    /// destination): see the crate's documentation for what that guarantees.
+    pub fn publisher(&self, name: &str) -> StreamPublisher {
+        StreamPublisher {
+            nats: self.clone(),
+            stream: name.to_owned(),
+            last: Arc::new(Mutex::new(None)),
+        }
+    }
+
+    async fn send(
+        &self,
+        m: &OutboundMessage,
+        after: Option<&str>,
+    ) -> Result<PublishAckFuture, Error> {
         let mut publish = PublishMessage::build()
             .payload(Bytes::from(m.payload.clone()))
             .message_id(&m.id);
+        if let Some(previous) = after {
+            publish = publish.expected_last_message_id(previous);
+        }
         for (k, v) in &m.headers {
             publish = publish.header(k.as_str(), v.as_str());
         }
@@ -152,12 +184,16 @@ fn publish_error(subject: &str, kind: PublishErrorKind, e: impl std::fmt::Displa
             "NATS_MESSAGE_TOO_LARGE",
             format!("the message for {subject:?} is larger than the server takes: {e}"),
         ),
-        PublishErrorKind::WrongLastMessageId | PublishErrorKind::WrongLastSequence => {
-            Error::failed_precondition(
-                "NATS_PUBLISH_REFUSED",
-                format!("JetStream refused the message for {subject:?}: {e}"),
-            )
-        }
+        // A message before it went missing: the publisher reads the stream again and
+        // sends from there.
+        PublishErrorKind::WrongLastMessageId => Error::unavailable(
+            "NATS_CHAIN_BROKEN",
+            format!("JetStream did not store the message before the one for {subject:?}: {e}"),
+        ),
+        PublishErrorKind::WrongLastSequence => Error::failed_precondition(
+            "NATS_PUBLISH_REFUSED",
+            format!("JetStream refused the message for {subject:?}: {e}"),
+        ),
         PublishErrorKind::StreamNotFound => Error::unavailable(
             "NATS_NO_STREAM",
             format!("no JetStream stream takes subject {subject:?} (yet): {e}"),
@@ -166,30 +202,136 @@ fn publish_error(subject: &str, kind: PublishErrorKind, e: impl std::fmt::Displa
     }
 }
 
-impl Publisher for JetStream {
+/// The last message a stream holds, as its only writer knows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Last {
+    id: String,
+    order: u64,
+}
+
+/// The header a relayed message's order is read back from.
+const ORDER_HEADER: &str = "Flext-Order";
+
+/// The [`Publisher`] into one JetStream stream, as its only writer: messages chained by
+/// `Nats-Expected-Last-Msg-Id`, what the stream holds already skipped.
+#[derive(Debug, Clone)]
+pub struct StreamPublisher {
+    nats: JetStream,
+    stream: String,
+    /// The stream's last message; `None` after a failure (read again before the next
+    /// publish).
+    last: Arc<Mutex<Option<Option<Last>>>>,
+}
+
+impl StreamPublisher {
+    /// The stream it publishes into.
+    pub fn stream(&self) -> &str {
+        &self.stream
+    }
+
+    /// The stream's last message, read from the server.
+    async fn read_last(&self) -> Result<Option<Last>, Error> {
+        let what = || {
+            format!(
+                "reading the last message of JetStream stream {:?}",
+                self.stream
+            )
+        };
+        let stream = self
+            .nats
+            .context
+            .get_stream(&self.stream)
+            .await
+            .map_err(|e| unavailable(&what(), e))?;
+        let seq = stream
+            .get_info()
+            .await
+            .map_err(|e| unavailable(&what(), e))?
+            .state
+            .last_sequence;
+        if seq == 0 {
+            return Ok(None);
+        }
+        let m = stream
+            .get_raw_message(seq)
+            .await
+            .map_err(|e| unavailable(&what(), e))?;
+        let header = |k: &str| m.headers.get(k).map(|v| v.as_str().to_owned());
+        match (
+            header("Nats-Msg-Id"),
+            header(ORDER_HEADER).and_then(|o| o.parse().ok()),
+        ) {
+            (Some(id), Some(order)) => Ok(Some(Last { id, order })),
+            _ => Err(Error::failed_precondition(
+                "NATS_FOREIGN_MESSAGE",
+                format!(
+                    "the last message of JetStream stream {:?} (sequence {seq}) has no \
+                     Nats-Msg-Id or {ORDER_HEADER}: another writer publishes into it, and a \
+                     relay must be its stream's only writer",
+                    self.stream
+                ),
+            )),
+        }
+    }
+}
+
+impl Publisher for StreamPublisher {
     async fn publish(&self, messages: &[OutboundMessage]) -> Result<(), (usize, Error)> {
+        // One batch at a time: the chain is one line.
+        let mut known = self.last.lock().await;
+        let last = match known.take() {
+            Some(last) => last,
+            None => self.read_last().await.map_err(|e| (0, e))?,
+        };
+        // What the stream holds already (sent before a failure, or before a restart from
+        // an older checkpoint) is skipped.
+        let skip = messages
+            .iter()
+            .take_while(|m| last.as_ref().is_some_and(|l| m.order <= l.order))
+            .count();
+        let mut previous = last.as_ref().map(|l| l.id.clone());
         let mut pending: VecDeque<(usize, PublishAckFuture)> = VecDeque::new();
-        for (i, m) in messages.iter().enumerate() {
-            while pending.len() >= self.options.max_in_flight {
-                if let Some((j, ack)) = pending.pop_front() {
-                    acked(&messages[j], ack).await.map_err(|e| (j, e))?;
-                }
-            }
-            match self.send(m).await {
-                Ok(ack) => pending.push_back((i, ack)),
-                Err(e) => {
-                    // The ones before it may still fail: the first failure is reported.
-                    while let Some((j, ack)) = pending.pop_front() {
+        let outcome: Result<(), (usize, Error)> = async {
+            for (i, m) in messages.iter().enumerate().skip(skip) {
+                while pending.len() >= self.nats.options.max_in_flight {
+                    if let Some((j, ack)) = pending.pop_front() {
                         acked(&messages[j], ack).await.map_err(|e| (j, e))?;
                     }
-                    return Err((i, e));
                 }
+                let mut m = m.clone();
+                m.headers
+                    .push((ORDER_HEADER.to_owned(), m.order.to_string()));
+                match self.nats.send(&m, previous.as_deref()).await {
+                    Ok(ack) => pending.push_back((i, ack)),
+                    Err(e) => {
+                        while let Some((j, ack)) = pending.pop_front() {
+                            acked(&messages[j], ack).await.map_err(|e| (j, e))?;
+                        }
+                        return Err((i, e));
+                    }
+                }
+                previous = Some(m.id.clone());
             }
+            while let Some((j, ack)) = pending.pop_front() {
+                acked(&messages[j], ack).await.map_err(|e| (j, e))?;
+            }
+            Ok(())
         }
-        while let Some((j, ack)) = pending.pop_front() {
-            acked(&messages[j], ack).await.map_err(|e| (j, e))?;
+        .await;
+        match outcome {
+            Ok(()) => {
+                *known = Some(match messages.last() {
+                    Some(m) if messages.len() > skip => Some(Last {
+                        id: m.id.clone(),
+                        order: m.order,
+                    }),
+                    _ => last,
+                });
+                Ok(())
+            }
+            // Unknown what the stream holds now: read it again before the next publish.
+            Err(e) => Err(e),
         }
-        Ok(())
     }
 }
 

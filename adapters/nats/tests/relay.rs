@@ -1,8 +1,8 @@
 //! The relay on a real NATS with JetStream (`FLEXT_NATS_URL`, which `./scripts/test`
 //! provides) from SQLite and PostgreSQL stores: every selected event published once, with
 //! its id as `Nats-Msg-Id` and its metadata as headers, in order per stream; events
-//! appended while it runs follow; a rebuild that sends everything again within the
-//! duplicate window stores nothing twice.
+//! appended while it runs follow; a rebuild that hands everything over again stores
+//! nothing twice, also after JetStream's duplicate window has passed.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -14,7 +14,7 @@ use flext::ports::{EventStore, Instance, ProjectionStore, WatchAppends};
 use flext::postgres::PgEventStore;
 use flext::sqlite::SqliteEventStore;
 use flext::{CorrelationId, EventId, EventMetadata, ExpectedVersion, NewEvent, Position, StreamId};
-use flext_nats::JetStream;
+use flext_nats::{JetStream, StreamPublisher};
 use serde_json::json;
 
 fn nats_url() -> String {
@@ -85,7 +85,7 @@ async fn stored(nats: &JetStream, name: &str) -> (BTreeMap<String, Vec<u64>>, Ve
     (by_stream, ids)
 }
 
-fn start<S>(store: &S, relay: Relay<JetStream>) -> Projections<S>
+fn start<S>(store: &S, relay: Relay<StreamPublisher>) -> Projections<S>
 where
     S: ProjectionStore + EventStore + WatchAppends + Clone,
 {
@@ -109,7 +109,7 @@ where
     let streams = ["acct-1", "acct-2", "acct-3", "other-1"];
     append(&store, &streams, 200, 0).await;
     let relay = || {
-        Relay::new("test.outbox", nats.clone()).route(
+        Relay::new("test.outbox", nats.publisher(&name)).route(
             Select::Category("acct".into()),
             format!("{prefix}.{{category}}.{{type}}"),
         )
@@ -131,8 +131,8 @@ where
     unique.dedup();
     assert_eq!(unique.len(), 900);
 
-    // A rebuild sends everything again: JetStream drops what it has (same ids, inside
-    // the duplicate window), so the stream holds each event once still.
+    // A rebuild hands everything over again: the publisher skips what the stream holds,
+    // so it holds each event once still.
     projections
         .rebuild("test.outbox", RebuildFrom::Start)
         .await
@@ -166,4 +166,61 @@ async fn the_relay_publishes_each_event_once_in_order_from_sqlite() {
 async fn the_relay_publishes_each_event_once_in_order_from_postgres() {
     let store: PgEventStore = flext_testkit::harness::fresh_pg_store("relay").await;
     relays_each_event_once(store).await;
+}
+
+/// Past JetStream's duplicate window (one second here), a relay that starts over from an
+/// old checkpoint stores nothing twice: the publisher skips what the stream holds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_outage_longer_than_the_duplicate_window_doubles_nothing() {
+    let id = uuid::Uuid::now_v7().simple().to_string();
+    let (name, prefix) = (format!("W_{id}"), format!("w.{id}"));
+    let nats = JetStream::connect(&nats_url()).await.expect("connect");
+    nats.ensure_stream(&name, &[&format!("{prefix}.>")], Duration::from_secs(1))
+        .await
+        .expect("stream");
+    let path =
+        std::env::temp_dir().join(format!("flext-relay-{}.db", uuid::Uuid::now_v7().simple()));
+    let store = SqliteEventStore::open(&path).await.expect("open");
+    let head = append(&store, &["acct-1", "acct-2"], 100, 0).await;
+    let relay = || {
+        Relay::new("test.outbox", nats.publisher(&name)).route(
+            Select::Category("acct".into()),
+            format!("{prefix}.{{type}}"),
+        )
+    };
+    let first = start(&store, relay());
+    first
+        .wait_for("test.outbox", head, Duration::from_secs(60))
+        .await
+        .expect("relayed");
+    first.shutdown().await;
+    // Longer than the window: JetStream has forgotten the ids.
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    // A new process, its checkpoint moved back to the start (as after restoring an old
+    // backup of the store), hands everything over again.
+    let second = start(&store, relay());
+    // Once it holds the relay's lease (the first gave it back when it stopped).
+    let mut tries = 0;
+    while let Err(e) = second.rebuild("test.outbox", RebuildFrom::Start).await {
+        assert_eq!(e.reason(), "NOT_OWNER", "{e}");
+        tries += 1;
+        assert!(tries < 600, "the second runner never owned the relay");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let head = append(&store, &["acct-1"], 10, 100).await;
+    second
+        .wait_for("test.outbox", head, Duration::from_secs(60))
+        .await
+        .expect("relayed again");
+    let (by_stream, ids) = stored(&nats, &name).await;
+    assert_eq!(ids.len(), 210, "nothing stored twice");
+    assert_eq!(by_stream["acct-1"], (0..110).collect::<Vec<u64>>());
+    assert_eq!(by_stream["acct-2"], (0..100).collect::<Vec<u64>>());
+    second.shutdown().await;
+    nats.context()
+        .delete_stream(&name)
+        .await
+        .expect("drop the stream");
+    store.close().await.expect("close");
+    let _ = std::fs::remove_file(path);
 }

@@ -1,0 +1,146 @@
+//! Relay figures on this machine's NATS (`FLEXT_NATS_URL`, default 127.0.0.1:4222):
+//! raw async-nats JetStream publishing with acknowledgements (pipelined, the same bound
+//! on acks in flight) next to the relay publishing the same number of stored events from
+//! a SQLite file; then the latency from an append to the message arriving at a
+//! subscriber, p50 and p99, with the relay running live.
+//!
+//! ```text
+//! cargo run --release -p flext-nats --example relay_bench
+//! ```
+
+use std::collections::VecDeque;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use flext::application::{ProjectionRunner, Relay, Select};
+use flext::ports::{EventStore, Instance};
+use flext::sqlite::SqliteEventStore;
+use flext::{EventId, ExpectedVersion, NewEvent, Position, StreamId};
+use flext_nats::{JetStream, JetStreamOptions};
+use futures_util::StreamExt;
+
+const N: u64 = 20_000;
+
+#[tokio::main]
+async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let url = std::env::var("FLEXT_NATS_URL").unwrap_or_else(|_| "nats://127.0.0.1:4222".into());
+    let id = uuid::Uuid::now_v7().simple().to_string();
+    let nats = JetStream::connect_with(&url, JetStreamOptions::default()).await?;
+
+    // Raw: N messages of 64 bytes, up to 256 acks in flight, each with a message id.
+    let raw = format!("RAW_{id}");
+    nats.ensure_stream(&raw, &[&format!("raw.{id}.>")], Duration::from_secs(120))
+        .await?;
+    let payload = Bytes::from(vec![b'x'; 64]);
+    let started = Instant::now();
+    let mut acks = VecDeque::new();
+    for i in 0..N {
+        if acks.len() >= 256 {
+            let ack: async_nats::jetstream::context::PublishAckFuture =
+                acks.pop_front().expect("one");
+            ack.await?;
+        }
+        let publish = async_nats::jetstream::message::PublishMessage::build()
+            .payload(payload.clone())
+            .message_id(format!("{id}-{i}"));
+        acks.push_back(
+            nats.context()
+                .send_publish(format!("raw.{id}.m"), publish)
+                .await?,
+        );
+    }
+    for ack in acks {
+        ack.await?;
+    }
+    let raw_rate = N as f64 / started.elapsed().as_secs_f64();
+    println!("raw async-nats JetStream publish, {N} messages: {raw_rate:.0} msg/s");
+
+    // The relay: N stored events over 50 streams, from the start.
+    let path = std::env::temp_dir().join(format!("flext-relay-bench-{id}.db"));
+    let store = SqliteEventStore::open(&path).await?;
+    let mut head = Position::START;
+    for turn in 0..N / 500 {
+        for s in 0..50 {
+            let events = (0..10)
+                .map(|_| {
+                    NewEvent::new(
+                        EventId::new(),
+                        "acct.moved",
+                        br#"{"amount":64,"note":"a payload of about sixty-four bytes"}"#.to_vec(),
+                    )
+                })
+                .collect();
+            head = store
+                .append(
+                    &StreamId::new(format!("acct-{s}"))?,
+                    ExpectedVersion::Any,
+                    events,
+                )
+                .await?
+                .last_position()
+                .unwrap_or(head);
+        }
+        let _ = turn;
+    }
+    let out = format!("OUT_{id}");
+    nats.ensure_stream(&out, &[&format!("out.{id}.>")], Duration::from_secs(120))
+        .await?;
+    let started = Instant::now();
+    let runner = ProjectionRunner::new(store.clone())
+        .with_instance(Instance::named("relay-bench"))
+        .relay(Relay::new("bench.outbox", nats.publisher(&out)).route(
+            Select::Category("acct".into()),
+            format!("out.{id}.{{type}}"),
+        ))?
+        .start();
+    runner
+        .wait_for("bench.outbox", head, Duration::from_secs(600))
+        .await?;
+    let relay_rate = N as f64 / started.elapsed().as_secs_f64();
+    println!(
+        "relay from SQLite, {N} events: {relay_rate:.0} events/s ({:.2}x raw)",
+        relay_rate / raw_rate
+    );
+
+    // Latency: one event appended at a time, timed to its arrival at a subscriber.
+    let client = async_nats::connect(&url).await?;
+    let mut sub = client.subscribe(format!("out.{id}.>")).await?;
+    client.flush().await?;
+    let mut samples = Vec::new();
+    for i in 0..1_000u64 {
+        let body = serde_json::to_vec(&serde_json::json!({ "i": i }))?;
+        let sent = Instant::now();
+        store
+            .append(
+                &StreamId::new(format!("acct-{}", i % 50))?,
+                ExpectedVersion::Any,
+                vec![NewEvent::new(EventId::new(), "acct.moved", body)],
+            )
+            .await?;
+        loop {
+            let m = tokio::time::timeout(Duration::from_secs(10), sub.next())
+                .await?
+                .ok_or("the subscription ended")?;
+            let v: serde_json::Value = serde_json::from_slice(&m.payload)?;
+            if v["i"] == i {
+                samples.push(sent.elapsed());
+                break;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    samples.sort();
+    let at = |q: f64| samples[((samples.len() as f64 - 1.0) * q).round() as usize];
+    println!(
+        "append to arrival, 1,000 single appends: p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
+        at(0.5).as_secs_f64() * 1e3,
+        at(0.99).as_secs_f64() * 1e3,
+        at(1.0).as_secs_f64() * 1e3
+    );
+    runner.shutdown().await;
+    nats.context().delete_stream(&raw).await?;
+    nats.context().delete_stream(&out).await?;
+    store.close().await?;
+    let _ = std::fs::remove_file(path);
+    Ok(())
+}
