@@ -162,7 +162,7 @@ impl<P: Publisher> Relay<P> {
             subject: subject_for(subject, event),
             id: event.event_id.to_string(),
             headers,
-            payload: event.payload.to_vec(),
+            payload: event.payload.clone(),
             order: event.position.get(),
         })
     }

@@ -15,8 +15,8 @@ pub struct OutboundMessage {
     pub id: String,
     /// Headers: correlation, causation, trace context, type, schema version.
     pub headers: Vec<(String, String)>,
-    /// The body.
-    pub payload: Vec<u8>,
+    /// The body (shared with the stored event's, not copied).
+    pub payload: bytes::Bytes,
     /// A number that grows with every message the publisher is handed, for good (an
     /// event's position): a publisher that is its destination's only writer skips what
     /// its destination already holds by it.

@@ -41,7 +41,6 @@ use std::time::Duration;
 use async_nats::jetstream::context::{PublishAckFuture, PublishErrorKind};
 use async_nats::jetstream::message::PublishMessage;
 use async_nats::jetstream::{self, Context};
-use bytes::Bytes;
 use flext_domain::Error;
 use flext_ports::{OutboundMessage, Publisher};
 use tokio::sync::Mutex;
@@ -160,8 +159,9 @@ impl JetStream {
         after: Option<&str>,
     ) -> Result<PublishAckFuture, Error> {
         let mut publish = PublishMessage::build()
-            .payload(Bytes::from(m.payload.clone()))
-            .message_id(&m.id);
+            .payload(m.payload.clone())
+            .message_id(&m.id)
+            .header(ORDER_HEADER, m.order.to_string().as_str());
         if let Some(previous) = after {
             publish = publish.expected_last_message_id(previous);
         }
@@ -298,10 +298,7 @@ impl Publisher for StreamPublisher {
                         acked(&messages[j], ack).await.map_err(|e| (j, e))?;
                     }
                 }
-                let mut m = m.clone();
-                m.headers
-                    .push((ORDER_HEADER.to_owned(), m.order.to_string()));
-                match self.nats.send(&m, previous.as_deref()).await {
+                match self.nats.send(m, previous.as_deref()).await {
                     Ok(ack) => pending.push_back((i, ack)),
                     Err(e) => {
                         while let Some((j, ack)) = pending.pop_front() {
