@@ -146,10 +146,22 @@ pub(crate) trait DynProjection<T>: Send + Sync {
         tx: &'a mut T,
         event: &'a RecordedEvent,
     ) -> BoxFuture<'a, Result<(), Error>>;
-    fn reset<'a>(&'a self, tx: &'a mut T) -> BoxFuture<'a, Result<(), Error>>;
-    fn setup<'a>(&'a self, tx: &'a mut T) -> BoxFuture<'a, Result<(), Error>>;
+    /// Empties the read model for a rebuild from the start; nothing by default (a
+    /// reactor or relay keeps no read model).
+    fn reset<'a>(&'a self, tx: &'a mut T) -> BoxFuture<'a, Result<(), Error>> {
+        let _ = tx;
+        Box::pin(async { Ok(()) })
+    }
+    /// Prepares the read model once; nothing by default.
+    fn setup<'a>(&'a self, tx: &'a mut T) -> BoxFuture<'a, Result<(), Error>> {
+        let _ = tx;
+        Box::pin(async { Ok(()) })
+    }
     fn event_types(&self) -> Option<&[&str]>;
-    fn migrations(&self) -> &[&str];
+    /// The read model's tables (for a shadow rebuild); none by default.
+    fn migrations(&self) -> &[&str] {
+        &[]
+    }
     /// A reactor handles a batch outside any transaction (its effects commit on their
     /// own) and reports the first event that failed, every event before it handled; a
     /// projection returns `None` and is handed its events inside the batch's transaction.

@@ -274,17 +274,8 @@ impl<T: Send, R: Reactor> DynProjection<T> for Reacting<R> {
     ) -> BoxFuture<'a, Result<(), Error>> {
         Box::pin(self.one(event))
     }
-    fn reset<'a>(&'a self, _tx: &'a mut T) -> BoxFuture<'a, Result<(), Error>> {
-        Box::pin(async { Ok(()) })
-    }
-    fn setup<'a>(&'a self, _tx: &'a mut T) -> BoxFuture<'a, Result<(), Error>> {
-        Box::pin(async { Ok(()) })
-    }
     fn event_types(&self) -> Option<&[&str]> {
         self.reactor.event_types()
-    }
-    fn migrations(&self) -> &[&str] {
-        &[]
     }
     fn react<'a>(
         &'a self,

@@ -235,17 +235,8 @@ impl<T: Send, P: Publisher> DynProjection<T> for Relay<P> {
     ) -> BoxFuture<'a, Result<(), Error>> {
         Box::pin(self.one(event))
     }
-    fn reset<'a>(&'a self, _tx: &'a mut T) -> BoxFuture<'a, Result<(), Error>> {
-        Box::pin(async { Ok(()) })
-    }
-    fn setup<'a>(&'a self, _tx: &'a mut T) -> BoxFuture<'a, Result<(), Error>> {
-        Box::pin(async { Ok(()) })
-    }
     fn event_types(&self) -> Option<&[&str]> {
         self.types.as_deref()
-    }
-    fn migrations(&self) -> &[&str] {
-        &[]
     }
     fn react<'a>(
         &'a self,
