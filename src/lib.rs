@@ -104,7 +104,7 @@ pub mod bridge {
 /// NATS JetStream (feature `nats`): see [`flext_nats`].
 #[cfg(feature = "nats")]
 pub mod nats {
-    pub use flext_nats::{JetStream, JetStreamOptions};
+    pub use flext_nats::{JetStream, JetStreamOptions, StreamPublisher};
 }
 
 /// OpenTelemetry wiring (feature `otel`): see [`flext_otel`].

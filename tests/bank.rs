@@ -759,3 +759,110 @@ fn the_command_line_inside_the_bank_rebuilds_with_nobody_running() {
     assert_eq!(status["lag_events"], 0, "{status}");
     let _ = std::fs::remove_file(path);
 }
+
+/// The bank's integration messages: with a relay to NATS JetStream, a completed transfer
+/// (its second leg received) and a refunded one (to a closed account) are published to
+/// `<prefix>.transfers.completed` and `.refunded`, with the event id as message id.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_bank_publishes_completed_and_refunded_transfers_to_nats() {
+    let url = std::env::var("FLEXT_NATS_URL").unwrap_or_else(|_| {
+        panic!("FLEXT_NATS_URL is not set: run ./scripts/test, which finds or starts a NATS")
+    });
+    let id = uuid::Uuid::now_v7().simple().to_string();
+    let (name, prefix) = (format!("BANK_{id}"), format!("t{id}.bank"));
+    let nats = flext::nats::JetStream::connect(&url)
+        .await
+        .expect("connect");
+    nats.ensure_stream(
+        &name,
+        &[&format!("{prefix}.transfers.>")],
+        std::time::Duration::from_secs(120),
+    )
+    .await
+    .expect("stream");
+    let store = SqliteEventStore::open(temp_file("integration.db"))
+        .await
+        .expect("open");
+    let bank = Bank::start_with(
+        store.clone(),
+        flext::ports::Instance::named("integration"),
+        app::BankSettings {
+            integration: Some(app::Integration {
+                publisher: nats.publisher(&name),
+                prefix: prefix.clone(),
+            }),
+            ..app::BankSettings::default()
+        },
+    )
+    .await
+    .expect("start");
+    let [a, b, closed] = ["int-a", "int-b", "int-closed"].map(account_id);
+    for id in [a, b, closed] {
+        bank.run(app::OpenAccount {
+            account: id,
+            owner: "integration".into(),
+            overdraft_limit: 0,
+        })
+        .await
+        .1
+        .expect("open");
+    }
+    bank.run(app::Deposit {
+        account: a,
+        amount: 100,
+    })
+    .await
+    .1
+    .expect("deposit");
+    bank.run(app::CloseAccount { account: closed })
+        .await
+        .1
+        .expect("close");
+    for to in [b, closed] {
+        bank.run(app::Transfer {
+            transfer: uuid::Uuid::now_v7(),
+            from: a,
+            to,
+            amount: 10,
+        })
+        .await
+        .1
+        .expect("transfer");
+    }
+    let js = nats.context().get_stream(&name).await.expect("stream");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while js.get_info().await.expect("info").state.messages < 2 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no integration messages"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let mut subjects = Vec::new();
+    for seq in 1..=2 {
+        let m = js.get_raw_message(seq).await.expect("message");
+        let event_type = m
+            .headers
+            .get(flext::application::relay_headers::EVENT_TYPE)
+            .expect("type")
+            .as_str()
+            .to_owned();
+        subjects.push((m.subject.to_string(), event_type));
+    }
+    subjects.sort();
+    assert_eq!(
+        subjects,
+        vec![
+            (
+                format!("{prefix}.transfers.completed"),
+                "account.transfer_received".to_owned()
+            ),
+            (
+                format!("{prefix}.transfers.refunded"),
+                "account.transfer_refunded".to_owned()
+            ),
+        ]
+    );
+    bank.shutdown().await.expect("shutdown");
+    nats.context().delete_stream(&name).await.expect("drop");
+}

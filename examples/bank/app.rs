@@ -1350,8 +1350,36 @@ pub struct Bank<S: BankStore> {
     head_seen: AtomicU64,
 }
 
+/// Where the bank publishes its integration messages: a JetStream stream it is the only
+/// writer of, and the subjects' prefix (`<prefix>.transfers.completed`,
+/// `<prefix>.transfers.refunded`).
+#[derive(Debug, Clone)]
+pub struct Integration {
+    /// The publisher into the stream.
+    pub publisher: flext::nats::StreamPublisher,
+    /// The subjects' first token(s), `bank` by default.
+    pub prefix: String,
+}
+
+/// The relay of the bank's integration messages: a completed transfer (its second leg
+/// received) and a refunded one, each as stored, to other services.
+pub fn integration_relay(
+    i: Integration,
+) -> flext::application::Relay<flext::nats::StreamPublisher> {
+    use flext::application::{Relay, Select};
+    Relay::new("bank.integration", i.publisher)
+        .route(
+            Select::Type("account.transfer_received"),
+            format!("{}.transfers.completed", i.prefix),
+        )
+        .route(
+            Select::Type("account.transfer_refunded"),
+            format!("{}.transfers.refunded", i.prefix),
+        )
+}
+
 /// How a bank process runs.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct BankSettings {
     /// How long a transfer's target has to receive it before it is declined and the
     /// money goes back (30 s).
@@ -1360,6 +1388,8 @@ pub struct BankSettings {
     /// and the scheduler (`false`: it only sends commands and asks queries, as a client
     /// of the bank processes that do).
     pub consumers: bool,
+    /// Publish the integration messages through a relay (`None`: no broker).
+    pub integration: Option<Integration>,
 }
 
 impl Default for BankSettings {
@@ -1367,6 +1397,7 @@ impl Default for BankSettings {
         BankSettings {
             settle_within: Duration::from_secs(30),
             consumers: true,
+            integration: None,
         }
     }
 }
@@ -1432,6 +1463,9 @@ impl<S: BankStore> Bank<S> {
                 )?;
             for audit in contributed.take::<AuditTrail>() {
                 runner = runner.register_with(audit, options)?;
+            }
+            if let Some(integration) = settings.integration.clone() {
+                runner = runner.relay(integration_relay(integration))?;
             }
         }
         let deliveries = runner.deliveries().clone();

@@ -53,6 +53,7 @@ struct Args {
     schema: String,
     serve: bool,
     settle_within: std::time::Duration,
+    nats: Option<String>,
 }
 
 fn usage(problem: &str) -> ! {
@@ -66,6 +67,8 @@ fn usage(problem: &str) -> ! {
          \x20 --accounts N       load mode: N accounts ...\n\
          \x20 --transfers M      ... and M random transfers between them (default 10000)\n\
          \x20 --concurrency C    load mode: C concurrent senders (default 16)\n\
+         \x20 --nats URL         publish transfers completed and refunded to NATS JetStream\n\
+                                (stream BANK, subjects bank.transfers.completed|refunded)\n\
          \x20 --serve            run the projections, the transfer process and the scheduler\n\
          \x20                    (a share of them, with other bank processes) until stopped\n\
          \x20 --settle-within S  seconds a transfer's target has to receive it (default 30)"
@@ -83,6 +86,7 @@ fn parse() -> Args {
         schema: PG_SCHEMA.to_owned(),
         serve: false,
         settle_within: std::time::Duration::from_secs(30),
+        nats: None,
     };
     let mut it = std::env::args().skip(1);
     let number = |v: Option<String>, flag: &str| -> usize {
@@ -114,6 +118,7 @@ fn parse() -> Args {
                 );
             }
             "--serve" => args.serve = true,
+            "--nats" => args.nats = Some(it.next().unwrap_or_else(|| usage("--nats needs a URL"))),
             "--settle-within" => {
                 args.settle_within = it
                     .next()
@@ -204,8 +209,26 @@ async fn run<S: BankStore>(store: S, args: &Args) -> Result<(), Error> {
         None => Instance::current(),
     };
     println!("instance {}", instance.name);
+    let integration = match &args.nats {
+        Some(url) => {
+            let nats = flext::nats::JetStream::connect(url).await?;
+            nats.ensure_stream(
+                "BANK",
+                &["bank.transfers.>"],
+                std::time::Duration::from_secs(120),
+            )
+            .await?;
+            println!("integration messages to NATS at {url}, JetStream stream BANK");
+            Some(app::Integration {
+                publisher: nats.publisher("BANK"),
+                prefix: "bank".into(),
+            })
+        }
+        None => None,
+    };
     let settings = BankSettings {
         settle_within: args.settle_within,
+        integration,
         ..BankSettings::default()
     };
     let bank = Bank::start_with(store, instance, settings).await?;
