@@ -3,15 +3,16 @@
 //! stream (whatever a killed process had published past its checkpoint is skipped, not
 //! stored again).
 
-use std::collections::BTreeMap;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use flext::application::relay_headers;
 use flext::ports::EventStore;
 use flext::sqlite::SqliteEventStore;
 use flext::{EventId, ExpectedVersion, NewEvent, StreamId};
 use flext_nats::JetStream;
+
+mod common;
+use common::{nats_url, stored};
 use serde_json::json;
 
 const STREAMS: [&str; 5] = ["acct-1", "acct-2", "acct-3", "acct-4", "acct-5"];
@@ -43,9 +44,7 @@ impl Drop for Worker {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_relay_killed_ten_times_mid_batch_publishes_each_event_once() {
-    let url = std::env::var("FLEXT_NATS_URL").unwrap_or_else(|_| {
-        panic!("FLEXT_NATS_URL is not set: run ./scripts/test, which finds or starts a NATS")
-    });
+    let url = nats_url();
     let id = uuid::Uuid::now_v7().simple().to_string();
     let (name, prefix) = (format!("K_{id}"), format!("k.{id}"));
     let nats = JetStream::connect(&url).await.expect("connect");
@@ -124,21 +123,9 @@ async fn a_relay_killed_ten_times_mid_batch_publishes_each_event_once() {
     tokio::time::sleep(Duration::from_millis(300)).await;
     let count = js.get_info().await.expect("info").state.messages;
     assert_eq!(count, total, "nothing stored twice");
-    let mut by_stream: BTreeMap<String, Vec<u64>> = BTreeMap::new();
-    for seq in 1..=count {
-        let m = js.get_raw_message(seq).await.expect("message");
-        let payload: serde_json::Value = serde_json::from_slice(&m.payload).expect("json");
-        by_stream
-            .entry(
-                m.headers
-                    .get(relay_headers::STREAM_ID)
-                    .expect("stream id")
-                    .as_str()
-                    .to_owned(),
-            )
-            .or_default()
-            .push(payload["n"].as_u64().expect("n"));
-    }
+    let s = stored(&nats, &name).await;
+    assert_eq!(s.ids.len() as u64, total);
+    let by_stream = s.by_stream;
     let expected: Vec<u64> = (0..PER_STREAM).collect();
     for (stream, ns) in &by_stream {
         assert_eq!(ns, &expected, "{stream}: every event once, in order");

@@ -10,11 +10,14 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use flext::application::{ProjectionRunner, Projections, Relay, Select, relay_headers};
+use flext::application::{ProjectionRunner, Projections, Relay, Select};
 use flext::ports::{EventStore, Instance};
 use flext::sqlite::SqliteEventStore;
 use flext::{EventId, ExpectedVersion, NewEvent, Position, StreamId};
 use flext_nats::{JetStream, JetStreamOptions, StreamPublisher};
+
+mod common;
+use common::stored;
 use flext_testkit::proxy::FaultProxy;
 use serde_json::json;
 
@@ -59,28 +62,6 @@ async fn write(store: SqliteEventStore) -> Position {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     last
-}
-
-/// Each stream's `n`s in the order JetStream stored them, and how many messages.
-async fn stored(nats: &JetStream, name: &str) -> (BTreeMap<String, Vec<u64>>, u64) {
-    let stream = nats.context().get_stream(name).await.expect("stream");
-    let count = stream.get_info().await.expect("info").state.messages;
-    let mut by_stream: BTreeMap<String, Vec<u64>> = BTreeMap::new();
-    for seq in 1..=count {
-        let m = stream.get_raw_message(seq).await.expect("message");
-        let payload: serde_json::Value = serde_json::from_slice(&m.payload).expect("json");
-        let stream_id = m
-            .headers
-            .get(relay_headers::STREAM_ID)
-            .expect("a stream id")
-            .as_str()
-            .to_owned();
-        by_stream
-            .entry(stream_id)
-            .or_default()
-            .push(payload["n"].as_u64().expect("n"));
-    }
-    (by_stream, count)
 }
 
 fn assert_each_once_in_order(by_stream: &BTreeMap<String, Vec<u64>>, count: u64) {
@@ -161,8 +142,8 @@ async fn a_connection_cut_again_and_again_loses_doubles_and_reorders_nothing() {
         .wait_for("test.outbox", head, Duration::from_secs(120))
         .await
         .expect("relayed after the cuts");
-    let (by_stream, count) = stored(&direct, &name).await;
-    assert_each_once_in_order(&by_stream, count);
+    let s = stored(&direct, &name).await;
+    assert_each_once_in_order(&s.by_stream, s.ids.len() as u64);
     projections.shutdown().await;
     direct.context().delete_stream(&name).await.expect("drop");
     store.close().await.expect("close");
@@ -230,8 +211,8 @@ async fn a_nats_restarted_mid_relay_loses_doubles_and_reorders_nothing() {
         .wait_for("test.outbox", head, Duration::from_secs(120))
         .await
         .expect("relayed after the restart");
-    let (by_stream, count) = stored(&nats, "RESTART").await;
-    assert_each_once_in_order(&by_stream, count);
+    let s = stored(&nats, "RESTART").await;
+    assert_each_once_in_order(&s.by_stream, s.ids.len() as u64);
     projections.shutdown().await;
     store.close().await.expect("close");
     let _ = std::fs::remove_file(path);

@@ -4,27 +4,18 @@
 //! appended while it runs follow; a rebuild that hands everything over again stores
 //! nothing twice, also after JetStream's duplicate window has passed.
 
-use std::collections::BTreeMap;
 use std::time::Duration;
 
-use flext::application::{
-    ProjectionRunner, Projections, RebuildFrom, Relay, Select, relay_headers,
-};
+use flext::application::{ProjectionRunner, Projections, RebuildFrom, Relay, Select};
 use flext::ports::{EventStore, Instance, ProjectionStore, WatchAppends};
 use flext::postgres::PgEventStore;
 use flext::sqlite::SqliteEventStore;
 use flext::{CorrelationId, EventId, EventMetadata, ExpectedVersion, NewEvent, Position, StreamId};
 use flext_nats::{JetStream, StreamPublisher};
-use serde_json::json;
 
-fn nats_url() -> String {
-    std::env::var("FLEXT_NATS_URL").unwrap_or_else(|_| {
-        panic!(
-            "FLEXT_NATS_URL is not set: the NATS tests need a server with JetStream. Run \
-             ./scripts/test, which finds or starts one, or set FLEXT_NATS_URL"
-        )
-    })
-}
+mod common;
+use common::{nats_url, stored};
+use serde_json::json;
 
 /// Appends `n` events to each of `streams` in turns of ten; the last position.
 async fn append<S: EventStore>(store: &S, streams: &[&str], n: usize, from: usize) -> Position {
@@ -57,32 +48,6 @@ async fn append<S: EventStore>(store: &S, streams: &[&str], n: usize, from: usiz
         }
     }
     last
-}
-
-/// What the JetStream stream holds: (stream id, its `n`s in stored order), and every
-/// message id.
-async fn stored(nats: &JetStream, name: &str) -> (BTreeMap<String, Vec<u64>>, Vec<String>) {
-    let stream = nats.context().get_stream(name).await.expect("stream");
-    let count = stream.get_info().await.expect("info").state.messages;
-    let mut by_stream: BTreeMap<String, Vec<u64>> = BTreeMap::new();
-    let mut ids = Vec::new();
-    for seq in 1..=count {
-        let m = stream.get_raw_message(seq).await.expect("message");
-        let header = |k: &str| m.headers.get(k).map(|v| v.as_str().to_owned());
-        ids.push(header("Nats-Msg-Id").expect("a message id"));
-        assert_eq!(
-            header(relay_headers::EVENT_TYPE).as_deref(),
-            Some("acct.moved")
-        );
-        assert!(header(relay_headers::CORRELATION_ID).is_some());
-        assert!(header(relay_headers::POSITION).is_some());
-        let payload: serde_json::Value = serde_json::from_slice(&m.payload).expect("json");
-        by_stream
-            .entry(header(relay_headers::STREAM_ID).expect("a stream id"))
-            .or_default()
-            .push(payload["n"].as_u64().expect("n"));
-    }
-    (by_stream, ids)
 }
 
 fn start<S>(store: &S, relay: Relay<StreamPublisher>) -> Projections<S>
@@ -120,7 +85,16 @@ where
         .wait_for("test.outbox", head, Duration::from_secs(60))
         .await
         .expect("relayed");
-    let (by_stream, ids) = stored(&nats, &name).await;
+    let common::Stored {
+        by_stream,
+        ids,
+        correlated,
+    } = stored(&nats, &name).await;
+    assert_eq!(
+        correlated,
+        ids.len(),
+        "every message carries its correlation id"
+    );
     let expected: Vec<u64> = (0..300).collect();
     assert_eq!(by_stream.len(), 3, "only the acct category");
     for (stream, ns) in &by_stream {
@@ -142,7 +116,7 @@ where
         .wait_for("test.outbox", head, Duration::from_secs(60))
         .await
         .expect("relayed again");
-    let (by_stream, ids) = stored(&nats, &name).await;
+    let common::Stored { by_stream, ids, .. } = stored(&nats, &name).await;
     assert_eq!(ids.len(), 910, "nothing stored twice");
     assert_eq!(by_stream["acct-1"], (0..310).collect::<Vec<u64>>());
     projections.shutdown().await;
@@ -212,7 +186,7 @@ async fn an_outage_longer_than_the_duplicate_window_doubles_nothing() {
         .wait_for("test.outbox", head, Duration::from_secs(60))
         .await
         .expect("relayed again");
-    let (by_stream, ids) = stored(&nats, &name).await;
+    let common::Stored { by_stream, ids, .. } = stored(&nats, &name).await;
     assert_eq!(ids.len(), 210, "nothing stored twice");
     assert_eq!(by_stream["acct-1"], (0..110).collect::<Vec<u64>>());
     assert_eq!(by_stream["acct-2"], (0..100).collect::<Vec<u64>>());
