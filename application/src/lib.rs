@@ -43,6 +43,7 @@ mod catch;
 mod health;
 mod hot_swap;
 mod idempotency;
+mod inbox;
 mod jobs;
 mod ownership;
 mod pipeline;
@@ -69,6 +70,7 @@ pub use flext_ports::RebuildFrom;
 pub use health::{HealthChecks, HealthReport};
 pub use hot_swap::{HotSwap, Routed};
 pub use idempotency::IdempotencyBehavior;
+pub use inbox::{Inbox, InboxBuilder, InboxHandler, inbound_context};
 pub use jobs::{
     Backoff, Job, JobContext, JobHandler, JobWorkers, JobWorkersBuilder, enqueue, new_job,
 };

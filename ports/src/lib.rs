@@ -24,6 +24,7 @@ mod event_store;
 mod health;
 mod idempotency;
 mod ids;
+mod inbox;
 mod inspect;
 mod job;
 mod json;
@@ -55,6 +56,7 @@ pub use event_store::{
 pub use health::{HealthCheck, HealthFuture};
 pub use idempotency::{Claim, IdempotencyRecord, IdempotencyStore};
 pub use ids::{IdGenerator, SequentialIds, UuidV7Ids};
+pub use inbox::{InboundMessage, InboxDeadLetter, InboxStore, MessageSource, Settle};
 pub use inspect::{
     Appended, CheckpointMove, MigrationInfo, StoreInspect, StoreStats, StreamQuery, StreamSummary,
     TypeCount,
@@ -94,6 +96,7 @@ pub mod adapter {
         stored_number, validate_append,
     };
     pub use crate::idempotency::{decode_error, encode_error, stored_claim};
+    pub use crate::inbox::assemble_inbox_dead_letter;
     pub use crate::job::{
         JOB_COLUMNS, StoredJob, assemble_job, assemble_stats, lock_micros, new_job_row,
     };

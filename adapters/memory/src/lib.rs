@@ -24,6 +24,7 @@
 //! ```
 
 mod control;
+mod inbox;
 mod job;
 mod ownership;
 mod process;

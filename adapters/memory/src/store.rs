@@ -49,6 +49,11 @@ pub(crate) struct State {
     pub(crate) jobs: std::collections::BTreeMap<uuid::Uuid, crate::job::Stored>,
     /// Process managers' instances by (manager, association).
     pub(crate) processes: std::collections::BTreeMap<(String, String), flext_ports::StoredProcess>,
+    /// Inbox records: (consumer, message id) -> when received.
+    pub(crate) inbox: HashMap<(String, String), chrono::DateTime<chrono::Utc>>,
+    /// Messages inboxes gave up on, by (consumer, message id).
+    pub(crate) inbox_dead:
+        std::collections::BTreeMap<(String, String), flext_ports::InboxDeadLetter>,
     /// Control requests in the order they came.
     pub(crate) controls: Vec<flext_ports::ControlRequest>,
     /// Paused consumers.
@@ -539,6 +544,10 @@ pub struct MemoryTransaction {
     pub(crate) scheduled: Vec<Result<flext_ports::Scheduled, String>>,
     /// Jobs enqueued.
     pub(crate) jobs: Vec<flext_ports::NewJob>,
+    /// Inbox records written: (consumer, message id).
+    pub(crate) inbox: Vec<(String, String)>,
+    /// Inbox dead letters parked.
+    pub(crate) inbox_dead: Vec<flext_ports::InboxDeadLetter>,
 }
 
 impl ProjectionStore for InMemoryEventStore {
@@ -579,6 +588,22 @@ impl ProjectionStore for InMemoryEventStore {
         let mut state = self.lock();
         for (lease, position, rewind) in &tx.checkpoints {
             crate::ownership::check_fence(&state, lease, *position, *rewind, now)?;
+        }
+        // A message recorded by a transaction that committed since this one recorded it:
+        // this one is the redelivery and must not land.
+        if let Some((consumer, id)) = tx.inbox.iter().find(|k| state.inbox.contains_key(k)) {
+            return Err(Error::conflict(
+                "INBOX_DUPLICATE",
+                format!("inbox {consumer:?} recorded message {id:?} in another transaction"),
+            ));
+        }
+        for key in tx.inbox {
+            state.inbox.insert(key, now);
+        }
+        for letter in tx.inbox_dead {
+            state
+                .inbox_dead
+                .insert((letter.consumer.clone(), letter.message_id.clone()), letter);
         }
         for (projection, id) in tx.unparked {
             if let Some(letters) = state.dead_letters.get_mut(&projection) {

@@ -38,11 +38,15 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
 
+use async_nats::jetstream::consumer::{AckPolicy, PullConsumer, pull};
 use async_nats::jetstream::context::{PublishAckFuture, PublishErrorKind};
+use async_nats::jetstream::message::AckKind;
 use async_nats::jetstream::message::PublishMessage;
 use async_nats::jetstream::{self, Context};
 use flext_domain::Error;
+use flext_ports::{InboundMessage, MessageSource, Settle};
 use flext_ports::{OutboundMessage, Publisher};
+use futures_util::StreamExt;
 use tokio::sync::Mutex;
 
 /// How [`JetStream`] publishes.
@@ -60,6 +64,22 @@ impl Default for JetStreamOptions {
         JetStreamOptions {
             max_in_flight: 256,
             ack_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+/// How [`JetStream::consumer_with`] creates a consumer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConsumerOptions {
+    /// How long a delivery may stay unsettled before JetStream delivers it again (a
+    /// consumer that died holding it): default 30 s. Longer than a handler takes.
+    pub ack_wait: Duration,
+}
+
+impl Default for ConsumerOptions {
+    fn default() -> Self {
+        ConsumerOptions {
+            ack_wait: Duration::from_secs(30),
         }
     }
 }
@@ -141,6 +161,58 @@ impl JetStream {
             .await
             .map(drop)
             .map_err(|e| unavailable(&format!("creating the JetStream stream {name:?}"), e))
+    }
+
+    /// A durable pull consumer `durable` on stream `stream` taking `subjects` (all of the
+    /// stream's when empty), created when missing, as the [`MessageSource`] of an inbox
+    /// (`flext_application::Inbox`). Acknowledgements are explicit, a delivery not
+    /// settled within 30 s is delivered again, and the inbox decides when a message has
+    /// had enough deliveries (the consumer itself delivers without limit).
+    pub async fn consumer(
+        &self,
+        stream: &str,
+        durable: &str,
+        subjects: &[&str],
+    ) -> Result<PullSource, Error> {
+        self.consumer_with(stream, durable, subjects, ConsumerOptions::default())
+            .await
+    }
+
+    /// [`JetStream::consumer`] with `options` (used when the consumer is created; an
+    /// existing consumer keeps its configuration).
+    pub async fn consumer_with(
+        &self,
+        stream: &str,
+        durable: &str,
+        subjects: &[&str],
+        options: ConsumerOptions,
+    ) -> Result<PullSource, Error> {
+        let what = || format!("creating the JetStream consumer {durable:?} on {stream:?}");
+        let consumer = self
+            .context
+            .get_stream(stream)
+            .await
+            .map_err(|e| unavailable(&what(), e))?
+            .get_or_create_consumer::<pull::Config>(
+                durable,
+                pull::Config {
+                    durable_name: Some(durable.to_owned()),
+                    filter_subjects: subjects.iter().map(|s| (*s).to_owned()).collect(),
+                    ack_policy: AckPolicy::Explicit,
+                    ack_wait: options.ack_wait,
+                    max_deliver: -1,
+                    ..Default::default()
+                },
+            )
+            .await
+            .map_err(|e| unavailable(&what(), e))?;
+        Ok(PullSource {
+            nats: self.clone(),
+            consumer,
+            messages: Arc::new(Mutex::new(None)),
+            dead_letters: None,
+            wait: Duration::from_secs(1),
+        })
     }
 
     /// A publisher into stream `name`, which it must be the only writer of (a relay's
@@ -337,4 +409,162 @@ async fn acked(m: &OutboundMessage, ack: PublishAckFuture) -> Result<(), Error> 
     ack.await
         .map(drop)
         .map_err(|e| publish_error(&m.subject, e.kind(), e))
+}
+
+/// A durable JetStream pull consumer as an inbox's [`MessageSource`]
+/// ([`JetStream::consumer`]). A message's id is its `Nats-Msg-Id` (a relayed event's id),
+/// else `<stream>:<sequence>`.
+#[derive(Clone)]
+pub struct PullSource {
+    nats: JetStream,
+    consumer: PullConsumer,
+    /// The open pull subscription; `None` until the first fetch and after a failure.
+    messages: Arc<Mutex<Option<pull::Stream>>>,
+    dead_letters: Option<String>,
+    wait: Duration,
+}
+
+impl std::fmt::Debug for PullSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PullSource")
+            .field("dead_letters", &self.dead_letters)
+            .field("wait", &self.wait)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The header naming why a dead-lettered message was given up.
+pub const DEAD_LETTER_ERROR_HEADER: &str = "Flext-Dead-Letter-Error";
+/// The header naming the subject a dead-lettered message came on.
+pub const DEAD_LETTER_SUBJECT_HEADER: &str = "Flext-Dead-Letter-Subject";
+
+impl PullSource {
+    /// Publishes the messages the inbox gives up on to `subject` (a JetStream stream must
+    /// take it), with their headers, their id and headers
+    /// [`DEAD_LETTER_ERROR_HEADER`] and [`DEAD_LETTER_SUBJECT_HEADER`]. Without one, the
+    /// store's dead-letter record is all.
+    #[must_use]
+    pub fn dead_letters_to(mut self, subject: impl Into<String>) -> PullSource {
+        self.dead_letters = Some(subject.into());
+        self
+    }
+
+    /// How long a fetch waits for a first message before it returns none (default 1 s).
+    #[must_use]
+    pub fn wait(mut self, wait: Duration) -> PullSource {
+        self.wait = wait;
+        self
+    }
+}
+
+fn inbound(m: &jetstream::Message) -> Result<InboundMessage, Error> {
+    let info = m
+        .info()
+        .map_err(|e| unavailable("reading a JetStream delivery's metadata", e))?;
+    let mut headers = Vec::new();
+    let mut id = None;
+    if let Some(h) = &m.headers {
+        for (name, values) in h.iter() {
+            for v in values {
+                if AsRef::<str>::as_ref(name) == "Nats-Msg-Id" {
+                    id = Some(v.as_str().to_owned());
+                }
+                headers.push((name.to_string(), v.as_str().to_owned()));
+            }
+        }
+    }
+    Ok(InboundMessage {
+        subject: m.subject.to_string(),
+        id: id.unwrap_or_else(|| format!("{}:{}", info.stream, info.stream_sequence)),
+        headers,
+        payload: m.payload.clone(),
+        deliveries: u32::try_from(info.delivered).unwrap_or(u32::MAX),
+    })
+}
+
+impl MessageSource for PullSource {
+    type Receipt = jetstream::Message;
+
+    async fn fetch(&self, max: usize) -> Result<Vec<(InboundMessage, jetstream::Message)>, Error> {
+        let mut open = self.messages.lock().await;
+        if open.is_none() {
+            let stream = self
+                .consumer
+                .stream()
+                .max_messages_per_batch(max.max(1))
+                .heartbeat(Duration::from_secs(5))
+                .messages()
+                .await
+                .map_err(|e| unavailable("pulling from a JetStream consumer", e))?;
+            *open = Some(stream);
+        }
+        let Some(stream) = open.as_mut() else {
+            return Ok(Vec::new());
+        };
+        let mut out = Vec::new();
+        let mut wait = self.wait;
+        while out.len() < max {
+            // The first waits; the ones after only if they are there already.
+            match tokio::time::timeout(wait, stream.next()).await {
+                Err(_) => break,
+                Ok(Some(Ok(m))) => match inbound(&m) {
+                    Ok(message) => out.push((message, m)),
+                    // Not a JetStream delivery: nothing to settle it with; skipped.
+                    Err(e) => return Err(e),
+                },
+                Ok(Some(Err(e))) => {
+                    if out.is_empty() {
+                        *open = None;
+                        return Err(unavailable("pulling from a JetStream consumer", e));
+                    }
+                    break;
+                }
+                Ok(None) => {
+                    *open = None;
+                    break;
+                }
+            }
+            wait = Duration::ZERO;
+        }
+        Ok(out)
+    }
+
+    async fn settle(&self, receipt: jetstream::Message, how: Settle) -> Result<(), Error> {
+        let kind = match how {
+            Settle::Ack => AckKind::Ack,
+            Settle::Nak(delay) => AckKind::Nak(Some(delay)),
+            Settle::Term => AckKind::Term,
+        };
+        receipt
+            .ack_with(kind)
+            .await
+            .map_err(|e| unavailable("settling a JetStream delivery", e))
+    }
+
+    async fn dead_letter(&self, message: &InboundMessage, error: &Error) -> Result<(), Error> {
+        let Some(subject) = &self.dead_letters else {
+            return Ok(());
+        };
+        let mut publish = PublishMessage::build()
+            .payload(message.payload.clone())
+            .message_id(&message.id);
+        for (k, v) in &message.headers {
+            if k != "Nats-Msg-Id" && !k.starts_with("Nats-Expected") {
+                publish = publish.header(k.as_str(), v.as_str());
+            }
+        }
+        let reason = format!("{} ({}): {}", error.code(), error.reason(), error.message());
+        publish = publish
+            .header(DEAD_LETTER_ERROR_HEADER, reason.as_str())
+            .header(DEAD_LETTER_SUBJECT_HEADER, message.subject.as_str());
+        let ack = self
+            .nats
+            .context
+            .send_publish(subject.clone(), publish)
+            .await
+            .map_err(|e| publish_error(subject, e.kind(), e))?;
+        ack.await
+            .map(drop)
+            .map_err(|e| publish_error(subject, e.kind(), e))
+    }
 }

@@ -21,6 +21,7 @@
 //! ```
 
 mod control;
+mod inbox;
 mod job;
 mod notify;
 mod ownership;

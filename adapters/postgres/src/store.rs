@@ -333,7 +333,7 @@ async fn run_migrations(pool: &PgPool) -> Result<(), Error> {
 #[derive(Clone)]
 pub struct PgEventStore {
     pub(crate) pool: PgPool,
-    clock: Arc<dyn Clock>,
+    pub(crate) clock: Arc<dyn Clock>,
     pub(crate) notifications: Arc<Notifications>,
     telemetry: StoreTelemetry,
 }

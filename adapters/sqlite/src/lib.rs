@@ -20,6 +20,7 @@
 //! ```
 
 mod control;
+mod inbox;
 mod job;
 mod ownership;
 mod process;
