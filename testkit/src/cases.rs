@@ -2892,3 +2892,132 @@ pub async fn control_requests_are_taken_once_and_requeued_from_a_lost_owner<H: H
     assert_eq!(still.state, ControlState::Running);
     h
 }
+
+/// Inbox records commit with the transaction or not at all, are kept per consumer, and
+/// make a second delivery a duplicate, also when two transactions take the same message
+/// at once; dead letters are parked, replaced and listed; old records are purged.
+pub async fn inbox_records_make_a_redelivery_a_duplicate<H: Harness>(h: H) -> H {
+    use flext_ports::{InboxDeadLetter, InboxStore};
+    let store = h.store();
+
+    // Rolled back: nothing recorded.
+    let mut tx = store.begin().await.expect("begin");
+    assert!(store.receive(&mut tx, "c", "m1").await.expect("receive"));
+    assert!(
+        !store.receive(&mut tx, "c", "m1").await.expect("receive"),
+        "a transaction sees its own record"
+    );
+    drop(tx);
+    let mut tx = store.begin().await.expect("begin");
+    assert!(
+        store.receive(&mut tx, "c", "m1").await.expect("receive"),
+        "a rolled-back record is no record"
+    );
+    store.commit(tx).await.expect("commit");
+
+    // Committed: a duplicate for the same consumer only.
+    let mut tx = store.begin().await.expect("begin");
+    assert!(!store.receive(&mut tx, "c", "m1").await.expect("receive"));
+    drop(tx);
+    let mut tx = store.begin().await.expect("begin");
+    assert!(
+        store
+            .receive(&mut tx, "other", "m1")
+            .await
+            .expect("receive")
+    );
+    store.commit(tx).await.expect("commit");
+
+    // Two transactions take the same message at once: one commits, the other finds the
+    // record or fails to commit.
+    let take = |store: H::Store| async move {
+        let mut tx = store.begin().await?;
+        if !store.receive(&mut tx, "c", "m2").await? {
+            return Ok::<bool, Error>(false);
+        }
+        tokio::task::yield_now().await;
+        store.commit(tx).await.map(|()| true)
+    };
+    let (a, b) = tokio::join!(
+        tokio::spawn(take(store.clone())),
+        tokio::spawn(take(store.clone()))
+    );
+    let committed = [a.expect("task"), b.expect("task")]
+        .into_iter()
+        .filter(|r| matches!(r, Ok(true)))
+        .count();
+    assert_eq!(committed, 1, "exactly one transaction records m2");
+
+    // Dead letters: parked in the transaction, replaced by a second park, per consumer.
+    let parked_at = chrono::DateTime::from_timestamp_micros(chrono::Utc::now().timestamp_micros())
+        .expect("a time");
+    let letter = |deliveries: u32| InboxDeadLetter {
+        consumer: "c".to_owned(),
+        message_id: "m3".to_owned(),
+        subject: "a.b".to_owned(),
+        headers: vec![("k".to_owned(), "v".to_owned())],
+        payload: b"\x00{\"x\":1}".to_vec(),
+        error: Error::invalid_argument("BAD", "bad message"),
+        deliveries,
+        parked_at,
+    };
+    let mut tx = store.begin().await.expect("begin");
+    store.park_message(&mut tx, &letter(1)).await.expect("park");
+    drop(tx);
+    assert!(
+        store
+            .inbox_dead_letters("c")
+            .await
+            .expect("list")
+            .is_empty()
+    );
+    for n in [1, 4] {
+        let mut tx = store.begin().await.expect("begin");
+        store.park_message(&mut tx, &letter(n)).await.expect("park");
+        store.commit(tx).await.expect("commit");
+    }
+    let letters = store.inbox_dead_letters("c").await.expect("list");
+    assert_eq!(letters.len(), 1, "replaced, not added");
+    let got = &letters[0];
+    let want = letter(4);
+    assert_eq!(
+        (
+            &got.message_id,
+            &got.subject,
+            &got.headers,
+            &got.payload,
+            got.deliveries
+        ),
+        (
+            &want.message_id,
+            &want.subject,
+            &want.headers,
+            &want.payload,
+            4
+        )
+    );
+    assert_eq!(got.error.reason(), "BAD");
+    assert_eq!(got.parked_at, want.parked_at);
+    assert!(
+        store
+            .inbox_dead_letters("other")
+            .await
+            .expect("list")
+            .is_empty()
+    );
+
+    // Purged: the consumer's old records go, another consumer's stay.
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    let purged = store.purge_inbox("c", Duration::ZERO).await.expect("purge");
+    assert_eq!(purged, 2, "m1 and m2");
+    let mut tx = store.begin().await.expect("begin");
+    assert!(store.receive(&mut tx, "c", "m1").await.expect("receive"));
+    assert!(
+        !store
+            .receive(&mut tx, "other", "m1")
+            .await
+            .expect("receive")
+    );
+    drop(tx);
+    h
+}

@@ -48,6 +48,7 @@ pub trait Harness: Send + Sync + Sized + 'static {
         + flext_ports::ScheduleStore
         + flext_ports::ProcessStore
         + flext_ports::JobStore
+        + flext_ports::InboxStore
         + Clone
         + 'static;
     /// An append whose transaction is held open until [`Held::commit`].
@@ -210,6 +211,7 @@ macro_rules! event_store_conformance {
             process_state_commits_with_the_checkpoint_or_not_at_all,
             jobs_are_claimed_once_retried_dead_lettered_redriven_and_cancelled,
             control_requests_are_taken_once_and_requeued_from_a_lost_owner,
+            inbox_records_make_a_redelivery_a_duplicate,
         );
     };
 }
