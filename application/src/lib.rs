@@ -45,6 +45,7 @@ mod hot_swap;
 mod idempotency;
 mod inbox;
 mod jobs;
+mod outbox;
 mod ownership;
 mod pipeline;
 mod plugin;
@@ -74,6 +75,7 @@ pub use inbox::{Inbox, InboxBuilder, InboxHandler, inbound_context};
 pub use jobs::{
     Backoff, Job, JobContext, JobHandler, JobWorkers, JobWorkersBuilder, enqueue, new_job,
 };
+pub use outbox::{OutboxRelay, OutboxRelayBuilder};
 pub use ownership::{ConsumerSlot, Distribution, Grant, Ownership, OwnershipOptions};
 pub use pipeline::{Behavior, BoxFuture, Message, MessageKind, Next, Pipeline, Reply};
 pub use plugin::{Manifest, PluginRegistration, PluginRegistry, RegistryHealth};

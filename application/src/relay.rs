@@ -47,26 +47,7 @@ impl Select {
 }
 
 /// The header names a relayed event carries besides the message id.
-pub mod headers {
-    /// The event's type.
-    pub const EVENT_TYPE: &str = "Flext-Event-Type";
-    /// The payload's schema version.
-    pub const SCHEMA_VERSION: &str = "Flext-Schema-Version";
-    /// The event's stream.
-    pub const STREAM_ID: &str = "Flext-Stream-Id";
-    /// The event's version in its stream.
-    pub const STREAM_VERSION: &str = "Flext-Stream-Version";
-    /// The event's position in the store's global order.
-    pub const POSITION: &str = "Flext-Position";
-    /// When the event was recorded (RFC 3339).
-    pub const RECORDED_AT: &str = "Flext-Recorded-At";
-    /// The business action's correlation id.
-    pub const CORRELATION_ID: &str = "Flext-Correlation-Id";
-    /// What caused the event.
-    pub const CAUSATION_ID: &str = "Flext-Causation-Id";
-    /// The W3C trace context, when the event recorded one.
-    pub const TRACEPARENT: &str = "traceparent";
-}
+pub use flext_ports::message_headers as headers;
 
 /// Publishes the store's events to a broker: each event a [`Select`] takes goes to the
 /// subject its route names, as stored, with the event id as the message id.

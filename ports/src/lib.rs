@@ -76,7 +76,7 @@ pub use process::{ProcessStore, StoredProcess};
 pub use projection::{
     DeadLetter, Decoded, EventProjection, Projection, ProjectionStore, TableDiff, Typed,
 };
-pub use publish::{OutboundMessage, Publisher};
+pub use publish::{OutboundMessage, OutboxMessage, OutboxStore, Publisher, message_headers};
 pub use redact::redact_url;
 pub use schedule::{SCHEDULER_CONSUMER, ScheduleStore, Scheduled};
 pub use snapshot::{Snapshot, SnapshotStore};
@@ -105,6 +105,7 @@ pub mod adapter {
     };
     pub use crate::process::{process_row, stored_process};
     pub use crate::projection::assemble_dead_letter;
+    pub use crate::publish::outbound_row;
     pub use crate::schedule::{
         StoredSchedule, assemble_scheduled, due_from_micros, due_micros, stored_schedule,
     };

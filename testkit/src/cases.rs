@@ -3021,3 +3021,107 @@ pub async fn inbox_records_make_a_redelivery_a_duplicate<H: Harness>(h: H) -> H 
     drop(tx);
     h
 }
+
+/// Outbox messages exist once their transaction commits, read back in position order and
+/// gap-safe (a message of a transaction still open holds back the ones after it), and
+/// are removed through a position in the relay's transaction.
+pub async fn outbox_messages_commit_with_the_transaction_in_order<H: Harness>(h: H) -> H {
+    use flext_ports::{OutboxMessage, OutboxStore};
+    let store = h.store();
+    let ctx = flext_ports::Context::new();
+    let message = |n: u32| {
+        OutboxMessage::json(format!("out.{n}"), &json!({ "n": n }), &ctx)
+            .expect("message")
+            .with_id(format!("m-{n}"))
+            .with_header("k", "v\u{e9}")
+    };
+    let ids = |messages: &[flext_ports::OutboundMessage]| {
+        messages.iter().map(|m| m.id.clone()).collect::<Vec<_>>()
+    };
+
+    // Rolled back: never there.
+    let mut tx = store.begin().await.expect("begin");
+    store.send_in(&mut tx, &message(0)).await.expect("send");
+    drop(tx);
+    assert!(store.outbox_after(0, 100).await.expect("read").is_empty());
+
+    // Committed: in order, every field kept, paged by position.
+    for batch in [[1, 2], [3, 4]] {
+        let mut tx = store.begin().await.expect("begin");
+        for n in batch {
+            store.send_in(&mut tx, &message(n)).await.expect("send");
+        }
+        store.commit(tx).await.expect("commit");
+    }
+    let all = store.outbox_after(0, 100).await.expect("read");
+    assert_eq!(ids(&all), ["m-1", "m-2", "m-3", "m-4"]);
+    assert!(all.windows(2).all(|w| w[0].order < w[1].order));
+    let want = message(1);
+    assert_eq!(
+        (&all[0].subject, &all[0].headers[..], &all[0].payload),
+        (&want.subject, &want.headers[..], &want.payload)
+    );
+    let page = store.outbox_after(all[1].order, 1).await.expect("read");
+    assert_eq!(ids(&page), ["m-3"]);
+
+    // Gap-safe: while a transaction that wrote first is open, a later one's message is
+    // not read past it.
+    if !H::SERIALIZED_WRITERS {
+        let mut first = store.begin().await.expect("begin");
+        store.send_in(&mut first, &message(5)).await.expect("send");
+        let mut second = store.begin().await.expect("begin");
+        store.send_in(&mut second, &message(6)).await.expect("send");
+        store.commit(second).await.expect("commit");
+        let before = ids(&store.outbox_after(all[3].order, 100).await.expect("read"));
+        store.commit(first).await.expect("commit");
+        let after = ids(&store.outbox_after(all[3].order, 100).await.expect("read"));
+        assert!(
+            after.starts_with(&before),
+            "what was read stays first: nothing appears before it ({before:?}, then {after:?})"
+        );
+        let mut got = after.clone();
+        got.sort();
+        assert_eq!(got, ["m-5", "m-6"]);
+    }
+
+    // Removed through a position with the relay's checkpoint; rolled back, kept.
+    let lease = store
+        .acquire_lease("outbox", &Instance::named("a"), Duration::from_secs(30))
+        .await
+        .expect("acquire")
+        .expect("free");
+    let mut tx = store.begin().await.expect("begin");
+    store
+        .outbox_sent(&mut tx, all[1].order)
+        .await
+        .expect("sent");
+    drop(tx);
+    assert_eq!(
+        store.outbox_after(0, 100).await.expect("read").len(),
+        all.len() + if H::SERIALIZED_WRITERS { 0 } else { 2 }
+    );
+    let mut tx = store.begin().await.expect("begin");
+    store
+        .set_checkpoint(&mut tx, &lease, Position(all[1].order))
+        .await
+        .expect("checkpoint");
+    store
+        .outbox_sent(&mut tx, all[1].order)
+        .await
+        .expect("sent");
+    store.commit(tx).await.expect("commit");
+    let left = store.outbox_after(0, 100).await.expect("read");
+    assert_eq!(ids(&left)[..2], ["m-3", "m-4"]);
+    assert_eq!(
+        store.load_checkpoint("outbox").await.expect("checkpoint"),
+        Some(Position(all[1].order))
+    );
+    // New messages come after everything removed, never at a removed position.
+    let mut tx = store.begin().await.expect("begin");
+    store.send_in(&mut tx, &message(7)).await.expect("send");
+    store.commit(tx).await.expect("commit");
+    let last = store.outbox_after(0, 100).await.expect("read");
+    assert_eq!(last.last().map(|m| m.id.as_str()), Some("m-7"));
+    assert!(last.last().expect("m-7").order > all[3].order);
+    h
+}

@@ -49,6 +49,7 @@ pub trait Harness: Send + Sync + Sized + 'static {
         + flext_ports::ProcessStore
         + flext_ports::JobStore
         + flext_ports::InboxStore
+        + flext_ports::OutboxStore
         + Clone
         + 'static;
     /// An append whose transaction is held open until [`Held::commit`].
@@ -212,6 +213,7 @@ macro_rules! event_store_conformance {
             jobs_are_claimed_once_retried_dead_lettered_redriven_and_cancelled,
             control_requests_are_taken_once_and_requeued_from_a_lost_owner,
             inbox_records_make_a_redelivery_a_duplicate,
+            outbox_messages_commit_with_the_transaction_in_order,
         );
     };
 }

@@ -26,6 +26,7 @@
 mod control;
 mod inbox;
 mod job;
+mod outbox;
 mod ownership;
 mod process;
 mod schedule;

@@ -51,6 +51,10 @@ pub(crate) struct State {
     pub(crate) processes: std::collections::BTreeMap<(String, String), flext_ports::StoredProcess>,
     /// Inbox records: (consumer, message id) -> when received.
     pub(crate) inbox: HashMap<(String, String), chrono::DateTime<chrono::Utc>>,
+    /// Outbox messages by position (from 1, in commit order).
+    pub(crate) outbox: std::collections::BTreeMap<u64, flext_ports::OutboundMessage>,
+    /// The last outbox position taken.
+    pub(crate) outbox_last: u64,
     /// Messages inboxes gave up on, by (consumer, message id).
     pub(crate) inbox_dead:
         std::collections::BTreeMap<(String, String), flext_ports::InboxDeadLetter>,
@@ -548,6 +552,10 @@ pub struct MemoryTransaction {
     pub(crate) inbox: Vec<(String, String)>,
     /// Inbox dead letters parked.
     pub(crate) inbox_dead: Vec<flext_ports::InboxDeadLetter>,
+    /// Outbox messages written.
+    pub(crate) outbox: Vec<flext_ports::OutboxMessage>,
+    /// Outbox messages removed through this position.
+    pub(crate) outbox_sent: Option<u64>,
 }
 
 impl ProjectionStore for InMemoryEventStore {
@@ -599,6 +607,23 @@ impl ProjectionStore for InMemoryEventStore {
         }
         for key in tx.inbox {
             state.inbox.insert(key, now);
+        }
+        if let Some(through) = tx.outbox_sent {
+            state.outbox.retain(|p, _| *p > through);
+        }
+        for m in tx.outbox {
+            state.outbox_last += 1;
+            let order = state.outbox_last;
+            state.outbox.insert(
+                order,
+                flext_ports::OutboundMessage {
+                    subject: m.subject,
+                    id: m.id,
+                    headers: m.headers,
+                    payload: m.payload,
+                    order,
+                },
+            );
         }
         for letter in tx.inbox_dead {
             state

@@ -24,6 +24,7 @@ mod control;
 mod inbox;
 mod job;
 mod notify;
+mod outbox;
 mod ownership;
 mod process;
 mod schedule;

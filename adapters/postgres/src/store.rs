@@ -471,6 +471,7 @@ impl PgEventStore {
             finished: false,
             store: self.clone(),
             appended: 0,
+            outboxed: 0,
             checkpointed: false,
         };
         savepoint(tx.connection(), "BEGIN").await?;
@@ -725,6 +726,8 @@ pub struct PgWriteTransaction {
     finished: bool,
     store: PgEventStore,
     appended: usize,
+    /// Outbox messages written (their positions follow the transaction id).
+    pub(crate) outboxed: u32,
     /// Whether a fenced checkpoint was written.
     checkpointed: bool,
 }
