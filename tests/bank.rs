@@ -866,3 +866,122 @@ async fn the_bank_publishes_completed_and_refunded_transfers_to_nats() {
     bank.shutdown().await.expect("shutdown");
     nats.context().delete_stream(&name).await.expect("drop");
 }
+
+/// Kills a process when dropped.
+struct Killed(std::process::Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Two services as two processes: the bank publishing its transfers to JetStream, and the
+/// notifier taking them in through its inbox into its own SQLite file. The notifier's
+/// totals per account come out as the bank's stored events say: every completed and
+/// refunded transfer counted once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_notifier_process_counts_the_bank_processes_transfers_once() {
+    use flext::ports::EventStore;
+    let url = std::env::var("FLEXT_NATS_URL").unwrap_or_else(|_| {
+        panic!("FLEXT_NATS_URL is not set: run ./scripts/test, which finds or starts a NATS")
+    });
+    let stream = format!("NOTIFY{}", uuid::Uuid::now_v7().simple());
+    let (bank_db, notifier_db) = (temp_file("bank.db"), temp_file("notifier.db"));
+    let notifier_bin = bank_binary().with_file_name("notifier");
+    let _notifier = Killed(
+        std::process::Command::new(&notifier_bin)
+            .args(["--nats", &url, "--stream", &stream, "--sqlite"])
+            .arg(&notifier_db)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("start the notifier"),
+    );
+    let bank = std::process::Command::new(bank_binary())
+        .arg("--sqlite")
+        .arg(&bank_db)
+        .args(["--nats", &url, "--nats-stream", &stream])
+        .args(["--accounts", "20", "--transfers", "300"])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("run the bank");
+    let stdout = String::from_utf8_lossy(&bank.stdout);
+    assert!(
+        bank.status.success() && stdout.contains("verdict: ok"),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&bank.stderr)
+    );
+
+    // What the bank stored: per account, money received and refunded, and how often.
+    let store = SqliteEventStore::open(&bank_db).await.expect("open");
+    let mut expected = std::collections::BTreeMap::<String, (i64, i64, i64, i64)>::new();
+    let mut after = Position::START;
+    loop {
+        let page = store.read_all(after, 1_000).await.expect("read");
+        let Some(last) = page.last() else { break };
+        after = last.position;
+        for e in &page {
+            let value: serde_json::Value = serde_json::from_slice(&e.payload).expect("json");
+            let account = e
+                .stream_id
+                .as_str()
+                .trim_start_matches("account-")
+                .to_owned();
+            let row = expected.entry(account).or_default();
+            if let Some(amount) = value["TransferReceived"]["amount"].as_i64() {
+                row.0 += amount;
+                row.1 += 1;
+            }
+            if let Some(amount) = value["TransferRefunded"]["amount"].as_i64() {
+                row.2 += amount;
+                row.3 += 1;
+            }
+        }
+    }
+    expected.retain(|_, r| r.1 + r.3 > 0);
+    let messages: i64 = expected.values().map(|r| r.1 + r.3).sum();
+    assert!(
+        messages >= 300,
+        "every transfer completed or refunded: {messages}"
+    );
+    store.close().await.expect("close");
+
+    // The notifier takes them all in; its totals are the bank's.
+    let mut got = Vec::new();
+    for _ in 0..600 {
+        if notifier_db.exists() {
+            let notifier = SqliteEventStore::open(&notifier_db).await.expect("open");
+            got = notifier
+                .read_models()
+                .fetch::<(String, i64, i64, i64, i64)>(
+                    "SELECT account, received, received_count, refunded, refunded_count \
+                     FROM notifier_totals ORDER BY account",
+                    vec![],
+                )
+                .await
+                .unwrap_or_default();
+            notifier.close().await.expect("close");
+            if got.iter().map(|r| r.2 + r.4).sum::<i64>() >= messages {
+                break;
+            }
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let got: std::collections::BTreeMap<String, (i64, i64, i64, i64)> = got
+        .into_iter()
+        .map(|(a, r, rc, f, fc)| (a, (r, rc, f, fc)))
+        .collect();
+    assert_eq!(
+        got, expected,
+        "the notifier's totals are the bank's, each transfer once"
+    );
+    if let Ok(nats) = flext::nats::JetStream::connect(&url).await {
+        let _ = nats.context().delete_stream(&stream).await;
+        let _ = nats
+            .context()
+            .delete_stream(format!("{stream}_NOTIFIER_DEAD"))
+            .await;
+    }
+}

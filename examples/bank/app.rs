@@ -1348,6 +1348,8 @@ pub struct Bank<S: BankStore> {
     pub jobs: Option<JobWorkers<S>>,
     plugins: PluginRegistry,
     head_seen: AtomicU64,
+    /// Whether the integration relay runs (and is waited for by `caught_up`).
+    relays: bool,
 }
 
 /// Where the bank publishes its integration messages: a JetStream stream it is the only
@@ -1361,13 +1363,16 @@ pub struct Integration {
     pub prefix: String,
 }
 
+/// The integration relay's consumer name.
+pub const INTEGRATION: &str = "bank.integration";
+
 /// The relay of the bank's integration messages: a completed transfer (its second leg
 /// received) and a refunded one, each as stored, to other services.
 pub fn integration_relay(
     i: Integration,
 ) -> flext::application::Relay<flext::nats::StreamPublisher> {
     use flext::application::{Relay, Select};
-    Relay::new("bank.integration", i.publisher)
+    Relay::new(INTEGRATION, i.publisher)
         .route(
             Select::Type("account.transfer_received"),
             format!("{}.transfers.completed", i.prefix),
@@ -1468,6 +1473,7 @@ impl<S: BankStore> Bank<S> {
                 runner = runner.relay(integration_relay(integration))?;
             }
         }
+        let relays = settings.consumers && settings.integration.is_some();
         let deliveries = runner.deliveries().clone();
         let projections = runner.start();
         let tally = Arc::new(CommandTally::default());
@@ -1533,6 +1539,7 @@ impl<S: BankStore> Bank<S> {
             jobs,
             plugins,
             head_seen: AtomicU64::new(0),
+            relays,
         })
     }
 
@@ -1633,7 +1640,11 @@ impl<S: BankStore> Bank<S> {
     pub async fn caught_up(&self, position: Position) -> Result<(), Error> {
         let mut target = position;
         loop {
-            for name in [TRANSFER_PROCESS, BALANCES, HISTORY, AUDIT] {
+            let relay = self.relays.then_some(INTEGRATION);
+            for name in [TRANSFER_PROCESS, BALANCES, HISTORY, AUDIT]
+                .into_iter()
+                .chain(relay)
+            {
                 self.projections
                     .wait_for(name, target, Duration::from_secs(120))
                     .await?;

@@ -54,6 +54,7 @@ struct Args {
     serve: bool,
     settle_within: std::time::Duration,
     nats: Option<String>,
+    nats_stream: String,
 }
 
 fn usage(problem: &str) -> ! {
@@ -68,7 +69,8 @@ fn usage(problem: &str) -> ! {
          \x20 --transfers M      ... and M random transfers between them (default 10000)\n\
          \x20 --concurrency C    load mode: C concurrent senders (default 16)\n\
          \x20 --nats URL         publish transfers completed and refunded to NATS JetStream\n\
-                                (stream BANK, subjects bank.transfers.completed|refunded)\n\
+         \x20                    (stream BANK, subjects bank.transfers.completed|refunded)\n\
+         \x20 --nats-stream NAME the stream instead (subjects <name in lower case>.transfers.*)\n\
          \x20 --serve            run the projections, the transfer process and the scheduler\n\
          \x20                    (a share of them, with other bank processes) until stopped\n\
          \x20 --settle-within S  seconds a transfer's target has to receive it (default 30)"
@@ -87,6 +89,7 @@ fn parse() -> Args {
         serve: false,
         settle_within: std::time::Duration::from_secs(30),
         nats: None,
+        nats_stream: "BANK".into(),
     };
     let mut it = std::env::args().skip(1);
     let number = |v: Option<String>, flag: &str| -> usize {
@@ -119,6 +122,11 @@ fn parse() -> Args {
             }
             "--serve" => args.serve = true,
             "--nats" => args.nats = Some(it.next().unwrap_or_else(|| usage("--nats needs a URL"))),
+            "--nats-stream" => {
+                args.nats_stream = it
+                    .next()
+                    .unwrap_or_else(|| usage("--nats-stream needs a name"))
+            }
             "--settle-within" => {
                 args.settle_within = it
                     .next()
@@ -212,16 +220,19 @@ async fn run<S: BankStore>(store: S, args: &Args) -> Result<(), Error> {
     let integration = match &args.nats {
         Some(url) => {
             let nats = flext::nats::JetStream::connect(url).await?;
+            let (stream, prefix) = (&args.nats_stream, args.nats_stream.to_lowercase());
             nats.ensure_stream(
-                "BANK",
-                &["bank.transfers.>"],
+                stream,
+                &[&format!("{prefix}.transfers.>")],
                 std::time::Duration::from_secs(120),
             )
             .await?;
-            println!("integration messages to NATS at {url}, JetStream stream BANK");
+            println!(
+                "integration messages to NATS at {url}, JetStream stream {stream} ({prefix}.transfers.completed, {prefix}.transfers.refunded)"
+            );
             Some(app::Integration {
-                publisher: nats.publisher("BANK"),
-                prefix: "bank".into(),
+                publisher: nats.publisher(stream),
+                prefix,
             })
         }
         None => None,
