@@ -2,24 +2,72 @@
 //! raw async-nats JetStream publishing with acknowledgements (pipelined, the same bound
 //! on acks in flight) next to the relay publishing the same number of stored events from
 //! a SQLite file; then the latency from an append to the message arriving at a
-//! subscriber, p50 and p99, with the relay running live.
+//! subscriber, and from an append to its effect committed by an inbox in another store
+//! (a second SQLite file), p50 and p99, with the relay running live; and the inbox's
+//! throughput taking the relayed events in.
 //!
 //! ```text
 //! cargo run --release -p flext-nats --example relay_bench
 //! ```
 
 use std::collections::VecDeque;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use flext::application::{PoisonPolicy, ProjectionOptions, ProjectionRunner, Relay, Select};
-use flext::ports::{EventStore, Instance};
+use flext::application::{
+    Inbox, InboxHandler, PoisonPolicy, ProjectionOptions, ProjectionRunner, Relay, Select,
+};
+use flext::ports::sql::{Sql, migrate};
+use flext::ports::{Context, EventStore, InboundMessage, Instance, Labels, Metrics, sql_args};
 use flext::sqlite::SqliteEventStore;
 use flext::{EventId, ExpectedVersion, NewEvent, Position, StreamId};
 use flext_nats::{JetStream, JetStreamOptions};
 use futures_util::StreamExt;
 
 const N: u64 = 20_000;
+
+/// The consumed effect: a row per message, holding the message's `i` (or -1).
+struct Effect(Arc<AtomicI64>);
+
+impl<T: Sql + Send> InboxHandler<T> for Effect {
+    async fn handle(
+        &self,
+        tx: &mut T,
+        m: &InboundMessage,
+        _: &Context,
+    ) -> Result<(), flext::Error> {
+        let i = serde_json::from_slice::<serde_json::Value>(&m.payload)?["i"]
+            .as_i64()
+            .unwrap_or(-1);
+        migrate(
+            &mut *tx,
+            "effects",
+            &["CREATE TABLE effects (i BIGINT NOT NULL)"],
+        )
+        .await?;
+        tx.execute("INSERT INTO effects (i) VALUES ($1)", sql_args![i])
+            .await?;
+        self.0.store(i, Ordering::SeqCst);
+        Ok(())
+    }
+}
+
+/// Tells the `i` of each message whose effect committed (the inbox takes one message
+/// at a time and counts it handled after its commit).
+struct Committed {
+    last: Arc<AtomicI64>,
+    done: tokio::sync::mpsc::UnboundedSender<i64>,
+}
+
+impl Metrics for Committed {
+    fn count(&self, name: &'static str, _: u64, labels: Labels<'_>) {
+        if name == "flext.inbox.messages" && labels.contains(&("outcome", "handled")) {
+            let _ = self.done.send(self.last.load(Ordering::SeqCst));
+        }
+    }
+}
 /// Events per batch: `BATCH` env, else 2,000.
 static BATCH_ENV: std::sync::LazyLock<usize> = std::sync::LazyLock::new(|| {
     std::env::var("BATCH")
@@ -170,6 +218,67 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         at(0.99).as_secs_f64() * 1e3,
         at(1.0).as_secs_f64() * 1e3
     );
+
+    // The inbox: every relayed event taken into a second store, one transaction each.
+    let consumer_path = std::env::temp_dir().join(format!("flext-relay-bench-{id}-in.db"));
+    let consumer_store = SqliteEventStore::open(&consumer_path).await?;
+    let (done_tx, mut done) = tokio::sync::mpsc::unbounded_channel();
+    let last = Arc::new(AtomicI64::new(-1));
+    let source = nats.consumer(&out, "bench", &[]).await?;
+    let started = Instant::now();
+    let inbox = Inbox::builder("bench.inbox", consumer_store.clone(), source)
+        .handle(">", Effect(last.clone()))
+        .batch(256)
+        .metrics(Arc::new(Committed {
+            last,
+            done: done_tx,
+        }))
+        .start()?;
+    let total = N + 1_000;
+    for _ in 0..total {
+        tokio::time::timeout(Duration::from_secs(60), done.recv())
+            .await?
+            .ok_or("the inbox stopped")?;
+    }
+    println!(
+        "inbox into SQLite, {total} messages (one transaction each): {:.0} msg/s",
+        total as f64 / started.elapsed().as_secs_f64()
+    );
+    let mut samples = Vec::new();
+    for i in 0..1_000u64 {
+        let n = 1_000_000 + i;
+        let body = serde_json::to_vec(&serde_json::json!({ "i": n }))?;
+        let sent = Instant::now();
+        store
+            .append(
+                &StreamId::new(format!("acct-{}", i % 50))?,
+                ExpectedVersion::Any,
+                vec![NewEvent::new(EventId::new(), "acct.moved", body)],
+            )
+            .await?;
+        loop {
+            let got = tokio::time::timeout(Duration::from_secs(10), done.recv())
+                .await?
+                .ok_or("the inbox stopped")?;
+            if got == n as i64 {
+                samples.push(sent.elapsed());
+                break;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    samples.sort();
+    let at = |q: f64| samples[((samples.len() as f64 - 1.0) * q).round() as usize];
+    println!(
+        "append to consumed effect (relay, JetStream, inbox commit), 1,000 single appends: p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
+        at(0.5).as_secs_f64() * 1e3,
+        at(0.99).as_secs_f64() * 1e3,
+        at(1.0).as_secs_f64() * 1e3
+    );
+    inbox.shutdown().await;
+    consumer_store.close().await?;
+    let _ = std::fs::remove_file(consumer_path);
+
     runner.shutdown().await;
     nats.context().delete_stream(&raw).await?;
     nats.context().delete_stream(&out).await?;

@@ -1,6 +1,9 @@
-//! flext on NATS JetStream: [`JetStream`] (a connection) and [`StreamPublisher`], the
-//! [`Publisher`] a relay (`flext_application::Relay`) sends the store's events through
-//! into one JetStream stream, as that stream's only writer.
+//! flext on NATS JetStream: [`JetStream`] (a connection); [`StreamPublisher`], the
+//! [`Publisher`] a relay (`flext_application::Relay`, or `OutboxRelay` for the outbox
+//! table) sends through into one JetStream stream, as that stream's only writer; and
+//! [`PullSource`], the durable pull consumer an inbox (`flext_application::Inbox`) takes
+//! messages from, each message's effects once (the inbox records the message id in the
+//! transaction of its effects; see there).
 //!
 //! What guarantees what:
 //! - **Nothing lost**: the relay's checkpoint moves only past acknowledged messages, and
