@@ -13,6 +13,7 @@
 //! position order on one connection and a failure stops the batch at its first gap.
 
 use std::borrow::Cow;
+use std::sync::Arc;
 
 use flext_domain::{Error, RecordedEvent};
 use flext_ports::{OutboundMessage, Publisher};
@@ -76,7 +77,12 @@ pub struct Relay<P> {
     routes: Vec<(Select, String)>,
     /// The event types the store's query reads, when every route names one.
     types: Option<Vec<&'static str>>,
+    /// What a message's body is made of; `None`: the payload as stored.
+    payload: Option<PayloadFn>,
 }
+
+/// Makes a message's body from its event.
+type PayloadFn = Arc<dyn Fn(&RecordedEvent) -> Result<Vec<u8>, Error> + Send + Sync>;
 
 impl<P: Publisher> Relay<P> {
     /// A relay named `name` (its checkpoint, ownership and dead letters go by it) with no
@@ -87,7 +93,31 @@ impl<P: Publisher> Relay<P> {
             publisher,
             routes: Vec::new(),
             types: Some(Vec::new()),
+            payload: None,
         }
+    }
+
+    /// Publishes what `payload` makes of each event instead of its payload as stored: a
+    /// bridge envelope for services in other languages
+    /// (`flext::bridge::msgpack::encode_event`, `flext::bridge::protobuf::encode_event`:
+    /// the stored payload with the event's metadata, which the Python, Go and TypeScript
+    /// readers decode). An error stops the relay at that event (its checkpoint stays
+    /// before it), as a publish the broker refused does.
+    ///
+    /// ```
+    /// # use flext::application::{Relay, Select};
+    /// # fn wire<P: flext::ports::Publisher>(publisher: P) -> Relay<P> {
+    /// Relay::new("bank.outbox", publisher)
+    ///     .route(Select::Category("account".into()), "bank.{type}")
+    ///     .map_payload(flext::bridge::msgpack::encode_event)
+    /// # }
+    /// ```
+    pub fn map_payload(
+        mut self,
+        payload: impl Fn(&RecordedEvent) -> Result<Vec<u8>, Error> + Send + Sync + 'static,
+    ) -> Relay<P> {
+        self.payload = Some(Arc::new(payload));
+        self
     }
 
     /// Sends what `select` takes to `subject`.
@@ -103,9 +133,12 @@ impl<P: Publisher> Relay<P> {
         self
     }
 
-    /// The message for `event`, or `None` when no route takes it.
-    pub fn message(&self, event: &RecordedEvent) -> Option<OutboundMessage> {
-        let (_, subject) = self.routes.iter().find(|(s, _)| s.takes(event))?;
+    /// The message for `event`, or `None` when no route takes it; an error when
+    /// [`Relay::map_payload`]'s function fails.
+    pub fn message(&self, event: &RecordedEvent) -> Result<Option<OutboundMessage>, Error> {
+        let Some((_, subject)) = self.routes.iter().find(|(s, _)| s.takes(event)) else {
+            return Ok(None);
+        };
         let m = &event.metadata;
         let mut headers = vec![
             (headers::EVENT_TYPE.to_owned(), event.event_type.clone()),
@@ -139,35 +172,48 @@ impl<P: Publisher> Relay<P> {
         if let Some(t) = m.headers.get(headers::TRACEPARENT) {
             headers.push((headers::TRACEPARENT.to_owned(), t.clone()));
         }
-        Some(OutboundMessage {
+        let payload = match &self.payload {
+            None => event.payload.clone(),
+            Some(f) => bytes::Bytes::from(f(event)?),
+        };
+        Ok(Some(OutboundMessage {
             subject: subject_for(subject, event),
             id: event.event_id.to_string(),
             headers,
-            payload: event.payload.clone(),
+            payload,
             order: event.position.get(),
-        })
+        }))
     }
 
     async fn batch(&self, events: &[RecordedEvent]) -> Result<(), (usize, Error)> {
         let mut at = Vec::with_capacity(events.len());
         let mut messages = Vec::with_capacity(events.len());
+        // An event whose message cannot be made ends the batch before it.
+        let mut unmade = None;
         for (i, event) in events.iter().enumerate() {
-            if let Some(m) = self.message(event) {
-                at.push(i);
-                messages.push(m);
+            match self.message(event) {
+                Ok(Some(m)) => {
+                    at.push(i);
+                    messages.push(m);
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    unmade = Some((i, e));
+                    break;
+                }
             }
         }
-        if messages.is_empty() {
-            return Ok(());
+        if !messages.is_empty() {
+            self.publisher
+                .publish(&messages)
+                .await
+                .map_err(|(j, e)| (at.get(j).copied().unwrap_or(0), e))?;
         }
-        self.publisher
-            .publish(&messages)
-            .await
-            .map_err(|(j, e)| (at.get(j).copied().unwrap_or(0), e))
+        unmade.map_or(Ok(()), Err)
     }
 
     async fn one(&self, event: &RecordedEvent) -> Result<(), Error> {
-        match self.message(event) {
+        match self.message(event)? {
             Some(m) => self
                 .publisher
                 .publish(std::slice::from_ref(&m))
@@ -263,10 +309,11 @@ mod tests {
             .route(Select::All, "all.{stream}");
         let closed = relay
             .message(&event("account-1", "account.closed"))
+            .expect("made")
             .expect("routed");
         assert_eq!(closed.subject, "closed");
         let opened = event("account-1", "account.opened");
-        let m = relay.message(&opened).expect("routed");
+        let m = relay.message(&opened).expect("made").expect("routed");
         assert_eq!(m.subject, "bank.account.account.opened");
         assert_eq!(m.id, opened.event_id.to_string());
         let header = |name: &str| {
@@ -280,11 +327,14 @@ mod tests {
         assert_eq!(header(headers::POSITION), Some("7"));
         assert_eq!(header(headers::TRACEPARENT), Some("00-abc-def-01"));
         assert!(header(headers::CORRELATION_ID).is_some());
-        let odd = relay.message(&event("note 1.x*y", "n")).expect("routed");
+        let odd = relay
+            .message(&event("note 1.x*y", "n"))
+            .expect("made")
+            .expect("routed");
         assert_eq!(odd.subject, "all.note_1_x_y");
         assert_eq!(relay.types, None, "a category route reads every type");
         let typed = Relay::new("t", Nowhere).route(Select::Type("a"), "x");
         assert_eq!(typed.types.as_deref(), Some(&["a"][..]));
-        assert!(typed.message(&event("s-1", "b")).is_none());
+        assert!(typed.message(&event("s-1", "b")).expect("made").is_none());
     }
 }

@@ -447,3 +447,10 @@ pub fn decode_observed(bytes: &[u8], observer: &dyn Observer) -> Result<Envelope
     );
     out
 }
+
+/// A stored event as a MessagePack envelope ([`Envelope::of_event`], its payload declared
+/// `application/json`): the payload a relay publishes with
+/// `Relay::map_payload(flext::bridge::msgpack::encode_event)`.
+pub fn encode_event(event: &flext_domain::RecordedEvent) -> Result<Vec<u8>, Error> {
+    encode(&Envelope::of_event(event, "application/json"))
+}

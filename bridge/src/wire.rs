@@ -421,6 +421,30 @@ impl Envelope {
         }
     }
 
+    /// A stored event as a success carrying its payload as stored (bytes in `encoding`,
+    /// the store codec's media type: `application/json` for the default JSON codec), with
+    /// metadata `event_id`, `event_type`, `schema_version`, `stream_id`, `stream_version`,
+    /// `position`, `recorded_at` (RFC 3339) and, when the event has them,
+    /// `correlation_id` and `causation_id`: what a relay publishes to services in other
+    /// languages.
+    pub fn of_event(event: &flext_domain::RecordedEvent, encoding: &str) -> Envelope {
+        let mut e = Envelope::ok_bytes(encoding, event.payload.to_vec())
+            .with_metadata("event_id", event.event_id.to_string())
+            .with_metadata("event_type", event.event_type.clone())
+            .with_metadata("schema_version", event.schema_version.to_string())
+            .with_metadata("stream_id", event.stream_id.as_str())
+            .with_metadata("stream_version", event.stream_version.0.to_string())
+            .with_metadata("recorded_at", event.recorded_at.to_rfc3339())
+            .with_position(event.position);
+        if let Some(c) = event.metadata.correlation_id {
+            e = e.with_metadata("correlation_id", c.to_string());
+        }
+        if let Some(c) = event.metadata.causation_id {
+            e = e.with_metadata("causation_id", c.to_string());
+        }
+        e
+    }
+
     /// Adds a metadata entry.
     #[must_use]
     pub fn with_metadata(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {

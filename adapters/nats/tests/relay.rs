@@ -198,3 +198,105 @@ async fn an_outage_longer_than_the_duplicate_window_doubles_nothing() {
     store.close().await.expect("close");
     let _ = std::fs::remove_file(path);
 }
+
+/// With `map_payload`, the relay publishes bridge envelopes: the stored payload with the
+/// event's metadata, decoded here by the bridge's MessagePack and Protobuf readers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_relay_publishes_bridge_envelopes_when_asked() {
+    use flext::bridge::{Outcome, Payload, msgpack, protobuf};
+    let id = uuid::Uuid::now_v7().simple().to_string();
+    let nats = JetStream::connect(&nats_url()).await.expect("connect");
+    let path =
+        std::env::temp_dir().join(format!("flext-relay-{}.db", uuid::Uuid::now_v7().simple()));
+    let store = SqliteEventStore::open(&path).await.expect("open");
+    let head = append(&store, &["acct-1", "other-1"], 10, 0).await;
+    let encoders: [(
+        &str,
+        fn(&flext::RecordedEvent) -> Result<Vec<u8>, flext::Error>,
+    ); 2] = [
+        ("MP", msgpack::encode_event),
+        ("PB", protobuf::encode_event),
+    ];
+    let mut runner = ProjectionRunner::new(store.clone()).with_instance(Instance::named("env"));
+    for (kind, encode) in encoders {
+        let (name, prefix) = (format!("E{kind}_{id}"), format!("e{kind}.{id}"));
+        nats.ensure_stream(&name, &[&format!("{prefix}.>")], Duration::from_secs(120))
+            .await
+            .expect("stream");
+        runner = runner
+            .relay(
+                Relay::new(format!("test.envelopes.{kind}"), nats.publisher(&name))
+                    .route(
+                        Select::Category("acct".into()),
+                        format!("{prefix}.{{type}}"),
+                    )
+                    .map_payload(encode),
+            )
+            .expect("register");
+    }
+    let projections = runner.start();
+    for kind in ["MP", "PB"] {
+        projections
+            .wait_for(
+                &format!("test.envelopes.{kind}"),
+                head,
+                Duration::from_secs(60),
+            )
+            .await
+            .expect("relayed");
+    }
+    projections.shutdown().await;
+    let stored: Vec<flext::RecordedEvent> = store
+        .read_stream(
+            &StreamId::new("acct-1").expect("id"),
+            flext::StreamVersion(0),
+            100,
+            flext::ports::ReadDirection::Forward,
+        )
+        .await
+        .expect("read");
+    assert_eq!(stored.len(), 10);
+    for kind in ["MP", "PB"] {
+        let name = format!("E{kind}_{id}");
+        let stream = nats.context().get_stream(&name).await.expect("stream");
+        assert_eq!(stream.get_info().await.expect("info").state.messages, 10);
+        for (seq, event) in (1..=10).zip(&stored) {
+            let m = stream.get_raw_message(seq).await.expect("message");
+            let envelope = if kind == "MP" {
+                msgpack::decode(&m.payload).expect("a MessagePack envelope")
+            } else {
+                protobuf::decode(&m.payload).expect("a Protobuf envelope")
+            };
+            let meta = |k: &str| envelope.metadata.get(k).map(String::as_str);
+            assert_eq!(meta("event_type"), Some("acct.moved"));
+            assert_eq!(meta("stream_id"), Some("acct-1"));
+            assert_eq!(meta("event_id"), Some(event.event_id.to_string().as_str()));
+            assert_eq!(
+                meta("position"),
+                Some(event.position.get().to_string().as_str())
+            );
+            assert_eq!(
+                meta("correlation_id"),
+                event
+                    .metadata
+                    .correlation_id
+                    .map(|c| c.to_string())
+                    .as_deref()
+            );
+            match &envelope.outcome {
+                Outcome::Ok(Payload::Bytes { encoding, data }) => {
+                    assert_eq!(encoding, "application/json");
+                    assert_eq!(
+                        data.as_slice(),
+                        event.payload.as_ref(),
+                        "the stored payload"
+                    );
+                }
+                other => panic!("not the stored payload: {other:?}"),
+            }
+        }
+        let _ = nats.context().delete_stream(&name).await;
+    }
+    store.close().await.expect("close");
+    let _ = std::fs::remove_file(path);
+}
