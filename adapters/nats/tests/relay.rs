@@ -210,10 +210,8 @@ async fn the_relay_publishes_bridge_envelopes_when_asked() {
         std::env::temp_dir().join(format!("flext-relay-{}.db", uuid::Uuid::now_v7().simple()));
     let store = SqliteEventStore::open(&path).await.expect("open");
     let head = append(&store, &["acct-1", "other-1"], 10, 0).await;
-    let encoders: [(
-        &str,
-        fn(&flext::RecordedEvent) -> Result<Vec<u8>, flext::Error>,
-    ); 2] = [
+    type Encode = fn(&flext::RecordedEvent) -> Result<Vec<u8>, flext::Error>;
+    let encoders: [(&str, Encode); 2] = [
         ("MP", msgpack::encode_event),
         ("PB", protobuf::encode_event),
     ];
