@@ -14,6 +14,9 @@
 //!   the record dispatches the command again under the same id, which
 //!   [`IdempotencyBehavior`](crate::IdempotencyBehavior) answers from its first outcome:
 //!   make routed commands idempotent.
+//! - **Batched**: the messages of one fetch that all go to handlers are handled in one
+//!   transaction, their records with them; when any handler fails, that transaction rolls
+//!   back and each message is handled alone, so one bad message costs only itself.
 //! - **Acknowledged only after the effects committed**; a transient error (`UNAVAILABLE`,
 //!   a conflict, a deadline) is negatively acknowledged with a backoff, so the broker
 //!   delivers it again later; any other error, or the last allowed delivery failing, sends
@@ -395,8 +398,18 @@ where
                 }
             };
             // Every message fetched is settled, stop or not: what is in hand is finished.
-            for (message, receipt) in messages {
-                let (outcome, settle) = self.take(&message).await;
+            // All in one transaction when every one goes to a handler and none fails;
+            // else one by one.
+            let refs: Vec<&InboundMessage> = messages.iter().map(|(m, _)| m).collect();
+            let together = match self.take_together(&refs).await {
+                Some(outcomes) => outcomes.into_iter().map(Some).collect(),
+                None => vec![None; messages.len()],
+            };
+            for ((message, receipt), together) in messages.into_iter().zip(together) {
+                let (outcome, settle) = match together {
+                    Some(outcome) => (outcome, Settle::Ack),
+                    None => self.take(&message).await,
+                };
                 self.metrics.count(
                     "flext.inbox.messages",
                     1,
@@ -417,9 +430,46 @@ where
         }
     }
 
-    /// Handles one message; how to settle it.
-    async fn take(&self, message: &InboundMessage) -> (Outcome, Settle) {
-        let ctx = inbound_context(message);
+    /// Handles `messages` in one transaction: each outcome (handled or duplicate) when
+    /// every one has a handler route and all committed, `None` when any has not or any
+    /// handler failed (nothing committed: they are taken one by one).
+    async fn take_together(&self, messages: &[&InboundMessage]) -> Option<Vec<Outcome>> {
+        if messages.len() < 2 {
+            return None;
+        }
+        let mut handlers = Vec::with_capacity(messages.len());
+        for message in messages {
+            match self
+                .routes
+                .iter()
+                .find(|(pattern, _)| subject_matches(pattern, &message.subject))
+            {
+                Some((_, Route::Handler(h))) => handlers.push(h),
+                _ => return None,
+            }
+        }
+        let mut tx = self.store.begin().await.ok()?;
+        let mut outcomes = Vec::with_capacity(messages.len());
+        for (message, handler) in messages.iter().copied().zip(handlers) {
+            let ctx = inbound_context(message);
+            let span = self.span(message);
+            let done = async {
+                if !self.store.receive(&mut tx, &self.name, &message.id).await? {
+                    return Ok::<_, Error>(Outcome::Duplicate);
+                }
+                handler.handle(&mut tx, message, &ctx).await?;
+                Ok(Outcome::Handled)
+            }
+            .instrument(span)
+            .await;
+            outcomes.push(done.ok()?);
+        }
+        self.store.commit(tx).await.ok()?;
+        Some(outcomes)
+    }
+
+    /// The span a message is handled in, continuing its trace.
+    fn span(&self, message: &InboundMessage) -> tracing::Span {
         let span = tracing::info_span!(
             "inbox.receive",
             otel.kind = "consumer",
@@ -434,6 +484,13 @@ where
         {
             flext_ports::trace::continue_trace(&span, tp, true);
         }
+        span
+    }
+
+    /// Handles one message; how to settle it.
+    async fn take(&self, message: &InboundMessage) -> (Outcome, Settle) {
+        let ctx = inbound_context(message);
+        let span = self.span(message);
         let result = self.run_route(message, &ctx).instrument(span).await;
         match result {
             Ok(true) => (Outcome::Handled, Settle::Ack),

