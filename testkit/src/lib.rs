@@ -36,6 +36,7 @@ pub mod cases;
 pub mod harness;
 pub mod operator;
 pub mod proxy;
+pub mod schema_gate;
 
 /// What the conformance suite needs from an adapter.
 pub trait Harness: Send + Sync + Sized + 'static {
