@@ -76,6 +76,21 @@ static BATCH_ENV: std::sync::LazyLock<usize> = std::sync::LazyLock::new(|| {
         .unwrap_or(2_000)
 });
 
+/// "p50 …, p99 …, max …" of `samples`, in milliseconds.
+fn percentiles(mut samples: Vec<Duration>) -> String {
+    samples.sort();
+    let at = |q: f64| {
+        let i = ((samples.len().saturating_sub(1)) as f64 * q).round() as usize;
+        samples.get(i).map_or(0.0, |d| d.as_secs_f64() * 1e3)
+    };
+    format!(
+        "p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
+        at(0.5),
+        at(0.99),
+        at(1.0)
+    )
+}
+
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let url = std::env::var("FLEXT_NATS_URL").unwrap_or_else(|_| "nats://127.0.0.1:4222".into());
@@ -210,13 +225,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
         tokio::time::sleep(Duration::from_millis(2)).await;
     }
-    samples.sort();
-    let at = |q: f64| samples[((samples.len() as f64 - 1.0) * q).round() as usize];
     println!(
-        "append to arrival, 1,000 single appends: p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
-        at(0.5).as_secs_f64() * 1e3,
-        at(0.99).as_secs_f64() * 1e3,
-        at(1.0).as_secs_f64() * 1e3
+        "append to arrival, 1,000 single appends: {}",
+        percentiles(samples)
     );
 
     // The inbox: every relayed event taken into a second store, a transaction per batch.
@@ -267,13 +278,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
         tokio::time::sleep(Duration::from_millis(2)).await;
     }
-    samples.sort();
-    let at = |q: f64| samples[((samples.len() as f64 - 1.0) * q).round() as usize];
     println!(
-        "append to consumed effect (relay, JetStream, inbox commit), 1,000 single appends: p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
-        at(0.5).as_secs_f64() * 1e3,
-        at(0.99).as_secs_f64() * 1e3,
-        at(1.0).as_secs_f64() * 1e3
+        "append to consumed effect (relay, JetStream, inbox commit), 1,000 single appends: {}",
+        percentiles(samples)
     );
     inbox.shutdown().await;
     consumer_store.close().await?;

@@ -19,18 +19,7 @@ const STREAMS: [&str; 5] = ["acct-1", "acct-2", "acct-3", "acct-4", "acct-5"];
 const PER_STREAM: u64 = 1_000;
 
 fn worker_binary() -> std::path::PathBuf {
-    let exe = std::env::current_exe().expect("own path");
-    let dir = exe
-        .parent()
-        .and_then(|deps| deps.parent())
-        .expect("target dir");
-    let bin = dir.join("examples").join("relay_worker");
-    assert!(
-        bin.exists(),
-        "{} is missing: `cargo test` builds the examples",
-        bin.display()
-    );
-    bin
+    common::example_binary("relay_worker")
 }
 
 struct Worker(Child);

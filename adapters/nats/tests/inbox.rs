@@ -24,6 +24,9 @@ use flext_nats::{
 mod common;
 use common::nats_url;
 
+/// The W3C trace context the messages carry.
+const TRACE: &str = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
+
 /// Counts the inbox's outcomes.
 #[derive(Default)]
 struct Outcomes(Mutex<BTreeMap<String, u64>>);
@@ -115,12 +118,24 @@ impl<T: Sql + Send> InboxHandler<T> for Effects {
         migrate(
             &mut *tx,
             "effects",
-            &["CREATE TABLE effects (message_id TEXT NOT NULL, correlation TEXT NOT NULL)"],
+            &[
+                "CREATE TABLE effects (message_id TEXT NOT NULL, correlation TEXT NOT NULL, \
+               trace TEXT NOT NULL)",
+            ],
         )
         .await?;
         tx.execute(
-            "INSERT INTO effects (message_id, correlation) VALUES ($1, $2)",
-            sql_args![m.id.as_str(), ctx.correlation_id().to_string()],
+            "INSERT INTO effects (message_id, correlation, trace) VALUES ($1, $2, $3)",
+            sql_args![
+                m.id.as_str(),
+                ctx.correlation_id().to_string(),
+                // What an event recorded here would carry on.
+                ctx.event_metadata()
+                    .headers
+                    .get("traceparent")
+                    .cloned()
+                    .unwrap_or_default()
+            ],
         )
         .await?;
         Ok(())
@@ -166,18 +181,17 @@ async fn until<F: AsyncFnMut() -> bool>(mut done: F, what: &str) {
     panic!("not within a minute: {what}");
 }
 
-async fn effects<S: ProjectionStore>(store: &S) -> Vec<(String, String)>
+async fn effects<S: ProjectionStore>(store: &S) -> Vec<(String, String, String)>
 where
     S::Transaction: Sql,
 {
     let mut tx = store.begin().await.expect("begin");
-    // No table: no message had an effect.
     tx.fetch(
-        "SELECT message_id, correlation FROM effects ORDER BY message_id",
+        "SELECT message_id, correlation, trace FROM effects ORDER BY message_id",
         vec![],
     )
     .await
-    .unwrap_or_default()
+    .expect("the effects")
 }
 
 async fn once_though_every_first_ack_is_lost<S>(store: S)
@@ -193,7 +207,10 @@ where
             &nats,
             format!("{prefix}.work.{n}"),
             &format!("m-{n:03}"),
-            &[(relay_headers::CORRELATION_ID, &correlation)],
+            &[
+                (relay_headers::CORRELATION_ID, &correlation),
+                (relay_headers::TRACEPARENT, TRACE),
+            ],
         )
         .await;
     }
@@ -214,12 +231,12 @@ where
     .await;
     inbox.shutdown().await;
     let effects = effects(&store).await;
-    let expected: Vec<(String, String)> = (0..100)
-        .map(|n| (format!("m-{n:03}"), correlation.clone()))
+    let expected: Vec<(String, String, String)> = (0..100)
+        .map(|n| (format!("m-{n:03}"), correlation.clone(), TRACE.to_owned()))
         .collect();
     assert_eq!(
         effects, expected,
-        "each message once, under its correlation id"
+        "each message once, under its correlation id and trace context"
     );
     assert_eq!(outcomes.get("handled"), 100);
     assert_eq!(outcomes.get("retried") + outcomes.get("dead"), 0);
@@ -299,7 +316,7 @@ async fn failures_are_retried_with_backoff_and_refusals_dead_lettered() {
     assert_eq!(
         effects
             .iter()
-            .map(|(id, _)| id.as_str())
+            .map(|(id, ..)| id.as_str())
             .collect::<Vec<_>>(),
         ["a"],
         "only a had an effect, once"

@@ -19,18 +19,7 @@ const MESSAGES: usize = 300;
 const ABORTS: [u64; 10] = [23, 41, 17, 60, 9, 33, 12, 50, 28, 19];
 
 fn worker_binary() -> std::path::PathBuf {
-    let exe = std::env::current_exe().expect("own path");
-    let dir = exe
-        .parent()
-        .and_then(|deps| deps.parent())
-        .expect("target dir");
-    let bin = dir.join("examples").join("inbox_worker");
-    assert!(
-        bin.exists(),
-        "{} is missing: `cargo test` builds the examples",
-        bin.display()
-    );
-    bin
+    common::example_binary("inbox_worker")
 }
 
 /// A worker process and the lines it printed so far.

@@ -19,6 +19,22 @@ pub fn nats_url() -> String {
     })
 }
 
+/// The path of this package's example `name`, which `cargo test` builds.
+pub fn example_binary(name: &str) -> std::path::PathBuf {
+    let exe = std::env::current_exe().expect("own path");
+    let dir = exe
+        .parent()
+        .and_then(|deps| deps.parent())
+        .expect("target dir");
+    let bin = dir.join("examples").join(name);
+    assert!(
+        bin.exists(),
+        "{} is missing: `cargo test` builds the examples",
+        bin.display()
+    );
+    bin
+}
+
 /// What a stream of relayed `acct.moved` events holds.
 pub struct Stored {
     /// Each event stream's `n`s, in the order JetStream stored them.
