@@ -2,29 +2,7 @@
 //! ([`MessageSource`]) and handed to a handler in a store transaction or to the command
 //! bus, each message's effects once however often the broker delivers it.
 //!
-//! What guarantees what:
-//! - **A handler's effects once**: an [`InboxHandler`] writes in the transaction in which
-//!   the inbox records the message id ([`InboxStore::receive`]); a message delivered
-//!   again (its acknowledgement lost, the consumer killed between commit and ack, another
-//!   instance taking it after the ack wait) finds its id and is acknowledged without
-//!   running the handler.
-//! - **A command's effects once**: a routed command is dispatched with a message id
-//!   derived from the message's, then the inbox records the message. A redelivery after
-//!   the record is acknowledged at once; a redelivery between the command's commit and
-//!   the record dispatches the command again under the same id, which
-//!   [`IdempotencyBehavior`](crate::IdempotencyBehavior) answers from its first outcome:
-//!   make routed commands idempotent.
-//! - **Batched**: the messages of one fetch that all go to handlers are handled in one
-//!   transaction, their records with them; when any handler fails, that transaction rolls
-//!   back and each message is handled alone, so one bad message costs only itself.
-//! - **Acknowledged only after the effects committed**; a transient error (`UNAVAILABLE`,
-//!   a conflict, a deadline) is negatively acknowledged with a backoff, so the broker
-//!   delivers it again later; any other error, or the last allowed delivery failing, sends
-//!   the message to the source's dead-letter subject, parks it
-//!   ([`InboxStore::inbox_dead_letters`]) and tells the broker to stop delivering it.
-//! - **Trace context continued**: handling runs in a span `inbox.receive` whose parent
-//!   is the message's `traceparent` header (as the relay sends it), and events recorded
-//!   while handling carry the message's correlation id.
+//! See [`Inbox`] for what it guarantees.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -157,8 +135,33 @@ pub struct InboxBuilder<S: InboxStore, M> {
     metrics: Arc<dyn Metrics>,
 }
 
-/// A running inbox (see the [module](self) for what it guarantees). Stop it with
-/// [`Inbox::shutdown`]; dropped, it stops at once.
+/// A running inbox: messages from other services, taken from a broker's durable consumer
+/// ([`MessageSource`]) and handed to a handler in a store transaction or to the command
+/// bus. Stop it with [`Inbox::shutdown`]; dropped, it stops at once.
+///
+/// What guarantees what:
+/// - **A handler's effects once**: an [`InboxHandler`] writes in the transaction in which
+///   the inbox records the message id ([`InboxStore::receive`]); a message delivered
+///   again (its acknowledgement lost, the consumer killed between commit and ack, another
+///   instance taking it after the ack wait) finds its id and is acknowledged without
+///   running the handler.
+/// - **A command's effects once**: a routed command is dispatched with a message id
+///   derived from the message's, then the inbox records the message. A redelivery after
+///   the record is acknowledged at once; a redelivery between the command's commit and
+///   the record dispatches the command again under the same id, which
+///   [`IdempotencyBehavior`](crate::IdempotencyBehavior) answers from its first outcome:
+///   make routed commands idempotent.
+/// - **Batched**: the messages of one fetch that all go to handlers are handled in one
+///   transaction, their records with them; when any handler fails, that transaction rolls
+///   back and each message is handled alone, so one bad message costs only itself.
+/// - **Acknowledged only after the effects committed**; a transient error (`UNAVAILABLE`,
+///   a conflict, a deadline) is negatively acknowledged with a backoff, so the broker
+///   delivers it again later; any other error, or the last allowed delivery failing, sends
+///   the message to the source's dead-letter subject, parks it
+///   ([`InboxStore::inbox_dead_letters`]) and tells the broker to stop delivering it.
+/// - **Trace context continued**: handling runs in a span `inbox.receive` whose parent
+///   is the message's `traceparent` header (as the relay sends it), and events recorded
+///   while handling carry the message's correlation id.
 ///
 /// ```no_run
 /// # use flext::application::{Inbox, InboxHandler};
@@ -242,7 +245,7 @@ where
 
     /// Decodes the messages whose subject matches `subject` as JSON commands `C` and
     /// dispatches them on `bus`, under a message id derived from the message's (make `C`
-    /// idempotent: see the [module](self)). A payload that does not decode is parked as
+    /// idempotent: see [`Inbox`]). A payload that does not decode is parked as
     /// `INVALID_ARGUMENT`/`UNREADABLE_MESSAGE`.
     #[must_use]
     pub fn command<C: Command + DeserializeOwned>(

@@ -26,8 +26,12 @@ pub struct OutboxRelayBuilder<S, P> {
     backoff: Backoff,
 }
 
-/// Publishes the outbox's messages (see the [module](self)), as long as it runs; stop it
-/// with [`OutboxRelay::shutdown`].
+/// Publishes the outbox's messages as long as it runs; stop it with
+/// [`OutboxRelay::shutdown`]. Messages that are not events are written with
+/// [`OutboxStore::send_in`] in the transaction of the business data and published once
+/// that transaction committed, the same way a [`Relay`](crate::Relay) publishes events:
+/// from a fenced checkpoint owned by one instance, the checkpoint moved (and the published
+/// messages removed) only past what the broker acknowledged.
 ///
 /// ```no_run
 /// # async fn demo<S, P>(store: S, publisher: P) -> Result<(), flext::Error>
