@@ -104,6 +104,22 @@ fn subject_matches(pattern: &str, subject: &str) -> bool {
     subject.next().is_none()
 }
 
+/// The longest message id kept as it is in the inbox's records.
+const MAX_RECORDED_ID: usize = 200;
+
+/// The key a message's record is kept under: its id, or for an id longer than 200 bytes
+/// (a key that long would not fit a database index) `v5:` and the UUID v5 of the id.
+fn record_key(id: &str) -> std::borrow::Cow<'_, str> {
+    if id.len() <= MAX_RECORDED_ID {
+        std::borrow::Cow::Borrowed(id)
+    } else {
+        std::borrow::Cow::Owned(format!(
+            "v5:{}",
+            Uuid::new_v5(&MESSAGE_NAMESPACE, id.as_bytes())
+        ))
+    }
+}
+
 /// The context a message is handled in: a message id from the message's (a UUID as is,
 /// any other id as a UUID v5 of its text), its correlation and causation headers, its
 /// trace context and tenant.
@@ -457,7 +473,11 @@ where
             let ctx = inbound_context(message);
             let span = self.span(message);
             let done = async {
-                if !self.store.receive(&mut tx, &self.name, &message.id).await? {
+                if !self
+                    .store
+                    .receive(&mut tx, &self.name, &record_key(&message.id))
+                    .await?
+                {
                     return Ok::<_, Error>(Outcome::Duplicate);
                 }
                 handler.handle(&mut tx, message, &ctx).await?;
@@ -538,7 +558,11 @@ where
         match route {
             Route::Handler(handler) => {
                 let mut tx = self.store.begin().await?;
-                if !self.store.receive(&mut tx, &self.name, &message.id).await? {
+                if !self
+                    .store
+                    .receive(&mut tx, &self.name, &record_key(&message.id))
+                    .await?
+                {
                     return Ok(false);
                 }
                 handler.handle(&mut tx, message, ctx).await?;
@@ -550,14 +574,20 @@ where
                 // dispatched again; the dispatch runs outside the inbox's transaction (a
                 // single-writer store would wait on itself).
                 let mut tx = self.store.begin().await?;
-                let fresh = self.store.receive(&mut tx, &self.name, &message.id).await?;
+                let fresh = self
+                    .store
+                    .receive(&mut tx, &self.name, &record_key(&message.id))
+                    .await?;
                 drop(tx);
                 if !fresh {
                     return Ok(false);
                 }
                 dispatch(bus.clone(), message.payload.clone(), ctx.clone()).await?;
                 let mut tx = self.store.begin().await?;
-                let fresh = self.store.receive(&mut tx, &self.name, &message.id).await?;
+                let fresh = self
+                    .store
+                    .receive(&mut tx, &self.name, &record_key(&message.id))
+                    .await?;
                 self.store.commit(tx).await?;
                 Ok(fresh)
             }
@@ -571,7 +601,7 @@ where
         self.source.dead_letter(message, &error).await?;
         let letter = InboxDeadLetter {
             consumer: self.name.clone(),
-            message_id: message.id.clone(),
+            message_id: record_key(&message.id).into_owned(),
             subject: message.subject.clone(),
             headers: message.headers.clone(),
             payload: message.payload.to_vec(),
@@ -581,7 +611,9 @@ where
         };
         let mut tx = self.store.begin().await?;
         // Recorded, so a delivery after the park is a duplicate; parked again either way.
-        self.store.receive(&mut tx, &self.name, &message.id).await?;
+        self.store
+            .receive(&mut tx, &self.name, &record_key(&message.id))
+            .await?;
         self.store.park_message(&mut tx, &letter).await?;
         self.store.commit(tx).await
     }
@@ -590,6 +622,16 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn long_message_ids_are_recorded_by_a_digest() {
+        assert_eq!(record_key("m-1"), "m-1");
+        let long = "x".repeat(10_000);
+        let key = record_key(&long);
+        assert!(key.starts_with("v5:") && key.len() == 39, "{key}");
+        assert_eq!(key, record_key(&long), "the same id, the same key");
+        assert_ne!(key, record_key(&"y".repeat(10_000)));
+    }
 
     #[test]
     fn subjects_match_as_nats_matches_them() {

@@ -456,3 +456,38 @@ async fn commands_are_dispatched_once_under_the_message_id() {
     let _ = std::fs::remove_file(path);
     let _ = nats.context().delete_stream(&name).await;
 }
+
+/// A message id far longer than a database index entry (a hostile or careless sender) is
+/// recorded by a digest: the message is handled once and its redelivery found.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_with_a_very_long_id_is_handled_once_on_postgres() {
+    let store: PgEventStore = flext_testkit::harness::fresh_pg_store("inbox").await;
+    let nats = JetStream::connect(&nats_url()).await.expect("connect");
+    let (name, _, prefix) = streams(&nats).await;
+    // Random, so that PostgreSQL cannot compress it under its index entry limit.
+    let long: String = (0..400)
+        .map(|_| uuid::Uuid::now_v7().simple().to_string())
+        .collect();
+    publish(&nats, format!("{prefix}.work.long"), &long, &[]).await;
+    let source = LosingFirstAcks {
+        inner: nats.consumer(&name, "inbox", &[]).await.expect("consumer"),
+        lost: Mutex::new(HashSet::new()),
+    };
+    let outcomes = Arc::new(Outcomes::default());
+    let inbox = Inbox::builder("test.inbox", store.clone(), source)
+        .handle(&format!("{prefix}.work.*"), Effects)
+        .metrics(outcomes.clone())
+        .start()
+        .expect("start");
+    until(
+        async || outcomes.get("duplicate") == 1,
+        "the redelivery is found",
+    )
+    .await;
+    inbox.shutdown().await;
+    let effects = effects(&store).await;
+    assert_eq!(effects.len(), 1);
+    assert_eq!(effects[0].0, long, "the handler sees the id as sent");
+    assert_eq!(outcomes.get("dead") + outcomes.get("retried"), 0);
+    let _ = nats.context().delete_stream(&name).await;
+}
