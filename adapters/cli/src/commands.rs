@@ -572,6 +572,44 @@ pub(crate) async fn dead_letters_list(
     Ok(Done::OK)
 }
 
+pub(crate) async fn inbox_dead_letters(db: &Db, out: &Out, inbox: &str) -> Result<Done, Error> {
+    use flext_ports::InboxStore;
+    let letters = on_store!(db, s => s.inbox_dead_letters(inbox).await)?;
+    if out.json {
+        let rows: Vec<serde_json::Value> = letters
+            .iter()
+            .map(|l| {
+                json!({
+                    "inbox": l.consumer,
+                    "message_id": l.message_id,
+                    "subject": l.subject,
+                    "headers": l.headers,
+                    // Its size only: a foreign payload may hold personal data.
+                    "payload_bytes": l.payload.len(),
+                    "error": { "code": l.error.code().to_string(), "reason": l.error.reason(), "message": l.error.message() },
+                    "deliveries": l.deliveries,
+                    "parked_at": ops::time(l.parked_at),
+                })
+            })
+            .collect();
+        out.json(&json!({ "inbox": inbox, "dead_letters": rows }));
+        return Ok(Done::OK);
+    }
+    let mut t = view::table(&["message", "subject", "deliveries", "error", "parked"]);
+    for l in &letters {
+        t.add_row(vec![
+            l.message_id.clone(),
+            l.subject.clone(),
+            l.deliveries.to_string(),
+            format!("{}: {}", l.error.reason(), l.error.message()),
+            ops::time(l.parked_at),
+        ]);
+    }
+    println!("{t}");
+    println!("\n{} messages parked by inbox {inbox}", letters.len());
+    Ok(Done::OK)
+}
+
 async fn find_letter(
     db: &Db,
     projection: &str,

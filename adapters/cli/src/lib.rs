@@ -89,6 +89,9 @@ enum Command {
     /// Events the consumers parked.
     #[command(subcommand, name = "dead-letters")]
     DeadLetters(DeadLettersCommand),
+    /// Messages from other services an inbox gave up on.
+    #[command(subcommand)]
+    Inbox(InboxCommand),
     /// The store's schema migrations.
     #[command(subcommand)]
     Migrate(MigrateCommand),
@@ -198,6 +201,16 @@ enum ProjectionsCommand {
         /// as it is. Exits 1 when rows differ.
         #[arg(long, conflicts_with_all = ["from", "no_wait"])]
         verify: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum InboxCommand {
+    /// The messages an inbox parked (after its deliveries, or refused), oldest first.
+    #[command(name = "dead-letters")]
+    DeadLetters {
+        /// The inbox's name.
+        inbox: String,
     },
 }
 
@@ -504,6 +517,9 @@ async fn run(cli: Cli, local: Option<LocalConsumers>) -> Result<Done, Error> {
             no_wait,
             verify: false,
         }) => commands::rebuild(&db, &out, &control.name, &from, control.timeout, !no_wait).await,
+        Command::Inbox(InboxCommand::DeadLetters { inbox }) => {
+            commands::inbox_dead_letters(&db, &out, &inbox).await
+        }
         Command::DeadLetters(DeadLettersCommand::List { projection }) => {
             commands::dead_letters_list(&db, &out, projection.as_deref()).await
         }

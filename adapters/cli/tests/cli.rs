@@ -591,3 +591,53 @@ async fn tail_follow_prints_events_as_they_are_stored() {
     store.close().await.expect("close");
     let _ = std::fs::remove_dir_all(dir);
 }
+
+/// `flext inbox dead-letters NAME`: the messages an inbox parked, oldest first, without
+/// their payloads (only their size: a foreign payload may hold personal data).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn inbox_dead_letters_are_listed() {
+    use flext::ports::{InboxDeadLetter, InboxStore};
+    let dir = std::env::temp_dir().join(format!("flext-cli-{}", uuid::Uuid::now_v7().simple()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let path = dir.join("events.db");
+    let store = SqliteEventStore::open(&path).await.expect("open");
+    let mut tx = store.begin().await.expect("begin");
+    for (id, at) in [("m-2", 2), ("m-1", 1)] {
+        let letter = InboxDeadLetter {
+            consumer: "notifier".into(),
+            message_id: id.into(),
+            subject: "bank.transfers.completed".into(),
+            headers: vec![(
+                "Flext-Event-Type".into(),
+                "account.transfer_received".into(),
+            )],
+            payload: b"{\"owner\":\"ann\"}".to_vec(),
+            error: Error::invalid_argument("UNREADABLE_BANK_MESSAGE", "does not decode"),
+            deliveries: 5,
+            parked_at: chrono::DateTime::from_timestamp(1_700_000_000 + at, 0).expect("time"),
+        };
+        store.park_message(&mut tx, &letter).await.expect("park");
+    }
+    store.commit(tx).await.expect("commit");
+    let db = vec![path.display().to_string()];
+    let listed = json_of(&flext(&db, &["--json", "inbox", "dead-letters", "notifier"]).await);
+    let letters = listed["dead_letters"].as_array().expect("a list");
+    assert_eq!(letters.len(), 2);
+    assert_eq!(letters[0]["message_id"], "m-1", "oldest first");
+    assert_eq!(letters[0]["subject"], "bank.transfers.completed");
+    assert_eq!(letters[0]["deliveries"], 5);
+    assert_eq!(letters[0]["error"]["reason"], "UNREADABLE_BANK_MESSAGE");
+    assert_eq!(letters[0]["payload_bytes"], 15);
+    assert!(!listed.to_string().contains("ann"), "no payload shown");
+    let text = flext(&db, &["inbox", "dead-letters", "notifier"]).await;
+    assert!(text.status.success());
+    let text = String::from_utf8_lossy(&text.stdout);
+    assert!(
+        text.contains("2 messages parked by inbox notifier"),
+        "{text}"
+    );
+    let none = json_of(&flext(&db, &["--json", "inbox", "dead-letters", "other"]).await);
+    assert_eq!(none["dead_letters"], json!([]));
+    store.close().await.expect("close");
+    let _ = std::fs::remove_dir_all(dir);
+}
