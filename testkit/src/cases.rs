@@ -2016,10 +2016,78 @@ pub async fn every_operation_survives_cancellation_at_every_poll<H: Harness>(h: 
     .await;
     assert!(out.expect("a job's claim and report"));
 
+    // An inbox record with a dead letter, and an outbox message, each in a transaction;
+    // then the outbox read and its removal.
+    let (out, inbox) = at_every_poll(
+        || {
+            n += 1;
+            let store = store.clone();
+            let id = format!("cancel-m-{n}");
+            async move {
+                use flext_ports::{InboxDeadLetter, InboxStore};
+                let mut tx = store.begin().await?;
+                let fresh = store.receive(&mut tx, "cancel-inbox", &id).await?;
+                let letter = InboxDeadLetter {
+                    consumer: "cancel-inbox".to_owned(),
+                    message_id: id,
+                    subject: "a.b".to_owned(),
+                    headers: Vec::new(),
+                    payload: b"{}".to_vec(),
+                    error: Error::invalid_argument("BAD", "bad"),
+                    deliveries: 1,
+                    parked_at: chrono::Utc::now(),
+                };
+                store.park_message(&mut tx, &letter).await?;
+                store.commit(tx).await.map(|()| fresh)
+            }
+        },
+        works,
+    )
+    .await;
+    assert!(out.expect("an inbox record"));
+    let (out, outbox) = at_every_poll(
+        || {
+            n += 1;
+            let store = store.clone();
+            async move {
+                use flext_ports::{OutboxMessage, OutboxStore};
+                let message = OutboxMessage::json(
+                    "cancel.out",
+                    &json!({ "n": n }),
+                    &flext_ports::Context::new(),
+                )?;
+                let mut tx = store.begin().await?;
+                store.send_in(&mut tx, &message).await?;
+                store.commit(tx).await
+            }
+        },
+        works,
+    )
+    .await;
+    out.expect("an outbox message");
+    let (out, relay) = at_every_poll(
+        || {
+            let store = store.clone();
+            async move {
+                use flext_ports::OutboxStore;
+                let read = store.outbox_after(0, 100).await?;
+                let Some(last) = read.last() else {
+                    return Ok(0);
+                };
+                let mut tx = store.begin().await?;
+                let removed = store.outbox_sent(&mut tx, last.order).await?;
+                store.commit(tx).await.map(|()| removed)
+            }
+        },
+        works,
+    )
+    .await;
+    out.expect("an outbox read and removal");
+
     println!(
         "cancellation points: append {appends}, large append {large}, transactional append + commit {transactional}, \
          projection batch {batch}, idempotency claim {claim}, process step {step}, job enqueue {enqueue}, \
-         job claim + report {run}"
+         job claim + report {run}, inbox record {inbox}, outbox message {outbox}, outbox removal {relay}"
     );
     h
 }
