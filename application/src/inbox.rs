@@ -1,6 +1,6 @@
 //! The inbox: messages from other services, taken from a broker's durable consumer
 //! ([`MessageSource`]) and handed to a handler in a store transaction or to the command
-//! bus, each message's effects once however often the broker delivers it.
+//! or event bus, each message's effects once however often the broker delivers it.
 //!
 //! See [`Inbox`] for what it guarantees.
 
@@ -17,7 +17,7 @@ use serde::de::DeserializeOwned;
 use tokio::sync::watch;
 use tracing::Instrument;
 
-use crate::bus::CommandBus;
+use crate::bus::{CommandBus, EventBus};
 use crate::jobs::Backoff;
 use crate::pipeline::BoxFuture;
 use crate::relay::headers;
@@ -77,16 +77,13 @@ impl<T: Send, H: InboxHandler<T>> DynHandler<T> for H {
     }
 }
 
-/// Decodes a message's payload into a command and dispatches it.
-type Dispatch = Arc<
-    dyn Fn(CommandBus, bytes::Bytes, Context) -> BoxFuture<'static, Result<(), Error>>
-        + Send
-        + Sync,
->;
+/// Decodes a message's payload into a command or an event and hands it to its bus.
+type Dispatch =
+    Arc<dyn Fn(bytes::Bytes, Context) -> BoxFuture<'static, Result<(), Error>> + Send + Sync>;
 
 enum Route<T> {
     Handler(Arc<dyn DynHandler<T>>),
-    Command { bus: CommandBus, dispatch: Dispatch },
+    Bus(Dispatch),
 }
 
 /// Whether NATS-style subject `pattern` (`*` one token, a last `>` one or more) takes
@@ -152,8 +149,8 @@ pub struct InboxBuilder<S: InboxStore, M> {
 }
 
 /// A running inbox: messages from other services, taken from a broker's durable consumer
-/// ([`MessageSource`]) and handed to a handler in a store transaction or to the command
-/// bus. Stop it with [`Inbox::shutdown`]; dropped, it stops at once.
+/// ([`MessageSource`]) and handed to a handler in a store transaction, or to the command
+/// bus or the event bus. Stop it with [`Inbox::shutdown`]; dropped, it stops at once.
 ///
 /// What guarantees what:
 /// - **A handler's effects once**: an [`InboxHandler`] writes in the transaction in which
@@ -166,7 +163,9 @@ pub struct InboxBuilder<S: InboxStore, M> {
 ///   the record is acknowledged at once; a redelivery between the command's commit and
 ///   the record dispatches the command again under the same id, which
 ///   [`IdempotencyBehavior`](crate::IdempotencyBehavior) answers from its first outcome:
-///   make routed commands idempotent.
+///   make routed commands idempotent. An event routed to the event bus is handled the
+///   same way: a redelivery after the record is acknowledged at once; one before it runs
+///   the event's handlers again.
 /// - **Batched**: the messages of one fetch that all go to handlers are handled in one
 ///   transaction, their records with them; when any handler fails, that transaction rolls
 ///   back and each message is handled alone, so one bad message costs only itself.
@@ -269,20 +268,53 @@ where
         subject: &str,
         bus: CommandBus,
     ) -> Self {
-        let dispatch: Dispatch =
-            Arc::new(|bus: CommandBus, payload: bytes::Bytes, ctx: Context| {
-                Box::pin(async move {
-                    let command: C = serde_json::from_slice(&payload).map_err(|e| {
-                        Error::invalid_argument(
-                            "UNREADABLE_MESSAGE",
-                            format!("the message does not decode as command {}: {e}", C::NAME),
-                        )
-                    })?;
-                    bus.dispatch(command, &ctx).await.map(drop)
-                })
-            });
-        self.routes
-            .push((subject.to_owned(), Route::Command { bus, dispatch }));
+        let dispatch: Dispatch = Arc::new(move |payload: bytes::Bytes, ctx: Context| {
+            let bus = bus.clone();
+            Box::pin(async move {
+                let command: C = serde_json::from_slice(&payload).map_err(|e| {
+                    Error::invalid_argument(
+                        "UNREADABLE_MESSAGE",
+                        format!("the message does not decode as command {}: {e}", C::NAME),
+                    )
+                })?;
+                bus.dispatch(command, &ctx).await.map(drop)
+            })
+        });
+        self.routes.push((subject.to_owned(), Route::Bus(dispatch)));
+        self
+    }
+
+    /// Decodes the messages whose subject matches `subject` as JSON events `E` and
+    /// publishes them on `bus` to every handler of `E`, under the message's context. The
+    /// first handler error is the message's (a transient one has the message delivered
+    /// again, and every handler runs again: event handlers taken in this way see a message
+    /// at least once, and should be idempotent by the context's message id). A payload
+    /// that does not decode is parked as `INVALID_ARGUMENT`/`UNREADABLE_MESSAGE`.
+    #[must_use]
+    pub fn event<E>(mut self, subject: &str, bus: EventBus) -> Self
+    where
+        E: DeserializeOwned + Send + Sync + 'static,
+    {
+        let dispatch: Dispatch = Arc::new(move |payload: bytes::Bytes, ctx: Context| {
+            let bus = bus.clone();
+            Box::pin(async move {
+                let event: E = serde_json::from_slice(&payload).map_err(|e| {
+                    Error::invalid_argument(
+                        "UNREADABLE_MESSAGE",
+                        format!(
+                            "the message does not decode as event {}: {e}",
+                            std::any::type_name::<E>()
+                        ),
+                    )
+                })?;
+                let outcomes = bus.publish(&event, &ctx).await;
+                match outcomes.into_iter().find_map(|o| o.result.err()) {
+                    Some(e) => Err(e),
+                    None => Ok(()),
+                }
+            })
+        });
+        self.routes.push((subject.to_owned(), Route::Bus(dispatch)));
         self
     }
 
@@ -569,7 +601,7 @@ where
                 self.store.commit(tx).await?;
                 Ok(true)
             }
-            Route::Command { bus, dispatch } => {
+            Route::Bus(dispatch) => {
                 // Looked up first (and rolled back), so a message recorded before is not
                 // dispatched again; the dispatch runs outside the inbox's transaction (a
                 // single-writer store would wait on itself).
@@ -582,7 +614,7 @@ where
                 if !fresh {
                     return Ok(false);
                 }
-                dispatch(bus.clone(), message.payload.clone(), ctx.clone()).await?;
+                dispatch(message.payload.clone(), ctx.clone()).await?;
                 let mut tx = self.store.begin().await?;
                 let fresh = self
                     .store

@@ -491,3 +491,75 @@ async fn a_message_with_a_very_long_id_is_handled_once_on_postgres() {
     assert_eq!(outcomes.get("dead") + outcomes.get("retried"), 0);
     let _ = nats.context().delete_stream(&name).await;
 }
+
+#[derive(Debug, Clone, serde::Deserialize)]
+struct Notified2 {
+    owner: String,
+}
+
+/// Records each event's owner and message id.
+#[derive(Clone, Default)]
+struct Seen(Arc<Mutex<Vec<(String, uuid::Uuid)>>>);
+
+impl flext::ports::EventHandler<Notified2> for Seen {
+    async fn handle(&self, event: &Notified2, ctx: &Context) -> Result<(), Error> {
+        self.0
+            .lock()
+            .expect("lock")
+            .push((event.owner.clone(), ctx.message_id()));
+        Ok(())
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_are_published_on_the_event_bus_once_under_the_message_id() {
+    let nats = JetStream::connect(&nats_url()).await.expect("connect");
+    let (name, _, prefix) = streams(&nats).await;
+    let path =
+        std::env::temp_dir().join(format!("flext-inbox-{}.db", uuid::Uuid::now_v7().simple()));
+    let store = SqliteEventStore::open(&path).await.expect("open");
+    let seen = Seen::default();
+    let bus = Registry::new().event(seen.clone()).event_bus();
+    let ids: Vec<uuid::Uuid> = (0..10).map(|_| uuid::Uuid::now_v7()).collect();
+    for (n, id) in ids.iter().enumerate() {
+        let mut h = async_nats::HeaderMap::new();
+        h.insert("Nats-Msg-Id", id.to_string().as_str());
+        let body =
+            serde_json::to_vec(&serde_json::json!({ "owner": format!("o{n}") })).expect("json");
+        nats.context()
+            .publish_with_headers(format!("{prefix}.notified"), h, body.into())
+            .await
+            .expect("publish")
+            .await
+            .expect("ack");
+    }
+    let source = LosingFirstAcks {
+        inner: nats.consumer(&name, "inbox", &[]).await.expect("consumer"),
+        lost: Mutex::new(HashSet::new()),
+    };
+    let outcomes = Arc::new(Outcomes::default());
+    let inbox = Inbox::builder("test.events", store.clone(), source)
+        .event::<Notified2>(&format!("{prefix}.notified"), bus)
+        .metrics(outcomes.clone())
+        .start()
+        .expect("start");
+    until(
+        async || outcomes.get("duplicate") == 10,
+        "every event and its redelivery",
+    )
+    .await;
+    inbox.shutdown().await;
+    let got = seen.0.lock().expect("lock").clone();
+    let expected: Vec<(String, uuid::Uuid)> = ids
+        .iter()
+        .enumerate()
+        .map(|(n, id)| (format!("o{n}"), *id))
+        .collect();
+    assert_eq!(
+        got, expected,
+        "each event once, in order, under its message id"
+    );
+    store.close().await.expect("close");
+    let _ = std::fs::remove_file(path);
+    let _ = nats.context().delete_stream(&name).await;
+}
