@@ -50,8 +50,9 @@
 pub use flext_domain::{
     Aggregate, AggregateRoot, CausationId, CorrelationId, DomainEvent, Entity, Error, ErrorCode,
     EventId, EventMetadata, EventRef, ExpectedVersion, FieldViolation, Id, NewEvent, Position,
-    REDACTED, RecordedEvent, Result, ResultExt, StreamId, StreamVersion, Validation, ValueObject,
-    WRONG_EXPECTED_VERSION, is_sensitive_key, join_field_path, traverse, wrong_expected_version,
+    REDACTED, RecordedEvent, Result, ResultExt, StreamId, StreamVersion, TenantId, Validation,
+    ValueObject, WRONG_EXPECTED_VERSION, is_sensitive_key, join_field_path, traverse,
+    wrong_expected_version,
 };
 pub use flext_domain::{entity_identity_eq, reexport};
 

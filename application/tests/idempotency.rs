@@ -230,13 +230,15 @@ async fn ids_are_per_tenant_and_bound_to_their_command<S: IdempotencyStore + Clo
             ),
         )
         .expect("ok");
-    let acme = Context::new().with_tenant("acme");
+    let acme = Context::new().with_tenant(flext_domain::TenantId::new("acme").expect("a tenant"));
     let first = bus
         .dispatch(PlaceOrder { sku: "a" }, &acme)
         .await
         .expect("acme");
     // The same message id from another tenant: its own command, not acme's answer.
-    let globex = acme.clone().with_tenant("globex");
+    let globex = acme
+        .clone()
+        .with_tenant(flext_domain::TenantId::new("globex").expect("a tenant"));
     assert_eq!(globex.message_id(), acme.message_id());
     let other = bus
         .dispatch(PlaceOrder { sku: "a" }, &globex)

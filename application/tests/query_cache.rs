@@ -176,8 +176,9 @@ async fn answers_do_not_cross_tenants() {
         .query::<Balance, _>(Counting(calls.clone()))
         .query_bus(Pipeline::new().layer(cache.layer()))
         .expect("bus");
-    let acme = Context::new().with_tenant("acme");
-    let globex = Context::new().with_tenant("globex");
+    let acme = Context::new().with_tenant(flext_domain::TenantId::new("acme").expect("a tenant"));
+    let globex =
+        Context::new().with_tenant(flext_domain::TenantId::new("globex").expect("a tenant"));
     bus.ask(Balance { account: 1 }, &acme).await.expect("acme");
     bus.ask(Balance { account: 1 }, &acme)
         .await

@@ -428,7 +428,8 @@ async fn custom_streams_context_metadata_and_cache_control<
 ) {
     let repo = Repository::<Ledger, _>::new(store.clone()).with_cache(10);
     let id = Id::new();
-    let ctx = flext_ports::Context::new().with_tenant("acme");
+    let ctx = flext_ports::Context::new()
+        .with_tenant(flext_domain::TenantId::new("acme").expect("a tenant"));
     let done = repo
         .execute(id, &ctx, |_| Ok(vec![AccountEvent::Deposited { cents: 5 }]))
         .await

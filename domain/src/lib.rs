@@ -67,6 +67,7 @@ mod event;
 mod id;
 mod result;
 mod stream;
+mod tenant;
 #[cfg(feature = "testing")]
 pub mod testing;
 mod validation;
@@ -83,6 +84,7 @@ pub use stream::{
     ExpectedVersion, Position, StreamId, StreamVersion, WRONG_EXPECTED_VERSION,
     wrong_expected_version,
 };
+pub use tenant::TenantId;
 pub use validation::{Validation, join_field_path};
 
 /// Re-exports of the crates whose types appear in this crate's public API.

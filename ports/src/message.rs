@@ -8,7 +8,9 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use flext_domain::{CausationId, CorrelationId, Error, EventMetadata, RecordedEvent, Validation};
+use flext_domain::{
+    CausationId, CorrelationId, Error, EventMetadata, RecordedEvent, TenantId, Validation,
+};
 use uuid::Uuid;
 
 /// A request to change the system, handled by exactly one [`CommandHandler`].
@@ -93,7 +95,7 @@ pub struct Context {
     message_id: Uuid,
     correlation_id: CorrelationId,
     causation_id: Option<CausationId>,
-    tenant: Option<Arc<str>>,
+    tenant: Option<TenantId>,
     traceparent: Option<Arc<str>>,
     principal: Option<Arc<dyn Any + Send + Sync>>,
     deadline: Option<Instant>,
@@ -218,10 +220,11 @@ impl Context {
                 .correlation_id
                 .unwrap_or(CorrelationId::from_uuid(id)),
             causation_id: metadata.causation_id,
+            // A stored tenant that is not a valid id (written by hand) is no tenant.
             tenant: metadata
                 .headers
                 .get("tenant")
-                .map(|t| Arc::from(t.as_str())),
+                .and_then(|t| TenantId::new(t).ok()),
             traceparent: metadata
                 .headers
                 .get(TRACEPARENT_HEADER)
@@ -257,10 +260,11 @@ impl Context {
         metadata
     }
 
-    /// Sets the tenant.
+    /// Sets the tenant (a checked [`TenantId`]: take it from a request with
+    /// `TenantId::new(..)?`, which refuses what is not one).
     #[must_use]
-    pub fn with_tenant(mut self, tenant: impl AsRef<str>) -> Self {
-        self.tenant = Some(Arc::from(tenant.as_ref()));
+    pub fn with_tenant(mut self, tenant: TenantId) -> Self {
+        self.tenant = Some(tenant);
         self
     }
 
@@ -314,7 +318,12 @@ impl Context {
 
     /// The tenant, if set.
     pub fn tenant(&self) -> Option<&str> {
-        self.tenant.as_deref()
+        self.tenant.as_ref().map(TenantId::as_str)
+    }
+
+    /// The tenant as its checked id, if set.
+    pub fn tenant_id(&self) -> Option<&TenantId> {
+        self.tenant.as_ref()
     }
 
     /// Sets the W3C trace context (a tracing layer sets the current span's); it goes into
@@ -434,7 +443,9 @@ mod tests {
 
     #[test]
     fn child_contexts_continue_the_business_action() {
-        let root = Context::new().with_tenant("acme").with_value(42u32);
+        let root = Context::new()
+            .with_tenant(TenantId::new("acme").expect("a tenant"))
+            .with_value(42u32);
         let child = root.child();
         assert_eq!(child.correlation_id(), root.correlation_id());
         assert_eq!(

@@ -514,7 +514,8 @@ fn shared_metrics_forward_every_point() {
 
 #[test]
 fn a_context_shows_its_ids_when_debugged() {
-    let ctx = flext_ports::Context::new().with_tenant("acme");
+    let ctx = flext_ports::Context::new()
+        .with_tenant(flext_domain::TenantId::new("acme").expect("a tenant"));
     let shown = format!("{ctx:?}");
     assert!(shown.contains("acme"), "{shown}");
     assert!(shown.contains(&ctx.correlation_id().to_string()), "{shown}");
