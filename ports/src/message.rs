@@ -442,6 +442,22 @@ mod tests {
     }
 
     #[test]
+    fn a_stored_tenant_is_taken_only_when_it_is_a_valid_tenant_id() {
+        let id = Uuid::now_v7();
+        let stored = |t: &str| EventMetadata::default().with_header("tenant", t);
+        let ctx = Context::from_metadata(id, &stored("acme"));
+        assert_eq!(ctx.tenant(), Some("acme"));
+        assert_eq!(ctx.tenant_id().map(TenantId::as_str), Some("acme"));
+        for hostile in ["Acme", "acme; drop", "", "../etc"] {
+            assert_eq!(
+                Context::from_metadata(id, &stored(hostile)).tenant(),
+                None,
+                "{hostile:?}"
+            );
+        }
+    }
+
+    #[test]
     fn child_contexts_continue_the_business_action() {
         let root = Context::new()
             .with_tenant(TenantId::new("acme").expect("a tenant"))
