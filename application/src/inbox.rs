@@ -490,12 +490,8 @@ where
         }
         let mut handlers = Vec::with_capacity(messages.len());
         for message in messages {
-            match self
-                .routes
-                .iter()
-                .find(|(pattern, _)| subject_matches(pattern, &message.subject))
-            {
-                Some((_, Route::Handler(h))) => handlers.push(h),
+            match self.route(&message.subject) {
+                Some(Route::Handler(h)) => handlers.push(h),
                 _ => return None,
             }
         }
@@ -572,13 +568,17 @@ where
         }
     }
 
+    /// The first route that takes `subject`.
+    fn route(&self, subject: &str) -> Option<&Route<S::Transaction>> {
+        self.routes
+            .iter()
+            .find(|(pattern, _)| subject_matches(pattern, subject))
+            .map(|(_, route)| route)
+    }
+
     /// Runs the message's route: `Ok(false)` when it was handled before.
     async fn run_route(&self, message: &InboundMessage, ctx: &Context) -> Result<bool, Error> {
-        let Some((_, route)) = self
-            .routes
-            .iter()
-            .find(|(pattern, _)| subject_matches(pattern, &message.subject))
-        else {
+        let Some(route) = self.route(&message.subject) else {
             return Err(Error::not_found(
                 "NO_INBOX_ROUTE",
                 format!(

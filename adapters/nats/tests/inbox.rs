@@ -65,6 +65,16 @@ struct LosingFirstAcks {
     lost: Mutex<HashSet<String>>,
 }
 
+impl LosingFirstAcks {
+    /// Durable consumer `inbox` of stream `name`.
+    async fn on(nats: &JetStream, name: &str) -> LosingFirstAcks {
+        LosingFirstAcks {
+            inner: nats.consumer(name, "inbox", &[]).await.expect("consumer"),
+            lost: Mutex::new(HashSet::new()),
+        }
+    }
+}
+
 impl MessageSource for LosingFirstAcks {
     type Receipt = (String, <PullSource as MessageSource>::Receipt);
 
@@ -170,6 +180,22 @@ async fn publish(nats: &JetStream, subject: String, id: &str, headers: &[(&str, 
         .expect("ack");
 }
 
+/// Publishes `{"owner": "o<n>"}` to `subject` under each of `ids` in turn.
+async fn publish_owners(nats: &JetStream, subject: String, ids: &[uuid::Uuid]) {
+    for (n, id) in ids.iter().enumerate() {
+        let mut h = async_nats::HeaderMap::new();
+        h.insert("Nats-Msg-Id", id.to_string().as_str());
+        let body =
+            serde_json::to_vec(&serde_json::json!({ "owner": format!("o{n}") })).expect("json");
+        nats.context()
+            .publish_with_headers(subject.clone(), h, body.into())
+            .await
+            .expect("publish")
+            .await
+            .expect("ack");
+    }
+}
+
 /// Waits until `done` holds, at most a minute.
 async fn until<F: AsyncFnMut() -> bool>(mut done: F, what: &str) {
     for _ in 0..600 {
@@ -214,10 +240,7 @@ where
         )
         .await;
     }
-    let source = LosingFirstAcks {
-        inner: nats.consumer(&name, "inbox", &[]).await.expect("consumer"),
-        lost: Mutex::new(HashSet::new()),
-    };
+    let source = LosingFirstAcks::on(&nats, &name).await;
     let outcomes = Arc::new(Outcomes::default());
     let inbox = Inbox::builder("test.inbox", store.clone(), source)
         .handle(&format!("{prefix}.work.*"), Effects)
@@ -407,23 +430,9 @@ async fn commands_are_dispatched_once_under_the_message_id() {
         .command_bus(Pipeline::new())
         .expect("bus");
     let ids: Vec<uuid::Uuid> = (0..20).map(|_| uuid::Uuid::now_v7()).collect();
-    for (n, id) in ids.iter().enumerate() {
-        let mut h = async_nats::HeaderMap::new();
-        h.insert("Nats-Msg-Id", id.to_string().as_str());
-        let body =
-            serde_json::to_vec(&serde_json::json!({ "owner": format!("o{n}") })).expect("json");
-        nats.context()
-            .publish_with_headers(format!("{prefix}.notify"), h, body.into())
-            .await
-            .expect("publish")
-            .await
-            .expect("ack");
-    }
+    publish_owners(&nats, format!("{prefix}.notify"), &ids).await;
     publish(&nats, format!("{prefix}.notify"), "garbled", &[]).await;
-    let source = LosingFirstAcks {
-        inner: nats.consumer(&name, "inbox", &[]).await.expect("consumer"),
-        lost: Mutex::new(HashSet::new()),
-    };
+    let source = LosingFirstAcks::on(&nats, &name).await;
     let outcomes = Arc::new(Outcomes::default());
     let inbox = Inbox::builder("test.commands", store.clone(), source)
         .command::<Notify>(&format!("{prefix}.notify"), bus)
@@ -469,10 +478,7 @@ async fn a_message_with_a_very_long_id_is_handled_once_on_postgres() {
         .map(|_| uuid::Uuid::now_v7().simple().to_string())
         .collect();
     publish(&nats, format!("{prefix}.work.long"), &long, &[]).await;
-    let source = LosingFirstAcks {
-        inner: nats.consumer(&name, "inbox", &[]).await.expect("consumer"),
-        lost: Mutex::new(HashSet::new()),
-    };
+    let source = LosingFirstAcks::on(&nats, &name).await;
     let outcomes = Arc::new(Outcomes::default());
     let inbox = Inbox::builder("test.inbox", store.clone(), source)
         .handle(&format!("{prefix}.work.*"), Effects)
@@ -521,22 +527,8 @@ async fn events_are_published_on_the_event_bus_once_under_the_message_id() {
     let seen = Seen::default();
     let bus = Registry::new().event(seen.clone()).event_bus();
     let ids: Vec<uuid::Uuid> = (0..10).map(|_| uuid::Uuid::now_v7()).collect();
-    for (n, id) in ids.iter().enumerate() {
-        let mut h = async_nats::HeaderMap::new();
-        h.insert("Nats-Msg-Id", id.to_string().as_str());
-        let body =
-            serde_json::to_vec(&serde_json::json!({ "owner": format!("o{n}") })).expect("json");
-        nats.context()
-            .publish_with_headers(format!("{prefix}.notified"), h, body.into())
-            .await
-            .expect("publish")
-            .await
-            .expect("ack");
-    }
-    let source = LosingFirstAcks {
-        inner: nats.consumer(&name, "inbox", &[]).await.expect("consumer"),
-        lost: Mutex::new(HashSet::new()),
-    };
+    publish_owners(&nats, format!("{prefix}.notified"), &ids).await;
+    let source = LosingFirstAcks::on(&nats, &name).await;
     let outcomes = Arc::new(Outcomes::default());
     let inbox = Inbox::builder("test.events", store.clone(), source)
         .event::<Notified2>(&format!("{prefix}.notified"), bus)

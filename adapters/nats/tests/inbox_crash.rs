@@ -121,25 +121,7 @@ async fn a_consumer_killed_between_its_effect_and_its_ack_has_the_redelivery_ded
     // The last run goes to the end: every message acknowledged.
     let last = Worker::start(&[&db, &url, &name, "inbox"]);
     let store = SqliteEventStore::open(&path).await.expect("open");
-    let mut settled = false;
-    for _ in 0..1200 {
-        let info = nats
-            .context()
-            .get_consumer_from_stream::<async_nats::jetstream::consumer::pull::Config, _, _>(
-                "inbox", &name,
-            )
-            .await
-            .expect("consumer")
-            .get_info()
-            .await
-            .expect("info")
-            .clone();
-        if info.num_pending == 0 && info.num_ack_pending == 0 {
-            settled = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let settled = common::until_consumer_settled(&nats, &name, "inbox").await;
     assert!(settled, "every message acknowledged within two minutes");
     printed.extend(last.lines());
     drop(last);

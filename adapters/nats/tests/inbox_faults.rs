@@ -100,25 +100,7 @@ async fn an_inbox_whose_connection_is_cut_again_and_again_takes_each_message_onc
         })
     };
     // Every message acknowledged: nothing pending, nothing awaiting its ack.
-    let mut settled = false;
-    for _ in 0..1_200 {
-        let info = direct
-            .context()
-            .get_consumer_from_stream::<async_nats::jetstream::consumer::pull::Config, _, _>(
-                "inbox", &name,
-            )
-            .await
-            .expect("consumer")
-            .get_info()
-            .await
-            .expect("info")
-            .clone();
-        if info.num_pending == 0 && info.num_ack_pending == 0 {
-            settled = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let settled = common::until_consumer_settled(&direct, &name, "inbox").await;
     done.store(true, Ordering::SeqCst);
     let (_proxy, n) = cuts.await.expect("cuts");
     assert!(settled, "every message acknowledged within two minutes");

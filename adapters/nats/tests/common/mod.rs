@@ -35,6 +35,29 @@ pub fn example_binary(name: &str) -> std::path::PathBuf {
     bin
 }
 
+/// Waits (at most two minutes) until durable consumer `durable` of stream `stream` has
+/// nothing pending and nothing awaiting its acknowledgement; whether it got there.
+pub async fn until_consumer_settled(nats: &JetStream, stream: &str, durable: &str) -> bool {
+    for _ in 0..1_200 {
+        let info = nats
+            .context()
+            .get_consumer_from_stream::<async_nats::jetstream::consumer::pull::Config, _, _>(
+                durable, stream,
+            )
+            .await
+            .expect("consumer")
+            .get_info()
+            .await
+            .expect("info")
+            .clone();
+        if info.num_pending == 0 && info.num_ack_pending == 0 {
+            return true;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    false
+}
+
 /// What a stream of relayed `acct.moved` events holds.
 pub struct Stored {
     /// Each event stream's `n`s, in the order JetStream stored them.
