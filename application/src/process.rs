@@ -778,6 +778,7 @@ impl<P: ProcessManager> ProcessFixture<P> {
                 correlation_id: Some(self.correlation),
                 ..EventMetadata::default()
             },
+            tags: event.tags(),
         })
     }
 }

@@ -291,6 +291,7 @@ mod tests {
                 .with_correlation(CorrelationId::new())
                 .with_header(headers::TRACEPARENT, "00-abc-def-01"),
             recorded_at: chrono::Utc::now(),
+            tags: Vec::new(),
         }
     }
 

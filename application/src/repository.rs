@@ -280,6 +280,7 @@ where
                     schema_version: e.schema_version(),
                     payload: self.codec.encode(e)?,
                     metadata: metadata.clone(),
+                    tags: e.tags(),
                 })
             })
             .collect()

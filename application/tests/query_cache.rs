@@ -51,6 +51,7 @@ fn recorded(event_type: &str) -> RecordedEvent {
         schema_version: 1,
         payload: Default::default(),
         metadata: EventMetadata::default(),
+        tags: Vec::new(),
     }
 }
 

@@ -39,6 +39,12 @@ pub trait DomainEvent {
         1
     }
 
+    /// The tags this event is stored with ([`NewEvent::tags`]): what it concerns beyond
+    /// its stream, for reads and append conditions across streams. None by default.
+    fn tags(&self) -> Vec<String> {
+        Vec::new()
+    }
+
     /// The current schema version of the event type named `event_type`, without an
     /// instance, if this type can tell (`None` by default). A codec uses it to tell a
     /// missing upcaster from a corrupted payload before decoding; implement it when a
@@ -127,7 +133,19 @@ pub struct NewEvent {
     pub payload: Bytes,
     /// Correlation, causation and user headers.
     pub metadata: EventMetadata,
+    /// Tags naming what the event concerns beyond its stream (`course:42`,
+    /// `student:7`): reads and append conditions by tag ("dynamic consistency
+    /// boundaries") find events across streams by them. Empty by default; at most
+    /// [`MAX_TAGS_PER_EVENT`], each 1 to [`MAX_TAG_LEN`] bytes without control characters,
+    /// none twice (checked by every store's append).
+    pub tags: Vec<String>,
 }
+
+/// The most tags one event may carry.
+pub const MAX_TAGS_PER_EVENT: usize = 32;
+
+/// The longest tag, in bytes.
+pub const MAX_TAG_LEN: usize = 128;
 
 impl NewEvent {
     /// A new event of schema version 1 with empty metadata.
@@ -142,7 +160,22 @@ impl NewEvent {
             schema_version: 1,
             payload: payload.into(),
             metadata: EventMetadata::default(),
+            tags: Vec::new(),
         }
+    }
+
+    /// Adds a tag (see [`NewEvent::tags`]).
+    #[must_use]
+    pub fn with_tag(mut self, tag: impl Into<String>) -> Self {
+        self.tags.push(tag.into());
+        self
+    }
+
+    /// Adds tags (see [`NewEvent::tags`]).
+    #[must_use]
+    pub fn with_tags<T: Into<String>>(mut self, tags: impl IntoIterator<Item = T>) -> Self {
+        self.tags.extend(tags.into_iter().map(Into::into));
+        self
     }
 
     /// Sets the schema version.
@@ -181,6 +214,8 @@ pub struct RecordedEvent {
     pub payload: Bytes,
     /// Correlation, causation and user headers.
     pub metadata: EventMetadata,
+    /// The tags it was appended with, in the order given.
+    pub tags: Vec<String>,
 }
 
 /// A borrowed view of a stored event: what decoding needs, straight from where the store
@@ -219,6 +254,7 @@ impl RecordedEvent {
             schema_version: self.schema_version,
             payload: self.payload.clone(),
             metadata: self.metadata.clone(),
+            tags: self.tags.clone(),
         }
     }
 }

@@ -75,7 +75,9 @@ mod validation;
 pub use aggregate::{Aggregate, AggregateRoot};
 pub use entity::{Entity, ValueObject};
 pub use error::{Error, ErrorCode, FieldViolation, REDACTED, Result, is_sensitive_key};
-pub use event::{DomainEvent, EventMetadata, EventRef, NewEvent, RecordedEvent};
+pub use event::{
+    DomainEvent, EventMetadata, EventRef, MAX_TAG_LEN, MAX_TAGS_PER_EVENT, NewEvent, RecordedEvent,
+};
 pub use id::{
     CausationId, CausationMarker, CorrelationId, CorrelationMarker, EventId, EventMarker, Id,
 };

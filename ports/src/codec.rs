@@ -59,6 +59,7 @@ pub fn new_events<E: DomainEvent>(
                 schema_version: e.schema_version(),
                 payload: codec.encode(e)?,
                 metadata: metadata.clone(),
+                tags: e.tags(),
             })
         })
         .collect()

@@ -348,6 +348,7 @@ pub fn validate_append(events: &[NewEvent]) -> Result<(), Error> {
                 ),
             ));
         }
+        tag_violations(&e.tags, &format!("events[{i}].tags"), &mut violations);
         if !seen.insert(e.event_id) {
             violations.push(FieldViolation::new(
                 format!("events[{i}].event_id"),
@@ -364,6 +365,43 @@ pub fn validate_append(events: &[NewEvent]) -> Result<(), Error> {
             Error::invalid_argument("INVALID_APPEND", "the append is invalid")
                 .with_field_violations(violations),
         )
+    }
+}
+
+/// Checks a list of tags (an event's, or a query item's): at most
+/// [`MAX_TAGS_PER_EVENT`](flext_domain::MAX_TAGS_PER_EVENT), each 1 to
+/// [`MAX_TAG_LEN`](flext_domain::MAX_TAG_LEN) bytes without control characters, none
+/// twice; each problem a field violation under `field[i]`.
+pub fn tag_violations(tags: &[String], field: &str, violations: &mut Vec<FieldViolation>) {
+    use flext_domain::{MAX_TAG_LEN, MAX_TAGS_PER_EVENT};
+    if tags.len() > MAX_TAGS_PER_EVENT {
+        violations.push(FieldViolation::new(
+            field,
+            ErrorCode::InvalidArgument,
+            "TOO_MANY_TAGS",
+            format!("at most {MAX_TAGS_PER_EVENT} tags, not {}", tags.len()),
+        ));
+    }
+    for (j, tag) in tags.iter().enumerate() {
+        let problem = if tag.is_empty() {
+            Some("must not be empty".to_owned())
+        } else if tag.len() > MAX_TAG_LEN {
+            Some(format!("is longer than {MAX_TAG_LEN} bytes"))
+        } else if tag.chars().any(char::is_control) {
+            Some("contains a control character".to_owned())
+        } else if tags[..j].contains(tag) {
+            Some(format!("{tag:?} appears twice"))
+        } else {
+            None
+        };
+        if let Some(p) = problem {
+            violations.push(FieldViolation::new(
+                format!("{field}[{j}]"),
+                ErrorCode::InvalidArgument,
+                "INVALID_TAG",
+                p,
+            ));
+        }
     }
 }
 
@@ -488,6 +526,8 @@ pub struct StoredRow {
     pub headers: Option<String>,
     /// When it was recorded.
     pub recorded_at: chrono::DateTime<chrono::Utc>,
+    /// Its tags.
+    pub tags: Vec<String>,
 }
 
 /// Turns decoded columns into a [`RecordedEvent`]: parses the headers, checks the stream
@@ -534,6 +574,7 @@ pub fn assemble_recorded(
             causation_id: row.causation_id.map(flext_domain::CausationId::from_uuid),
             headers,
         },
+        tags: row.tags,
     })
 }
 
@@ -647,6 +688,7 @@ mod tests {
             causation_id: None,
             headers: None,
             recorded_at: chrono::DateTime::default(),
+            tags: Vec::new(),
         };
         for (v, p) in [(-1, 5), (5, -1), (i64::MIN, i64::MIN)] {
             let e = assemble_recorded(row(v, p), &mut None).expect_err("negative");

@@ -252,6 +252,7 @@ mod tests {
             schema_version: version,
             payload: Bytes::copy_from_slice(payload.as_bytes()),
             metadata: EventMetadata::default(),
+            tags: Vec::new(),
         }
     }
 

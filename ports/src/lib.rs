@@ -20,6 +20,7 @@ mod checkpoint;
 mod clock;
 mod codec;
 mod control;
+mod dcb;
 mod event_store;
 mod health;
 mod idempotency;
@@ -48,6 +49,10 @@ pub use codec::{AppendEvents, EventCodec, new_events};
 pub use control::{
     ControlAction, ControlRequest, ControlState, ControlStore, DeadLetterEdit, RebuildFrom,
     mask_fields,
+};
+pub use dcb::{
+    APPEND_CONDITION_FAILED, AppendCondition, DcbStore, EventQuery, MAX_QUERY_ITEMS,
+    MAX_QUERY_TYPES, QueryItem,
 };
 pub use event_store::{
     AppendOutcome, EventStore, FilteredPage, MAX_EVENT_TYPE_LEN, MAX_EVENTS_PER_APPEND,
@@ -91,9 +96,10 @@ pub mod adapter {
     pub use crate::control::{
         assemble_control, corrupted_control, stored_outcome, unknown_dead_letter,
     };
+    pub use crate::dcb::condition_failed;
     pub use crate::event_store::{
         StoredEvent, StoredRow, assemble_recorded, corrupted_event, resolve_rejected_append,
-        stored_number, validate_append,
+        stored_number, tag_violations, validate_append,
     };
     pub use crate::idempotency::{decode_error, encode_error, stored_claim};
     pub use crate::inbox::assemble_inbox_dead_letter;

@@ -500,6 +500,7 @@ mod tests {
             schema_version: 1,
             payload: Default::default(),
             metadata: meta,
+            tags: Vec::new(),
         };
         assert_eq!(Context::for_event(&event).traceparent(), Some(tp));
         for bad in [
@@ -529,6 +530,7 @@ mod tests {
             schema_version: 1,
             payload: bytes::Bytes::new(),
             metadata: command.event_metadata(),
+            tags: Vec::new(),
         };
         let ctx = Context::for_event(&event);
         assert_eq!(ctx.correlation_id(), command.correlation_id());

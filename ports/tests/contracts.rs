@@ -113,6 +113,7 @@ fn row(s: &str, version: i64) -> StoredRow {
         causation_id: None,
         headers: None,
         recorded_at: Utc::now(),
+        tags: Vec::new(),
     }
 }
 
@@ -414,6 +415,7 @@ async fn a_typed_projection_decodes_and_names_its_types() {
         schema_version: 2,
         payload: bytes::Bytes::from_static(br#"{"Added":{"n":5}}"#),
         metadata: EventMetadata::caused_by(c, CausationId::new()),
+        tags: Vec::new(),
     };
     let typed = Typed(Sum(Mutex::new(Vec::new())));
     assert_eq!(Projection::<()>::name(&typed), "sum");

@@ -125,6 +125,7 @@ fn recorded(headers: &[(&str, &str)]) -> RecordedEvent {
         schema_version: 1,
         payload: bytes::Bytes::new(),
         metadata,
+        tags: Vec::new(),
     }
 }
 

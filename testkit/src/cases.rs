@@ -21,6 +21,8 @@ use serde_json::json;
 
 use crate::{Harness, Held};
 
+pub use crate::dcb_cases::*;
+
 /// The event type the cases write.
 pub const EVENT_TYPE: &str = "test.happened";
 

@@ -33,6 +33,7 @@ use flext_ports::{
 
 pub mod cancel;
 pub mod cases;
+pub mod dcb_cases;
 pub mod harness;
 pub mod operator;
 pub mod proxy;
@@ -51,6 +52,7 @@ pub trait Harness: Send + Sync + Sized + 'static {
         + flext_ports::JobStore
         + flext_ports::InboxStore
         + flext_ports::OutboxStore
+        + flext_ports::DcbStore
         + Clone
         + 'static;
     /// An append whose transaction is held open until [`Held::commit`].
@@ -215,6 +217,18 @@ macro_rules! event_store_conformance {
             control_requests_are_taken_once_and_requeued_from_a_lost_owner,
             inbox_records_make_a_redelivery_a_duplicate,
             outbox_messages_commit_with_the_transaction_in_order,
+            tags_come_back_from_every_read,
+            bad_tags_and_queries_are_refused_by_name,
+            read_matching_selects_by_type_tag_and_both,
+            read_matching_pages_and_says_how_far_it_looked,
+            read_matching_is_gap_safe_with_a_held_transaction,
+            a_condition_fails_only_for_a_matching_event_after_its_position,
+            conditions_on_types_only_and_on_every_event_hold_and_fail,
+            a_conditional_append_keeps_expected_versions_and_idempotent_retries,
+            eight_racing_writers_on_one_condition_exactly_one_wins,
+            racing_writers_with_disjoint_conditions_all_win,
+            plain_and_transactional_appends_cannot_slip_under_a_condition,
+            a_transaction_that_wrote_first_cannot_slip_under_a_condition,
         );
     };
 }

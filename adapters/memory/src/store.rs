@@ -6,12 +6,14 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use flext_domain::{
     Error, EventId, ExpectedVersion, NewEvent, Position, RecordedEvent, StreamId, StreamVersion,
 };
-use flext_ports::adapter::{StoredEvent, resolve_rejected_append, validate_append};
+use flext_ports::adapter::{
+    StoredEvent, condition_failed, resolve_rejected_append, validate_append,
+};
 use flext_ports::{
-    AppendOutcome, AppendSignal, AppendWatcher, CheckpointStore, Claim, Clock, DeadLetter,
-    EventStore, Health, HealthCheck, HealthFuture, IdempotencyRecord, IdempotencyStore, Lease,
-    Metrics, ProjectionStore, ReadDirection, Snapshot, SnapshotStore, StoreTelemetry, SystemClock,
-    WatchAppends,
+    AppendCondition, AppendOutcome, AppendSignal, AppendWatcher, CheckpointStore, Claim, Clock,
+    DcbStore, DeadLetter, EventQuery, EventStore, FilteredPage, Health, HealthCheck, HealthFuture,
+    IdempotencyRecord, IdempotencyStore, Lease, Metrics, ProjectionStore, ReadDirection, Snapshot,
+    SnapshotStore, StoreTelemetry, SystemClock, WatchAppends,
 };
 
 /// One position of the global log.
@@ -127,6 +129,7 @@ impl State {
                 schema_version: e.schema_version,
                 payload: e.payload,
                 metadata: e.metadata,
+                tags: e.tags,
             }));
         }
         Ok(Reserved::New(AppendOutcome {
@@ -383,6 +386,89 @@ impl InMemoryEventStore {
             }
         }
         Ok(out)
+    }
+}
+
+/// Conditions are checked under the store's mutex, with the append: race-free. A pending
+/// append ([`InMemoryEventStore::begin_append`]) that matches counts as appended (the
+/// in-memory twin of waiting for its transaction).
+impl DcbStore for InMemoryEventStore {
+    async fn read_matching(
+        &self,
+        query: &EventQuery,
+        after: Position,
+        max_count: usize,
+    ) -> Result<FilteredPage, Error> {
+        query.validate()?;
+        let read = async {
+            let state = self.lock();
+            let start = after.0.min(state.log.len() as u64) as usize;
+            let mut events = Vec::new();
+            let mut through = after;
+            for (i, slot) in state.log[start..].iter().enumerate() {
+                if events.len() == max_count {
+                    break;
+                }
+                match slot {
+                    Slot::Committed(e) if query.matches_event(e) => events.push(e.clone()),
+                    Slot::Pending(_) => break,
+                    _ => {}
+                }
+                through = Position((start + i) as u64 + 1);
+            }
+            Ok(FilteredPage { events, through })
+        };
+        self.telemetry
+            .read("read_matching", None)
+            .read_page(read)
+            .await
+    }
+
+    async fn append_if(
+        &self,
+        stream: &StreamId,
+        expected: ExpectedVersion,
+        events: Vec<NewEvent>,
+        condition: &AppendCondition,
+    ) -> Result<AppendOutcome, Error> {
+        validate_append(&events)?;
+        condition.fail_if_events_match.validate()?;
+        let op = self.telemetry.append(stream, &events);
+        op.append(async move {
+            let now = self.clock.now();
+            let mut state = self.lock();
+            let retried = events.iter().any(|e| state.ids.contains_key(&e.event_id));
+            if !retried {
+                let start = condition.after.0.min(state.log.len() as u64) as usize;
+                let matched = state.log[start..].iter().find_map(|slot| match slot {
+                    Slot::Committed(e) | Slot::Pending(e)
+                        if condition.fail_if_events_match.matches_event(e) =>
+                    {
+                        Some(e)
+                    }
+                    _ => None,
+                });
+                if let Some(e) = matched {
+                    return Err(condition_failed(
+                        stream,
+                        condition,
+                        e.position,
+                        e.stream_id.as_str(),
+                        &e.event_type,
+                    ));
+                }
+            }
+            match state.reserve(stream, expected, events, now)? {
+                Reserved::New(outcome) => {
+                    state.commit(&outcome);
+                    drop(state);
+                    self.appended.pulse();
+                    Ok(outcome)
+                }
+                Reserved::Replayed(outcome) => Ok(outcome),
+            }
+        })
+        .await
     }
 }
 

@@ -295,7 +295,7 @@ impl StoreInspect for PgEventStore {
     async fn event_by_id(&self, id: EventId) -> Result<Option<RecordedEvent>, Error> {
         let row = sqlx::query(
             "SELECT position, event_id, stream_id, version, event_type, schema_version, payload, \
-             correlation_id, causation_id, headers, recorded_at FROM flext_events \
+             correlation_id, causation_id, headers, recorded_at, tags FROM flext_events \
              WHERE event_id = $1",
         )
         .bind(id.as_uuid())

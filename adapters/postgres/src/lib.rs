@@ -21,6 +21,7 @@
 //! ```
 
 mod control;
+mod dcb;
 mod inbox;
 mod job;
 mod notify;

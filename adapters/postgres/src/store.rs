@@ -51,11 +51,15 @@ const DEFAULT_ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
 const VERSION_RACE_RETRIES: usize = 64;
 
 const COLUMNS: &str = "position, event_id, stream_id, version, event_type, schema_version, \
-                       payload, correlation_id, causation_id, headers, recorded_at";
+                       payload, correlation_id, causation_id, headers, recorded_at, tags";
 
 /// The append of several events: checks the stream's version against the bounds ($3,
 /// $4), numbers versions after it and positions after the transaction's slot base plus
 /// the events it already appended ($12), and inserts them all from one array per column.
+///
+/// Tagged events first take a shared advisory lock per tag ($13, sorted), before the
+/// transaction id is read, so a conditional append holding one of those keys exclusively
+/// is either seen by them or sees them (ADR 0008). Untagged appends pass an empty array.
 ///
 /// Order guard: a transaction that wrote before it appends has its id, and so its
 /// positions, fixed early; if another transaction appended to the stream and committed
@@ -66,21 +70,28 @@ const COLUMNS: &str = "position, event_id, stream_id, version, event_type, schem
 /// store reports as a retryable `STREAM_ORDER` conflict. (In autocommit the id is taken
 /// after the statement's snapshot, later than every committed event it sees: never.)
 const APPEND_SQL: &str = "\
-WITH last AS (
+WITH locks AS (
+    SELECT count(*) AS n FROM (
+        SELECT pg_advisory_xact_lock_shared(k) FROM unnest($13::bigint[]) k ORDER BY k
+    ) l
+), last AS (
     SELECT version, position FROM flext_events WHERE stream_id = $1
     ORDER BY version DESC LIMIT 1
 ), cur AS (
     SELECT coalesce((SELECT version FROM last), 0) AS v,
            coalesce((SELECT position FROM last), 0) AS p,
            pg_current_xact_id()::text::bigint << 20 AS base
+    FROM locks
 ), ins AS (
     INSERT INTO flext_events (position, event_id, stream_id, version, event_type,
                               schema_version, payload, correlation_id, causation_id, headers,
-                              recorded_at)
-    SELECT cur.base + $12 + e.ord, e.id, $1, cur.v + e.ord, e.t, e.sv, e.p, e.c, e.ca, e.h, $2
+                              recorded_at, tags)
+    SELECT cur.base + $12 + e.ord, e.id, $1, cur.v + e.ord, e.t, e.sv, e.p, e.c, e.ca, e.h, $2,
+           CASE WHEN e.g IS NULL THEN NULL
+                ELSE ARRAY(SELECT jsonb_array_elements_text(e.g::jsonb)) END
     FROM cur,
          unnest($5::uuid[], $6::text[], $7::int4[], $8::bytea[], $9::uuid[], $10::uuid[],
-                $11::text[]) WITH ORDINALITY AS e(id, t, sv, p, c, ca, h, ord)
+                $11::text[], $14::text[]) WITH ORDINALITY AS e(id, t, sv, p, c, ca, h, g, ord)
     WHERE cur.v BETWEEN $3 AND $4 AND cur.p < cur.base + 1048576
     RETURNING position, version
 )
@@ -91,18 +102,23 @@ SELECT -1, cur.v FROM cur WHERE cur.v BETWEEN $3 AND $4 AND cur.p >= cur.base + 
 /// The same for one event with scalar parameters: no arrays to encode, parse and unnest
 /// (about 10% more appends per second for single events).
 const APPEND_ONE_SQL: &str = "\
-WITH last AS (
+WITH locks AS (
+    SELECT count(*) AS n FROM (
+        SELECT pg_advisory_xact_lock_shared(k) FROM unnest($13::bigint[]) k ORDER BY k
+    ) l
+), last AS (
     SELECT version, position FROM flext_events WHERE stream_id = $1
     ORDER BY version DESC LIMIT 1
 ), cur AS (
     SELECT coalesce((SELECT version FROM last), 0) AS v,
            coalesce((SELECT position FROM last), 0) AS p,
            pg_current_xact_id()::text::bigint << 20 AS base
+    FROM locks
 ), ins AS (
     INSERT INTO flext_events (position, event_id, stream_id, version, event_type,
                               schema_version, payload, correlation_id, causation_id, headers,
-                              recorded_at)
-    SELECT cur.base + $12 + 1, $5, $1, cur.v + 1, $6, $7, $8, $9, $10, $11, $2
+                              recorded_at, tags)
+    SELECT cur.base + $12 + 1, $5, $1, cur.v + 1, $6, $7, $8, $9, $10, $11, $2, $14
     FROM cur
     WHERE cur.v BETWEEN $3 AND $4 AND cur.p < cur.base + 1048576
     RETURNING position, version
@@ -113,7 +129,7 @@ SELECT -1, cur.v FROM cur WHERE cur.v BETWEEN $3 AND $4 AND cur.p >= cur.base + 
 
 const READ_ALL_SQL: &str = "\
 SELECT position, event_id, stream_id, version, event_type, schema_version, payload,
-       correlation_id, causation_id, headers, recorded_at
+       correlation_id, causation_id, headers, recorded_at, tags
 FROM flext_events
 WHERE position > $1
   AND position < (pg_snapshot_xmin(pg_current_snapshot())::text::bigint << 20)
@@ -335,7 +351,7 @@ pub struct PgEventStore {
     pub(crate) pool: PgPool,
     pub(crate) clock: Arc<dyn Clock>,
     pub(crate) notifications: Arc<Notifications>,
-    telemetry: StoreTelemetry,
+    pub(crate) telemetry: StoreTelemetry,
 }
 
 impl std::fmt::Debug for PgEventStore {
@@ -557,6 +573,7 @@ impl PgEventStore {
         };
         let offset = offset as i64;
         let now = self.clock.now();
+        let keys = crate::dcb::tag_keys(&events);
         let mut attempt = 0;
         loop {
             attempt += 1;
@@ -575,6 +592,8 @@ impl PgEventStore {
                         .bind(e.metadata.causation_id.map(|id| id.as_uuid()))
                         .bind(headers_json(&e.metadata))
                         .bind(offset)
+                        .bind(&keys)
+                        .bind((!e.tags.is_empty()).then_some(&e.tags))
                         .fetch_all(&mut *conn)
                         .await
                 }
@@ -593,6 +612,8 @@ impl PgEventStore {
                         .bind(&columns.causations)
                         .bind(&columns.headers)
                         .bind(offset)
+                        .bind(&keys)
+                        .bind(&columns.tags)
                         .fetch_all(&mut *conn)
                         .await
                 }
@@ -670,6 +691,8 @@ struct Columns<'a> {
     correlations: Vec<Option<Uuid>>,
     causations: Vec<Option<Uuid>>,
     headers: Vec<Option<String>>,
+    /// Each event's tags as a JSON array, or NULL.
+    tags: Vec<Option<String>>,
 }
 
 impl<'a> Columns<'a> {
@@ -683,6 +706,7 @@ impl<'a> Columns<'a> {
             correlations: Vec::with_capacity(n),
             causations: Vec::with_capacity(n),
             headers: Vec::with_capacity(n),
+            tags: Vec::with_capacity(n),
         };
         for e in events {
             c.ids.push(e.event_id.as_uuid());
@@ -695,6 +719,11 @@ impl<'a> Columns<'a> {
             c.causations
                 .push(e.metadata.causation_id.map(|id| id.as_uuid()));
             c.headers.push(headers_json(&e.metadata));
+            c.tags.push(if e.tags.is_empty() {
+                None
+            } else {
+                serde_json::to_string(&e.tags).ok()
+            });
         }
         c
     }
@@ -754,6 +783,7 @@ impl PgWriteTransaction {
             ));
         }
         let n = events.len();
+        let guard_keys = crate::dcb::guard_keys(&events);
         // A savepoint: a refused append (a unique violation aborts the statement) rolls
         // back to it, so the transaction stays usable and the refusal is resolved on the
         // transaction's own connection, which sees its own writes and needs no second
@@ -772,6 +802,15 @@ impl PgWriteTransaction {
             .await;
         match attempt {
             Ok(Attempt::Done(out)) => {
+                let first = out.positions.first().copied().unwrap_or(Position::START);
+                if let Err(e) =
+                    crate::dcb::order_guard(self.connection(), stream, &guard_keys, first).await
+                {
+                    let _ =
+                        savepoint(self.connection(), "ROLLBACK TO SAVEPOINT flext_append").await;
+                    let _ = savepoint(self.connection(), "RELEASE SAVEPOINT flext_append").await;
+                    return Err(e);
+                }
                 savepoint(self.connection(), "RELEASE SAVEPOINT flext_append").await?;
                 self.appended += n;
                 Ok(out)
@@ -893,6 +932,7 @@ pub(crate) fn decode_row(
     let recorded_at: DateTime<Utc> = row
         .try_get(10)
         .map_err(|e| bad("unreadable recorded time", &e))?;
+    let tags: Option<Vec<String>> = row.try_get(11).map_err(|e| bad("unreadable tags", &e))?;
     assemble_recorded(
         StoredRow {
             position,
@@ -906,6 +946,7 @@ pub(crate) fn decode_row(
             causation_id: causation,
             headers,
             recorded_at,
+            tags: tags.unwrap_or_default(),
         },
         last_stream,
     )
@@ -963,7 +1004,7 @@ impl EventStore for PgEventStore {
         self.telemetry.read("read_correlated", None).read(async move {
             let rows = sqlx::query(
                 "SELECT position, event_id, stream_id, version, event_type, schema_version, payload, \
-                 correlation_id, causation_id, headers, recorded_at FROM flext_events \
+                 correlation_id, causation_id, headers, recorded_at, tags FROM flext_events \
                  WHERE correlation_id = $1 ORDER BY position LIMIT $2",
             )
             .bind(correlation.as_uuid())
@@ -997,12 +1038,12 @@ impl EventStore for PgEventStore {
             let sql = match direction {
                 ReadDirection::Forward => {
                     "SELECT position, event_id, stream_id, version, event_type, schema_version, payload, \
-                     correlation_id, causation_id, headers, recorded_at FROM flext_events \
+                     correlation_id, causation_id, headers, recorded_at, tags FROM flext_events \
                      WHERE stream_id = $1 AND version >= $2 ORDER BY version ASC LIMIT $3"
                 }
                 ReadDirection::Backward => {
                     "SELECT position, event_id, stream_id, version, event_type, schema_version, payload, \
-                     correlation_id, causation_id, headers, recorded_at FROM flext_events \
+                     correlation_id, causation_id, headers, recorded_at, tags FROM flext_events \
                      WHERE stream_id = $1 AND version <= $2 ORDER BY version DESC LIMIT $3"
                 }
             };
@@ -1062,7 +1103,7 @@ impl EventStore for PgEventStore {
             .map_err(|e| db_error("reading the gap-safe horizon", e))?;
             let rows = sqlx::query(
                 "SELECT position, event_id, stream_id, version, event_type, schema_version, payload, \
-                 correlation_id, causation_id, headers, recorded_at FROM flext_events \
+                 correlation_id, causation_id, headers, recorded_at, tags FROM flext_events \
                  WHERE position > $1 AND position < $2 AND event_type = ANY($3) \
                  ORDER BY position LIMIT $4",
             )

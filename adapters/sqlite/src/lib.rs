@@ -20,6 +20,7 @@
 //! ```
 
 mod control;
+mod dcb;
 mod inbox;
 mod job;
 mod outbox;

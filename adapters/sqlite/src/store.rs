@@ -54,11 +54,11 @@ pub enum Synchronous {
     Normal,
 }
 
-/// Rows per INSERT statement: 11 bound values per row stays far below SQLite's limit.
+/// Rows per INSERT statement: 12 bound values per row stays far below SQLite's limit.
 const ROWS_PER_STATEMENT: usize = 500;
 
 const COLUMNS: &str = "position, event_id, stream_id, version, event_type, schema_version, \
-                       payload, correlation_id, causation_id, headers, recorded_at";
+                       payload, correlation_id, causation_id, headers, recorded_at, tags";
 
 /// A sqlx error as flext's, by what it means for the caller: a busy or unreachable file is
 /// `UNAVAILABLE` (retryable), a read-only one `PERMISSION_DENIED`, a full disk
@@ -310,7 +310,7 @@ pub struct SqliteEventStore {
     appended: AppendSignal,
     /// Pulsed when a consumer's checkpoint or lease changed in this process.
     pub(crate) consumers_changed: AppendSignal,
-    telemetry: StoreTelemetry,
+    pub(crate) telemetry: StoreTelemetry,
     /// The database file (empty for an in-memory database).
     pub(crate) path: Arc<PathBuf>,
 }
@@ -594,11 +594,12 @@ impl Drop for SqliteWriteTransaction {
 /// of them costs O(n^2). (An INSERT ... SELECT that reads the table it writes makes SQLite
 /// copy every row to a temporary table first: three times slower for 100 events.)
 fn insert_sql(rows: usize) -> String {
-    const ROW: &str = "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)";
+    const ROW: &str = "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)";
     let mut sql = String::with_capacity(200 + rows * (ROW.len() + 2));
     sql.push_str(
         "INSERT INTO flext_events (position, event_id, stream_id, version, event_type, \
-         schema_version, payload, correlation_id, causation_id, headers, recorded_at) VALUES ",
+         schema_version, payload, correlation_id, causation_id, headers, recorded_at, tags) \
+         VALUES ",
     );
     for r in 0..rows {
         if r > 0 {
@@ -659,13 +660,45 @@ async fn insert_chunk(
             .bind(e.metadata.correlation_id.map(|c| c.as_uuid()))
             .bind(e.metadata.causation_id.map(|c| c.as_uuid()))
             .bind(headers_json(&e.metadata))
-            .bind(now_micros);
+            .bind(now_micros)
+            .bind(tags_json(&e.tags));
     }
-    q.execute(&mut *conn).await.map(|_| ())
+    q.execute(&mut *conn).await?;
+    let tagged: Vec<(i64, &str)> = events
+        .iter()
+        .enumerate()
+        .flat_map(|(i, e)| {
+            e.tags
+                .iter()
+                .map(move |t| (first_position + i as i64, t.as_str()))
+        })
+        .collect();
+    for chunk in tagged.chunks(ROWS_PER_STATEMENT) {
+        let mut sql = String::from("INSERT INTO flext_event_tags (tag, position) VALUES ");
+        for i in 0..chunk.len() {
+            sql.push_str(if i == 0 { "(?, ?)" } else { ", (?, ?)" });
+        }
+        let mut q = sqlx::query(AssertSqlSafe(sql));
+        for (position, tag) in chunk {
+            q = q.bind(*tag).bind(*position);
+        }
+        q.execute(&mut *conn).await?;
+    }
+    Ok(())
 }
 
-/// Inserts the events after `version` and `position`: one statement when they fit, else a
-/// savepoint around several, so the append stays all or nothing.
+/// The stored form of an event's tags: a JSON array, or NULL when it has none.
+fn tags_json(tags: &[String]) -> Option<String> {
+    if tags.is_empty() {
+        None
+    } else {
+        serde_json::to_string(tags).ok()
+    }
+}
+
+/// Inserts the events after `version` and `position`: one statement when they fit and
+/// carry no tags, else a savepoint around several (the events' and their tag index rows),
+/// so the append stays all or nothing.
 async fn insert_all(
     conn: &mut SqliteConnection,
     stream: &StreamId,
@@ -674,7 +707,7 @@ async fn insert_all(
     events: &[NewEvent],
     now_micros: i64,
 ) -> Result<(), sqlx::Error> {
-    if events.len() <= ROWS_PER_STATEMENT {
+    if events.len() <= ROWS_PER_STATEMENT && events.iter().all(|e| e.tags.is_empty()) {
         return insert_chunk(conn, stream, version + 1, position + 1, events, now_micros).await;
     }
     sqlx::query("SAVEPOINT flext_append")
@@ -782,7 +815,7 @@ async fn stream_version_on(
     Ok(StreamVersion(stored_number(stream.as_str(), "version", v)?))
 }
 
-async fn stored_with_ids(
+pub(crate) async fn stored_with_ids(
     conn: &mut SqliteConnection,
     events: &[NewEvent],
 ) -> Result<Vec<StoredEvent>, Error> {
@@ -859,6 +892,12 @@ pub(crate) fn decode_row(
         .map_err(|e| bad("unreadable recorded time", &e))?;
     let recorded_at = DateTime::<Utc>::from_timestamp_micros(recorded)
         .ok_or_else(|| bad("recorded time out of range", &recorded))?;
+    let tags: Option<String> = row.try_get(11).map_err(|e| bad("unreadable tags", &e))?;
+    let tags = match tags {
+        None => Vec::new(),
+        Some(text) => serde_json::from_str(&text)
+            .map_err(|e| bad("tags are not a JSON array of strings", &e))?,
+    };
     assemble_recorded(
         StoredRow {
             position,
@@ -872,6 +911,7 @@ pub(crate) fn decode_row(
             causation_id: causation,
             headers,
             recorded_at,
+            tags,
         },
         last_stream,
     )
@@ -911,7 +951,7 @@ impl EventStore for SqliteEventStore {
         self.telemetry.read("read_correlated", None).read(async move {
             let rows = sqlx::query(
                 "SELECT position, event_id, stream_id, version, event_type, schema_version, payload, \
-                 correlation_id, causation_id, headers, recorded_at FROM flext_events \
+                 correlation_id, causation_id, headers, recorded_at, tags FROM flext_events \
                  WHERE correlation_id = ?1 ORDER BY position LIMIT ?2",
             )
             .bind(correlation.as_uuid())
@@ -945,12 +985,12 @@ impl EventStore for SqliteEventStore {
             let sql = match direction {
                 ReadDirection::Forward => {
                     "SELECT position, event_id, stream_id, version, event_type, schema_version, payload, \
-                     correlation_id, causation_id, headers, recorded_at FROM flext_events \
+                     correlation_id, causation_id, headers, recorded_at, tags FROM flext_events \
                      WHERE stream_id = ?1 AND version >= ?2 ORDER BY version ASC LIMIT ?3"
                 }
                 ReadDirection::Backward => {
                     "SELECT position, event_id, stream_id, version, event_type, schema_version, payload, \
-                     correlation_id, causation_id, headers, recorded_at FROM flext_events \
+                     correlation_id, causation_id, headers, recorded_at, tags FROM flext_events \
                      WHERE stream_id = ?1 AND version <= ?2 ORDER BY version DESC LIMIT ?3"
                 }
             };
@@ -975,7 +1015,7 @@ impl EventStore for SqliteEventStore {
         self.telemetry.read("read_all", None).read(async move {
             let rows = sqlx::query(
                 "SELECT position, event_id, stream_id, version, event_type, schema_version, payload, \
-                 correlation_id, causation_id, headers, recorded_at FROM flext_events \
+                 correlation_id, causation_id, headers, recorded_at, tags FROM flext_events \
                  WHERE position > ?1 ORDER BY position ASC LIMIT ?2",
             )
             .bind(to_i64(after.0))
@@ -1007,7 +1047,7 @@ impl EventStore for SqliteEventStore {
                 .map_err(|e| db_error("reading the head", e))?;
             let rows = sqlx::query(
                 "SELECT position, event_id, stream_id, version, event_type, schema_version, payload, \
-                 correlation_id, causation_id, headers, recorded_at FROM flext_events \
+                 correlation_id, causation_id, headers, recorded_at, tags FROM flext_events \
                  WHERE position > ?1 AND position <= ?2 \
                  AND event_type IN (SELECT value FROM json_each(?3)) \
                  ORDER BY position ASC LIMIT ?4",
