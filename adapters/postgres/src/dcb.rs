@@ -24,7 +24,7 @@ use flext_ports::{AppendCondition, AppendOutcome, DcbStore, EventQuery, Filtered
 use sqlx::postgres::PgArguments;
 use sqlx::{Arguments, AssertSqlSafe, PgConnection, Row};
 
-use crate::store::{PgEventStore, PgWriteTransaction, db_error, decode_row, to_i64};
+use crate::store::{Attempt, PgEventStore, PgWriteTransaction, db_error, decode_row, to_i64};
 
 /// The key of a condition on every event.
 const ALL_KEY: i64 = 0;
@@ -284,17 +284,7 @@ impl PgWriteTransaction {
             return self.append(stream, expected, events).await;
         }
         let out = self.append(stream, expected, events).await?;
-        let first = out.positions.first().map_or(0, |p| to_i64(p.0));
-        sqlx::query(
-            "INSERT INTO flext_dcb_conditions (key, position) SELECT k, $2 FROM unnest($1::bigint[]) k \
-             ON CONFLICT (key) DO UPDATE SET position = greatest(flext_dcb_conditions.position, \
-             excluded.position)",
-        )
-        .bind(&locks.recorded)
-        .bind(first)
-        .execute(self.connection())
-        .await
-        .map_err(|e| db_error("recording a conditional append", e))?;
+        record(self.connection(), &locks.recorded, &out).await?;
         Ok(out)
     }
 
@@ -371,15 +361,95 @@ impl DcbStore for PgEventStore {
         events: Vec<NewEvent>,
         condition: &AppendCondition,
     ) -> Result<AppendOutcome, Error> {
+        validate_append(&events)?;
+        let query = &condition.fail_if_events_match;
+        query.validate()?;
         let op = self.telemetry.append(stream, &events);
         op.append(async move {
+            // The transaction's id is taken by the append, after the locks: no order
+            // guard and no savepoint needed (a refusal rolls the whole transaction back).
+            let locks = condition_locks(query);
             let mut tx = self.transaction().await?;
-            let out = tx.append_if(stream, expected, events, condition).await?;
-            tx.commit().await?;
-            Ok(out)
+            lock(
+                tx.connection(),
+                &locks.exclusive,
+                &tag_keys(&events),
+                locks.table,
+            )
+            .await?;
+            if let Some(matched) = first_match(tx.connection(), condition).await? {
+                tx.rollback().await?;
+                return self
+                    .refused_condition(stream, expected, events, condition, matched)
+                    .await;
+            }
+            let attempt = self
+                .try_append(&mut tx.conn, stream, expected, events, 0, false)
+                .await;
+            match attempt {
+                Ok(Attempt::Done(out)) => {
+                    tx.appended += out.positions.len();
+                    record(tx.connection(), &locks.recorded, &out).await?;
+                    tx.commit().await?;
+                    Ok(out)
+                }
+                Ok(Attempt::Refused(events)) => {
+                    tx.rollback().await?;
+                    self.resolve(stream, expected, &events).await
+                }
+                Err(e) => Err(e),
+            }
         })
         .await
     }
+}
+
+impl PgEventStore {
+    /// A failed condition: the original outcome when this is an exact retry of an append
+    /// that succeeded (its ids are stored), the condition's error otherwise.
+    async fn refused_condition(
+        &self,
+        stream: &StreamId,
+        expected: ExpectedVersion,
+        events: Vec<NewEvent>,
+        condition: &AppendCondition,
+        (position, matched_stream, event_type): (i64, String, String),
+    ) -> Result<AppendOutcome, Error> {
+        let ids: Vec<uuid::Uuid> = events.iter().map(|e| e.event_id.as_uuid()).collect();
+        let stored: bool = sqlx::query_scalar(
+            "SELECT EXISTS (SELECT 1 FROM flext_events WHERE event_id = ANY($1))",
+        )
+        .bind(&ids)
+        .fetch_one(self.pool())
+        .await
+        .map_err(|e| db_error("looking up event ids", e))?;
+        if stored {
+            return self.resolve(stream, expected, &events).await;
+        }
+        Err(condition_failed(
+            stream,
+            condition,
+            Position(stored_number(&matched_stream, "position", position)?),
+            &matched_stream,
+            &event_type,
+        ))
+    }
+}
+
+/// Records a committed conditional append under its keys, for the order guard.
+async fn record(conn: &mut PgConnection, keys: &[i64], out: &AppendOutcome) -> Result<(), Error> {
+    let first = out.positions.first().map_or(0, |p| to_i64(p.0));
+    sqlx::query(
+        "INSERT INTO flext_dcb_conditions (key, position) SELECT k, $2 FROM unnest($1::bigint[]) k \
+         ON CONFLICT (key) DO UPDATE SET position = greatest(flext_dcb_conditions.position, \
+         excluded.position)",
+    )
+    .bind(keys)
+    .bind(first)
+    .execute(conn)
+    .await
+    .map(|_| ())
+    .map_err(|e| db_error("recording a conditional append", e))
 }
 
 #[cfg(test)]

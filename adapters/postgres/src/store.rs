@@ -494,7 +494,7 @@ impl PgEventStore {
         Ok(tx)
     }
 
-    async fn resolve(
+    pub(crate) async fn resolve(
         &self,
         stream: &StreamId,
         expected: ExpectedVersion,
@@ -555,7 +555,7 @@ impl PgEventStore {
     /// events back, to be resolved by the caller; a plain append resolves it after it has
     /// given its connection back, so a burst of conflicting appends cannot hold every
     /// pooled connection while each waits for one more.
-    async fn try_append(
+    pub(crate) async fn try_append(
         &self,
         conn: &mut PgConnection,
         stream: &StreamId,
@@ -667,7 +667,7 @@ async fn savepoint(conn: &mut PgConnection, sql: &'static str) -> Result<(), Err
 }
 
 /// What one append statement did.
-enum Attempt {
+pub(crate) enum Attempt {
     /// Appended.
     Done(AppendOutcome),
     /// Refused (a version or id conflict); the events, to find out why.
@@ -750,11 +750,11 @@ fn outcome(stream: &StreamId, rows: &[PgRow]) -> Result<AppendOutcome, Error> {
 /// A transaction on one pooled connection; see [`PgEventStore::transaction`]. Dropping it
 /// without committing rolls it back.
 pub struct PgWriteTransaction {
-    conn: PoolConnection<Postgres>,
+    pub(crate) conn: PoolConnection<Postgres>,
     /// Committed or rolled back: the connection may go back to the pool.
     finished: bool,
     store: PgEventStore,
-    appended: usize,
+    pub(crate) appended: usize,
     /// Outbox messages written (their positions follow the transaction id).
     pub(crate) outboxed: u32,
     /// Whether a fenced checkpoint was written.
