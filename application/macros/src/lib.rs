@@ -578,22 +578,32 @@ pub fn process_manager(attr: TokenStream, item: TokenStream) -> TokenStream {
 }
 
 /// Implements `DomainEvent` from `#[event(name = "...", version = N)]` on a struct or on
-/// every variant of an enum (`version` defaults to 1).
+/// every variant of an enum (`version` defaults to 1). Each `tag = "..."` adds a tag the
+/// event is stored with (`DomainEvent::tags`, for reads and append conditions across
+/// streams); `{field}` in it is replaced by that field's value (`Display`).
 ///
 /// ```
 /// use flext::DomainEvent;
 ///
 /// #[derive(serde::Serialize, DomainEvent)]
 /// enum AccountEvent {
-///     #[event(name = "account.opened")]
+///     #[event(name = "account.opened", tag = "owner:{owner}")]
 ///     Opened { owner: String },
 ///     #[event(name = "account.deposited", version = 2)]
 ///     Deposited { cents: i64 },
+///     #[event(name = "account.moved", tag = "branch:{from}", tag = "branch:{to}", tag = "moves")]
+///     Moved { from: u32, to: u32 },
 /// }
 ///
 /// let e = AccountEvent::Deposited { cents: 5 };
 /// assert_eq!((e.event_type(), e.schema_version()), ("account.deposited", 2));
-/// assert_eq!(AccountEvent::event_types(), ["account.opened", "account.deposited"]);
+/// assert!(e.tags().is_empty());
+/// assert_eq!(AccountEvent::Opened { owner: "ada".into() }.tags(), ["owner:ada"]);
+/// assert_eq!(AccountEvent::Moved { from: 1, to: 2 }.tags(), ["branch:1", "branch:2", "moves"]);
+/// assert_eq!(
+///     AccountEvent::event_types(),
+///     ["account.opened", "account.deposited", "account.moved"]
+/// );
 /// ```
 #[proc_macro_derive(DomainEvent, attributes(event))]
 pub fn derive_domain_event(input: TokenStream) -> TokenStream {
@@ -610,6 +620,52 @@ pub fn derive_domain_event(input: TokenStream) -> TokenStream {
 struct EventAttr {
     name: LitStr,
     version: u32,
+    /// `tag = "..."` templates, in order.
+    tags: Vec<LitStr>,
+}
+
+/// The field names a tag template's `{field}` placeholders use (`{{` and `}}` are
+/// literal braces), or an error naming what is not a plain field name.
+fn tag_fields(tag: &LitStr) -> syn::Result<Vec<String>> {
+    let text = tag.value();
+    if text.is_empty() {
+        return Err(Error::new(tag.span(), "a tag must not be empty"));
+    }
+    let mut fields = Vec::new();
+    let mut chars = text.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '{' if chars.peek() == Some(&'{') => {
+                chars.next();
+            }
+            '}' if chars.peek() == Some(&'}') => {
+                chars.next();
+            }
+            '{' => {
+                let name: String = chars.by_ref().take_while(|c| *c != '}').collect();
+                if syn::parse_str::<syn::Ident>(&name).is_err() {
+                    return Err(Error::new(
+                        tag.span(),
+                        format!(
+                            "`{{{name}}}` is not a field name\n  hint: a tag names fields as \
+                             `{{field}}`, e.g. \"course:{{course_id}}\"; write `{{{{` for a brace"
+                        ),
+                    ));
+                }
+                if !fields.contains(&name) {
+                    fields.push(name);
+                }
+            }
+            '}' => {
+                return Err(Error::new(
+                    tag.span(),
+                    "an unmatched `}` in a tag: write `}}`",
+                ));
+            }
+            _ => {}
+        }
+    }
+    Ok(fields)
 }
 
 fn event_attr(attrs: &[syn::Attribute], span: Span, what: &str) -> syn::Result<EventAttr> {
@@ -623,6 +679,7 @@ fn event_attr(attrs: &[syn::Attribute], span: Span, what: &str) -> syn::Result<E
     };
     let mut name = None;
     let mut version = 1u32;
+    let mut tags = Vec::new();
     attr.parse_nested_meta(|meta| {
         if meta.path.is_ident("name") {
             let lit: LitStr = meta.value()?.parse()?;
@@ -638,22 +695,37 @@ fn event_attr(attrs: &[syn::Attribute], span: Span, what: &str) -> syn::Result<E
                 return Err(Error::new(lit.span(), "schema versions start at 1"));
             }
             Ok(())
+        } else if meta.path.is_ident("tag") {
+            let lit: LitStr = meta.value()?.parse()?;
+            tag_fields(&lit)?;
+            tags.push(lit);
+            Ok(())
         } else {
-            Err(meta.error("expected `name = \"...\"` or `version = N`"))
+            Err(meta.error("expected `name = \"...\"`, `version = N` or `tag = \"...{field}...\"`"))
         }
     })?;
     let name = name.ok_or_else(|| Error::new(attr.span(), "missing `name = \"...\"`"))?;
-    Ok(EventAttr { name, version })
+    Ok(EventAttr {
+        name,
+        version,
+        tags,
+    })
 }
 
 fn expand_event(input: &DeriveInput) -> syn::Result<TokenStream2> {
     let ident = &input.ident;
     let (impl_generics, ty_generics, where_clause) = input.generics.split_for_impl();
+    // Each entry: the pattern matching it, its attribute, and the path of its fields'
+    // pattern (`Self` or `Self::Variant`) when they have names.
+    let mut named: Vec<Option<TokenStream2>> = Vec::new();
     let entries: Vec<(TokenStream2, EventAttr)> = match &input.data {
-        Data::Struct(_) => vec![(
-            quote!(_),
-            event_attr(&input.attrs, ident.span(), "the event")?,
-        )],
+        Data::Struct(st) => {
+            named.push(matches!(st.fields, syn::Fields::Named(_)).then(|| quote!(Self)));
+            vec![(
+                quote!(_),
+                event_attr(&input.attrs, ident.span(), "the event")?,
+            )]
+        }
         Data::Enum(e) => {
             let mut out: Vec<(TokenStream2, EventAttr)> = Vec::new();
             for v in &e.variants {
@@ -669,6 +741,7 @@ fn expand_event(input: &DeriveInput) -> syn::Result<TokenStream2> {
                     ));
                 }
                 let vi = &v.ident;
+                named.push(matches!(v.fields, syn::Fields::Named(_)).then(|| quote!(Self::#vi)));
                 out.push((quote!(Self::#vi { .. }), attr));
             }
             if out.is_empty() {
@@ -689,6 +762,43 @@ fn expand_event(input: &DeriveInput) -> syn::Result<TokenStream2> {
     let patterns: Vec<_> = entries.iter().map(|(p, _)| p).collect();
     let names: Vec<_> = entries.iter().map(|(_, a)| &a.name).collect();
     let versions: Vec<_> = entries.iter().map(|(_, a)| a.version).collect();
+    let tags = if entries.iter().all(|(_, a)| a.tags.is_empty()) {
+        quote!()
+    } else {
+        let mut arms = Vec::new();
+        for ((pattern, attr), path) in entries.iter().zip(&named) {
+            let mut fields = Vec::new();
+            for t in &attr.tags {
+                for f in tag_fields(t)? {
+                    if !fields.contains(&f) {
+                        fields.push(f);
+                    }
+                }
+            }
+            let templates = &attr.tags;
+            let arm = if fields.is_empty() {
+                quote!(#pattern => ::std::vec![#(::std::string::String::from(#templates)),*])
+            } else {
+                let Some(path) = path else {
+                    return Err(Error::new(
+                        templates[0].span(),
+                        "`{field}` in a tag needs named fields",
+                    ));
+                };
+                let idents: Vec<syn::Ident> = fields
+                    .iter()
+                    .map(|f| syn::Ident::new(f, templates[0].span()))
+                    .collect();
+                quote!(#path { #(#idents,)* .. } => ::std::vec![#(::std::format!(#templates)),*])
+            };
+            arms.push(arm);
+        }
+        quote! {
+            fn tags(&self) -> ::std::vec::Vec<::std::string::String> {
+                match self { #(#arms,)* }
+            }
+        }
+    };
     Ok(quote! {
         impl #impl_generics ::flext::DomainEvent for #ident #ty_generics #where_clause {
             fn event_type(&self) -> &'static str {
@@ -706,6 +816,7 @@ fn expand_event(input: &DeriveInput) -> syn::Result<TokenStream2> {
             fn event_types() -> &'static [&'static str] {
                 &[#(#names),*]
             }
+            #tags
         }
     })
 }
