@@ -168,3 +168,41 @@ async fn an_append_dropped_half_way_gives_the_file_back_to_other_writers() {
         "{stored} events: a partial append"
     );
 }
+
+/// A conditional append inside a caller's transaction: it sees the transaction's own
+/// earlier append (the condition fails on it), a failed condition leaves the
+/// transaction usable, and what holds commits with the rest.
+#[tokio::test]
+async fn a_conditional_append_in_a_transaction_sees_its_writes_and_leaves_it_usable() {
+    use flext_ports::{APPEND_CONDITION_FAILED, AppendCondition, EventQuery, QueryItem};
+    let store = store().await;
+    let seat = EventQuery::of(QueryItem::tags(["seat:1"]));
+    let booked = || NewEvent::new(EventId::new(), "booked", &b"{}"[..]).with_tag("seat:1");
+    let condition = AppendCondition::new(seat.clone(), Position::START);
+    let (a, b, c) = (
+        StreamId::new("booking-a").unwrap(),
+        StreamId::new("booking-b").unwrap(),
+        StreamId::new("other").unwrap(),
+    );
+    let mut tx = store.transaction().await.unwrap();
+    let first = tx
+        .append_if(&a, ExpectedVersion::NoStream, vec![booked()], &condition)
+        .await
+        .unwrap();
+    let refused = tx
+        .append_if(&b, ExpectedVersion::NoStream, vec![booked()], &condition)
+        .await
+        .unwrap_err();
+    assert_eq!(refused.reason(), APPEND_CONDITION_FAILED, "{refused}");
+    assert_eq!(
+        refused.detail("position"),
+        Some(&serde_json::json!(first.positions[0].0))
+    );
+    tx.append(&c, ExpectedVersion::NoStream, events(1))
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    assert_eq!(store.stream_version(&a).await.unwrap(), StreamVersion(1));
+    assert_eq!(store.stream_version(&b).await.unwrap(), StreamVersion(0));
+    assert_eq!(store.stream_version(&c).await.unwrap(), StreamVersion(1));
+}
