@@ -21,6 +21,8 @@
 use flext_domain::{Error, ExpectedVersion, NewEvent, Position, StreamId};
 use flext_ports::adapter::{condition_failed, stored_number, validate_append};
 use flext_ports::{AppendCondition, AppendOutcome, DcbStore, EventQuery, FilteredPage};
+use std::sync::atomic::{AtomicU64, Ordering};
+
 use sqlx::postgres::PgArguments;
 use sqlx::{Arguments, AssertSqlSafe, PgConnection, Row};
 
@@ -391,6 +393,10 @@ impl DcbStore for PgEventStore {
                     tx.appended += out.positions.len();
                     record(tx.connection(), &locks.recorded, &out).await?;
                     tx.commit().await?;
+                    if RECORDED.fetch_add(1, Ordering::Relaxed) % PURGE_EVERY == PURGE_EVERY - 1 {
+                        // Housekeeping only: a failure leaves rows for the next round.
+                        let _ = self.purge_dcb_conditions().await;
+                    }
                     Ok(out)
                 }
                 Ok(Attempt::Refused(events)) => {
@@ -404,7 +410,28 @@ impl DcbStore for PgEventStore {
     }
 }
 
+/// Conditional appends recorded by this process, to purge every [`PURGE_EVERY`].
+static RECORDED: AtomicU64 = AtomicU64::new(0);
+
+/// How many conditional appends pass between purges of `flext_dcb_conditions`.
+const PURGE_EVERY: u64 = 1_024;
+
 impl PgEventStore {
+    /// Removes the records of conditional appends that no transaction can still need: those
+    /// below the gap-safe horizon (every running transaction's positions lie above them,
+    /// so the order guard cannot fire on them). Runs on its own after every 1,024
+    /// conditional appends of a process; returns how many were removed.
+    pub async fn purge_dcb_conditions(&self) -> Result<u64, Error> {
+        sqlx::query(
+            "DELETE FROM flext_dcb_conditions \
+             WHERE position < (pg_snapshot_xmin(pg_current_snapshot())::text::bigint << 20)",
+        )
+        .execute(self.pool())
+        .await
+        .map(|r| r.rows_affected())
+        .map_err(|e| db_error("purging conditional append records", e))
+    }
+
     /// A failed condition: the original outcome when this is an exact retry of an append
     /// that succeeded (its ids are stored), the condition's error otherwise.
     async fn refused_condition(

@@ -175,3 +175,68 @@ async fn a_conditional_append_in_a_transaction_sees_its_writes_and_leaves_it_usa
     assert_eq!(store.stream_version(&b).await.unwrap(), StreamVersion(0));
     assert_eq!(store.stream_version(&c).await.unwrap(), StreamVersion(1));
 }
+
+/// The records the order guard reads are purged once no running transaction can need
+/// them, and the guard still refuses a transaction that took its place before a
+/// conditional append committed.
+#[tokio::test]
+async fn conditional_append_records_are_purged_below_the_horizon() {
+    use flext_ports::{AppendCondition, DcbStore, EventQuery, QueryItem};
+    let store = store().await;
+    let tagged = |t: &str| NewEvent::new(EventId::new(), "booked", &b"{}"[..]).with_tag(t);
+    let count = |store: PgEventStore| async move {
+        sqlx::query_scalar::<_, i64>("SELECT count(*) FROM flext_dcb_conditions")
+            .fetch_one(store.pool())
+            .await
+            .unwrap()
+    };
+    // A transaction that wrote before the conditional append below.
+    let mut early = store.transaction().await.unwrap();
+    early
+        .append(
+            &StreamId::new("early-a").unwrap(),
+            ExpectedVersion::NoStream,
+            events(1),
+        )
+        .await
+        .unwrap();
+    for i in 0..3 {
+        let tag = format!("room:{i}");
+        store
+            .append_if(
+                &StreamId::new(format!("booking-{i}")).unwrap(),
+                ExpectedVersion::NoStream,
+                vec![tagged(&tag)],
+                &AppendCondition::new(
+                    EventQuery::of(QueryItem::tags([tag.clone()])),
+                    Position::START,
+                ),
+            )
+            .await
+            .unwrap();
+    }
+    assert_eq!(count(store.clone()).await, 3);
+    // The early transaction still runs: nothing may go yet.
+    assert_eq!(store.purge_dcb_conditions().await.unwrap(), 0);
+    let refused = early
+        .append(
+            &StreamId::new("early-b").unwrap(),
+            ExpectedVersion::NoStream,
+            vec![tagged("room:1")],
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(refused.reason(), "CONDITION_ORDER", "{refused}");
+    early.rollback().await.unwrap();
+    // Other tests' transactions in the cluster may hold the horizon back a moment.
+    let mut purged = 0;
+    for _ in 0..1_000 {
+        purged += store.purge_dcb_conditions().await.unwrap();
+        if purged == 3 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    assert_eq!(purged, 3);
+    assert_eq!(count(store.clone()).await, 0);
+}
