@@ -26,7 +26,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use sqlx::postgres::PgArguments;
 use sqlx::{Arguments, AssertSqlSafe, PgConnection, Row};
 
-use crate::store::{Attempt, PgEventStore, PgWriteTransaction, db_error, decode_row, to_i64};
+use crate::store::{Attempt, PgEventStore, PgWriteTransaction, db_error, filtered_page, to_i64};
 
 /// The key of a condition on every event.
 const ALL_KEY: i64 = 0;
@@ -338,17 +338,7 @@ impl DcbStore for PgEventStore {
                 .fetch_all(self.pool())
                 .await
                 .map_err(|e| db_error("reading events by tag", e))?;
-            let mut last = None;
-            let events = rows
-                .iter()
-                .map(|r| decode_row(r, &mut last))
-                .collect::<Result<Vec<_>, _>>()?;
-            let through = match (events.last(), below) {
-                (Some(e), _) if events.len() >= max_count => e.position,
-                (_, Some(b)) => Position(stored_number("flext_events", "position", b)?).max(after),
-                (_, None) => after,
-            };
-            Ok(FilteredPage { events, through })
+            filtered_page(&rows, max_count, after, below)
         };
         self.telemetry
             .read("read_matching", None)

@@ -894,6 +894,27 @@ impl Drop for PgWriteTransaction {
 
 /// Decodes one row; `last_stream` carries the previous row's stream id, reused (one
 /// shared string, no allocation) while consecutive rows belong to the same stream.
+/// A filtered read's page from its rows: how far it looked is its last event when the page
+/// is full, else the last event under the horizon (`below`), else where it started.
+pub(crate) fn filtered_page(
+    rows: &[PgRow],
+    max_count: usize,
+    after: Position,
+    below: Option<i64>,
+) -> Result<FilteredPage, Error> {
+    let mut last = None;
+    let events = rows
+        .iter()
+        .map(|r| decode_row(r, &mut last))
+        .collect::<Result<Vec<_>, _>>()?;
+    let through = match (events.last(), below) {
+        (Some(e), _) if events.len() >= max_count => e.position,
+        (_, Some(b)) => Position(stored_number("flext_events", "position", b)?).max(after),
+        (_, None) => after,
+    };
+    Ok(FilteredPage { events, through })
+}
+
 pub(crate) fn decode_row(
     row: &PgRow,
     last_stream: &mut Option<StreamId>,
@@ -1114,17 +1135,7 @@ impl EventStore for PgEventStore {
             .fetch_all(&self.pool)
             .await
             .map_err(|e| db_error("reading events by type", e))?;
-            let mut last = None;
-            let events = rows
-                .iter()
-                .map(|r| decode_row(r, &mut last))
-                .collect::<Result<Vec<_>, _>>()?;
-            let through = match (events.last(), below) {
-                (Some(e), _) if events.len() >= max_count => e.position,
-                (_, Some(b)) => Position(stored_number("flext_events", "position", b)?).max(after),
-                (_, None) => after,
-            };
-            Ok(FilteredPage { events, through })
+            filtered_page(&rows, max_count, after, below)
         })
         .await
     }

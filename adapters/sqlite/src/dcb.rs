@@ -8,7 +8,7 @@ use sqlx::sqlite::SqliteArguments;
 use sqlx::{Arguments, AssertSqlSafe, Row, SqliteConnection};
 
 use crate::store::{
-    SqliteEventStore, SqliteWriteTransaction, db_error, decode_row, stored_with_ids, to_i64,
+    SqliteEventStore, SqliteWriteTransaction, db_error, filtered_page, stored_with_ids, to_i64,
 };
 
 /// The positions in `(after, head]` of events matching `query`, as a subquery, with its
@@ -159,16 +159,7 @@ impl DcbStore for SqliteEventStore {
                 .fetch_all(self.reader_pool())
                 .await
                 .map_err(|e| db_error("reading events by tag", e))?;
-            let mut last = None;
-            let events = rows
-                .iter()
-                .map(|r| decode_row(r, &mut last))
-                .collect::<Result<Vec<_>, _>>()?;
-            let through = match events.last() {
-                Some(e) if events.len() >= max_count => e.position,
-                _ => Position(stored_number("flext_events", "head", head)?).max(after),
-            };
-            Ok(FilteredPage { events, through })
+            filtered_page(&rows, max_count, after, head)
         };
         self.telemetry
             .read("read_matching", None)

@@ -850,6 +850,26 @@ pub(crate) async fn stored_with_ids(
     Ok(out)
 }
 
+/// A filtered read's page from its rows: how far it looked is its last event when the page
+/// is full, else the head read before it.
+pub(crate) fn filtered_page(
+    rows: &[SqliteRow],
+    max_count: usize,
+    after: Position,
+    head: i64,
+) -> Result<FilteredPage, Error> {
+    let mut last = None;
+    let events = rows
+        .iter()
+        .map(|r| decode_row(r, &mut last))
+        .collect::<Result<Vec<_>, _>>()?;
+    let through = match events.last() {
+        Some(e) if events.len() >= max_count => e.position,
+        _ => Position(stored_number("flext_events", "head", head)?).max(after),
+    };
+    Ok(FilteredPage { events, through })
+}
+
 /// Decodes one row; `last_stream` carries the previous row's stream id, reused (one
 /// shared string, no allocation) while consecutive rows belong to the same stream.
 pub(crate) fn decode_row(
@@ -1059,16 +1079,7 @@ impl EventStore for SqliteEventStore {
             .fetch_all(&self.readers)
             .await
             .map_err(|e| db_error("reading events by type", e))?;
-            let mut last = None;
-            let events = rows
-                .iter()
-                .map(|r| decode_row(r, &mut last))
-                .collect::<Result<Vec<_>, _>>()?;
-            let through = match events.last() {
-                Some(e) if events.len() >= max_count => e.position,
-                _ => Position(stored_number("flext_events", "head", head)?).max(after),
-            };
-            Ok(FilteredPage { events, through })
+            filtered_page(&rows, max_count, after, head)
         })
         .await
     }
