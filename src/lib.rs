@@ -117,21 +117,26 @@ pub mod otel {
 /// The in-memory event store (feature `memory`).
 #[cfg(feature = "memory")]
 pub mod memory {
-    pub use flext_memory::{InMemoryEventStore, MemoryTransaction, PendingAppend};
+    pub use flext_memory::{
+        InMemoryEventStore, InMemoryTenantStores, MemoryTransaction, PendingAppend,
+    };
 }
 
 /// The SQLite event store (feature `sqlite`).
 #[cfg(feature = "sqlite")]
 pub mod sqlite {
     pub use flext_sqlite::{
-        SqliteEventStore, SqliteStoreBuilder, SqliteWriteTransaction, Synchronous, migrator, sqlx,
+        SqliteEventStore, SqliteStoreBuilder, SqliteTenantStores, SqliteWriteTransaction,
+        Synchronous, migrator, sqlx,
     };
 }
 
 /// The PostgreSQL event store (feature `postgres`).
 #[cfg(feature = "postgres")]
 pub mod postgres {
-    pub use flext_postgres::{PgEventStore, PgStoreBuilder, PgWriteTransaction, migrator, sqlx};
+    pub use flext_postgres::{
+        PgEventStore, PgStoreBuilder, PgTenantStores, PgWriteTransaction, migrator, sqlx,
+    };
 }
 
 pub mod prelude {

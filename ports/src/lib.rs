@@ -40,6 +40,7 @@ mod redact;
 mod schedule;
 mod snapshot;
 pub mod sql;
+mod tenancy;
 pub mod trace;
 mod watch;
 
@@ -85,6 +86,7 @@ pub use publish::{OutboundMessage, OutboxMessage, OutboxStore, Publisher, messag
 pub use redact::redact_url;
 pub use schedule::{SCHEDULER_CONSUMER, ScheduleStore, Scheduled};
 pub use snapshot::{Snapshot, SnapshotStore};
+pub use tenancy::TenantStores;
 pub use trace::{Propagator, StoreOp, StoreTelemetry};
 pub use watch::{AppendSignal, AppendWatcher, Changed, WatchAppends};
 

@@ -38,6 +38,7 @@ pub mod harness;
 pub mod operator;
 pub mod proxy;
 pub mod schema_gate;
+pub mod tenancy_cases;
 
 /// What the conformance suite needs from an adapter.
 pub trait Harness: Send + Sync + Sized + 'static {
@@ -53,10 +54,14 @@ pub trait Harness: Send + Sync + Sized + 'static {
         + flext_ports::InboxStore
         + flext_ports::OutboxStore
         + flext_ports::DcbStore
+        + flext_ports::WatchAppends
         + Clone
         + 'static;
     /// An append whose transaction is held open until [`Held::commit`].
     type Held: Held;
+    /// The stores of tenants, each confined to its tenant (fresh per harness, removed by
+    /// [`Harness::cleanup`]).
+    type Tenants: flext_ports::TenantStores<Store = Self::Store>;
 
     /// Whether appends to different streams wait for each other (SQLite has one writer),
     /// so a held append blocks every other append until it commits.
@@ -67,6 +72,9 @@ pub trait Harness: Send + Sync + Sized + 'static {
 
     /// The store (clones share data).
     fn store(&self) -> Self::Store;
+
+    /// The tenants' stores (clones share them).
+    fn tenants(&self) -> Self::Tenants;
 
     /// Appends in a transaction that stays open until the returned handle commits.
     fn hold_append(
@@ -229,6 +237,15 @@ macro_rules! event_store_conformance {
             racing_writers_with_disjoint_conditions_all_win,
             plain_and_transactional_appends_cannot_slip_under_a_condition,
             a_transaction_that_wrote_first_cannot_slip_under_a_condition,
+            a_tenant_cannot_read_or_append_to_anothers_stream,
+            a_tenant_cannot_replay_or_read_all_of_anothers_events,
+            a_tenants_append_condition_ignores_anothers_events,
+            a_tenant_cannot_load_anothers_snapshot,
+            a_tenant_cannot_see_anothers_idempotency_records,
+            a_tenants_checkpoints_and_leases_are_its_own,
+            a_tenants_subscription_receives_only_its_own_events,
+            tenants_are_validated_and_taken_from_the_request,
+            two_tenants_under_random_operations_see_only_their_own,
         );
     };
 }

@@ -31,5 +31,7 @@ mod ownership;
 mod process;
 mod schedule;
 mod store;
+mod tenancy;
 
 pub use store::{InMemoryEventStore, MemoryTransaction, PendingAppend};
+pub use tenancy::InMemoryTenantStores;

@@ -32,8 +32,10 @@ mod schedule;
 mod shadow;
 mod sql;
 mod store;
+mod tenancy;
 
 pub use store::{MIGRATIONS_TABLE, PgEventStore, PgStoreBuilder, PgWriteTransaction, migrator};
+pub use tenancy::PgTenantStores;
 
 /// The `sqlx` this store is built on (its version and features), for SQL of your own in the
 /// same database without a second dependency to keep in step.

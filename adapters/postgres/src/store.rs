@@ -234,8 +234,8 @@ impl std::fmt::Debug for PgStoreBuilder {
 
 impl PgStoreBuilder {
     /// Keeps the store's tables (and its migrations table) in `schema`, created if
-    /// missing, by setting the pool's `search_path`. The name must be a plain identifier
-    /// (`[A-Za-z_][A-Za-z0-9_]*`, at most 63 bytes).
+    /// missing, by setting the pool's `search_path`. The name is `[A-Za-z_][A-Za-z0-9_-]*`, at
+    /// most 63 bytes, and case-sensitive.
     pub fn schema(mut self, schema: impl Into<String>) -> Self {
         self.schema = Some(schema.into());
         self
@@ -296,11 +296,14 @@ impl PgStoreBuilder {
                     .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
                 && schema
                     .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || c == '_');
+                    .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
             if !valid {
                 return Err(Error::invalid_argument(
                     "INVALID_SCHEMA_NAME",
-                    format!("{schema:?} is not a plain identifier"),
+                    format!(
+                        "{schema:?} is not a schema name flext uses: 1 to 63 of letters, \
+                         digits, '_' and '-', beginning with a letter or '_'"
+                    ),
                 ));
             }
             let mut conn =
@@ -322,7 +325,8 @@ impl PgStoreBuilder {
             .execute(&mut conn)
             .await
             .map_err(|e| db_error("creating the schema", e))?;
-            options = options.options([("search_path", schema.as_str())]);
+            // Quoted: a name with '-' (a tenant's) is not a bare identifier.
+            options = options.options([("search_path", format!("\"{schema}\""))]);
         }
         let pool = PgPoolOptions::new()
             .max_connections(self.max_connections)

@@ -30,11 +30,13 @@ mod schedule;
 mod shadow;
 mod sql;
 mod store;
+mod tenancy;
 
 pub use store::{
     MIGRATIONS_TABLE, SqliteEventStore, SqliteStoreBuilder, SqliteWriteTransaction, Synchronous,
     migrator,
 };
+pub use tenancy::SqliteTenantStores;
 
 /// The `sqlx` this store is built on (its version and features), for SQL of your own in the
 /// same database without a second dependency to keep in step.

@@ -10,6 +10,7 @@ use crate::{Harness, Held};
 /// Runs the suite on [`InMemoryEventStore`].
 pub struct MemoryHarness {
     store: InMemoryEventStore,
+    tenants: flext_memory::InMemoryTenantStores,
 }
 
 /// A pending in-memory append.
@@ -24,16 +25,22 @@ impl Held for MemoryHeld {
 impl Harness for MemoryHarness {
     type Store = InMemoryEventStore;
     type Held = MemoryHeld;
+    type Tenants = flext_memory::InMemoryTenantStores;
     const SERIALIZED_WRITERS: bool = false;
 
     async fn fresh() -> Self {
         MemoryHarness {
             store: InMemoryEventStore::new(),
+            tenants: flext_memory::InMemoryTenantStores::new(),
         }
     }
 
     fn store(&self) -> InMemoryEventStore {
         self.store.clone()
+    }
+
+    fn tenants(&self) -> flext_memory::InMemoryTenantStores {
+        self.tenants.clone()
     }
 
     async fn hold_append(

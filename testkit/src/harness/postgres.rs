@@ -50,12 +50,12 @@ async fn sweep_stale_schemas(store: &PgEventStore) {
             .unwrap_or_default();
     let hour_ago = std::time::SystemTime::now() - std::time::Duration::from_secs(3_600);
     for name in names {
-        let Some(stamp) = name
-            .rsplit('_')
-            .next()
-            .and_then(|id| uuid::Uuid::try_parse(id).ok())
-            .and_then(|id| id.get_timestamp())
-        else {
+        // `flext_t_{purpose}_{uuid}`, or a tenant's `flext_t_tn_{uuid}_{tenant}`.
+        let Some(stamp) = name.split('_').find_map(|seg| {
+            uuid::Uuid::try_parse(seg)
+                .ok()
+                .and_then(|id| id.get_timestamp())
+        }) else {
             continue;
         };
         let (secs, _) = stamp.to_unix();
@@ -72,6 +72,8 @@ async fn sweep_stale_schemas(store: &PgEventStore) {
 pub struct PgHarness {
     store: PgEventStore,
     schema: String,
+    tenants: flext_postgres::PgTenantStores,
+    tenant_prefix: String,
 }
 
 /// A held PostgreSQL transaction.
@@ -102,6 +104,7 @@ impl PgHarness {
 impl Harness for PgHarness {
     type Store = PgEventStore;
     type Held = PgHeld;
+    type Tenants = flext_postgres::PgTenantStores;
     const SERIALIZED_WRITERS: bool = false;
 
     async fn fresh() -> Self {
@@ -110,11 +113,24 @@ impl Harness for PgHarness {
             .fetch_one(store.pool())
             .await
             .expect("the store's schema");
-        PgHarness { store, schema }
+        let tenant_prefix = format!("{TEST_SCHEMA_PREFIX}tn_{}_", uuid::Uuid::now_v7().simple());
+        let tenants = flext_postgres::PgTenantStores::new(database_url())
+            .schema_prefix(&tenant_prefix)
+            .max_connections(3);
+        PgHarness {
+            store,
+            schema,
+            tenants,
+            tenant_prefix,
+        }
     }
 
     fn store(&self) -> PgEventStore {
         self.store.clone()
+    }
+
+    fn tenants(&self) -> flext_postgres::PgTenantStores {
+        self.tenants.clone()
     }
 
     async fn hold_append(
@@ -150,6 +166,20 @@ impl Harness for PgHarness {
     }
 
     async fn cleanup(self) {
+        let _ = self.tenants.close().await;
+        let tenant_schemas: Vec<String> = sqlx::query_scalar(
+            "SELECT nspname::text FROM pg_namespace WHERE starts_with(nspname, $1)",
+        )
+        .bind(&self.tenant_prefix)
+        .fetch_all(self.store.pool())
+        .await
+        .unwrap_or_default();
+        for name in tenant_schemas {
+            let drop = format!("DROP SCHEMA IF EXISTS \"{name}\" CASCADE");
+            let _ = sqlx::query(sqlx::AssertSqlSafe(drop))
+                .execute(self.store.pool())
+                .await;
+        }
         let drop_schema = format!("DROP SCHEMA \"{}\" CASCADE", self.schema);
         let _ = sqlx::query(sqlx::AssertSqlSafe(drop_schema))
             .execute(self.store.pool())

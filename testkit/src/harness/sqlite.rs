@@ -12,6 +12,8 @@ use crate::{Harness, Held};
 pub struct SqliteHarness {
     store: SqliteEventStore,
     path: PathBuf,
+    tenants: flext_sqlite::SqliteTenantStores,
+    tenant_dir: PathBuf,
 }
 
 /// A held SQLite write transaction.
@@ -42,6 +44,7 @@ impl SqliteHarness {
 impl Harness for SqliteHarness {
     type Store = SqliteEventStore;
     type Held = SqliteHeld;
+    type Tenants = flext_sqlite::SqliteTenantStores;
     const SERIALIZED_WRITERS: bool = true;
 
     async fn fresh() -> Self {
@@ -52,11 +55,22 @@ impl Harness for SqliteHarness {
         let store = SqliteEventStore::open(&path)
             .await
             .expect("open a fresh SQLite store");
-        SqliteHarness { store, path }
+        let tenant_dir = path.with_extension("tenants");
+        let tenants = flext_sqlite::SqliteTenantStores::new(&tenant_dir);
+        SqliteHarness {
+            store,
+            path,
+            tenants,
+            tenant_dir,
+        }
     }
 
     fn store(&self) -> SqliteEventStore {
         self.store.clone()
+    }
+
+    fn tenants(&self) -> flext_sqlite::SqliteTenantStores {
+        self.tenants.clone()
     }
 
     async fn hold_append(
@@ -92,6 +106,8 @@ impl Harness for SqliteHarness {
     }
 
     async fn cleanup(self) {
+        let _ = self.tenants.close().await;
+        let _ = std::fs::remove_dir_all(&self.tenant_dir);
         drop(self.store);
         for suffix in ["", "-wal", "-shm"] {
             let mut p = self.path.clone().into_os_string();
