@@ -5,6 +5,7 @@
 
 #[path = "../examples/bank/app.rs"]
 mod app;
+mod common;
 
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
@@ -277,18 +278,7 @@ async fn a_load_run_on_postgres_keeps_the_money_and_settles_every_transfer() {
 
 /// The bank example's binary, built by `cargo test` next to this test's.
 fn bank_binary() -> std::path::PathBuf {
-    let exe = std::env::current_exe().expect("own path");
-    let dir = exe
-        .parent()
-        .and_then(|deps| deps.parent())
-        .expect("target dir");
-    let bin = dir.join("examples").join("bank");
-    assert!(
-        bin.exists(),
-        "{} is missing: `cargo test` builds the examples",
-        bin.display()
-    );
-    bin
+    common::example_binary("bank")
 }
 
 /// Runs a set-up bank, then two bank load runs at once as two processes on one database:
@@ -889,7 +879,7 @@ async fn the_notifier_process_counts_the_bank_processes_transfers_once() {
     });
     let stream = format!("NOTIFY{}", uuid::Uuid::now_v7().simple());
     let (bank_db, notifier_db) = (temp_file("bank.db"), temp_file("notifier.db"));
-    let notifier_bin = bank_binary().with_file_name("notifier");
+    let notifier_bin = common::example_binary("notifier");
     let _notifier = Killed(
         std::process::Command::new(&notifier_bin)
             .args(["--nats", &url, "--stream", &stream, "--sqlite"])

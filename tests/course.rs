@@ -3,20 +3,11 @@
 //! always sets) PostgreSQL; it exits 0 only if every store admitted exactly 30 students,
 //! none twice.
 
+mod common;
+
 #[test]
 fn the_course_example_admits_exactly_its_seats_on_every_store() {
-    let exe = std::env::current_exe().expect("own path");
-    let bin = exe
-        .parent()
-        .and_then(|deps| deps.parent())
-        .expect("target dir")
-        .join("examples")
-        .join("course");
-    assert!(
-        bin.exists(),
-        "{} is missing: `cargo test` builds the examples",
-        bin.display()
-    );
+    let bin = common::example_binary("course");
     let out = std::process::Command::new(&bin)
         .output()
         .expect("the course example runs");

@@ -3,19 +3,10 @@
 //! finds the first run's todos in the read model and adds its own.
 #![cfg(all(feature = "macros", feature = "sqlite"))]
 
+mod common;
+
 fn todo(file: &std::path::Path) -> String {
-    let exe = std::env::current_exe().expect("own path");
-    let bin = exe
-        .parent()
-        .and_then(|deps| deps.parent())
-        .expect("target dir")
-        .join("examples")
-        .join("todo");
-    assert!(
-        bin.exists(),
-        "{}: `cargo test` builds the examples",
-        bin.display()
-    );
+    let bin = common::example_binary("todo");
     let out = std::process::Command::new(bin)
         .arg(file)
         .output()
