@@ -11,7 +11,8 @@ use flext_domain::{
 };
 use flext_memory::InMemoryEventStore;
 use flext_ports::{
-    AppendOutcome, EventStore, JsonCodec, ReadDirection, Snapshot, SnapshotStore, Upcasters,
+    AppendOutcome, EventStore, JsonCodec, ReadDirection, STREAM_DELETED, STREAM_TRUNCATED,
+    Snapshot, SnapshotStore, StreamLifecycle, Upcasters,
 };
 use flext_postgres::PgEventStore;
 use flext_sqlite::SqliteEventStore;
@@ -493,6 +494,67 @@ async fn custom_streams_context_metadata_and_cache_control<
     assert_eq!(read[0].metadata, outside);
 }
 
+/// Lifecycle through the repository: an aggregate truncated below its snapshot loads
+/// as before; one truncated with no snapshot to cover the gap is refused by name (never
+/// rebuilt from part of its history); a deleted one is refused, its snapshot gone.
+async fn truncated_and_deleted_aggregates<S>(store: S)
+where
+    S: EventStore + SnapshotStore + StreamLifecycle + Clone,
+{
+    let repo = Repository::<Account, _>::new(store.clone()).with_snapshots(4, 1);
+    let meta = EventMetadata::default();
+    let (snapped, bare) = (Id::new(), Id::new());
+    for _ in 0..10 {
+        repo.execute_with_metadata(snapped, &meta, deposit(10))
+            .await
+            .expect("deposit");
+    }
+    let before = repo.load(snapped).await.expect("load");
+    let snapshot = store
+        .load_snapshot(&Account::stream_id(snapped))
+        .await
+        .expect("snapshot")
+        .expect("a snapshot every 4 events");
+    store
+        .truncate_stream(&Account::stream_id(snapped), snapshot.version.advanced(1))
+        .await
+        .expect("truncate");
+    let fresh = Repository::<Account, _>::new(store.clone()).with_snapshots(4, 1);
+    let after = fresh.load(snapped).await.expect("load from the snapshot");
+    assert_eq!(after.state(), before.state());
+    assert_eq!(after.version(), before.version());
+    fresh
+        .execute_with_metadata(snapped, &meta, deposit(1))
+        .await
+        .expect("commands go on");
+
+    let plain = Repository::<Account, _>::new(store.clone());
+    for _ in 0..3 {
+        plain
+            .execute_with_metadata(bare, &meta, deposit(10))
+            .await
+            .expect("deposit");
+    }
+    store
+        .truncate_stream(&Account::stream_id(bare), StreamVersion(2))
+        .await
+        .expect("truncate");
+    let e = plain.load(bare).await.expect_err("half a history");
+    assert_eq!(e.reason(), STREAM_TRUNCATED, "{e}");
+
+    store
+        .delete_stream(&Account::stream_id(snapped), ExpectedVersion::Any)
+        .await
+        .expect("delete");
+    let e = fresh.load(snapped).await.expect_err("deleted");
+    assert_eq!(e.reason(), STREAM_DELETED, "{e}");
+    let e = fresh
+        .execute_with_metadata(snapped, &meta, deposit(1))
+        .await
+        .expect_err("a command on a deleted aggregate");
+    assert_eq!(e.reason(), STREAM_DELETED, "{e}");
+}
+
 async fn sqlite() -> SqliteEventStore {
     let path =
         std::env::temp_dir().join(format!("flext-repo-{}.db", uuid::Uuid::now_v7().simple()));
@@ -521,6 +583,7 @@ macro_rules! on_every_store {
 }
 
 on_every_store!(
+    truncated_and_deleted_aggregates,
     load_save_and_business_errors,
     conflict_is_retried_after_reload,
     warm_command_is_one_round_trip,

@@ -441,6 +441,20 @@ pub fn resolve_rejected_append(
     events: &[NewEvent],
     existing: &[StoredEvent],
 ) -> Result<AppendOutcome, Error> {
+    resolve_rejected_append_in_life(stream, expected, actual, StreamVersion(1), events, existing)
+}
+
+/// [`resolve_rejected_append`] for a stream whose current life begins at `life_start`
+/// (after a soft delete and a revival: the deleted version + 1), where a `NoStream`
+/// append put its first event.
+pub fn resolve_rejected_append_in_life(
+    stream: &StreamId,
+    expected: ExpectedVersion,
+    actual: StreamVersion,
+    life_start: StreamVersion,
+    events: &[NewEvent],
+    existing: &[StoredEvent],
+) -> Result<AppendOutcome, Error> {
     let (Some(first_event), Some(first_existing)) = (events.first(), existing.first()) else {
         if events.is_empty() {
             return Err(Error::invalid_argument(
@@ -453,7 +467,7 @@ pub fn resolve_rejected_append(
     let find = |id: EventId| existing.iter().find(|s| s.event_id == id);
     let first_version = match expected {
         ExpectedVersion::Exact(v) => Some(v.advanced(1)),
-        ExpectedVersion::NoStream => Some(StreamVersion(1)),
+        ExpectedVersion::NoStream => Some(life_start.max(StreamVersion(1))),
         ExpectedVersion::StreamExists => find(first_event.event_id)
             .filter(|s| &s.stream_id == stream)
             .map(|s| s.stream_version),

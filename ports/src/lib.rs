@@ -29,6 +29,7 @@ mod inbox;
 mod inspect;
 mod job;
 mod json;
+pub mod lifecycle;
 mod message;
 mod metrics;
 mod ownership;
@@ -69,6 +70,10 @@ pub use inspect::{
 };
 pub use job::{Job, JobState, JobStats, JobStore, NewJob};
 pub use json::{JsonCodec, Upcasters};
+pub use lifecycle::{
+    RetentionPolicy, RetentionReport, STREAM_DELETED, STREAM_TRUNCATED, StreamInfo,
+    StreamLifecycle, StreamStatus,
+};
 pub use message::{
     COMMAND_CAUSATION_HEADER, Command, CommandHandler, Context, EventHandler, Query, QueryHandler,
     TRACEPARENT_HEADER, is_valid_traceparent,
@@ -101,7 +106,7 @@ pub mod adapter {
     pub use crate::dcb::condition_failed;
     pub use crate::event_store::{
         StoredEvent, StoredRow, assemble_recorded, corrupted_event, resolve_rejected_append,
-        stored_number, tag_violations, validate_append,
+        resolve_rejected_append_in_life, stored_number, tag_violations, validate_append,
     };
     pub use crate::idempotency::{decode_error, encode_error, stored_claim};
     pub use crate::inbox::assemble_inbox_dead_letter;

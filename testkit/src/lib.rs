@@ -35,6 +35,7 @@ pub mod cancel;
 pub mod cases;
 pub mod dcb_cases;
 pub mod harness;
+pub mod lifecycle_cases;
 pub mod operator;
 pub mod proxy;
 pub mod schema_gate;
@@ -54,6 +55,7 @@ pub trait Harness: Send + Sync + Sized + 'static {
         + flext_ports::InboxStore
         + flext_ports::OutboxStore
         + flext_ports::DcbStore
+        + flext_ports::StreamLifecycle
         + flext_ports::WatchAppends
         + Clone
         + 'static;
@@ -246,6 +248,15 @@ macro_rules! event_store_conformance {
             a_tenants_subscription_receives_only_its_own_events,
             tenants_are_validated_and_taken_from_the_request,
             two_tenants_under_random_operations_see_only_their_own,
+            a_deleted_stream_reads_as_deleted_and_stays_in_read_all,
+            deleting_checks_the_expectation_and_refuses_absent_streams,
+            appending_to_a_deleted_stream_revives_it_with_continued_numbering,
+            a_tombstoned_stream_refuses_appends_forever_and_leaves_read_all,
+            truncating_removes_events_before_a_version_and_keeps_numbering,
+            a_truncated_stream_loads_from_its_snapshot,
+            archived_events_read_through_and_leave_read_all,
+            retention_policies_keep_the_newest_and_archive_on_request,
+            appends_racing_deletes_land_before_or_after_them,
         );
     };
 }

@@ -925,3 +925,121 @@ pub(crate) async fn stats(db: &Db, out: &Out) -> Result<Done, Error> {
     }
     Ok(Done::OK)
 }
+
+/// A stream's lifecycle as JSON.
+fn info_json(id: &str, info: &flext_ports::StreamInfo) -> Value {
+    json!({
+        "stream_id": id,
+        "status": format!("{:?}", info.status).to_lowercase(),
+        "version": info.version.0,
+        "first_readable": info.first_readable.0,
+        "archived_below": info.archived_below.0,
+        "retention": info.retention.map(|p| json!({
+            "max_count": p.max_count,
+            "max_age_secs": p.max_age.map(|a| a.as_secs_f64()),
+            "archive": p.archive,
+        })),
+    })
+}
+
+pub(crate) async fn streams_info(db: &Db, out: &Out, id: &str) -> Result<Done, Error> {
+    use flext_ports::StreamLifecycle;
+    let stream = stream_id(id)?;
+    let info = on_store!(db, s => s.stream_info(&stream).await)?;
+    let v = info_json(id, &info);
+    if out.json {
+        out.json(&v);
+    } else {
+        let mut t = view::table(&["field", "value"]);
+        for key in [
+            "status",
+            "version",
+            "first_readable",
+            "archived_below",
+            "retention",
+        ] {
+            t.add_row(vec![key.to_owned(), view::cell(&v[key])]);
+        }
+        println!("{t}");
+    }
+    Ok(Done::OK)
+}
+
+pub(crate) async fn streams_delete(
+    db: &Db,
+    out: &Out,
+    id: &str,
+    hard: bool,
+    expected: Option<u64>,
+) -> Result<Done, Error> {
+    use flext_ports::StreamLifecycle;
+    let stream = stream_id(id)?;
+    let expected = expected.map_or(flext_domain::ExpectedVersion::Any, |v| {
+        flext_domain::ExpectedVersion::Exact(flext_domain::StreamVersion(v))
+    });
+    let version = if hard {
+        on_store!(db, s => s.tombstone_stream(&stream, expected).await)?
+    } else {
+        on_store!(db, s => s.delete_stream(&stream, expected).await)?
+    };
+    if out.json {
+        out.json(&json!({ "stream_id": id, "version": version.0, "hard": hard }));
+    } else if hard {
+        println!("tombstoned {id} at version {version}: its events are gone and it takes no more");
+    } else {
+        println!(
+            "deleted {id} at version {version} (an append revives it; read-all keeps its events)"
+        );
+    }
+    Ok(Done::OK)
+}
+
+pub(crate) async fn streams_cut(
+    db: &Db,
+    out: &Out,
+    id: &str,
+    before: u64,
+    archive: bool,
+) -> Result<Done, Error> {
+    use flext_ports::StreamLifecycle;
+    let stream = stream_id(id)?;
+    let before = flext_domain::StreamVersion(before);
+    let n = if archive {
+        on_store!(db, s => s.archive_stream(&stream, before).await)?
+    } else {
+        on_store!(db, s => s.truncate_stream(&stream, before).await)?
+    };
+    let verb = if archive { "archived" } else { "removed" };
+    if out.json {
+        out.json(&json!({ "stream_id": id, "before": before.0, verb: n }));
+    } else {
+        println!("{verb} {n} events of {id} below version {before}");
+    }
+    Ok(Done::OK)
+}
+
+pub(crate) async fn streams_retention(
+    db: &Db,
+    out: &Out,
+    id: &str,
+    policy: Option<flext_ports::RetentionPolicy>,
+) -> Result<Done, Error> {
+    use flext_ports::StreamLifecycle;
+    let stream = stream_id(id)?;
+    if policy.is_some_and(|p| p.max_count.is_none() && p.max_age.is_none()) {
+        return Err(Error::invalid_argument(
+            "INVALID_RETENTION",
+            "give --max-count, --max-age-secs or both (or --clear)",
+        ));
+    }
+    on_store!(db, s => s.set_retention(&stream, policy).await)?;
+    let info = on_store!(db, s => s.stream_info(&stream).await)?;
+    if out.json {
+        out.json(&info_json(id, &info));
+    } else if policy.is_some() {
+        println!("set the retention policy of {id}; the service's retention task applies it");
+    } else {
+        println!("cleared the retention policy of {id}");
+    }
+    Ok(Done::OK)
+}

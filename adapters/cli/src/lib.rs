@@ -153,6 +153,58 @@ enum StreamsCommand {
         #[arg(long, short = 'f')]
         follow: bool,
     },
+    /// A stream's lifecycle: status, versions, what is archived, its retention policy.
+    Info {
+        /// The stream id.
+        id: String,
+    },
+    /// Deletes a stream: soft by default (reads refuse, an append revives it, read-all
+    /// keeps its events); `--hard` removes its events and refuses appends forever.
+    Delete {
+        /// The stream id.
+        id: String,
+        /// Remove the events and refuse every later append (a tombstone).
+        #[arg(long)]
+        hard: bool,
+        /// Only if the stream is at this version.
+        #[arg(long)]
+        expected: Option<u64>,
+    },
+    /// Removes a stream's events below a version (loads from below it need a snapshot).
+    Truncate {
+        /// The stream id.
+        id: String,
+        /// The first version to keep.
+        #[arg(long)]
+        before: u64,
+    },
+    /// Moves a stream's events below a version to the archive (stream reads read
+    /// through; read-all no longer returns them).
+    Archive {
+        /// The stream id.
+        id: String,
+        /// The first version to keep in the log.
+        #[arg(long)]
+        before: u64,
+    },
+    /// Sets or clears a stream's retention policy (applied by the service's retention
+    /// task).
+    Retention {
+        /// The stream id.
+        id: String,
+        /// Keep at most this many of the newest events.
+        #[arg(long)]
+        max_count: Option<u64>,
+        /// Keep events younger than this many seconds.
+        #[arg(long)]
+        max_age_secs: Option<u64>,
+        /// Archive expired events instead of removing them.
+        #[arg(long)]
+        archive: bool,
+        /// Remove the policy.
+        #[arg(long, conflicts_with_all = ["max_count", "max_age_secs", "archive"])]
+        clear: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -476,6 +528,32 @@ async fn run(cli: Cli, local: Option<LocalConsumers>) -> Result<Done, Error> {
             lines,
             follow,
         }) => commands::streams_tail(&db, &out, id.as_deref(), lines, follow).await,
+        Command::Streams(StreamsCommand::Info { id }) => {
+            commands::streams_info(&db, &out, &id).await
+        }
+        Command::Streams(StreamsCommand::Delete { id, hard, expected }) => {
+            commands::streams_delete(&db, &out, &id, hard, expected).await
+        }
+        Command::Streams(StreamsCommand::Truncate { id, before }) => {
+            commands::streams_cut(&db, &out, &id, before, false).await
+        }
+        Command::Streams(StreamsCommand::Archive { id, before }) => {
+            commands::streams_cut(&db, &out, &id, before, true).await
+        }
+        Command::Streams(StreamsCommand::Retention {
+            id,
+            max_count,
+            max_age_secs,
+            archive,
+            clear,
+        }) => {
+            let policy = (!clear).then_some(flext_ports::RetentionPolicy {
+                max_count,
+                max_age: max_age_secs.map(std::time::Duration::from_secs),
+                archive,
+            });
+            commands::streams_retention(&db, &out, &id, policy).await
+        }
         Command::Events(EventsCommand::Get { id }) => commands::events_get(&db, &out, &id).await,
         Command::Events(EventsCommand::Correlated { id }) => {
             commands::events_correlated(&db, &out, &id).await

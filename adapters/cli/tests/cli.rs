@@ -473,6 +473,75 @@ where
     json_of(&flext(&db, &["--json", "projections", "resume", TOTALS]).await);
     caught_up(&projections, &store).await;
     projections.shutdown().await;
+
+    // Stream lifecycle on `other-1` (two events).
+    let info = json_of(&flext(&db, &["--json", "streams", "info", "other-1"]).await);
+    assert_eq!(
+        (info["status"].as_str(), info["version"].as_u64()),
+        (Some("live"), Some(2))
+    );
+    let policy = json_of(
+        &flext(
+            &db,
+            &[
+                "--json",
+                "streams",
+                "retention",
+                "other-1",
+                "--max-count",
+                "1",
+                "--archive",
+            ],
+        )
+        .await,
+    );
+    assert_eq!(policy["retention"]["max_count"], 1, "{policy}");
+    assert_eq!(policy["retention"]["archive"], true, "{policy}");
+    let no_bound = flext(&db, &["streams", "retention", "other-1"]).await;
+    assert_eq!(code(&no_bound), 13, "INVALID_ARGUMENT is 10 + 3");
+    let archived = json_of(
+        &flext(
+            &db,
+            &["--json", "streams", "archive", "other-1", "--before", "2"],
+        )
+        .await,
+    );
+    assert_eq!(archived["archived"], 1, "{archived}");
+    let shown = json_of(&flext(&db, &["--json", "streams", "show", "other-1"]).await);
+    assert_eq!(
+        shown["events"].as_array().map(Vec::len),
+        Some(2),
+        "read through: {shown}"
+    );
+    let truncated = json_of(
+        &flext(
+            &db,
+            &["--json", "streams", "truncate", "other-1", "--before", "2"],
+        )
+        .await,
+    );
+    assert_eq!(truncated["removed"], 1, "{truncated}");
+    let stale = flext(&db, &["streams", "delete", "other-1", "--expected", "1"]).await;
+    assert_eq!(code(&stale), 20, "ABORTED is 10 + 10");
+    let deleted = json_of(&flext(&db, &["--json", "streams", "delete", "other-1"]).await);
+    assert_eq!(
+        (deleted["version"].as_u64(), deleted["hard"].as_bool()),
+        (Some(2), Some(false))
+    );
+    let info = json_of(&flext(&db, &["--json", "streams", "info", "other-1"]).await);
+    assert_eq!(info["status"], "deleted");
+    let refused = flext(&db, &["streams", "show", "other-1"]).await;
+    assert_eq!(code(&refused), 15, "NOT_FOUND is 10 + 5");
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("STREAM_DELETED"),
+        "{}",
+        String::from_utf8_lossy(&refused.stderr)
+    );
+    json_of(&flext(&db, &["--json", "streams", "delete", "other-1", "--hard"]).await);
+    let info = json_of(&flext(&db, &["--json", "streams", "info", "other-1"]).await);
+    assert_eq!(info["status"], "tombstoned");
+    let unknown = flext(&db, &["streams", "delete", "nobody-1"]).await;
+    assert_eq!(code(&unknown), 15);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -26,6 +26,7 @@
 mod control;
 mod inbox;
 mod job;
+mod lifecycle;
 mod outbox;
 mod ownership;
 mod process;

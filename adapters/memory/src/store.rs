@@ -7,8 +7,9 @@ use flext_domain::{
     Error, EventId, ExpectedVersion, NewEvent, Position, RecordedEvent, StreamId, StreamVersion,
 };
 use flext_ports::adapter::{
-    StoredEvent, condition_failed, resolve_rejected_append, validate_append,
+    StoredEvent, condition_failed, resolve_rejected_append_in_life, validate_append,
 };
+use flext_ports::lifecycle::append_to_tombstoned;
 use flext_ports::{
     AppendCondition, AppendOutcome, AppendSignal, AppendWatcher, CheckpointStore, Claim, Clock,
     DcbStore, DeadLetter, EventQuery, EventStore, FilteredPage, Health, HealthCheck, HealthFuture,
@@ -17,7 +18,7 @@ use flext_ports::{
 };
 
 /// One position of the global log.
-enum Slot {
+pub(crate) enum Slot {
     /// Appended and visible.
     Committed(RecordedEvent),
     /// Appended by a [`PendingAppend`] that has not committed: invisible, and read-all
@@ -25,17 +26,20 @@ enum Slot {
     Pending(RecordedEvent),
     /// A dropped pending append: a hole in the positions.
     Aborted,
+    /// An event removed by a truncation, a tombstone or archiving: a hole in the
+    /// positions that keeps its stream version taken.
+    Removed,
 }
 
 #[derive(Default)]
 pub(crate) struct State {
     /// Index `i` holds position `i + 1`.
-    log: Vec<Slot>,
+    pub(crate) log: Vec<Slot>,
     /// Per stream, the log indexes of its events in version order (pending ones included).
-    streams: HashMap<StreamId, Vec<usize>>,
+    pub(crate) streams: HashMap<StreamId, Vec<usize>>,
     /// Every event id, with its log index.
-    ids: HashMap<EventId, usize>,
-    snapshots: HashMap<StreamId, Snapshot>,
+    pub(crate) ids: HashMap<EventId, usize>,
+    pub(crate) snapshots: HashMap<StreamId, Snapshot>,
     /// Checkpoints and leases by consumer name.
     pub(crate) consumers: HashMap<String, crate::ownership::Consumer>,
     /// Announced instances by id.
@@ -66,6 +70,9 @@ pub(crate) struct State {
     pub(crate) paused: std::collections::BTreeSet<String>,
     /// Fixed payloads of dead letters (the newest), by (consumer, event).
     pub(crate) dead_letter_edits: HashMap<(String, EventId), flext_ports::DeadLetterEdit>,
+    /// Streams whose life changed (deleted, tombstoned, truncated, archived) or that have
+    /// a retention policy.
+    pub(crate) lives: HashMap<StreamId, crate::lifecycle::Life>,
     /// Personal fields as (event type, field).
     pub(crate) personal: std::collections::BTreeSet<(String, String)>,
 }
@@ -78,7 +85,7 @@ impl State {
         }
     }
 
-    fn version(&self, stream: &StreamId) -> StreamVersion {
+    pub(crate) fn version(&self, stream: &StreamId) -> StreamVersion {
         StreamVersion(self.streams.get(stream).map_or(0, |v| v.len() as u64))
     }
 
@@ -92,8 +99,23 @@ impl State {
     ) -> Result<Reserved, Error> {
         validate_append(&events)?;
         let actual = self.version(stream);
+        let life = self.lives.get(stream);
+        if life.is_some_and(|l| l.state == crate::lifecycle::TOMBSTONED) {
+            return Err(append_to_tombstoned(stream, actual));
+        }
+        let deleted = life.is_some_and(|l| l.state == crate::lifecycle::DELETED);
+        let life_start = StreamVersion(if deleted {
+            actual.0 + 1
+        } else {
+            life.map_or(1, |l| l.life_start)
+        });
+        let checked = if deleted {
+            StreamVersion::INITIAL
+        } else {
+            actual
+        };
         let reused = events.iter().any(|e| self.ids.contains_key(&e.event_id));
-        if reused || !expected.accepts(actual) {
+        if reused || !expected.accepts(checked) {
             let existing: Vec<StoredEvent> = events
                 .iter()
                 .filter_map(|e| self.ids.get(&e.event_id))
@@ -108,8 +130,13 @@ impl State {
                     payload: r.payload.clone(),
                 })
                 .collect();
-            return resolve_rejected_append(stream, expected, actual, &events, &existing)
-                .map(Reserved::Replayed);
+            return resolve_rejected_append_in_life(
+                stream, expected, checked, life_start, &events, &existing,
+            )
+            .map(Reserved::Replayed);
+        }
+        if deleted && let Some(life) = self.lives.get_mut(stream) {
+            life.state = crate::lifecycle::LIVE;
         }
         let first_index = self.log.len();
         let mut positions = Vec::with_capacity(events.len());
@@ -176,10 +203,10 @@ enum Reserved {
 pub struct InMemoryEventStore {
     state: Arc<Mutex<State>>,
     pub(crate) clock: Arc<dyn Clock>,
-    appended: AppendSignal,
+    pub(crate) appended: AppendSignal,
     /// Pulsed when a consumer's checkpoint or lease changed.
     pub(crate) consumers_changed: AppendSignal,
-    telemetry: StoreTelemetry,
+    pub(crate) telemetry: StoreTelemetry,
 }
 
 impl Default for InMemoryEventStore {
@@ -337,34 +364,7 @@ impl InMemoryEventStore {
         max_count: usize,
         direction: ReadDirection,
     ) -> Result<Vec<RecordedEvent>, Error> {
-        let state = self.lock();
-        let Some(indexes) = state.streams.get(stream) else {
-            return Ok(Vec::new());
-        };
-        let committed = |i: &usize| match &state.log[*i] {
-            Slot::Committed(e) => Some(e.clone()),
-            _ => None,
-        };
-        let events = match direction {
-            ReadDirection::Forward => {
-                let start = (from.0.max(1) - 1).min(indexes.len() as u64) as usize;
-                indexes[start..]
-                    .iter()
-                    .filter_map(committed)
-                    .take(max_count)
-                    .collect()
-            }
-            ReadDirection::Backward => {
-                let end = from.0.min(indexes.len() as u64) as usize;
-                indexes[..end]
-                    .iter()
-                    .rev()
-                    .filter_map(committed)
-                    .take(max_count)
-                    .collect()
-            }
-        };
-        Ok(events)
+        self.lock().read_stream(stream, from, max_count, direction)
     }
 
     async fn read_all_untraced(
@@ -382,7 +382,7 @@ impl InMemoryEventStore {
             match slot {
                 Slot::Committed(e) => out.push(e.clone()),
                 Slot::Pending(_) => break,
-                Slot::Aborted => {}
+                Slot::Aborted | Slot::Removed => {}
             }
         }
         Ok(out)
@@ -511,13 +511,35 @@ impl EventStore for InMemoryEventStore {
 
     async fn stream_version(&self, stream: &StreamId) -> Result<StreamVersion, Error> {
         let state = self.lock();
+        state.readable(stream)?;
         let indexes = state.streams.get(stream);
         let committed = indexes.map_or(0, |v| {
             v.iter()
-                .filter(|i| matches!(state.log[**i], Slot::Committed(_)))
+                .filter(|i| matches!(state.log[**i], Slot::Committed(_) | Slot::Removed))
                 .count()
         });
         Ok(StreamVersion(committed as u64))
+    }
+
+    async fn replay_stream<F>(
+        &self,
+        stream: &StreamId,
+        from: StreamVersion,
+        max_count: usize,
+        mut apply: F,
+    ) -> Result<usize, Error>
+    where
+        F: FnMut(flext_domain::EventRef<'_>) -> Result<(), Error> + Send,
+    {
+        let events = {
+            let state = self.lock();
+            let start = state.replay_start(stream, from)?;
+            state.read_stream(stream, start, max_count, ReadDirection::Forward)?
+        };
+        for e in &events {
+            apply(e.as_event_ref())?;
+        }
+        Ok(events.len())
     }
 }
 

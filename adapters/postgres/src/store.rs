@@ -13,8 +13,9 @@ use flext_domain::{
 };
 use flext_ports::adapter::{
     StoredEvent, StoredRow, assemble_dead_letter, assemble_recorded, corrupted_event, encode_error,
-    resolve_rejected_append, stored_claim, stored_number, validate_append,
+    resolve_rejected_append_in_life, stored_claim, stored_number, validate_append,
 };
+use flext_ports::lifecycle::append_expectation;
 use flext_ports::{
     AppendOutcome, AppendWatcher, CheckpointStore, Claim, Clock, DeadLetter, EventStore,
     FilteredPage, Health, HealthCheck, HealthFuture, IdempotencyRecord, IdempotencyStore, Lease,
@@ -61,6 +62,11 @@ const COLUMNS: &str = "position, event_id, stream_id, version, event_type, schem
 /// transaction id is read, so a conditional append holding one of those keys exclusively
 /// is either seen by them or sees them (ADR 0008). Untagged appends pass an empty array.
 ///
+/// Lifecycle (ADR 0007): the stream's `flext_streams` row, if it has one, raises the
+/// version to number from (its events may be gone), makes a deleted stream count as
+/// absent for the expectation and revives it when the append goes in, and refuses any
+/// append to a tombstoned one (no row returned; the store then finds out why).
+///
 /// Order guard: a transaction that wrote before it appends has its id, and so its
 /// positions, fixed early; if another transaction appended to the stream and committed
 /// meanwhile with a later id, the new events would sort before that stream's last event.
@@ -77,8 +83,12 @@ WITH locks AS (
 ), last AS (
     SELECT version, position FROM flext_events WHERE stream_id = $1
     ORDER BY version DESC LIMIT 1
+), life AS (
+    SELECT state, version FROM flext_streams WHERE stream_id = $1
 ), cur AS (
-    SELECT coalesce((SELECT version FROM last), 0) AS v,
+    SELECT greatest(coalesce((SELECT version FROM last), 0),
+                    coalesce((SELECT version FROM life), 0)) AS v,
+           coalesce((SELECT state FROM life), 0) AS st,
            coalesce((SELECT position FROM last), 0) AS p,
            pg_current_xact_id()::text::bigint << 20 AS base
     FROM locks
@@ -92,12 +102,18 @@ WITH locks AS (
     FROM cur,
          unnest($5::uuid[], $6::text[], $7::int4[], $8::bytea[], $9::uuid[], $10::uuid[],
                 $11::text[], $14::text[]) WITH ORDINALITY AS e(id, t, sv, p, c, ca, h, g, ord)
-    WHERE cur.v BETWEEN $3 AND $4 AND cur.p < cur.base + 1048576
+    WHERE cur.st <> 2 AND (CASE WHEN cur.st = 1 THEN 0 ELSE cur.v END) BETWEEN $3 AND $4
+      AND cur.p < cur.base + 1048576
     RETURNING position, version
+), revive AS (
+    UPDATE flext_streams SET state = 0
+    WHERE stream_id = $1 AND state = 1 AND EXISTS (SELECT 1 FROM ins)
 )
 SELECT position, version FROM ins
 UNION ALL
-SELECT -1, cur.v FROM cur WHERE cur.v BETWEEN $3 AND $4 AND cur.p >= cur.base + 1048576";
+SELECT -1, cur.v FROM cur
+WHERE cur.st <> 2 AND (CASE WHEN cur.st = 1 THEN 0 ELSE cur.v END) BETWEEN $3 AND $4
+  AND cur.p >= cur.base + 1048576";
 
 /// The same for one event with scalar parameters: no arrays to encode, parse and unnest
 /// (about 10% more appends per second for single events).
@@ -109,8 +125,12 @@ WITH locks AS (
 ), last AS (
     SELECT version, position FROM flext_events WHERE stream_id = $1
     ORDER BY version DESC LIMIT 1
+), life AS (
+    SELECT state, version FROM flext_streams WHERE stream_id = $1
 ), cur AS (
-    SELECT coalesce((SELECT version FROM last), 0) AS v,
+    SELECT greatest(coalesce((SELECT version FROM last), 0),
+                    coalesce((SELECT version FROM life), 0)) AS v,
+           coalesce((SELECT state FROM life), 0) AS st,
            coalesce((SELECT position FROM last), 0) AS p,
            pg_current_xact_id()::text::bigint << 20 AS base
     FROM locks
@@ -120,12 +140,72 @@ WITH locks AS (
                               recorded_at, tags)
     SELECT cur.base + $12 + 1, $5, $1, cur.v + 1, $6, $7, $8, $9, $10, $11, $2, $14
     FROM cur
-    WHERE cur.v BETWEEN $3 AND $4 AND cur.p < cur.base + 1048576
+    WHERE cur.st <> 2 AND (CASE WHEN cur.st = 1 THEN 0 ELSE cur.v END) BETWEEN $3 AND $4
+      AND cur.p < cur.base + 1048576
     RETURNING position, version
+), revive AS (
+    UPDATE flext_streams SET state = 0
+    WHERE stream_id = $1 AND state = 1 AND EXISTS (SELECT 1 FROM ins)
 )
 SELECT position, version FROM ins
 UNION ALL
-SELECT -1, cur.v FROM cur WHERE cur.v BETWEEN $3 AND $4 AND cur.p >= cur.base + 1048576";
+SELECT -1, cur.v FROM cur
+WHERE cur.st <> 2 AND (CASE WHEN cur.st = 1 THEN 0 ELSE cur.v END) BETWEEN $3 AND $4
+  AND cur.p >= cur.base + 1048576";
+
+/// A stream's events from a version on: the current life's, from the log and, below
+/// `archived_below`, from the archive (a branch the planner skips when the stream has no
+/// lifecycle row).
+const READ_STREAM_FORWARD_SQL: &str = "\
+WITH life AS (
+    SELECT greatest(life_start, truncated_before) AS first, archived_below
+    FROM flext_streams WHERE stream_id = $1
+)
+SELECT position, event_id, stream_id, version, event_type, schema_version, payload,
+       correlation_id, causation_id, headers, recorded_at, tags
+FROM flext_events
+WHERE stream_id = $1 AND version >= greatest($2, coalesce((SELECT first FROM life), 1))
+UNION ALL
+SELECT position, event_id, stream_id, version, event_type, schema_version, payload,
+       correlation_id, causation_id, headers, recorded_at, tags
+FROM flext_archive
+WHERE stream_id = $1 AND version >= greatest($2, (SELECT first FROM life))
+  AND version < (SELECT archived_below FROM life)
+ORDER BY version ASC LIMIT $3";
+
+/// The same backwards from a version.
+const READ_STREAM_BACKWARD_SQL: &str = "\
+WITH life AS (
+    SELECT greatest(life_start, truncated_before) AS first, archived_below
+    FROM flext_streams WHERE stream_id = $1
+)
+SELECT position, event_id, stream_id, version, event_type, schema_version, payload,
+       correlation_id, causation_id, headers, recorded_at, tags
+FROM flext_events
+WHERE stream_id = $1 AND version <= $2 AND version >= coalesce((SELECT first FROM life), 1)
+UNION ALL
+SELECT position, event_id, stream_id, version, event_type, schema_version, payload,
+       correlation_id, causation_id, headers, recorded_at, tags
+FROM flext_archive
+WHERE stream_id = $1 AND version <= $2 AND version >= (SELECT first FROM life)
+  AND version < (SELECT archived_below FROM life)
+ORDER BY version DESC LIMIT $3";
+
+/// What an aggregate load reads: the forward read's rows, only the columns a decode uses.
+const REPLAY_SQL: &str = "\
+WITH life AS (
+    SELECT greatest(life_start, truncated_before) AS first, archived_below
+    FROM flext_streams WHERE stream_id = $1
+)
+SELECT version, event_type, schema_version, payload
+FROM flext_events
+WHERE stream_id = $1 AND version >= greatest($2, coalesce((SELECT first FROM life), 1))
+UNION ALL
+SELECT version, event_type, schema_version, payload
+FROM flext_archive
+WHERE stream_id = $1 AND version >= greatest($2, (SELECT first FROM life))
+  AND version < (SELECT archived_below FROM life)
+ORDER BY version ASC LIMIT $3";
 
 const READ_ALL_SQL: &str = "\
 SELECT position, event_id, stream_id, version, event_type, schema_version, payload,
@@ -521,14 +601,10 @@ impl PgEventStore {
         expected: ExpectedVersion,
         events: &[NewEvent],
     ) -> Result<AppendOutcome, Error> {
-        let v: i64 = sqlx::query_scalar(
-            "SELECT coalesce(max(version), 0) FROM flext_events WHERE stream_id = $1",
-        )
-        .bind(stream.as_str())
-        .fetch_one(&mut *conn)
-        .await
-        .map_err(|e| db_error("reading a stream version", e))?;
-        let actual = StreamVersion(stored_number(stream.as_str(), "version", v)?);
+        let life = crate::lifecycle::load(&mut *conn, stream).await?;
+        let actual = life.info().version;
+        let (checked, life_start) =
+            append_expectation(stream, life.state, life.life_start, actual)?;
         let ids: Vec<Uuid> = events.iter().map(|e| e.event_id.as_uuid()).collect();
         let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
             "SELECT {COLUMNS} FROM flext_events WHERE event_id = ANY($1)"
@@ -551,7 +627,7 @@ impl PgEventStore {
                 })
             })
             .collect::<Result<Vec<_>, _>>()?;
-        resolve_rejected_append(stream, expected, actual, events, &existing)
+        resolve_rejected_append_in_life(stream, expected, checked, life_start, events, &existing)
     }
 
     /// Appends on `conn`. `offset` is how many events this transaction appended before
@@ -1059,30 +1135,27 @@ impl EventStore for PgEventStore {
         max_count: usize,
         direction: ReadDirection,
     ) -> Result<Vec<RecordedEvent>, Error> {
-        self.telemetry.read("read_stream", Some(stream)).read(async move {
-            let sql = match direction {
-                ReadDirection::Forward => {
-                    "SELECT position, event_id, stream_id, version, event_type, schema_version, payload, \
-                     correlation_id, causation_id, headers, recorded_at, tags FROM flext_events \
-                     WHERE stream_id = $1 AND version >= $2 ORDER BY version ASC LIMIT $3"
+        self.telemetry
+            .read("read_stream", Some(stream))
+            .read(async move {
+                let sql = match direction {
+                    ReadDirection::Forward => READ_STREAM_FORWARD_SQL,
+                    ReadDirection::Backward => READ_STREAM_BACKWARD_SQL,
+                };
+                let rows = sqlx::query(sql)
+                    .bind(stream.as_str())
+                    .bind(to_i64(from.0))
+                    .bind(limit(max_count))
+                    .fetch_all(&self.pool)
+                    .await
+                    .map_err(|e| db_error("reading a stream", e))?;
+                if rows.is_empty() {
+                    self.lifecycle(stream).await?.readable(stream)?;
                 }
-                ReadDirection::Backward => {
-                    "SELECT position, event_id, stream_id, version, event_type, schema_version, payload, \
-                     correlation_id, causation_id, headers, recorded_at, tags FROM flext_events \
-                     WHERE stream_id = $1 AND version <= $2 ORDER BY version DESC LIMIT $3"
-                }
-            };
-            let rows = sqlx::query(sql)
-                .bind(stream.as_str())
-                .bind(to_i64(from.0))
-                .bind(limit(max_count))
-                .fetch_all(&self.pool)
-                .await
-                .map_err(|e| db_error("reading a stream", e))?;
-            let mut last = Some(stream.clone());
-            rows.iter().map(|r| decode_row(r, &mut last)).collect()
-        })
-        .await
+                let mut last = Some(stream.clone());
+                rows.iter().map(|r| decode_row(r, &mut last)).collect()
+            })
+            .await
     }
 
     async fn read_all(
@@ -1145,14 +1218,9 @@ impl EventStore for PgEventStore {
     }
 
     async fn stream_version(&self, stream: &StreamId) -> Result<StreamVersion, Error> {
-        let v: i64 = sqlx::query_scalar(
-            "SELECT coalesce(max(version), 0) FROM flext_events WHERE stream_id = $1",
-        )
-        .bind(stream.as_str())
-        .fetch_one(&self.pool)
-        .await
-        .map_err(|e| db_error("reading a stream version", e))?;
-        Ok(StreamVersion(stored_number(stream.as_str(), "version", v)?))
+        let life = self.lifecycle(stream).await?;
+        life.readable(stream)?;
+        Ok(life.info().version)
     }
 
     async fn replay_stream<F>(
@@ -1165,16 +1233,18 @@ impl EventStore for PgEventStore {
     where
         F: FnMut(EventRef<'_>) -> Result<(), Error> + Send,
     {
-        let rows = sqlx::query(
-            "SELECT version, event_type, schema_version, payload FROM flext_events \
-             WHERE stream_id = $1 AND version >= $2 ORDER BY version ASC LIMIT $3",
-        )
-        .bind(stream.as_str())
-        .bind(to_i64(from.0))
-        .bind(limit(max_count))
-        .fetch_all(&self.pool)
-        .await
-        .map_err(|e| db_error("replaying a stream", e))?;
+        let rows = sqlx::query(REPLAY_SQL)
+            .bind(stream.as_str())
+            .bind(to_i64(from.0))
+            .bind(limit(max_count))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(|e| db_error("replaying a stream", e))?;
+        // Nothing, or a first version later than asked: deleted, truncated or revived?
+        let first = rows.first().and_then(|r| r.try_get::<i64, _>(0).ok());
+        if first.is_none_or(|v| v > to_i64(from.0.max(1))) {
+            self.lifecycle(stream).await?.replay_start(stream, from)?;
+        }
         for row in &rows {
             let version: i64 = row.try_get(0).map_err(|e| {
                 corrupted_event(stream.as_str(), -1, format_args!("unreadable version: {e}"))

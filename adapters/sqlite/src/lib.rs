@@ -23,6 +23,7 @@ mod control;
 mod dcb;
 mod inbox;
 mod job;
+mod lifecycle;
 mod outbox;
 mod ownership;
 mod process;

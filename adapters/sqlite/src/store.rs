@@ -14,7 +14,7 @@ use flext_domain::{
 };
 use flext_ports::adapter::{
     StoredEvent, StoredRow, assemble_dead_letter, assemble_recorded, corrupted_event, encode_error,
-    resolve_rejected_append, stored_claim, stored_number, validate_append,
+    resolve_rejected_append_in_life, stored_claim, stored_number, validate_append,
 };
 use flext_ports::{
     AppendOutcome, AppendSignal, AppendWatcher, CheckpointStore, Claim, Clock, DeadLetter,
@@ -618,15 +618,79 @@ fn headers_json(metadata: &EventMetadata) -> Option<String> {
     }
 }
 
+/// A stream's events from a version on: the current life's, from the log and, below
+/// `archived_below`, from the archive.
+const READ_STREAM_FORWARD_SQL: &str = "\
+WITH life AS (
+    SELECT max(life_start, truncated_before) AS first, archived_below
+    FROM flext_streams WHERE stream_id = ?1
+)
+SELECT position, event_id, stream_id, version, event_type, schema_version, payload,
+       correlation_id, causation_id, headers, recorded_at, tags
+FROM flext_events
+WHERE stream_id = ?1 AND version >= max(?2, coalesce((SELECT first FROM life), 1))
+UNION ALL
+SELECT position, event_id, stream_id, version, event_type, schema_version, payload,
+       correlation_id, causation_id, headers, recorded_at, tags
+FROM flext_archive
+WHERE stream_id = ?1 AND version >= max(?2, (SELECT first FROM life))
+  AND version < (SELECT archived_below FROM life)
+ORDER BY version ASC LIMIT ?3";
+
+/// The same backwards from a version.
+const READ_STREAM_BACKWARD_SQL: &str = "\
+WITH life AS (
+    SELECT max(life_start, truncated_before) AS first, archived_below
+    FROM flext_streams WHERE stream_id = ?1
+)
+SELECT position, event_id, stream_id, version, event_type, schema_version, payload,
+       correlation_id, causation_id, headers, recorded_at, tags
+FROM flext_events
+WHERE stream_id = ?1 AND version <= ?2 AND version >= coalesce((SELECT first FROM life), 1)
+UNION ALL
+SELECT position, event_id, stream_id, version, event_type, schema_version, payload,
+       correlation_id, causation_id, headers, recorded_at, tags
+FROM flext_archive
+WHERE stream_id = ?1 AND version <= ?2 AND version >= (SELECT first FROM life)
+  AND version < (SELECT archived_below FROM life)
+ORDER BY version DESC LIMIT ?3";
+
+/// What an aggregate load reads: the forward read's rows, only the columns a decode uses.
+const REPLAY_SQL: &str = "\
+WITH life AS (
+    SELECT max(life_start, truncated_before) AS first, archived_below
+    FROM flext_streams WHERE stream_id = ?1
+)
+SELECT version, event_type, schema_version, payload
+FROM flext_events
+WHERE stream_id = ?1 AND version >= max(?2, coalesce((SELECT first FROM life), 1))
+UNION ALL
+SELECT version, event_type, schema_version, payload
+FROM flext_archive
+WHERE stream_id = ?1 AND version >= max(?2, (SELECT first FROM life))
+  AND version < (SELECT archived_below FROM life)
+ORDER BY version ASC LIMIT ?3";
+
 /// How often an append looks again after another process wrote between its read of the
 /// stream's head and its insert.
 const CONTENTION_RETRIES: usize = 16;
 
-/// The stream's version and the store's last position, in one statement.
-async fn heads(conn: &mut SqliteConnection, stream: &StreamId) -> Result<(i64, i64), Error> {
+/// What an append needs to know before it inserts, read in one statement.
+pub(crate) struct Heads {
+    /// The stream's version (its lifecycle floor included).
+    pub(crate) version: i64,
+    /// The highest position ever given.
+    pub(crate) position: i64,
+    /// Its lifecycle state (0 live, 1 deleted, 2 tombstoned).
+    pub(crate) state: i64,
+    /// The first version of its current life.
+    pub(crate) life_start: i64,
+}
+
+/// The stream's version and lifecycle and the store's last position, in one statement.
+pub(crate) async fn heads(conn: &mut SqliteConnection, stream: &StreamId) -> Result<Heads, Error> {
     let row = sqlx::query(
-        "SELECT (SELECT coalesce(max(version), 0) FROM flext_events WHERE stream_id = ?), \
-                (SELECT coalesce(max(position), 0) FROM flext_events)",
+        "SELECT max(coalesce((SELECT max(version) FROM flext_events WHERE stream_id = ?1), 0),                     coalesce(s.version, 0)),                 max((SELECT coalesce(max(position), 0) FROM flext_events),                     coalesce((SELECT value FROM flext_counters WHERE name = 'position'), 0)),                 coalesce(s.state, 0), coalesce(s.life_start, 1)          FROM (SELECT 1) LEFT JOIN flext_streams s ON s.stream_id = ?1",
     )
     .bind(stream.as_str())
     .fetch_one(&mut *conn)
@@ -636,7 +700,12 @@ async fn heads(conn: &mut SqliteConnection, stream: &StreamId) -> Result<(i64, i
         row.try_get::<i64, _>(i)
             .map_err(|e| db_error("reading the stream's head", e))
     };
-    Ok((read(0)?, read(1)?))
+    Ok(Heads {
+        version: read(0)?,
+        position: read(1)?,
+        state: read(2)?,
+        life_start: read(3)?,
+    })
 }
 
 async fn insert_chunk(
@@ -740,6 +809,38 @@ async fn insert_all(
     result
 }
 
+/// The append that revives a soft-deleted stream: its events and the change of state
+/// under one savepoint.
+async fn revive_and_insert(
+    conn: &mut SqliteConnection,
+    stream: &StreamId,
+    version: i64,
+    position: i64,
+    events: &[NewEvent],
+    now_micros: i64,
+) -> Result<(), sqlx::Error> {
+    sqlx::query("SAVEPOINT flext_revive")
+        .execute(&mut *conn)
+        .await?;
+    let mut result = insert_all(conn, stream, version, position, events, now_micros).await;
+    if result.is_ok() {
+        result = sqlx::query("UPDATE flext_streams SET state = 0 WHERE stream_id = ?1")
+            .bind(stream.as_str())
+            .execute(&mut *conn)
+            .await
+            .map(|_| ());
+    }
+    if result.is_err() {
+        sqlx::query("ROLLBACK TO flext_revive")
+            .execute(&mut *conn)
+            .await?;
+    }
+    sqlx::query("RELEASE flext_revive")
+        .execute(&mut *conn)
+        .await?;
+    result
+}
+
 /// The append on the writer connection: read the stream's head, check the expectation,
 /// insert with explicit versions and positions. Appends of this process are serialized by
 /// the writer queue, so the head cannot move between the read and the insert unless
@@ -755,23 +856,30 @@ async fn append_on(
     validate_append(&events)?;
     let n = events.len() as i64;
     for _ in 0..CONTENTION_RETRIES {
-        let (version, position) = heads(&mut *conn, stream).await?;
+        let heads = heads(&mut *conn, stream).await?;
+        let (version, position) = (heads.version, heads.position);
         let actual = StreamVersion(stored_number(stream.as_str(), "version", version)?);
         stored_number(stream.as_str(), "position", position)?;
-        if !expected.accepts(actual) {
-            let existing = stored_with_ids(&mut *conn, &events).await?;
-            return resolve_rejected_append(stream, expected, actual, &events, &existing);
-        }
-        match insert_all(
-            &mut *conn,
+        let (checked, life_start) = flext_ports::lifecycle::append_expectation(
             stream,
-            version,
-            position,
-            &events,
-            now.timestamp_micros(),
-        )
-        .await
-        {
+            heads.state,
+            heads.life_start,
+            actual,
+        )?;
+        if !expected.accepts(checked) {
+            let existing = stored_with_ids(&mut *conn, &events).await?;
+            return resolve_rejected_append_in_life(
+                stream, expected, checked, life_start, &events, &existing,
+            );
+        }
+        let revive = heads.state == flext_ports::lifecycle::StoredLife::DELETED;
+        let now_micros = now.timestamp_micros();
+        let inserted = if revive {
+            revive_and_insert(&mut *conn, stream, version, position, &events, now_micros).await
+        } else {
+            insert_all(&mut *conn, stream, version, position, &events, now_micros).await
+        };
+        match inserted {
             Ok(()) => {
                 // Both are non-negative (checked above) and grew by at most 10,000.
                 return Ok(AppendOutcome {
@@ -784,8 +892,18 @@ async fn append_on(
             Err(sqlx::Error::Database(e)) if e.kind() == ErrorKind::UniqueViolation => {
                 let existing = stored_with_ids(&mut *conn, &events).await?;
                 if !existing.is_empty() {
-                    let actual = stream_version_on(&mut *conn, stream).await?;
-                    return resolve_rejected_append(stream, expected, actual, &events, &existing);
+                    let heads = self::heads(&mut *conn, stream).await?;
+                    let actual =
+                        StreamVersion(stored_number(stream.as_str(), "version", heads.version)?);
+                    let (checked, life_start) = flext_ports::lifecycle::append_expectation(
+                        stream,
+                        heads.state,
+                        heads.life_start,
+                        actual,
+                    )?;
+                    return resolve_rejected_append_in_life(
+                        stream, expected, checked, life_start, &events, &existing,
+                    );
                 }
                 // Another process took the version or the position: look again.
             }
@@ -801,18 +919,14 @@ async fn append_on(
     ))
 }
 
+/// The stream's version; `STREAM_DELETED` when it is deleted.
 async fn stream_version_on(
     conn: &mut SqliteConnection,
     stream: &StreamId,
 ) -> Result<StreamVersion, Error> {
-    let v: i64 = sqlx::query_scalar(
-        "SELECT coalesce(max(version), 0) FROM flext_events WHERE stream_id = ?1",
-    )
-    .bind(stream.as_str())
-    .fetch_one(&mut *conn)
-    .await
-    .map_err(|e| db_error("reading a stream version", e))?;
-    Ok(StreamVersion(stored_number(stream.as_str(), "version", v)?))
+    let life = crate::lifecycle::load(conn, stream).await?;
+    life.readable(stream)?;
+    Ok(life.info().version)
 }
 
 pub(crate) async fn stored_with_ids(
@@ -1001,30 +1115,27 @@ impl EventStore for SqliteEventStore {
         max_count: usize,
         direction: ReadDirection,
     ) -> Result<Vec<RecordedEvent>, Error> {
-        self.telemetry.read("read_stream", Some(stream)).read(async move {
-            let sql = match direction {
-                ReadDirection::Forward => {
-                    "SELECT position, event_id, stream_id, version, event_type, schema_version, payload, \
-                     correlation_id, causation_id, headers, recorded_at, tags FROM flext_events \
-                     WHERE stream_id = ?1 AND version >= ?2 ORDER BY version ASC LIMIT ?3"
+        self.telemetry
+            .read("read_stream", Some(stream))
+            .read(async move {
+                let sql = match direction {
+                    ReadDirection::Forward => READ_STREAM_FORWARD_SQL,
+                    ReadDirection::Backward => READ_STREAM_BACKWARD_SQL,
+                };
+                let rows = sqlx::query(sql)
+                    .bind(stream.as_str())
+                    .bind(to_i64(from.0))
+                    .bind(limit(max_count))
+                    .fetch_all(&self.readers)
+                    .await
+                    .map_err(|e| db_error("reading a stream", e))?;
+                if rows.is_empty() {
+                    self.readable(stream).await?;
                 }
-                ReadDirection::Backward => {
-                    "SELECT position, event_id, stream_id, version, event_type, schema_version, payload, \
-                     correlation_id, causation_id, headers, recorded_at, tags FROM flext_events \
-                     WHERE stream_id = ?1 AND version <= ?2 ORDER BY version DESC LIMIT ?3"
-                }
-            };
-            let rows = sqlx::query(sql)
-                .bind(stream.as_str())
-                .bind(to_i64(from.0))
-                .bind(limit(max_count))
-                .fetch_all(&self.readers)
-                .await
-                .map_err(|e| db_error("reading a stream", e))?;
-            let mut last = Some(stream.clone());
-            rows.iter().map(|r| decode_row(r, &mut last)).collect()
-        })
-        .await
+                let mut last = Some(stream.clone());
+                rows.iter().map(|r| decode_row(r, &mut last)).collect()
+            })
+            .await
     }
 
     async fn read_all(
@@ -1103,16 +1214,25 @@ impl EventStore for SqliteEventStore {
     where
         F: FnMut(EventRef<'_>) -> Result<(), Error> + Send,
     {
-        let rows = sqlx::query(
-            "SELECT version, event_type, schema_version, payload FROM flext_events \
-             WHERE stream_id = ?1 AND version >= ?2 ORDER BY version ASC LIMIT ?3",
-        )
-        .bind(stream.as_str())
-        .bind(to_i64(from.0))
-        .bind(limit(max_count))
-        .fetch_all(&self.readers)
-        .await
-        .map_err(|e| db_error("replaying a stream", e))?;
+        let rows = sqlx::query(REPLAY_SQL)
+            .bind(stream.as_str())
+            .bind(to_i64(from.0))
+            .bind(limit(max_count))
+            .fetch_all(&self.readers)
+            .await
+            .map_err(|e| db_error("replaying a stream", e))?;
+        // Nothing, or a first version later than asked: deleted, truncated or revived?
+        let first = rows.first().and_then(|r| r.try_get::<i64, _>(0).ok());
+        if first.is_none_or(|v| v > to_i64(from.0.max(1))) {
+            let mut conn = self
+                .readers
+                .acquire()
+                .await
+                .map_err(|e| db_error("acquiring a reader", e))?;
+            crate::lifecycle::load(&mut conn, stream)
+                .await?
+                .replay_start(stream, from)?;
+        }
         for row in &rows {
             let version: i64 = row.try_get(0).map_err(|e| {
                 corrupted_event(stream.as_str(), -1, format_args!("unreadable version: {e}"))

@@ -1,0 +1,106 @@
+//! The retention task on a SQLite file: it applies a stream's policy at once and again on
+//! every pass, reports each pass, and stops when shut down.
+
+use std::time::Duration;
+
+use flext_application::RetentionTask;
+use flext_domain::{EventId, ExpectedVersion, NewEvent, StreamId, StreamVersion};
+use flext_ports::{EventStore, FixedClock, ReadDirection, RetentionPolicy, StreamLifecycle};
+use flext_sqlite::SqliteEventStore;
+
+fn events(n: usize) -> Vec<NewEvent> {
+    (0..n)
+        .map(|_| NewEvent::new(EventId::new(), "reading.taken", b"{}".to_vec()))
+        .collect()
+}
+
+async fn versions(store: &SqliteEventStore, s: &StreamId) -> Vec<u64> {
+    store
+        .read_stream(s, StreamVersion(1), 100, ReadDirection::Forward)
+        .await
+        .expect("read")
+        .iter()
+        .map(|e| e.stream_version.0)
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_task_applies_policies_on_every_pass_until_shut_down() {
+    let path = std::env::temp_dir().join(format!(
+        "flext-retention-{}.db",
+        uuid::Uuid::now_v7().simple()
+    ));
+    let store = SqliteEventStore::open(&path).await.expect("store");
+    let (counted, aged) = (
+        StreamId::new("sensor-1").expect("id"),
+        StreamId::new("sensor-2").expect("id"),
+    );
+    store
+        .append(&counted, ExpectedVersion::NoStream, events(5))
+        .await
+        .expect("append");
+    store
+        .append(&aged, ExpectedVersion::NoStream, events(2))
+        .await
+        .expect("append");
+    store
+        .set_retention(&counted, Some(RetentionPolicy::max_count(2)))
+        .await
+        .expect("policy");
+    store
+        .set_retention(
+            &aged,
+            Some(RetentionPolicy::max_age(Duration::from_secs(3_600)).archiving()),
+        )
+        .await
+        .expect("policy");
+    // A day later by the task's clock: the aged stream's events are all past their age.
+    let later = chrono::Utc::now() + chrono::Duration::days(1);
+    let task = RetentionTask::builder(store.clone())
+        .every(Duration::from_millis(10))
+        .clock(FixedClock(later))
+        .start();
+    let mut passes = task.passes();
+    let first = passes
+        .wait_for(|p| p.is_some())
+        .await
+        .expect("a pass")
+        .clone()
+        .expect("some")
+        .expect("the pass succeeded");
+    assert_eq!((first.streams, first.removed, first.archived), (2, 3, 2));
+    assert_eq!(versions(&store, &counted).await, vec![4, 5]);
+    // Archived, not removed: still read through.
+    assert_eq!(versions(&store, &aged).await, vec![1, 2]);
+
+    passes.borrow_and_update();
+    store
+        .append(
+            &counted,
+            ExpectedVersion::Exact(StreamVersion(5)),
+            events(3),
+        )
+        .await
+        .expect("append");
+    // Passes in between remove nothing; the first to see the append removes its surplus.
+    loop {
+        passes.changed().await.expect("the task runs");
+        let removed = match &*passes.borrow_and_update() {
+            Some(Ok(r)) => r.removed,
+            other => panic!("a failed pass: {other:?}"),
+        };
+        if removed > 0 {
+            assert_eq!(removed, 3);
+            break;
+        }
+    }
+    assert_eq!(versions(&store, &counted).await, vec![7, 8]);
+
+    task.shutdown().await;
+    assert!(
+        passes.changed().await.is_err(),
+        "no pass is reported after shutdown"
+    );
+    drop(store);
+    let _ = std::fs::remove_file(&path);
+}
