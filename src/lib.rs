@@ -49,10 +49,10 @@
 
 pub use flext_domain::{
     Aggregate, AggregateRoot, CausationId, CorrelationId, DomainEvent, Entity, Error, ErrorCode,
-    EventId, EventMetadata, EventRef, ExpectedVersion, FieldViolation, Id, NewEvent, Position,
-    REDACTED, RecordedEvent, Result, ResultExt, StreamId, StreamVersion, TenantId, Validation,
-    ValueObject, WRONG_EXPECTED_VERSION, is_sensitive_key, join_field_path, traverse,
-    wrong_expected_version,
+    EventId, EventMetadata, EventRef, ExpectedVersion, FieldViolation, Id, NewEvent, PersonalData,
+    PersonalField, Position, REDACTED, RecordedEvent, Result, ResultExt, StreamId, StreamVersion,
+    TenantId, Validation, ValueObject, WRONG_EXPECTED_VERSION, is_sensitive_key, join_field_path,
+    traverse, wrong_expected_version,
 };
 pub use flext_domain::{entity_identity_eq, reexport};
 

@@ -47,6 +47,7 @@ mod inbox;
 mod jobs;
 mod outbox;
 mod ownership;
+mod personal;
 mod pipeline;
 mod plugin;
 mod process;
@@ -78,6 +79,9 @@ pub use jobs::{
 };
 pub use outbox::{OutboxRelay, OutboxRelayBuilder};
 pub use ownership::{ConsumerSlot, Distribution, Grant, Ownership, OwnershipOptions};
+pub use personal::{
+    DataProtection, FORGOTTEN_HEADER, MasterKey, Protected, Revealing, SEALED_DATA_UNREADABLE,
+};
 pub use pipeline::{Behavior, BoxFuture, Message, MessageKind, Next, Pipeline, Reply};
 pub use plugin::{Manifest, PluginRegistration, PluginRegistry, RegistryHealth};
 pub use process::{

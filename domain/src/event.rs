@@ -66,6 +66,17 @@ pub trait DomainEvent {
     {
         &[]
     }
+
+    /// Where this type's events keep personal data, per event type (for
+    /// crypto-shredding: the subject's field and the personal fields with their
+    /// replacements). None by default; `#[derive(DomainEvent)]` lists what
+    /// `#[personal(subject)]` and `#[personal]` fields declare.
+    fn personal_data() -> &'static [crate::PersonalData]
+    where
+        Self: Sized,
+    {
+        &[]
+    }
 }
 
 /// Metadata recorded with every event.

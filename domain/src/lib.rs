@@ -65,6 +65,7 @@ mod entity;
 mod error;
 mod event;
 mod id;
+mod personal;
 mod result;
 mod stream;
 mod tenant;
@@ -81,6 +82,7 @@ pub use event::{
 pub use id::{
     CausationId, CausationMarker, CorrelationId, CorrelationMarker, EventId, EventMarker, Id,
 };
+pub use personal::{PersonalData, PersonalField};
 pub use result::{ResultExt, traverse};
 pub use stream::{
     ExpectedVersion, Position, StreamId, StreamVersion, WRONG_EXPECTED_VERSION,

@@ -29,6 +29,7 @@ mod inbox;
 mod inspect;
 mod job;
 mod json;
+mod keys;
 pub mod lifecycle;
 mod message;
 mod metrics;
@@ -70,6 +71,7 @@ pub use inspect::{
 };
 pub use job::{Job, JobState, JobStats, JobStore, NewJob};
 pub use json::{JsonCodec, Upcasters};
+pub use keys::KeyStore;
 pub use lifecycle::{
     RetentionPolicy, RetentionReport, STREAM_DELETED, STREAM_TRUNCATED, StreamInfo,
     StreamLifecycle, StreamStatus,
@@ -113,6 +115,7 @@ pub mod adapter {
     pub use crate::job::{
         JOB_COLUMNS, StoredJob, assemble_job, assemble_stats, lock_micros, new_job_row,
     };
+    pub use crate::keys::check_key_name;
     pub use crate::ownership::{
         checkpoint_backwards, checkpoint_owned, chrono_ttl, ownership_lost, refused_checkpoint,
     };

@@ -22,6 +22,7 @@ use serde_json::json;
 use crate::{Harness, Held};
 
 pub use crate::dcb_cases::*;
+pub use crate::erasure_cases::*;
 pub use crate::lifecycle_cases::*;
 pub use crate::tenancy_cases::*;
 

@@ -34,6 +34,7 @@ use flext_ports::{
 pub mod cancel;
 pub mod cases;
 pub mod dcb_cases;
+pub mod erasure_cases;
 pub mod harness;
 pub mod lifecycle_cases;
 pub mod operator;
@@ -56,6 +57,7 @@ pub trait Harness: Send + Sync + Sized + 'static {
         + flext_ports::OutboxStore
         + flext_ports::DcbStore
         + flext_ports::StreamLifecycle
+        + flext_ports::KeyStore
         + flext_ports::WatchAppends
         + Clone
         + 'static;
@@ -257,6 +259,7 @@ macro_rules! event_store_conformance {
             archived_events_read_through_and_leave_read_all,
             retention_policies_keep_the_newest_and_archive_on_request,
             appends_racing_deletes_land_before_or_after_them,
+            data_keys_are_created_once_and_forgotten_with_their_dependents,
         );
     };
 }

@@ -26,6 +26,7 @@
 mod control;
 mod inbox;
 mod job;
+mod keys;
 mod lifecycle;
 mod outbox;
 mod ownership;

@@ -73,6 +73,10 @@ pub(crate) struct State {
     /// Streams whose life changed (deleted, tombstoned, truncated, archived) or that have
     /// a retention policy.
     pub(crate) lives: HashMap<StreamId, crate::lifecycle::Life>,
+    /// Wrapped data keys by name.
+    pub(crate) data_keys: HashMap<String, Vec<u8>>,
+    /// (subject, dependent key) links.
+    pub(crate) key_links: std::collections::BTreeSet<(String, String)>,
     /// Personal fields as (event type, field).
     pub(crate) personal: std::collections::BTreeSet<(String, String)>,
 }

@@ -24,6 +24,7 @@ mod control;
 mod dcb;
 mod inbox;
 mod job;
+mod keys;
 mod lifecycle;
 mod notify;
 mod outbox;

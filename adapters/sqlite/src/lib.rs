@@ -23,6 +23,7 @@ mod control;
 mod dcb;
 mod inbox;
 mod job;
+mod keys;
 mod lifecycle;
 mod outbox;
 mod ownership;

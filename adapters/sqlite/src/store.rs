@@ -264,7 +264,10 @@ impl SqliteStoreBuilder {
                 Synchronous::Full => SqliteSynchronous::Full,
                 Synchronous::Normal => SqliteSynchronous::Normal,
             })
-            .busy_timeout(Duration::from_secs(30));
+            .busy_timeout(Duration::from_secs(30))
+            // Deleted content is overwritten with zeros, so what is deleted (a forgotten
+            // data key, a rebuilt read model's old rows) does not linger in the file.
+            .pragma("secure_delete", "ON");
         let readers = SqlitePoolOptions::new()
             .max_connections(self.readers)
             .acquire_timeout(self.acquire_timeout)
@@ -434,6 +437,28 @@ impl SqliteEventStore {
         writer.closed = true;
         drop(writer);
         self.readers.close().await;
+        Ok(())
+    }
+
+    /// Copies the write-ahead log into the database file and truncates it, so no older
+    /// image of a page survives in the log. Deleted content is zeroed in the file itself
+    /// (`secure_delete`); the log keeps earlier page images until a checkpoint. Call it
+    /// after forgetting subjects and rebuilding their projections, so none of their
+    /// personal values survives anywhere in the store's files. `UNAVAILABLE`/`WAL_BUSY`
+    /// when a reader held the log back (try again).
+    pub async fn scrub(&self) -> Result<(), Error> {
+        let mut writer = self.writer.lock().await;
+        writer.settle().await?;
+        let (busy, _, _): (i64, i64, i64) = sqlx::query_as("PRAGMA wal_checkpoint(TRUNCATE)")
+            .fetch_one(&mut writer.conn)
+            .await
+            .map_err(|e| db_error("checkpointing the write-ahead log", e))?;
+        if busy != 0 {
+            return Err(Error::unavailable(
+                "WAL_BUSY",
+                "a reader held the write-ahead log back: it was not truncated; try again",
+            ));
+        }
         Ok(())
     }
 

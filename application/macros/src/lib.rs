@@ -582,6 +582,30 @@ pub fn process_manager(attr: TokenStream, item: TokenStream) -> TokenStream {
 /// event is stored with (`DomainEvent::tags`, for reads and append conditions across
 /// streams); `{field}` in it is replaced by that field's value (`Display`).
 ///
+/// Personal data, for crypto-shredding (`DomainEvent::personal_data`): mark the field
+/// naming whose data it is `#[personal(subject)]` and each personal field `#[personal]`
+/// (readers get `null` once the subject is forgotten), `#[personal(replacement = "...")]`
+/// (that string) or `#[personal(replacement_json = "...")]` (that JSON value).
+///
+/// ```
+/// use flext::DomainEvent;
+///
+/// #[derive(serde::Serialize, DomainEvent)]
+/// #[event(name = "customer.registered")]
+/// struct Registered {
+///     #[personal(subject)]
+///     customer: String,
+///     #[personal(replacement = "[erased]")]
+///     email: String,
+///     plan: String,
+/// }
+///
+/// let data = Registered::personal_data();
+/// assert_eq!(data[0].subject, "customer");
+/// assert_eq!(data[0].fields[0].path, "email");
+/// assert_eq!(data[0].fields[0].replacement, Some("\"[erased]\""));
+/// ```
+///
 /// ```
 /// use flext::DomainEvent;
 ///
@@ -605,7 +629,7 @@ pub fn process_manager(attr: TokenStream, item: TokenStream) -> TokenStream {
 ///     ["account.opened", "account.deposited", "account.moved"]
 /// );
 /// ```
-#[proc_macro_derive(DomainEvent, attributes(event))]
+#[proc_macro_derive(DomainEvent, attributes(event, personal))]
 pub fn derive_domain_event(input: TokenStream) -> TokenStream {
     let input: DeriveInput = match syn::parse(input) {
         Ok(i) => i,
@@ -712,14 +736,103 @@ fn event_attr(attrs: &[syn::Attribute], span: Span, what: &str) -> syn::Result<E
     })
 }
 
+/// The personal data one struct or variant declares.
+struct Personal {
+    /// The subject field's path.
+    subject: String,
+    /// Each personal field's path and replacement (JSON text).
+    fields: Vec<(String, Option<String>)>,
+}
+
+/// A string as JSON text.
+fn json_string(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            c if (c as u32) < 0x20 => out.push_str(&format!("\\u{:04x}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+/// The `#[personal(...)]` fields of `fields`, with paths prefixed by `prefix`.
+fn personal_of(fields: &syn::Fields, prefix: &str, span: Span) -> syn::Result<Option<Personal>> {
+    let mut subject = None;
+    let mut out = Vec::new();
+    for f in fields {
+        for attr in f.attrs.iter().filter(|a| a.path().is_ident("personal")) {
+            let Some(name) = &f.ident else {
+                return Err(Error::new(attr.span(), "`#[personal]` needs named fields"));
+            };
+            let path = format!("{prefix}{name}");
+            let mut is_subject = false;
+            let mut replacement = None;
+            if !matches!(attr.meta, syn::Meta::Path(_)) {
+                attr.parse_nested_meta(|meta| {
+                    if meta.path.is_ident("subject") {
+                        is_subject = true;
+                        Ok(())
+                    } else if meta.path.is_ident("replacement") {
+                        let lit: LitStr = meta.value()?.parse()?;
+                        replacement = Some(json_string(&lit.value()));
+                        Ok(())
+                    } else if meta.path.is_ident("replacement_json") {
+                        let lit: LitStr = meta.value()?.parse()?;
+                        replacement = Some(lit.value());
+                        Ok(())
+                    } else {
+                        Err(meta.error(
+                            "expected `subject`, `replacement = \"...\"` or `replacement_json = \"...\"`",
+                        ))
+                    }
+                })?;
+            }
+            if is_subject {
+                if subject.is_some() {
+                    return Err(Error::new(
+                        attr.span(),
+                        "only one field can name the subject",
+                    ));
+                }
+                subject = Some(path);
+            } else {
+                out.push((path, replacement));
+            }
+        }
+    }
+    match (subject, out.is_empty()) {
+        (None, true) => Ok(None),
+        (Some(_), true) => Err(Error::new(
+            span,
+            "a subject without personal fields: mark the personal ones `#[personal]`",
+        )),
+        (None, false) => Err(Error::new(
+            span,
+            "personal fields need the field naming their subject: mark it `#[personal(subject)]`",
+        )),
+        (Some(subject), false) => Ok(Some(Personal {
+            subject,
+            fields: out,
+        })),
+    }
+}
+
 fn expand_event(input: &DeriveInput) -> syn::Result<TokenStream2> {
     let ident = &input.ident;
     let (impl_generics, ty_generics, where_clause) = input.generics.split_for_impl();
     // Each entry: the pattern matching it, its attribute, and the path of its fields'
     // pattern (`Self` or `Self::Variant`) when they have names.
     let mut named: Vec<Option<TokenStream2>> = Vec::new();
+    // Per entry: its personal data (subject path, fields), if it declares any.
+    let mut personal: Vec<Option<Personal>> = Vec::new();
     let entries: Vec<(TokenStream2, EventAttr)> = match &input.data {
         Data::Struct(st) => {
+            personal.push(personal_of(&st.fields, "", ident.span())?);
             named.push(matches!(st.fields, syn::Fields::Named(_)).then(|| quote!(Self)));
             vec![(
                 quote!(_),
@@ -741,6 +854,7 @@ fn expand_event(input: &DeriveInput) -> syn::Result<TokenStream2> {
                     ));
                 }
                 let vi = &v.ident;
+                personal.push(personal_of(&v.fields, &format!("{vi}."), vi.span())?);
                 named.push(matches!(v.fields, syn::Fields::Named(_)).then(|| quote!(Self::#vi)));
                 out.push((quote!(Self::#vi { .. }), attr));
             }
@@ -799,8 +913,35 @@ fn expand_event(input: &DeriveInput) -> syn::Result<TokenStream2> {
             }
         }
     };
+    let personal = if personal.iter().all(Option::is_none) {
+        quote!()
+    } else {
+        let items = entries.iter().zip(&personal).filter_map(|((_, attr), p)| {
+            let p = p.as_ref()?;
+            let name = &attr.name;
+            let subject = &p.subject;
+            let paths = p.fields.iter().map(|(path, _)| path);
+            let replacements = p.fields.iter().map(|(_, r)| match r {
+                Some(json) => quote!(::core::option::Option::Some(#json)),
+                None => quote!(::core::option::Option::None),
+            });
+            Some(quote! {
+                ::flext::PersonalData {
+                    event_type: #name,
+                    subject: #subject,
+                    fields: &[#(::flext::PersonalField { path: #paths, replacement: #replacements }),*],
+                }
+            })
+        });
+        quote! {
+            fn personal_data() -> &'static [::flext::PersonalData] {
+                &[#(#items),*]
+            }
+        }
+    };
     Ok(quote! {
         impl #impl_generics ::flext::DomainEvent for #ident #ty_generics #where_clause {
+            #personal
             fn event_type(&self) -> &'static str {
                 match self { #(#patterns => #names,)* }
             }

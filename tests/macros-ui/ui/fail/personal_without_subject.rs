@@ -1,0 +1,12 @@
+use flext::DomainEvent;
+
+#[derive(DomainEvent)]
+enum CustomerEvent {
+    #[event(name = "customer.registered")]
+    Registered {
+        #[personal]
+        email: String,
+    },
+}
+
+fn main() {}
