@@ -36,6 +36,29 @@ pub trait KeyStore: Send + Sync {
     fn forget_data_key(&self, subject: &str) -> impl Future<Output = Result<u64, Error>> + Send;
 }
 
+impl<K: KeyStore> KeyStore for std::sync::Arc<K> {
+    fn data_key(&self, name: &str) -> impl Future<Output = Result<Option<Vec<u8>>, Error>> + Send {
+        (**self).data_key(name)
+    }
+    fn create_data_key(
+        &self,
+        name: &str,
+        wrapped: Vec<u8>,
+    ) -> impl Future<Output = Result<Vec<u8>, Error>> + Send {
+        (**self).create_data_key(name, wrapped)
+    }
+    fn link_data_key(
+        &self,
+        subject: &str,
+        dependent: &str,
+    ) -> impl Future<Output = Result<(), Error>> + Send {
+        (**self).link_data_key(subject, dependent)
+    }
+    fn forget_data_key(&self, subject: &str) -> impl Future<Output = Result<u64, Error>> + Send {
+        (**self).forget_data_key(subject)
+    }
+}
+
 /// `INVALID_ARGUMENT`/`INVALID_KEY_NAME` unless `name` is 1-1,024 bytes. For adapters.
 pub fn check_key_name(name: &str) -> Result<(), Error> {
     if name.is_empty() || name.len() > 1024 {

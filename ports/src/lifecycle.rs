@@ -292,6 +292,58 @@ pub trait StreamLifecycle: EventStore {
     }
 }
 
+/// Forwards every method.
+impl<S: StreamLifecycle> StreamLifecycle for std::sync::Arc<S> {
+    fn stream_info(
+        &self,
+        stream: &StreamId,
+    ) -> impl Future<Output = Result<StreamInfo, Error>> + Send {
+        (**self).stream_info(stream)
+    }
+    fn delete_stream(
+        &self,
+        stream: &StreamId,
+        expected: ExpectedVersion,
+    ) -> impl Future<Output = Result<StreamVersion, Error>> + Send {
+        (**self).delete_stream(stream, expected)
+    }
+    fn tombstone_stream(
+        &self,
+        stream: &StreamId,
+        expected: ExpectedVersion,
+    ) -> impl Future<Output = Result<StreamVersion, Error>> + Send {
+        (**self).tombstone_stream(stream, expected)
+    }
+    fn truncate_stream(
+        &self,
+        stream: &StreamId,
+        before: StreamVersion,
+    ) -> impl Future<Output = Result<u64, Error>> + Send {
+        (**self).truncate_stream(stream, before)
+    }
+    fn archive_stream(
+        &self,
+        stream: &StreamId,
+        before: StreamVersion,
+    ) -> impl Future<Output = Result<u64, Error>> + Send {
+        (**self).archive_stream(stream, before)
+    }
+    fn set_retention(
+        &self,
+        stream: &StreamId,
+        policy: Option<RetentionPolicy>,
+    ) -> impl Future<Output = Result<(), Error>> + Send {
+        (**self).set_retention(stream, policy)
+    }
+    fn retained_streams(
+        &self,
+        after: Option<&StreamId>,
+        max_count: usize,
+    ) -> impl Future<Output = Result<Vec<(StreamId, RetentionPolicy)>, Error>> + Send {
+        (**self).retained_streams(after, max_count)
+    }
+}
+
 /// The version below which `policy` expires the stream's events as of `now`.
 async fn expired_before<S: StreamLifecycle>(
     store: &S,

@@ -1043,3 +1043,20 @@ pub(crate) async fn streams_retention(
     }
     Ok(Done::OK)
 }
+
+pub(crate) async fn subjects_forget(db: &Db, out: &Out, subject: &str) -> Result<Done, Error> {
+    use flext_ports::KeyStore;
+    // The name `flext_application::DataProtection` keeps a subject's key under.
+    let name = format!("subject:{subject}");
+    let destroyed = on_store!(db, s => s.forget_data_key(&name).await)?;
+    if out.json {
+        out.json(&json!({ "subject": subject, "keys_destroyed": destroyed }));
+    } else if destroyed == 0 {
+        println!("{subject} has no data key (never stored, or already forgotten)");
+    } else {
+        println!(
+            "forgot {subject}: destroyed {destroyed} keys; rebuild the projections that held              its personal data"
+        );
+    }
+    Ok(Done::OK)
+}

@@ -77,9 +77,12 @@ found differences; 2 usage error; \
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Streams: list, show, tail.
+    /// Streams: list, show, tail, info, delete, truncate, archive, retention.
     #[command(subcommand)]
     Streams(StreamsCommand),
+    /// People whose personal data the events hold (crypto-shredding).
+    #[command(subcommand)]
+    Subjects(SubjectsCommand),
     /// Events: one by id, or a whole business action.
     #[command(subcommand)]
     Events(EventsCommand),
@@ -204,6 +207,17 @@ enum StreamsCommand {
         /// Remove the policy.
         #[arg(long, conflicts_with_all = ["max_count", "max_age_secs", "archive"])]
         clear: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum SubjectsCommand {
+    /// Destroys a subject's data key (and its streams' snapshot keys): its personal
+    /// fields read as their replacements from now on. Rebuild the projections that
+    /// held them afterwards.
+    Forget {
+        /// The subject, as its events name it.
+        subject: String,
     },
 }
 
@@ -528,6 +542,9 @@ async fn run(cli: Cli, local: Option<LocalConsumers>) -> Result<Done, Error> {
             lines,
             follow,
         }) => commands::streams_tail(&db, &out, id.as_deref(), lines, follow).await,
+        Command::Subjects(SubjectsCommand::Forget { subject }) => {
+            commands::subjects_forget(&db, &out, &subject).await
+        }
         Command::Streams(StreamsCommand::Info { id }) => {
             commands::streams_info(&db, &out, &id).await
         }

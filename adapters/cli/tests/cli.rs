@@ -9,7 +9,9 @@ use std::time::Duration;
 
 use flext::application::{ProjectionOptions, ProjectionRunner, ProjectionState, Projections};
 use flext::ports::sql::{Sql, SqlExt};
-use flext::ports::{EventStore, Instance, ProjectionStore, StoreInspect, WatchAppends, sql_args};
+use flext::ports::{
+    EventStore, Instance, KeyStore, ProjectionStore, StoreInspect, WatchAppends, sql_args,
+};
 use flext::postgres::PgEventStore;
 use flext::sqlite::SqliteEventStore;
 use flext::{Error, EventMetadata, ExpectedVersion, Position, StreamId};
@@ -101,7 +103,7 @@ async fn totals<S: Sql>(rows: &mut S) -> Vec<(String, i64)> {
 /// Every command against one store, with this process owning the projection.
 async fn every_command<S>(store: S, db: Vec<String>, mut read: impl FnMut() -> S::Transaction)
 where
-    S: ProjectionStore + EventStore + WatchAppends + StoreInspect + Clone,
+    S: ProjectionStore + EventStore + WatchAppends + StoreInspect + KeyStore + Clone,
     S::Transaction: Sql + Send,
 {
     let data = seed(&store).await;
@@ -542,6 +544,29 @@ where
     assert_eq!(info["status"], "tombstoned");
     let unknown = flext(&db, &["streams", "delete", "nobody-1"]).await;
     assert_eq!(code(&unknown), 15);
+
+    // Forgetting a subject destroys its key and its streams' snapshot keys.
+    store
+        .create_data_key("subject:c-9", vec![1; 72])
+        .await
+        .expect("key");
+    store
+        .create_data_key("stream:customer-9", vec![2; 72])
+        .await
+        .expect("key");
+    store
+        .link_data_key("subject:c-9", "stream:customer-9")
+        .await
+        .expect("link");
+    let forgot = json_of(&flext(&db, &["--json", "subjects", "forget", "c-9"]).await);
+    assert_eq!(forgot["keys_destroyed"], 2, "{forgot}");
+    assert_eq!(store.data_key("subject:c-9").await.expect("read"), None);
+    assert_eq!(
+        store.data_key("stream:customer-9").await.expect("read"),
+        None
+    );
+    let again = json_of(&flext(&db, &["--json", "subjects", "forget", "c-9"]).await);
+    assert_eq!(again["keys_destroyed"], 0, "{again}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
