@@ -153,6 +153,42 @@ SELECT -1, cur.v FROM cur
 WHERE cur.st <> 2 AND (CASE WHEN cur.st = 1 THEN 0 ELSE cur.v END) BETWEEN $3 AND $4
   AND cur.p >= cur.base + 1048576";
 
+/// The plain read of a stream's events from a version on, with one more column: the
+/// stream's lifecycle state if it has a `flext_streams` row (NULL for nearly every
+/// stream). Only when it is not NULL (or nothing came back) does the store read again
+/// with the lifecycle-aware statement below: the plain one keeps the ordered index scan
+/// (the union's unknown bounds make the planner sort, twice as slow for 10,000 events).
+const READ_STREAM_FORWARD_FAST_SQL: &str = "\
+SELECT position, event_id, stream_id, version, event_type, schema_version, payload,
+       correlation_id, causation_id, headers, recorded_at, tags,
+       (SELECT state FROM flext_streams WHERE stream_id = $1)
+FROM flext_events WHERE stream_id = $1 AND version >= $2 ORDER BY version ASC LIMIT $3";
+
+/// The same backwards.
+const READ_STREAM_BACKWARD_FAST_SQL: &str = "\
+SELECT position, event_id, stream_id, version, event_type, schema_version, payload,
+       correlation_id, causation_id, headers, recorded_at, tags,
+       (SELECT state FROM flext_streams WHERE stream_id = $1)
+FROM flext_events WHERE stream_id = $1 AND version <= $2 ORDER BY version DESC LIMIT $3";
+
+/// The plain replay, with the same extra column.
+const REPLAY_FAST_SQL: &str = "\
+SELECT version, event_type, schema_version, payload,
+       (SELECT state FROM flext_streams WHERE stream_id = $1)
+FROM flext_events WHERE stream_id = $1 AND version >= $2 ORDER BY version ASC LIMIT $3";
+
+/// Whether a plain read's rows need the lifecycle-aware read: none came back, or the
+/// stream has a lifecycle row (its state in column `col`).
+fn needs_lifecycle(rows: &[PgRow], col: usize) -> Result<bool, Error> {
+    match rows.first() {
+        None => Ok(true),
+        Some(r) => r
+            .try_get::<Option<i32>, _>(col)
+            .map(|state| state.is_some())
+            .map_err(|e| db_error("reading a stream's lifecycle", e)),
+    }
+}
+
 /// A stream's events from a version on: the current life's, from the log and, below
 /// `archived_below`, from the archive (a branch the planner skips when the stream has no
 /// lifecycle row).
@@ -1138,19 +1174,32 @@ impl EventStore for PgEventStore {
         self.telemetry
             .read("read_stream", Some(stream))
             .read(async move {
-                let sql = match direction {
-                    ReadDirection::Forward => READ_STREAM_FORWARD_SQL,
-                    ReadDirection::Backward => READ_STREAM_BACKWARD_SQL,
+                let (fast, full) = match direction {
+                    ReadDirection::Forward => {
+                        (READ_STREAM_FORWARD_FAST_SQL, READ_STREAM_FORWARD_SQL)
+                    }
+                    ReadDirection::Backward => {
+                        (READ_STREAM_BACKWARD_FAST_SQL, READ_STREAM_BACKWARD_SQL)
+                    }
                 };
-                let rows = sqlx::query(sql)
-                    .bind(stream.as_str())
-                    .bind(to_i64(from.0))
-                    .bind(limit(max_count))
-                    .fetch_all(&self.pool)
+                let read = |sql: &'static str| {
+                    sqlx::query(sql)
+                        .bind(stream.as_str())
+                        .bind(to_i64(from.0))
+                        .bind(limit(max_count))
+                        .fetch_all(&self.pool)
+                };
+                let mut rows = read(fast)
                     .await
                     .map_err(|e| db_error("reading a stream", e))?;
-                if rows.is_empty() {
-                    self.lifecycle(stream).await?.readable(stream)?;
+                if needs_lifecycle(&rows, 12)? {
+                    let life = self.lifecycle(stream).await?;
+                    life.readable(stream)?;
+                    if !rows.is_empty() || life.archived_below > 1 {
+                        rows = read(full)
+                            .await
+                            .map_err(|e| db_error("reading a stream", e))?;
+                    }
                 }
                 let mut last = Some(stream.clone());
                 rows.iter().map(|r| decode_row(r, &mut last)).collect()
@@ -1233,17 +1282,25 @@ impl EventStore for PgEventStore {
     where
         F: FnMut(EventRef<'_>) -> Result<(), Error> + Send,
     {
-        let rows = sqlx::query(REPLAY_SQL)
-            .bind(stream.as_str())
-            .bind(to_i64(from.0))
-            .bind(limit(max_count))
-            .fetch_all(&self.pool)
+        let read = |sql: &'static str| {
+            sqlx::query(sql)
+                .bind(stream.as_str())
+                .bind(to_i64(from.0))
+                .bind(limit(max_count))
+                .fetch_all(&self.pool)
+        };
+        let mut rows = read(REPLAY_FAST_SQL)
             .await
             .map_err(|e| db_error("replaying a stream", e))?;
-        // Nothing, or a first version later than asked: deleted, truncated or revived?
-        let first = rows.first().and_then(|r| r.try_get::<i64, _>(0).ok());
-        if first.is_none_or(|v| v > to_i64(from.0.max(1))) {
-            self.lifecycle(stream).await?.replay_start(stream, from)?;
+        // Nothing, or a stream whose life changed: deleted, truncated, revived, archived?
+        if needs_lifecycle(&rows, 4)? {
+            let life = self.lifecycle(stream).await?;
+            life.replay_start(stream, from)?;
+            if !rows.is_empty() || life.archived_below > 1 {
+                rows = read(REPLAY_SQL)
+                    .await
+                    .map_err(|e| db_error("replaying a stream", e))?;
+            }
         }
         for row in &rows {
             let version: i64 = row.try_get(0).map_err(|e| {
