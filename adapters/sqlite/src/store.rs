@@ -823,15 +823,26 @@ async fn insert_all(
             break;
         }
     }
-    if result.is_err() {
-        sqlx::query("ROLLBACK TO flext_append")
+    end_savepoint(conn, "flext_append", result.is_err()).await?;
+    result
+}
+
+/// Ends savepoint `name` (one of this file's): rolled back to first when `failed`, then
+/// released.
+async fn end_savepoint(
+    conn: &mut SqliteConnection,
+    name: &'static str,
+    failed: bool,
+) -> Result<(), sqlx::Error> {
+    if failed {
+        sqlx::query(AssertSqlSafe(format!("ROLLBACK TO {name}")))
             .execute(&mut *conn)
             .await?;
     }
-    sqlx::query("RELEASE flext_append")
+    sqlx::query(AssertSqlSafe(format!("RELEASE {name}")))
         .execute(&mut *conn)
         .await?;
-    result
+    Ok(())
 }
 
 /// The append that revives a soft-deleted stream: its events and the change of state
@@ -855,14 +866,7 @@ async fn revive_and_insert(
             .await
             .map(|_| ());
     }
-    if result.is_err() {
-        sqlx::query("ROLLBACK TO flext_revive")
-            .execute(&mut *conn)
-            .await?;
-    }
-    sqlx::query("RELEASE flext_revive")
-        .execute(&mut *conn)
-        .await?;
+    end_savepoint(conn, "flext_revive", result.is_err()).await?;
     result
 }
 
