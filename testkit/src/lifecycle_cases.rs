@@ -365,6 +365,25 @@ pub async fn truncating_removes_events_before_a_version_and_keeps_numbering<H: H
     assert_eq!(read(&store, &s).await.expect("read"), vec![6]);
     let info = store.stream_info(&s).await.expect("info");
     assert_eq!(info.first_readable, StreamVersion(6));
+    // Removing the newest event of the store never lets its position be given again:
+    // a reader that saw it would miss what takes its place.
+    let newest = store
+        .append(&stream("tail-1"), ExpectedVersion::NoStream, events(1, 1))
+        .await
+        .expect("append");
+    store
+        .truncate_stream(&stream("tail-1"), StreamVersion(2))
+        .await
+        .expect("truncate the newest event");
+    let next = store
+        .append(&stream("tail-2"), ExpectedVersion::NoStream, events(1, 1))
+        .await
+        .expect("append");
+    assert!(
+        next.positions[0] > newest.positions[0],
+        "{:?} was given again",
+        next.positions[0]
+    );
     h
 }
 
