@@ -146,7 +146,7 @@ impl ControlStore for PgEventStore {
         let q = if paused {
             sqlx::query(
                 "INSERT INTO flext_consumer_pauses (consumer, paused_by, paused_at) \
-                 VALUES ($1, $2, clock_timestamp()) ON CONFLICT (consumer) DO NOTHING",
+                 VALUES ($1, $2, clock_timestamp()) ON CONFLICT ON CONSTRAINT flext_consumer_pauses_pkey DO NOTHING",
             )
             .bind(consumer)
             .bind(by)

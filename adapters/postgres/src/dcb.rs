@@ -458,7 +458,7 @@ async fn record(conn: &mut PgConnection, keys: &[i64], out: &AppendOutcome) -> R
     let first = out.positions.first().map_or(0, |p| to_i64(p.0));
     sqlx::query(
         "INSERT INTO flext_dcb_conditions (key, position) SELECT k, $2 FROM unnest($1::bigint[]) k \
-         ON CONFLICT (key) DO UPDATE SET position = greatest(flext_dcb_conditions.position, \
+         ON CONFLICT ON CONSTRAINT flext_dcb_conditions_pkey DO UPDATE SET position = greatest(flext_dcb_conditions.position, \
          excluded.position)",
     )
     .bind(keys)

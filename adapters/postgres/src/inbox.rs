@@ -32,7 +32,7 @@ impl InboxStore for PgEventStore {
         // it commits, nothing is inserted here.
         let done = sqlx::query(
             "INSERT INTO flext_inbox (consumer, message_id, received_at) VALUES ($1, $2, $3) \
-             ON CONFLICT (consumer, message_id) DO NOTHING",
+             ON CONFLICT ON CONSTRAINT flext_inbox_pkey DO NOTHING",
         )
         .bind(consumer)
         .bind(message_id)
@@ -52,7 +52,7 @@ impl InboxStore for PgEventStore {
         sqlx::query(
             "INSERT INTO flext_inbox_dead_letters (consumer, message_id, subject, headers, \
              payload, error, deliveries, parked_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
-             ON CONFLICT (consumer, message_id) DO UPDATE SET error = excluded.error, \
+             ON CONFLICT ON CONSTRAINT flext_inbox_dead_letters_pkey DO UPDATE SET error = excluded.error, \
              deliveries = excluded.deliveries, parked_at = excluded.parked_at",
         )
         .bind(&letter.consumer)

@@ -19,7 +19,7 @@ async fn insert<'e>(ex: impl sqlx::PgExecutor<'e>, job: &NewJob) -> Result<bool,
     let done = sqlx::query(
         "INSERT INTO flext_jobs (id, kind, payload, metadata, state, attempts, max_attempts, \
          due_at_us, run_at_us, recurring, unique_key) VALUES ($1, $2, $3, $4, 'queued', 0, $5, $6, $6, $7, $8) \
-         ON CONFLICT (unique_key) DO NOTHING",
+         ON CONFLICT ON CONSTRAINT flext_jobs_unique_key_key DO NOTHING",
     )
     .bind(id)
     .bind(kind)

@@ -22,7 +22,7 @@ impl KeyStore for PgEventStore {
         for _ in 0..3 {
             let stored: Option<Vec<u8>> = sqlx::query_scalar(
                 "WITH ins AS (INSERT INTO flext_data_keys (name, wrapped) VALUES ($1, $2) \
-                              ON CONFLICT (name) DO NOTHING RETURNING wrapped) \
+                              ON CONFLICT ON CONSTRAINT flext_data_keys_pkey DO NOTHING RETURNING wrapped) \
                  SELECT wrapped FROM ins \
                  UNION ALL SELECT wrapped FROM flext_data_keys WHERE name = $1 \
                  LIMIT 1",

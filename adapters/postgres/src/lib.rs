@@ -32,10 +32,12 @@ mod ownership;
 mod process;
 mod schedule;
 mod shadow;
+pub mod shared;
 mod sql;
 mod store;
 mod tenancy;
 
+pub use shared::PgSharedTenantStores;
 pub use store::{MIGRATIONS_TABLE, PgEventStore, PgStoreBuilder, PgWriteTransaction, migrator};
 pub use tenancy::PgTenantStores;
 

@@ -49,7 +49,7 @@ async fn save(conn: &mut PgConnection, stream: &StreamId, life: &StoredLife) -> 
         "INSERT INTO flext_streams (stream_id, state, version, life_start, truncated_before, \
                                     archived_below, max_count, max_age_ms, archive_expired) \
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) \
-         ON CONFLICT (stream_id) DO UPDATE SET state = excluded.state, \
+         ON CONFLICT ON CONSTRAINT flext_streams_pkey DO UPDATE SET state = excluded.state, \
              version = excluded.version, life_start = excluded.life_start, \
              truncated_before = excluded.truncated_before, \
              archived_below = excluded.archived_below, max_count = excluded.max_count, \

@@ -119,7 +119,7 @@ INSERT INTO flext_checkpoints (name, position, epoch, owner_id, owner_name, owne
     owner_pid, acquired_at, expires_at)
 VALUES ($1, 0, 1, $2, $3, $4, $5, clock_timestamp(),
     clock_timestamp() + $6 * interval '1 microsecond')
-ON CONFLICT (name) DO NOTHING
+ON CONFLICT ON CONSTRAINT flext_checkpoints_pkey DO NOTHING
 RETURNING epoch, expires_at";
 
 impl OwnershipStore for PgEventStore {
@@ -246,7 +246,7 @@ impl OwnershipStore for PgEventStore {
                  INSERT INTO flext_instances (id, name, host, pid, started_at, expires_at) \
                  VALUES ($1, $2, $3, $4, clock_timestamp(), \
                          clock_timestamp() + $5 * interval '1 microsecond') \
-                 ON CONFLICT (id) DO UPDATE SET expires_at = excluded.expires_at \
+                 ON CONFLICT ON CONSTRAINT flext_instances_pkey DO UPDATE SET expires_at = excluded.expires_at \
                  RETURNING id, name, host, pid, started_at, expires_at) \
              SELECT id, name, host, pid, started_at, expires_at FROM me \
              UNION ALL \

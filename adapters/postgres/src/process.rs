@@ -36,7 +36,7 @@ impl ProcessStore for PgEventStore {
         let (state, version) = process_row(manager, association, process)?;
         sqlx::query(
             "INSERT INTO flext_processes (manager, association, state, version) \
-             VALUES ($1, $2, $3, $4) ON CONFLICT (manager, association) DO UPDATE SET state = excluded.state, version = excluded.version",
+             VALUES ($1, $2, $3, $4) ON CONFLICT ON CONSTRAINT flext_processes_pkey DO UPDATE SET state = excluded.state, version = excluded.version",
         )
         .bind(manager)
         .bind(association)

@@ -59,7 +59,7 @@ pub(crate) async fn put<'e>(
     let (key, id, due_us, name, payload, metadata) = stored_schedule(message)?;
     sqlx::query(
         "INSERT INTO flext_schedule (key, id, due_us, message, payload, metadata) \
-         VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (key) DO UPDATE SET id = excluded.id, \
+         VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT ON CONSTRAINT flext_schedule_pkey DO UPDATE SET id = excluded.id, \
          due_us = excluded.due_us, message = excluded.message, \
          payload = excluded.payload, metadata = excluded.metadata",
     )

@@ -9,7 +9,7 @@ use chrono::{DateTime, Utc};
 use flext_domain::{CorrelationId, EventId};
 use flext_domain::{
     Error, EventMetadata, EventRef, ExpectedVersion, NewEvent, Position, RecordedEvent, StreamId,
-    StreamVersion,
+    StreamVersion, TenantId,
 };
 use flext_ports::adapter::{
     StoredEvent, StoredRow, assemble_dead_letter, assemble_recorded, corrupted_event, encode_error,
@@ -334,6 +334,7 @@ pub struct PgStoreBuilder {
     acquire_timeout: Duration,
     notifications: bool,
     migrate: bool,
+    tenant: Option<TenantId>,
 }
 
 impl std::fmt::Debug for PgStoreBuilder {
@@ -344,6 +345,7 @@ impl std::fmt::Debug for PgStoreBuilder {
             .field("max_connections", &self.max_connections)
             .field("acquire_timeout", &self.acquire_timeout)
             .field("notifications", &self.notifications)
+            .field("tenant", &self.tenant)
             .finish()
     }
 }
@@ -377,6 +379,19 @@ impl PgStoreBuilder {
     /// own, never the pool's.
     pub fn notifications(mut self, on: bool) -> Self {
         self.notifications = on;
+        self
+    }
+
+    /// Confines the store to `tenant` in a schema of tables shared by tenants (usually
+    /// reached through [`crate::PgSharedTenantStores`]): every connection names the tenant
+    /// in the setting `flext.tenant`, and row-level security keeps every statement to the
+    /// tenant's rows (see [`crate::shared`]). With migrations on, connecting also converts
+    /// the schema's tables to that layout where they are not yet. Connecting fails
+    /// `FAILED_PRECONDITION`/`TENANCY_NOT_ENFORCED` as a role that bypasses row-level
+    /// security (a superuser, or `BYPASSRLS`), and `TENANCY_LAYOUT_MISSING` with migrations
+    /// off on a schema not yet converted.
+    pub fn tenant(mut self, tenant: TenantId) -> Self {
+        self.tenant = Some(tenant);
         self
     }
 
@@ -435,14 +450,28 @@ impl PgStoreBuilder {
                         )
                     })?
                     .map_err(|e| db_error("connecting", e))?;
-            sqlx::query(sqlx::AssertSqlSafe(format!(
-                "CREATE SCHEMA IF NOT EXISTS \"{schema}\""
-            )))
-            .execute(&mut conn)
-            .await
-            .map_err(|e| db_error("creating the schema", e))?;
+            // Only when missing: `CREATE SCHEMA IF NOT EXISTS` asks for the right to create
+            // schemas even when it exists, which a service's role often lacks.
+            let exists: bool =
+                sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = $1)")
+                    .bind(schema)
+                    .fetch_one(&mut conn)
+                    .await
+                    .map_err(|e| db_error("looking for the schema", e))?;
+            if !exists {
+                sqlx::query(sqlx::AssertSqlSafe(format!(
+                    "CREATE SCHEMA IF NOT EXISTS \"{schema}\""
+                )))
+                .execute(&mut conn)
+                .await
+                .map_err(|e| db_error("creating the schema", e))?;
+            }
             // Quoted: a name with '-' (a tenant's) is not a bare identifier.
             options = options.options([("search_path", format!("\"{schema}\""))]);
+        }
+        if let Some(tenant) = &self.tenant {
+            // Tenant ids are `[a-z0-9_-]`: nothing to escape in a startup option.
+            options = options.options([(crate::shared::TENANT_SETTING, tenant.as_str())]);
         }
         let pool = PgPoolOptions::new()
             .max_connections(self.max_connections)
@@ -451,7 +480,32 @@ impl PgStoreBuilder {
             .connect_with(options)
             .await
             .map_err(|e| db_error("connecting", e))?;
-        PgEventStore::open_pool(pool, self.notifications, self.migrate).await
+        let Some(tenant) = &self.tenant else {
+            return PgEventStore::open_pool(pool, self.notifications, self.migrate).await;
+        };
+        crate::shared::check_role(&pool, tenant).await?;
+        let store = PgEventStore::open_pool(pool, self.notifications, self.migrate).await?;
+        if self.migrate {
+            crate::shared::confine_tables(&store.pool).await?;
+        } else {
+            let mut conn = store
+                .pool
+                .acquire()
+                .await
+                .map_err(|e| db_error("reading the schema's tables", e))?;
+            let missing = crate::shared::plan(&mut conn).await?;
+            if let Some(first) = missing.first() {
+                return Err(Error::failed_precondition(
+                    "TENANCY_LAYOUT_MISSING",
+                    format!(
+                        "the schema's tables are not confined to tenants yet ({} statements \
+                         missing, the first: {first}); connect once with migrations on",
+                        missing.len()
+                    ),
+                ));
+            }
+        }
+        Ok(store)
     }
 }
 
@@ -490,6 +544,7 @@ impl PgEventStore {
             acquire_timeout: DEFAULT_ACQUIRE_TIMEOUT,
             notifications: true,
             migrate: true,
+            tenant: None,
         }
     }
 
@@ -1334,7 +1389,7 @@ impl SnapshotStore for PgEventStore {
         sqlx::query(
             "INSERT INTO flext_snapshots (stream_id, version, schema_version, state) \
              VALUES ($1, $2, $3, $4) \
-             ON CONFLICT (stream_id) DO UPDATE SET version = excluded.version, \
+             ON CONFLICT ON CONSTRAINT flext_snapshots_pkey DO UPDATE SET version = excluded.version, \
              schema_version = excluded.schema_version, state = excluded.state \
              WHERE excluded.version >= flext_snapshots.version",
         )
@@ -1397,7 +1452,7 @@ impl IdempotencyStore for PgEventStore {
             let claimed = sqlx::query(
                 "INSERT INTO flext_idempotency (command_id, message_type, state, claimed_at) \
                  VALUES ($1, $2, 'pending', $3) \
-                 ON CONFLICT (command_id) DO UPDATE SET message_type = excluded.message_type, \
+                 ON CONFLICT ON CONSTRAINT flext_idempotency_pkey DO UPDATE SET message_type = excluded.message_type, \
                  claimed_at = excluded.claimed_at \
                  WHERE flext_idempotency.state = 'pending' AND flext_idempotency.claimed_at <= $4",
             )
@@ -1493,7 +1548,7 @@ async fn save_checkpoint_on(
     // Never over a consumer an instance owns: its checkpoint is written under its lease.
     let done = sqlx::query(
         "INSERT INTO flext_checkpoints (name, position) VALUES ($1, $2) \
-         ON CONFLICT (name) DO UPDATE SET position = excluded.position \
+         ON CONFLICT ON CONSTRAINT flext_checkpoints_pkey DO UPDATE SET position = excluded.position \
          WHERE flext_checkpoints.owner_id IS NULL \
          OR flext_checkpoints.expires_at <= clock_timestamp()",
     )
@@ -1598,7 +1653,7 @@ impl ProjectionStore for PgEventStore {
         sqlx::query(
             "INSERT INTO flext_dead_letters (projection, event_id, position, stream_id, version, \
              event_type, error, attempts, parked_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) \
-             ON CONFLICT (projection, event_id) DO UPDATE SET error = excluded.error, \
+             ON CONFLICT ON CONSTRAINT flext_dead_letters_pkey DO UPDATE SET error = excluded.error, \
              attempts = excluded.attempts, parked_at = excluded.parked_at",
         )
         .bind(&letter.projection)

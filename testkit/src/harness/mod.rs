@@ -65,6 +65,9 @@ mod sqlite;
 #[cfg(feature = "memory")]
 pub use memory::MemoryHarness;
 #[cfg(feature = "postgres")]
-pub use postgres::{PgHarness, database_url, fresh_pg_store};
+pub use postgres::{
+    PgHarness, PgSharedHarness, TENANT_TEST_ROLE, database_url, fresh_pg_store,
+    fresh_shared_schema, url_as,
+};
 #[cfg(feature = "sqlite")]
 pub use sqlite::SqliteHarness;

@@ -187,3 +187,163 @@ impl Harness for PgHarness {
         self.store.pool().close().await;
     }
 }
+
+/// The role the shared-tables tests connect as: row-level security binds it (no
+/// superuser, no `BYPASSRLS`), as it binds a production service's role.
+pub const TENANT_TEST_ROLE: &str = "flext_test_tenants";
+
+/// `url` with its user replaced by `user` (and no password).
+pub fn url_as(url: &str, user: &str) -> String {
+    let (scheme, rest) = url.split_once("://").unwrap_or(("postgres", url));
+    let host = match (rest.find('@'), rest.find('/')) {
+        (Some(at), Some(slash)) if at < slash => &rest[at + 1..],
+        (Some(at), None) => &rest[at + 1..],
+        _ => rest,
+    };
+    format!("{scheme}://{user}@{host}")
+}
+
+/// A fresh schema `flext_t_{purpose}_{uuid v7}` owned by [`TENANT_TEST_ROLE`] (created,
+/// with the right to create schemas, when missing) for tenants in shared tables; returns
+/// the schema and the URL to connect as the role. Made by the `DATABASE_URL` user.
+pub async fn fresh_shared_schema(purpose: &str) -> (String, String) {
+    let admin = sqlx::PgPool::connect(&database_url())
+        .await
+        .expect("connect to PostgreSQL at DATABASE_URL");
+    // Racing test processes: one creates the role, the others find it.
+    let role = format!(
+        "DO $$ BEGIN
+             IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = '{TENANT_TEST_ROLE}') THEN
+                 CREATE ROLE {TENANT_TEST_ROLE} LOGIN NOSUPERUSER NOBYPASSRLS;
+             END IF;
+         EXCEPTION WHEN duplicate_object OR unique_violation THEN NULL;
+         END $$"
+    );
+    for attempt in 0.. {
+        match sqlx::query(sqlx::AssertSqlSafe(role.as_str()))
+            .execute(&admin)
+            .await
+        {
+            Ok(_) => break,
+            Err(e) if attempt < 5 => {
+                let _ = e;
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
+            Err(e) => panic!("creating the role {TENANT_TEST_ROLE}: {e}"),
+        }
+    }
+    let schema = format!(
+        "{TEST_SCHEMA_PREFIX}{purpose}_{}",
+        uuid::Uuid::now_v7().simple()
+    );
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "CREATE SCHEMA \"{schema}\" AUTHORIZATION {TENANT_TEST_ROLE}"
+    )))
+    .execute(&admin)
+    .await
+    .expect("creating the shared schema");
+    admin.close().await;
+    (schema, url_as(&database_url(), TENANT_TEST_ROLE))
+}
+
+/// Drops a schema as the `DATABASE_URL` user.
+async fn drop_schema(schema: &str) {
+    if let Ok(admin) = sqlx::PgPool::connect(&database_url()).await {
+        let drop = format!("DROP SCHEMA IF EXISTS \"{schema}\" CASCADE");
+        let _ = sqlx::query(sqlx::AssertSqlSafe(drop)).execute(&admin).await;
+        admin.close().await;
+    }
+}
+
+/// Runs the suite on tenants in shared tables: the store under test is tenant
+/// `conformance`'s of a fresh schema, and the tenancy cases' tenants live in the same
+/// tables, kept apart by row-level security alone.
+pub struct PgSharedHarness {
+    store: PgEventStore,
+    schema: String,
+    tenants: flext_postgres::PgSharedTenantStores,
+}
+
+impl PgSharedHarness {
+    async fn execute(&self, sql: &'static str, stream: &StreamId, version: StreamVersion) {
+        let done = sqlx::query(sql)
+            .bind(stream.as_str())
+            .bind(version.0 as i64)
+            .execute(self.store.pool())
+            .await
+            .expect("corrupting statement");
+        assert_eq!(done.rows_affected(), 1, "no event {version} in {stream}");
+    }
+}
+
+impl Harness for PgSharedHarness {
+    type Store = PgEventStore;
+    type Held = PgHeld;
+    type Tenants = flext_postgres::PgSharedTenantStores;
+    const SERIALIZED_WRITERS: bool = false;
+
+    async fn fresh() -> Self {
+        let (schema, url) = fresh_shared_schema("shared").await;
+        let store = PgEventStore::builder(url.clone())
+            .schema(schema.clone())
+            .tenant(flext_domain::TenantId::new("conformance").expect("valid"))
+            .max_connections(12)
+            .connect()
+            .await
+            .expect("connect as a tenant of the shared tables");
+        let tenants = flext_postgres::PgSharedTenantStores::new(url)
+            .schema(schema.clone())
+            .max_connections(3);
+        PgSharedHarness {
+            store,
+            schema,
+            tenants,
+        }
+    }
+
+    fn store(&self) -> PgEventStore {
+        self.store.clone()
+    }
+
+    fn tenants(&self) -> flext_postgres::PgSharedTenantStores {
+        self.tenants.clone()
+    }
+
+    async fn hold_append(
+        &self,
+        stream: &StreamId,
+        expected: ExpectedVersion,
+        events: Vec<NewEvent>,
+    ) -> Result<PgHeld, Error> {
+        let mut tx = self.store.transaction().await?;
+        let outcome = tx.append(stream, expected, events).await?;
+        Ok(PgHeld { tx, outcome })
+    }
+
+    crate::harness::transaction_hooks!();
+
+    async fn corrupt_payload(&self, stream: &StreamId, version: StreamVersion) {
+        self.execute(
+            "UPDATE flext_events SET payload = '\\x00676172626167657b'::bytea WHERE stream_id = $1 AND version = $2",
+            stream,
+            version,
+        )
+        .await;
+    }
+
+    async fn corrupt_metadata(&self, stream: &StreamId, version: StreamVersion) -> bool {
+        self.execute(
+            "UPDATE flext_events SET headers = '{not json' WHERE stream_id = $1 AND version = $2",
+            stream,
+            version,
+        )
+        .await;
+        true
+    }
+
+    async fn cleanup(self) {
+        let _ = self.tenants.close().await;
+        self.store.pool().close().await;
+        drop_schema(&self.schema).await;
+    }
+}
