@@ -11,7 +11,10 @@
 //! measured alternately, three times (loads and read-all five times), and the medians
 //! printed, so drift in the disk or the server hits both sides alike.
 //! `FLEXT_BENCH_ONLY=commands,appends,loads,readall` and `FLEXT_BENCH_DB=sqlite|postgres`
-//! pick parts (for profiling).
+//! pick parts (for profiling). `FLEXT_BENCH_TENANT_ROLE=<role>` (a role without
+//! `BYPASSRLS`, which the `DATABASE_URL` user can give a schema) also measures, as
+//! `pg-tenant`, a tenant's store in tables shared by tenants (row-level security on every
+//! statement) against the same raw baseline.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -763,6 +766,13 @@ async fn read_all_count<S: EventStore>(store: &S, limit: usize) -> usize {
     n
 }
 
+/// `url` with its user replaced by `user` (no password: the bench's server trusts).
+fn as_role_url(url: &str, user: &str) -> String {
+    let (scheme, rest) = url.split_once("://").unwrap_or(("postgres", url));
+    let host = rest.split_once('@').map_or(rest, |(_, host)| host);
+    format!("{scheme}://{user}@{host}")
+}
+
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().collect();
@@ -838,6 +848,41 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             sqlx::query(sqlx::AssertSqlSafe(format!("DROP SCHEMA {schema} CASCADE")))
                 .execute(&raw_pool)
                 .await?;
+            if let Ok(role) = std::env::var("FLEXT_BENCH_TENANT_ROLE") {
+                let schema = format!("flext_bench_tenants_{tag}");
+                sqlx::query(sqlx::AssertSqlSafe(format!(
+                    "CREATE SCHEMA {schema} AUTHORIZATION \"{role}\""
+                )))
+                .execute(&raw_pool)
+                .await?;
+                let mut as_role = url.parse::<sqlx::postgres::PgConnectOptions>()?;
+                as_role = as_role.username(&role);
+                let tenant = PgEventStore::builder(as_role_url(&url, &role))
+                    .schema(schema.clone())
+                    .tenant(flext::TenantId::new("bench")?)
+                    .max_connections(10)
+                    .connect()
+                    .await?;
+                let raw_tenant = PgPoolOptions::new()
+                    .max_connections(10)
+                    .test_before_acquire(false)
+                    .connect_with(as_role.options([("search_path", schema.as_str())]))
+                    .await?;
+                sqlx::query(PG_RAW_TABLE).execute(&raw_tenant).await?;
+                run_all(
+                    "pg-tenant",
+                    tenant.clone(),
+                    Raw::Pg(RawPg(raw_tenant.clone())),
+                    scale,
+                    &mut report,
+                )
+                .await;
+                tenant.close().await?;
+                raw_tenant.close().await;
+                sqlx::query(sqlx::AssertSqlSafe(format!("DROP SCHEMA {schema} CASCADE")))
+                    .execute(&raw_pool)
+                    .await?;
+            }
         }
         Err(_) => println!("DATABASE_URL is not set: PostgreSQL skipped"),
     }

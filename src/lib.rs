@@ -135,7 +135,8 @@ pub mod sqlite {
 #[cfg(feature = "postgres")]
 pub mod postgres {
     pub use flext_postgres::{
-        PgEventStore, PgStoreBuilder, PgTenantStores, PgWriteTransaction, migrator, sqlx,
+        PgEventStore, PgSharedTenantStores, PgStoreBuilder, PgTenantStores, PgWriteTransaction,
+        TENANT_SETTING, migrator, sqlx,
     };
 }
 

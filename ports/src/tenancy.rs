@@ -3,9 +3,10 @@
 //! subscription, projection, snapshot, checkpoint and idempotency record concerns that
 //! tenant only.
 //!
-//! The deployments built so far keep each tenant's data apart physically: on PostgreSQL a
-//! schema per tenant (`flext_postgres::PgTenantStores`), on SQLite a file per tenant
-//! (`flext_sqlite::SqliteTenantStores`), in memory a store per tenant
+//! Deployments: on PostgreSQL a schema per tenant (`flext_postgres::PgTenantStores`) or
+//! every tenant in one schema's shared tables, kept apart by row-level security
+//! (`flext_postgres::PgSharedTenantStores`); on SQLite a file per tenant
+//! (`flext_sqlite::SqliteTenantStores`); in memory a store per tenant
 //! (`flext_memory::InMemoryTenantStores`). Projections run per tenant: a runner on each
 //! tenant's store.
 //!

@@ -60,6 +60,11 @@ pub(crate) struct Cli {
     /// The PostgreSQL schema the store's tables are in.
     #[arg(long, env = "FLEXT_SCHEMA", global = true)]
     schema: Option<String>,
+    /// The tenant to act for, in a PostgreSQL schema of tables shared by tenants (connect
+    /// as the service's role: row-level security binds no superuser). A tenant with a
+    /// schema of its own is `--schema`; one with a SQLite file of its own is its path.
+    #[arg(long, env = "FLEXT_TENANT", global = true)]
+    tenant: Option<String>,
     /// Print JSON instead of tables and text.
     #[arg(long, global = true)]
     json: bool,
@@ -500,7 +505,12 @@ async fn run(cli: Cli, local: Option<LocalConsumers>) -> Result<Done, Error> {
             "no store given: pass --database or set FLEXT_DATABASE_URL",
         ));
     };
-    let db = store::Db::open(url, cli.schema.as_deref()).await?;
+    let tenant = cli
+        .tenant
+        .as_deref()
+        .map(flext_domain::TenantId::new)
+        .transpose()?;
+    let db = store::Db::open(url, cli.schema.as_deref(), tenant).await?;
     let personal = if cli.show_personal || matches!(cli.command, Command::Migrate(_)) {
         flext_admin::ops::Personal::none()
     } else {

@@ -3,7 +3,7 @@
 use std::path::Path;
 use std::time::Duration;
 
-use flext_domain::Error;
+use flext_domain::{Error, TenantId};
 use flext_postgres::PgEventStore;
 use flext_sqlite::SqliteEventStore;
 
@@ -29,9 +29,14 @@ macro_rules! on_store {
 pub(crate) use on_store;
 
 impl Db {
-    /// Opens the store at `url`: `postgres://...` (with `schema`), `sqlite:...`, or the
-    /// path of an existing SQLite file. Nothing is created or migrated.
-    pub async fn open(url: &str, schema: Option<&str>) -> Result<Db, Error> {
+    /// Opens the store at `url`: `postgres://...` (with `schema`, and `tenant` in a
+    /// schema of shared tables), `sqlite:...`, or the path of an existing SQLite file.
+    /// Nothing is created or migrated.
+    pub async fn open(
+        url: &str,
+        schema: Option<&str>,
+        tenant: Option<TenantId>,
+    ) -> Result<Db, Error> {
         if url.starts_with("postgres://") || url.starts_with("postgresql://") {
             let mut builder = PgEventStore::builder(url)
                 .migrate(false)
@@ -40,7 +45,17 @@ impl Db {
             if let Some(schema) = schema {
                 builder = builder.schema(schema);
             }
+            if let Some(tenant) = tenant {
+                builder = builder.tenant(tenant);
+            }
             return Ok(Db::Pg(builder.connect().await?));
+        }
+        if tenant.is_some() {
+            return Err(Error::invalid_argument(
+                "TENANT_NOT_SUPPORTED",
+                "--tenant applies to PostgreSQL's shared tables only; a SQLite tenant is a \
+                 file of its own: give its path",
+            ));
         }
         if schema.is_some() {
             return Err(Error::invalid_argument(

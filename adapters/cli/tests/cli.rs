@@ -735,3 +735,82 @@ async fn inbox_dead_letters_are_listed() {
     store.close().await.expect("close");
     let _ = std::fs::remove_dir_all(dir);
 }
+
+/// In a schema of tables shared by tenants, `--tenant` shows one tenant's data only
+/// (connected as the service's role); a superuser is refused, as row-level security
+/// would not bind it; SQLite has no shared tables.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tenant_of_shared_tables_sees_its_own_streams() {
+    use flext::ports::TenantStores;
+    let (schema, url) = flext_testkit::harness::fresh_shared_schema("cli_shared").await;
+    let tenants = flext::postgres::PgSharedTenantStores::new(&url).schema(&schema);
+    let acme = tenants
+        .store(&flext::TenantId::new("acme").expect("valid"))
+        .await
+        .expect("acme");
+    let globex = tenants
+        .store(&flext::TenantId::new("globex").expect("valid"))
+        .await
+        .expect("globex");
+    for (store, streams) in [
+        (&acme, &["order-1", "order-2"][..]),
+        (&globex, &["order-1"]),
+    ] {
+        for s in streams {
+            store
+                .append(
+                    &StreamId::new(*s).expect("valid"),
+                    ExpectedVersion::NoStream,
+                    vec![event("t", json!({}), EventMetadata::default())],
+                )
+                .await
+                .expect("append");
+        }
+    }
+    let db = |tenant: &str| {
+        vec![
+            url.clone(),
+            "--schema".to_owned(),
+            schema.clone(),
+            "--tenant".to_owned(),
+            tenant.to_owned(),
+        ]
+    };
+    let list = json_of(&flext(&db("acme"), &["--json", "streams", "list"]).await);
+    assert_eq!(
+        list["streams"].as_array().expect("streams").len(),
+        2,
+        "{list}"
+    );
+    let list = json_of(&flext(&db("globex"), &["--json", "streams", "list"]).await);
+    assert_eq!(
+        list["streams"].as_array().expect("streams").len(),
+        1,
+        "{list}"
+    );
+    let mut as_root = db("acme");
+    as_root[0] = flext_testkit::harness::database_url();
+    let refused = flext(&as_root, &["--json", "streams", "list"]).await;
+    assert_eq!(code(&refused), 19, "FAILED_PRECONDITION");
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("TENANCY_NOT_ENFORCED"));
+    let sqlite = flext(
+        &[
+            "sqlite::memory:".to_owned(),
+            "--tenant".to_owned(),
+            "acme".to_owned(),
+        ],
+        &["streams", "list"],
+    )
+    .await;
+    assert_eq!(code(&sqlite), 13, "INVALID_ARGUMENT");
+    tenants.close().await.expect("close");
+    let admin = sqlx::PgPool::connect(&flext_testkit::harness::database_url())
+        .await
+        .expect("admin");
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "DROP SCHEMA \"{schema}\" CASCADE"
+    )))
+    .execute(&admin)
+    .await
+    .expect("drop");
+}

@@ -37,7 +37,7 @@ mod sql;
 mod store;
 mod tenancy;
 
-pub use shared::PgSharedTenantStores;
+pub use shared::{PgSharedTenantStores, TENANT_SETTING};
 pub use store::{MIGRATIONS_TABLE, PgEventStore, PgStoreBuilder, PgWriteTransaction, migrator};
 pub use tenancy::PgTenantStores;
 

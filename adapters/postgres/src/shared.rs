@@ -11,7 +11,7 @@
 //! without a `WHERE tenant_id` of its own that could be forgotten; a connection without
 //! a tenant sees no rows and can write none.
 //!
-//! The layout is reached by [`confine_tables`], which reads the catalog and changes only
+//! The layout is reached by `confine_tables`, which reads the catalog and changes only
 //! what is not confined yet (idempotent, under a lock), so a schema created by the
 //! migrations is converted on its first tenant's connect and so are tables added by later
 //! migrations. Constraint names do not change, so the adapter's `ON CONFLICT ON
@@ -19,6 +19,35 @@
 //!
 //! Row-level security does not apply to superusers or roles with `BYPASSRLS`: a tenant's
 //! store refuses to connect as one.
+//!
+//! Read models of one's own in the same schema are confined by the same recipe: a
+//! `tenant_id` column defaulting to the setting, leading the key, and one policy.
+//!
+//! ```sql
+//! CREATE TABLE balances (
+//!     tenant_id TEXT NOT NULL DEFAULT current_setting('flext.tenant'),
+//!     account   TEXT NOT NULL,
+//!     balance   BIGINT NOT NULL,
+//!     PRIMARY KEY (tenant_id, account));
+//! ALTER TABLE balances ENABLE ROW LEVEL SECURITY;
+//! ALTER TABLE balances FORCE ROW LEVEL SECURITY;
+//! CREATE POLICY tenant ON balances USING (tenant_id = current_setting('flext.tenant', true));
+//! ```
+//!
+//! ```no_run
+//! use flext::ports::{Context, EventStore, TenantStores};
+//! use flext::postgres::PgSharedTenantStores;
+//! use flext::{EventId, ExpectedVersion, NewEvent, StreamId, TenantId};
+//!
+//! # async fn run() -> Result<(), flext::Error> {
+//! // Connect as the service's role, not a superuser.
+//! let tenants = PgSharedTenantStores::new("postgres://app@localhost/app").schema("tenants");
+//! let ctx = Context::new().with_tenant(TenantId::new("acme")?);
+//! let store = tenants.for_context(&ctx).await?;
+//! let event = NewEvent::new(EventId::new(), "order.placed", &b"{}"[..]);
+//! store.append(&StreamId::new("order-1")?, ExpectedVersion::NoStream, vec![event]).await?;
+//! # Ok(()) }
+//! ```
 
 use std::collections::HashMap;
 use std::sync::Arc;

@@ -590,10 +590,19 @@ impl PgEventStore {
     }
 
     /// Applies the store's migrations that have not run (for a store connected with
-    /// `migrate(false)`); returns how many ran.
+    /// `migrate(false)`); returns how many ran. A tenant's store of shared tables
+    /// ([`PgStoreBuilder::tenant`]) then confines the tables they added.
     pub async fn apply_migrations(&self) -> Result<usize, Error> {
         let before = self.applied_versions().await?.len();
         run_migrations(&self.pool).await?;
+        let tenant: Option<String> = sqlx::query_scalar("SELECT current_setting($1, true)")
+            .bind(crate::shared::TENANT_SETTING)
+            .fetch_one(&self.pool)
+            .await
+            .map_err(|e| db_error("reading the connection's tenant", e))?;
+        if tenant.is_some_and(|t| !t.is_empty()) {
+            crate::shared::confine_tables(&self.pool).await?;
+        }
         Ok(self.applied_versions().await?.len().saturating_sub(before))
     }
 
